@@ -1,0 +1,101 @@
+"""Admin: a read-only window on custody state, with actions that call services.
+
+Custody records change only through services (which log every change), so
+the admin never edits them directly.
+"""
+
+from django.contrib import admin, messages
+
+from . import services
+from .models import ApiToken, Blob, Case, Checkpoint, Evidence, LogEntry, Membership, SigningKey, User
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(User)
+class UserAdmin(ReadOnlyAdmin):
+    list_display = ["username", "role", "is_active", "last_login", "date_joined"]
+    list_filter = ["role", "is_active"]
+    search_fields = ["username", "email"]
+    exclude = ["password"]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Case)
+class CaseAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "title", "created_by", "created_at"]
+    search_fields = ["reference", "title"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Evidence)
+class EvidenceAdmin(ReadOnlyAdmin):
+    list_display = ["original_name", "case", "blob", "media_type", "custodian", "received_at", "log_index"]
+    list_filter = ["media_type"]
+    search_fields = ["original_name", "blob__sha256", "case__reference"]
+
+
+@admin.register(Blob)
+class BlobAdmin(ReadOnlyAdmin):
+    list_display = ["sha256", "size", "stored_at"]
+    search_fields = ["sha256", "sha1", "md5"]
+
+
+@admin.register(LogEntry)
+class LogEntryAdmin(ReadOnlyAdmin):
+    list_display = ["index", "time", "action", "actor", "case", "evidence"]
+    list_filter = ["action"]
+    readonly_fields = ["index", "time", "action", "actor", "case", "evidence", "leaf_text"]
+    exclude = ["leaf", "leaf_hash"]
+
+    @admin.display(description="leaf (canonical JSON)")
+    def leaf_text(self, obj):
+        return bytes(obj.leaf).decode()
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdmin):
+    list_display = ["size", "created_at"]
+    exclude = ["root"]
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(ReadOnlyAdmin):
+    list_display = ["keyid", "purpose", "name", "valid_from", "valid_until"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ["prefix", "user", "label", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    exclude = ["digest"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None  # the changelist and its actions, never the edit form
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            services.revoke_token(actor=request.user, token=token, client=request.META.get("REMOTE_ADDR"))
+        messages.success(request, f"{queryset.count()} token(s) revoked.")

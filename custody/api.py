@@ -1,0 +1,222 @@
+"""REST API views: input serializer -> service -> output serializer."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+from django.contrib.auth import authenticate
+from django.db.models import Q
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from . import keys, services
+from .auth import HashedTokenAuthentication
+from .models import ApiToken, SigningKey
+from .permissions import Forbidden, get_case_for, get_evidence_for, visible_cases, visible_evidence
+from .serializers import (
+    CaseInputSerializer,
+    CaseSerializer,
+    EvidenceInputSerializer,
+    EvidenceSerializer,
+    KeysSerializer,
+    SigningKeySerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+)
+
+
+def exception_handler(exc, context):
+    """Every error is JSON ``{"detail": ...}`` with the right 4xx."""
+    if isinstance(exc, services.ServiceError):
+        return Response({"detail": exc.detail}, status=exc.status)
+    if isinstance(exc, Forbidden):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.ValidationError):
+        errors = response.data
+        response.data = {"detail": _first_message(errors), "errors": errors}
+    return response
+
+
+def _first_message(errors) -> str:
+    if isinstance(errors, dict):
+        for field, value in errors.items():
+            message = _first_message(value)
+            return message if field == "non_field_errors" else f"{field}: {message}"
+    if isinstance(errors, list) and errors:
+        return _first_message(errors[0])
+    return str(errors)
+
+
+def client_address(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def find_case(user, value: str):
+    """A visible case by id or by reference; 404 otherwise."""
+    value = (value or "").strip()
+    query = Q(reference=value)
+    try:
+        query |= Q(pk=uuid.UUID(value))
+    except ValueError:
+        pass
+    case = visible_cases(user).filter(query).first()
+    if case is None:
+        raise Http404("case not found")
+    return case
+
+
+class TokenView(APIView):
+    authentication_classes = [HashedTokenAuthentication]
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(request=TokenRequestSerializer, responses={201: TokenSerializer})
+    def post(self, request):
+        data = TokenRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(
+            request, username=data.validated_data["username"], password=data.validated_data["password"]
+        )
+        if user is None or not user.is_active:
+            return Response({"detail": "wrong username or password"}, status=status.HTTP_401_UNAUTHORIZED)
+        row, token = services.issue_token(
+            user=user, label=data.validated_data.get("label", ""), client=client_address(request)
+        )
+        return Response({"token": token, "prefix": row.prefix}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        """Revoke the token used to authenticate this request."""
+        if not isinstance(request.auth, ApiToken):
+            return Response({"detail": "authenticate with the token to revoke"}, status=400)
+        services.revoke_token(actor=request.user, token=request.auth, client=client_address(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CaseListView(APIView):
+    @extend_schema(responses=CaseSerializer(many=True))
+    def get(self, request):
+        cases = visible_cases(request.user).select_related("created_by").order_by("reference")
+        return Response(CaseSerializer(cases, many=True).data)
+
+    @extend_schema(request=CaseInputSerializer, responses={201: CaseSerializer})
+    def post(self, request):
+        data = CaseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        case = services.create_case(actor=request.user, client=client_address(request), **data.validated_data)
+        return Response(CaseSerializer(case).data, status=status.HTTP_201_CREATED)
+
+
+class CaseDetailView(APIView):
+    @extend_schema(responses=CaseSerializer)
+    def get(self, request, case_id):
+        return Response(CaseSerializer(get_case_for(request.user, case_id)).data)
+
+
+class EvidenceListView(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("case", str, description="case id or reference"),
+            OpenApiParameter("sha256", str, description="only items with these bytes"),
+        ],
+        responses=EvidenceSerializer(many=True),
+    )
+    def get(self, request):
+        items = visible_evidence(request.user).select_related("case", "blob", "submitted_by", "custodian")
+        if case := request.query_params.get("case"):
+            items = items.filter(case=find_case(request.user, case))
+        if sha256 := request.query_params.get("sha256"):
+            items = items.filter(blob_id=sha256.lower())
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(items.order_by("received_at"), request, view=self)
+        return paginator.get_paginated_response(EvidenceSerializer(page, many=True).data)
+
+    @extend_schema(request=EvidenceInputSerializer, responses={201: EvidenceSerializer})
+    def post(self, request):
+        data = EvidenceInputSerializer(data=request.data)
+        if "file" not in request.FILES:
+            raise exceptions.ValidationError(
+                {"file": ["no file received: send the evidence as a multipart part named 'file'"]}
+            )
+        data.is_valid(raise_exception=True)
+        case = find_case(request.user, data.validated_data["case"])
+        evidence = services.receive_evidence(
+            actor=request.user,
+            case=case,
+            upload=data.validated_data["file"],
+            description=data.validated_data["description"],
+            source=data.validated_data["source"],
+            declared_sha256=data.validated_data["sha256"] or None,
+            client=client_address(request),
+        )
+        return Response(EvidenceSerializer(evidence).data, status=status.HTTP_201_CREATED)
+
+
+class EvidenceDetailView(APIView):
+    @extend_schema(responses=EvidenceSerializer)
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
+        return Response(EvidenceSerializer(evidence).data)
+
+
+def evidence_file_response(user, evidence, reason: str, client: str | None) -> FileResponse:
+    """Stream the evidence bytes (never read whole), with RFC 9530 Repr-Digest."""
+    handle = services.open_for_download(actor=user, evidence=evidence, reason=reason, client=client)
+    response = FileResponse(
+        handle, as_attachment=True, filename=evidence.original_name,
+        content_type="application/octet-stream",
+    )
+    digest = base64.b64encode(bytes.fromhex(evidence.blob_id)).decode()
+    response["Repr-Digest"] = f"sha-256=:{digest}:"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+class EvidenceContentView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("reason", str, description="why the bytes are needed (logged)")],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        return evidence_file_response(
+            request.user, evidence, request.query_params.get("reason", ""), client_address(request)
+        )
+
+
+class EvidenceReceiptView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        return Response(evidence.receipt)
+
+
+class KeysView(APIView):
+    """Public keys, to check receipts, results and checkpoints (no authentication)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses=KeysSerializer)
+    def get(self, request):
+        rows = SigningKey.objects.all()
+        return Response({
+            "log_vkey": keys.log_verifier_key(),
+            "keys": SigningKeySerializer(rows, many=True).data,
+        })

@@ -1,0 +1,31 @@
+"""The Celery app. Broker from settings: filesystem under the data dir by default."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "custody.settings")
+
+app = Celery("custody")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+@app.on_after_configure.connect
+def _configure_broker(sender, **kwargs):
+    # Read lazily: the filesystem transport needs its folders, which live
+    # under CUSTODY_DATA_DIR and must exist before a worker polls them.
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        folder = settings.CELERY_BROKER_DIR
+        (folder / "queue").mkdir(parents=True, exist_ok=True)
+        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        sender.conf.broker_transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+
+
+app.autodiscover_tasks()

@@ -1,0 +1,36 @@
+from django import forms
+
+from .models import Role, User
+
+
+class CaseForm(forms.Form):
+    reference = forms.CharField(max_length=100, help_text="e.g. 2026-0042")
+    title = forms.CharField(max_length=200)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+
+class EvidenceUploadForm(forms.Form):
+    file = forms.FileField(allow_empty_file=True)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    source = forms.CharField(max_length=500, required=False, help_text="where and how it was obtained")
+    sha256 = forms.CharField(
+        max_length=71, required=False, label="SHA-256 (optional)",
+        help_text="if you computed it: a mismatch is refused and nothing is kept",
+    )
+
+
+class DownloadForm(forms.Form):
+    reason = forms.CharField(max_length=1000, help_text="recorded in the custody log")
+
+
+class AddMemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+
+    def clean_username(self):
+        try:
+            return User.objects.get(username=self.cleaned_data["username"], is_active=True)
+        except User.DoesNotExist:
+            raise forms.ValidationError("no such active user") from None
+
+
+ROLE_CHOICES = Role.choices

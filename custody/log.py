@@ -1,0 +1,166 @@
+"""The custody log: the only code that appends to it.
+
+One RFC 9162 Merkle tree over all entries. Each entry is canonical JSON,
+stored verbatim as the leaf bytes. ``append`` must run inside the caller's
+transaction (the action and its entry commit or vanish together); it takes
+the next index under a row lock on LogHead, so indexes are dense and in
+commit order whatever the database's sequences do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from . import merkle, signing
+from .models import Checkpoint, LogEntry, LogHead, TreeNode
+
+HASH_SIZE = 32
+ENTRY_VERSION = 1
+
+
+def format_time(value: dt.datetime) -> str:
+    """RFC 3339 UTC with microseconds, the one time format in signed documents."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _actor(user) -> dict | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return {"id": user.pk, "username": user.get_username()}
+
+
+def append(
+    action: str,
+    *,
+    actor=None,
+    case=None,
+    evidence=None,
+    client: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    time: dt.datetime | None = None,
+) -> LogEntry:
+    """Append one entry and return it. Call inside ``transaction.atomic()``."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("log.append must run inside the action's transaction")
+    time = time or timezone.now()
+    # Lock the head first: two appends must not take the same index, and the
+    # frontier must be read and written by one appender at a time.
+    head = LogHead.objects.select_for_update().get(pk=1)
+    index = head.size
+    entry = {
+        "v": ENTRY_VERSION,
+        "index": index,
+        "time": format_time(time),
+        "actor": _actor(actor),
+        "action": action,
+        "case": {"id": str(case.pk), "reference": case.reference} if case is not None else None,
+        "evidence": (
+            {"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None
+        ),
+        "client": client or None,
+        "reason": reason or None,
+        "details": details or {},
+    }
+    leaf = signing.canonical_json(entry)
+    leaf_hash = merkle.leaf_hash(leaf)
+    frontier = _split(bytes(head.frontier))
+    frontier, nodes = merkle.append_to_frontier(frontier, index, leaf_hash)
+    row = LogEntry.objects.create(
+        index=index,
+        leaf=leaf,
+        leaf_hash=leaf_hash,
+        time=time,
+        action=action,
+        actor_id=actor.pk if _actor(actor) else None,
+        case_id=case.pk if case is not None else None,
+        evidence_id=evidence.pk if evidence is not None else None,
+    )
+    TreeNode.objects.bulk_create(
+        [TreeNode(level=level, index=i, hash=h) for level, i, h in nodes if level > 0]
+    )
+    head.size = index + 1
+    head.frontier = b"".join(frontier)
+    head.root = merkle.root_from_frontier(frontier)
+    head.save(update_fields=["size", "frontier", "root"])
+    return row
+
+
+def _split(blob: bytes) -> list[bytes]:
+    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+
+
+def tree_head() -> tuple[int, bytes]:
+    head = LogHead.objects.get(pk=1)
+    return head.size, bytes(head.root) or merkle.EMPTY_ROOT
+
+
+def fetch_nodes(wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Stored hashes of the perfect subtrees in ``wanted``, in two queries."""
+    found: dict[tuple[int, int], bytes] = {}
+    leaves = [i for level, i in wanted if level == 0]
+    if leaves:
+        for index, h in LogEntry.objects.filter(index__in=leaves).values_list("index", "leaf_hash"):
+            found[(0, index)] = bytes(h)
+    inner = [(level, i) for level, i in wanted if level > 0]
+    if inner:
+        from django.db.models import Q
+
+        query = Q()
+        for level, i in inner:
+            query |= Q(level=level, index=i)
+        for level, i, h in TreeNode.objects.filter(query).values_list("level", "index", "hash"):
+            found[(level, i)] = bytes(h)
+    missing = wanted - found.keys()
+    if missing:
+        raise LookupError(f"log tree nodes missing from the database: {sorted(missing)[:5]}")
+    return found
+
+
+def inclusion_proof(index: int, size: int) -> list[bytes]:
+    return merkle.inclusion_proof(index, size, fetch_nodes(merkle.inclusion_nodes(index, size)))
+
+
+def consistency_proof(first: int, second: int) -> list[bytes]:
+    return merkle.consistency_proof(
+        first, second, fetch_nodes(merkle.consistency_nodes(first, second))
+    )
+
+
+def root_at(size: int) -> bytes:
+    """Root of the tree at an earlier size, from stored nodes."""
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    return merkle.range_hash(0, size, fetch_nodes(set(merkle.range_nodes(0, size))))
+
+
+# --- checkpoints ------------------------------------------------------------
+
+
+def checkpoint_text(origin: str, size: int, root: bytes) -> str:
+    """C2SP tlog-checkpoint body: origin, tree size, base64 root hash."""
+    return f"{origin}\n{size}\n{signing.b64(root)}\n"
+
+
+def latest_checkpoint() -> Checkpoint:
+    """The signed checkpoint for the current tree, signing a new one if the tree grew."""
+    from .keys import active_private_key
+
+    size, root = tree_head()
+    latest = Checkpoint.objects.order_by("-size").first()
+    if latest is not None and latest.size == size:
+        return latest
+    signer_row, signer = active_private_key("log")
+    note = signing.sign_note(
+        checkpoint_text(settings.CUSTODY_LOG_ORIGIN, size, root), signer_row.name, signer
+    )
+    try:
+        with transaction.atomic():
+            return Checkpoint.objects.create(size=size, root=root, note=note, created_at=timezone.now())
+    except IntegrityError:  # another process signed the same size first
+        return Checkpoint.objects.get(size=size)

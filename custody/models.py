@@ -1,0 +1,208 @@
+"""Custody models. No logic in save() or signals: state changes live in services.py."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Role(models.TextChoices):
+    INVESTIGATOR = "investigator", "Investigator"
+    AUDITOR = "auditor", "Auditor (read-only)"
+    ADMIN = "admin", "Administrator"
+
+
+class User(AbstractUser):
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.INVESTIGATOR)
+
+    @property
+    def is_custody_admin(self) -> bool:
+        return self.is_active and (self.role == Role.ADMIN or self.is_superuser)
+
+    @property
+    def can_write(self) -> bool:
+        return self.is_active and self.role in (Role.INVESTIGATOR, Role.ADMIN)
+
+
+class Case(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    reference = models.CharField(max_length=100, unique=True)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="cases"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.reference}: {self.title}"
+
+
+class Membership(models.Model):
+    case = models.ForeignKey(Case, on_delete=models.PROTECT)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    added_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["case", "user"], name="unique_membership")]
+
+
+class ApiToken(models.Model):
+    """A REST token. Only its SHA-256 is stored; the token is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12, help_text="first characters, to tell tokens apart")
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class Blob(models.Model):
+    """Stored bytes, named by their SHA-256; shared by evidence with the same content."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    sha1 = models.CharField(max_length=40)
+    md5 = models.CharField(max_length=32)
+    size = models.BigIntegerField()
+    stored_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"sha256:{self.sha256}"
+
+
+class Evidence(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="evidence")
+    # PROTECT: a blob can never be deleted while evidence refers to it.
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="evidence")
+    original_name = models.CharField(max_length=255, help_text="sanitised; metadata only")
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True)
+    media_type = models.CharField(max_length=255)
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    custodian = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    received_at = models.DateTimeField()
+    log_index = models.BigIntegerField(help_text="index of the intake entry in the custody log")
+    receipt = models.JSONField(help_text="DSSE envelope signed with the intake key")
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "evidence"
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.blob_id[:12]})"
+
+    @property
+    def sha256(self) -> str:
+        return self.blob_id
+
+
+class SigningKey(models.Model):
+    """Public half and metadata of a signing key; the private half is a file."""
+
+    class Purpose(models.TextChoices):
+        LOG = "log", "custody log checkpoints"
+        INTAKE = "intake", "intake receipts"
+        RESULTS = "results", "analysis results"
+
+    keyid = models.CharField(max_length=64, primary_key=True, help_text="hex SHA-256 of DER SPKI")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    name = models.CharField(max_length=200)
+    public_key_pem = models.TextField()
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["purpose", "valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["purpose"],
+                condition=models.Q(valid_until__isnull=True),
+                name="one_active_key_per_purpose",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.keyid[:16]}"
+
+
+class LogHead(models.Model):
+    """The single row that serialises appends to the custody log.
+
+    Appenders lock it (SELECT ... FOR UPDATE) to take the next index. It also
+    holds the frontier of the Merkle tree (roots of the perfect subtrees on the
+    right edge), so an append needs no other read.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    size = models.BigIntegerField(default=0)
+    frontier = models.BinaryField(default=b"", help_text="concatenated 32-byte hashes")
+    root = models.BinaryField(default=b"")
+
+
+class LogEntry(models.Model):
+    """One leaf of the custody log. ``leaf`` is the exact canonical JSON that was hashed.
+
+    The other columns are copies of fields of the leaf, for queries only; the
+    leaf bytes are the record.
+    """
+
+    index = models.BigIntegerField(primary_key=True)
+    leaf = models.BinaryField()
+    leaf_hash = models.BinaryField()
+    time = models.DateTimeField()
+    action = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    case = models.ForeignKey(
+        Case, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="log_entries"
+    )
+    evidence = models.ForeignKey(
+        Evidence, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="log_entries"
+    )
+
+    class Meta:
+        ordering = ["index"]
+        verbose_name_plural = "log entries"
+
+    def __str__(self) -> str:
+        return f"#{self.index} {self.action}"
+
+
+class TreeNode(models.Model):
+    """Hash of a perfect, aligned subtree of the log: leaves [index*2**level, (index+1)*2**level).
+
+    Level 0 lives in LogEntry.leaf_hash; these rows make proofs O(log n) reads.
+    """
+
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["level", "index"], name="unique_tree_node")]
+
+
+class Checkpoint(models.Model):
+    """A signed tree head (C2SP tlog-checkpoint in a signed note)."""
+
+    size = models.BigIntegerField(primary_key=True)
+    root = models.BinaryField()
+    note = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["size"]

@@ -1,0 +1,335 @@
+"""Every state change of the custody app: check permission, change state, log; one transaction.
+
+Views, the API, the admin, tasks and management commands call these
+functions; none of them writes custody models directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import unicodedata
+import uuid
+
+import magic
+from django.db import transaction
+from django.utils import timezone
+
+from . import keys, log, signing
+from .hashing import hash_file, is_sha256_hex
+from .models import ApiToken, Blob, Case, Evidence, LogHead, Membership, Role, SigningKey, User
+from .permissions import Forbidden, require_investigator_or_admin, require_write
+from .storage import blob_store
+
+INTAKE_PREDICATE_TYPE = "urn:custody-server:intake-receipt:v1"
+MAX_NAME_LENGTH = 255
+
+
+class ServiceError(Exception):
+    """Refused input: ``status`` is the HTTP status a transport should answer with."""
+
+    def __init__(self, detail: str, status: int = 400):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+# --- accounts and cases -----------------------------------------------------
+
+
+@transaction.atomic
+def create_user(
+    *, actor: User | None, username: str, password: str, role: str, email: str = "",
+    cases: list[Case] = (), client: str | None = None,
+) -> User:
+    """Create an account with a role and case memberships (admins, or the CLI with actor=None)."""
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators create accounts")
+    if role not in Role.values:
+        raise ServiceError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    if User.objects.filter(username=username).exists():
+        raise ServiceError(f"user {username!r} already exists", status=409)
+    user = User(username=username, email=email, role=role)
+    user.is_staff = user.is_superuser = role == Role.ADMIN
+    user.set_password(password)
+    user.save()
+    log.append("user.created", actor=actor, client=client, details={
+        "user": {"id": user.pk, "username": username}, "role": role,
+    })
+    for case in cases:
+        _add_membership(actor, case, user, client)
+    return user
+
+
+@transaction.atomic
+def set_role(*, actor: User | None, user: User, role: str, client: str | None = None) -> User:
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators change roles")
+    if role not in Role.values:
+        raise ServiceError(f"unknown role {role!r}")
+    old = user.role
+    user.role = role
+    user.is_staff = user.is_superuser = role == Role.ADMIN
+    user.save(update_fields=["role", "is_staff", "is_superuser"])
+    log.append("user.role_changed", actor=actor, client=client, details={
+        "user": {"id": user.pk, "username": user.username}, "from": old, "to": role,
+    })
+    return user
+
+
+@transaction.atomic
+def create_case(
+    *, actor: User, reference: str, title: str, description: str = "", client: str | None = None
+) -> Case:
+    require_investigator_or_admin(actor)
+    reference, title = reference.strip(), title.strip()
+    if not reference or not title:
+        raise ServiceError("a case needs a reference and a title")
+    if Case.objects.filter(reference=reference).exists():
+        # Case references are global; saying so reveals only that the
+        # reference is taken, which the creator must learn to pick another.
+        raise ServiceError(f"case reference {reference!r} is already taken", status=409)
+    case = Case.objects.create(
+        reference=reference, title=title, description=description,
+        created_at=timezone.now(), created_by=actor,
+    )
+    log.append("case.created", actor=actor, case=case, client=client, details={"title": title})
+    _add_membership(actor, case, actor, client)
+    return case
+
+
+def _add_membership(actor, case: Case, user: User, client) -> None:
+    _, created = Membership.objects.get_or_create(
+        case=case, user=user, defaults={"added_at": timezone.now()}
+    )
+    if created:
+        log.append("case.member_added", actor=actor, case=case, client=client, details={
+            "user": {"id": user.pk, "username": user.username}, "role": user.role,
+        })
+
+
+@transaction.atomic
+def add_member(*, actor: User | None, case: Case, user: User, client: str | None = None) -> None:
+    """Add a user to a case: administrators, or investigators who are members."""
+    if actor is not None:
+        require_write(actor, case)
+    _add_membership(actor, case, user, client)
+
+
+@transaction.atomic
+def remove_member(*, actor: User | None, case: Case, user: User, client: str | None = None) -> None:
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators remove case members")
+    deleted, _ = Membership.objects.filter(case=case, user=user).delete()
+    if deleted:
+        log.append("case.member_removed", actor=actor, case=case, client=client, details={
+            "user": {"id": user.pk, "username": user.username},
+        })
+
+
+# --- tokens -----------------------------------------------------------------
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def issue_token(*, user: User, label: str = "", client: str | None = None) -> tuple[ApiToken, str]:
+    """Create a token; returns (row, token). The token itself is never stored."""
+    token = "cst_" + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(
+        user=user, digest=token_digest(token), prefix=token[:10], label=label[:100],
+        created_at=timezone.now(),
+    )
+    log.append("token.issued", actor=user, client=client, details={
+        "token": row.prefix, "label": row.label,
+    })
+    return row, token
+
+
+@transaction.atomic
+def revoke_token(*, actor: User | None, token: ApiToken, client: str | None = None) -> None:
+    if actor is not None and actor != token.user and not actor.is_custody_admin:
+        raise Forbidden("you may revoke only your own tokens")
+    token = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is not None:
+        return
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    log.append("token.revoked", actor=actor, client=client, details={
+        "token": token.prefix, "user": {"id": token.user_id, "username": token.user.username},
+    })
+
+
+# --- signing keys -----------------------------------------------------------
+
+
+@transaction.atomic
+def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
+    """Create the missing active keys (first run). Returns the keys created."""
+    created = []
+    for purpose in SigningKey.Purpose.values:
+        # Serialise through the log head: two processes starting at once must
+        # not both create a key for the same purpose.
+        LogHead.objects.select_for_update().get(pk=1)
+        if SigningKey.objects.filter(purpose=purpose, valid_until__isnull=True).exists():
+            continue
+        keyid, private = keys.generate_key_file()
+        row = SigningKey.objects.create(
+            keyid=keyid, purpose=purpose, name=keys.key_name(purpose),
+            public_key_pem=signing.public_key_pem(private.public_key()),
+            valid_from=timezone.now(),
+        )
+        details = {"keyid": keyid, "purpose": purpose, "public_key_pem": row.public_key_pem}
+        if purpose == SigningKey.Purpose.LOG:
+            details["vkey"] = signing.note_verifier_key(row.name, private.public_key())
+        log.append("key.added", actor=actor, details=details)
+        created.append(row)
+    return created
+
+
+# --- evidence ---------------------------------------------------------------
+
+
+def sanitize_name(name: str | None) -> str:
+    """The client's file name as safe metadata: never used as a path.
+
+    Django's multipart parser has already dropped directory parts and
+    non-printable characters; this also covers names from other transports.
+    """
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("/", "_").replace("\\", "_")
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if name in {"", ".", ".."}:
+        return "unnamed"
+    if len(name) > MAX_NAME_LENGTH:
+        stem, ext = os.path.splitext(name)
+        ext = ext[:16]
+        name = stem[: MAX_NAME_LENGTH - len(ext) - 1] + "\u2026" + ext
+    return name
+
+
+def detect_media_type(path: str) -> str:
+    """From content (libmagic reads the first bytes), never from the client."""
+    media_type = magic.from_file(path, mime=True)
+    return "application/x-empty" if media_type == "inode/x-empty" else media_type
+
+
+def receive_evidence(
+    *, actor: User, case: Case, upload, description: str = "", source: str = "",
+    declared_sha256: str | None = None, client: str | None = None,
+) -> Evidence:
+    """Store an uploaded file as evidence, log the intake and sign a receipt.
+
+    ``upload`` is a HashedUploadedFile: its digests were computed while it was
+    written, so the bytes are not read again here.
+    """
+    require_write(actor, case)
+    digests = getattr(upload, "digests", None)
+    if not digests:
+        raise ServiceError("upload was not hashed on intake (misconfigured FILE_UPLOAD_HANDLERS)", 500)
+    if declared_sha256:
+        declared = declared_sha256.strip().lower().removeprefix("sha256:")
+        if not is_sha256_hex(declared):
+            raise ServiceError("sha256 must be 64 hexadecimal characters")
+        if declared != digests["sha256"]:
+            # Nothing is kept: the temporary file goes with the request.
+            upload.close()
+            raise ServiceError(
+                f"declared sha256 {declared} does not match the received bytes "
+                f"(sha256 {digests['sha256']}, {upload.size} bytes); nothing was stored",
+                status=422,
+            )
+    path = upload.temporary_file_path()
+    media_type = detect_media_type(path)
+    name = sanitize_name(upload.name)
+    # The blob is written before the transaction: it is content-addressed,
+    # so a failed transaction leaves at most an unreferenced copy of bytes
+    # that were received, never a record without its bytes.
+    blob_store().put_file(path, digests["sha256"], upload.size)
+    with transaction.atomic():
+        now = timezone.now()
+        blob, _ = Blob.objects.get_or_create(
+            sha256=digests["sha256"],
+            defaults={"sha1": digests["sha1"], "md5": digests["md5"], "size": upload.size, "stored_at": now},
+        )
+        evidence = Evidence(
+            id=uuid.uuid4(), case=case, blob=blob, original_name=name,
+            description=description, source=source, media_type=media_type,
+            submitted_by=actor, custodian=actor, received_at=now, log_index=-1, receipt={},
+        )
+        entry = log.append(
+            "evidence.received", actor=actor, case=case, evidence=evidence, client=client, time=now,
+            details={
+                "original_name": name, "size": upload.size, "media_type": media_type,
+                "sha1": digests["sha1"], "md5": digests["md5"], "source": source,
+                "description": description,
+            },
+        )
+        evidence.log_index = entry.index
+        evidence.receipt = _sign_receipt(evidence, blob, entry.index)
+        evidence.save(force_insert=True)
+    return evidence
+
+
+def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int) -> dict:
+    from django.conf import settings
+
+    key_row, key = keys.active_private_key(SigningKey.Purpose.INTAKE)
+    statement = signing.in_toto_statement(
+        subject=[{
+            "name": evidence.original_name,
+            "digest": {"sha256": blob.sha256, "sha1": blob.sha1, "md5": blob.md5},
+        }],
+        predicate_type=INTAKE_PREDICATE_TYPE,
+        predicate={
+            "evidence": str(evidence.id),
+            "case": {"id": str(evidence.case.id), "reference": evidence.case.reference},
+            "original_name": evidence.original_name,
+            "size": blob.size,
+            "media_type": evidence.media_type,
+            "submitter": {"id": evidence.submitted_by.pk, "username": evidence.submitted_by.username},
+            "source": evidence.source,
+            "description": evidence.description,
+            "received_at": log.format_time(evidence.received_at),
+            "log": {"origin": settings.CUSTODY_LOG_ORIGIN, "index": log_index},
+        },
+    )
+    return signing.sign_statement(statement, key)
+
+
+@transaction.atomic
+def record_view(*, actor: User, evidence: Evidence, client: str | None = None) -> None:
+    log.append("evidence.viewed", actor=actor, case=evidence.case, evidence=evidence, client=client)
+
+
+@transaction.atomic
+def open_for_download(*, actor: User, evidence: Evidence, reason: str = "", client: str | None = None):
+    """Log the download and return an open binary file of the evidence bytes."""
+    reason = (reason or "").strip()[:1000]
+    log.append(
+        "evidence.downloaded", actor=actor, case=evidence.case, evidence=evidence,
+        client=client, reason=reason,
+    )
+    return blob_store().open(evidence.blob_id)
+
+
+def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
+    """Re-hash the stored bytes of one item and log the outcome. True when intact."""
+    # Hash outside the transaction: on SQLite a transaction holds the write
+    # lock from its start, and hashing gigabytes must not block intake.
+    blob = evidence.blob
+    path = blob_store().path(blob.sha256)
+    try:
+        digests, size = hash_file(path)
+        ok = (digests["sha256"], digests["sha1"], digests["md5"], size) == (
+            blob.sha256, blob.sha1, blob.md5, blob.size
+        )
+        details = {"ok": ok, "sha256": digests["sha256"], "size": size}
+    except FileNotFoundError:
+        ok, details = False, {"ok": False, "error": "blob file is missing"}
+    with transaction.atomic():
+        log.append("fixity.checked", actor=actor, case=evidence.case, evidence=evidence, details=details)
+    return ok

@@ -1,0 +1,22 @@
+"""Celery tasks of the custody app: thin wrappers around services."""
+
+from celery import shared_task
+
+from . import services
+from .models import Evidence
+
+
+@shared_task(name="custody.check_fixity", acks_late=True)
+def check_fixity(evidence_id: str) -> bool:
+    """Re-hash one evidence item's stored bytes and log the result."""
+    evidence = Evidence.objects.select_related("blob", "case").get(pk=evidence_id)
+    return services.check_fixity(evidence=evidence)
+
+
+@shared_task(name="custody.check_fixity_all", acks_late=True)
+def check_fixity_all() -> int:
+    """Queue a fixity check of every evidence item (the periodic schedule calls this)."""
+    ids = list(Evidence.objects.values_list("id", flat=True))
+    for evidence_id in ids:
+        check_fixity.delay(str(evidence_id))
+    return len(ids)

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from . import api, views
+
+urlpatterns = [
+    # Web UI
+    path("", views.case_list, name="case-list"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("cases/new/", views.case_create, name="case-create"),
+    path("cases/<uuid:case_id>/", views.case_detail, name="case-detail"),
+    path("cases/<uuid:case_id>/members/", views.case_add_member, name="case-add-member"),
+    path("evidence/<uuid:evidence_id>/", views.evidence_detail, name="evidence-detail"),
+    path("evidence/<uuid:evidence_id>/download/", views.evidence_download, name="evidence-download"),
+    path("evidence/<uuid:evidence_id>/receipt/", views.evidence_receipt, name="evidence-receipt"),
+    path("admin/", admin.site.urls),
+    # REST API (contract in DESIGN.md: extend, don't rename)
+    path("api/v1/auth/token/", api.TokenView.as_view(), name="api-token"),
+    path("api/v1/cases/", api.CaseListView.as_view(), name="api-cases"),
+    path("api/v1/cases/<str:case_id>/", api.CaseDetailView.as_view(), name="api-case"),
+    path("api/v1/evidence/", api.EvidenceListView.as_view(), name="api-evidence-list"),
+    path("api/v1/evidence/<str:evidence_id>/", api.EvidenceDetailView.as_view(), name="api-evidence"),
+    path("api/v1/evidence/<str:evidence_id>/content/", api.EvidenceContentView.as_view(),
+         name="api-evidence-content"),
+    path("api/v1/evidence/<str:evidence_id>/receipt/", api.EvidenceReceiptView.as_view(),
+         name="api-evidence-receipt"),
+    path("api/v1/keys/", api.KeysView.as_view(), name="api-keys"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+]

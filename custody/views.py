@@ -1,0 +1,115 @@
+"""Web UI views: form -> service -> redirect or template."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from . import services
+from .api import client_address, evidence_file_response
+from .forms import AddMemberForm, CaseForm, DownloadForm, EvidenceUploadForm
+from .models import LogEntry
+from .permissions import Forbidden, can_write_case, get_case_for, get_evidence_for, visible_cases
+
+
+@login_required
+def case_list(request):
+    cases = visible_cases(request.user).select_related("created_by").order_by("reference")
+    return render(request, "custody/case_list.html", {"cases": cases})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_create(request):
+    form = CaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            case = services.create_case(actor=request.user, client=client_address(request), **form.cleaned_data)
+        except Forbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        except services.ServiceError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            messages.success(request, f"Case {case.reference} created.")
+            return redirect("case-detail", case_id=case.pk)
+    return render(request, "custody/case_form.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_detail(request, case_id):
+    case = get_case_for(request.user, case_id)
+    writable = can_write_case(request.user, case)
+    form = EvidenceUploadForm()
+    if request.method == "POST":
+        form = EvidenceUploadForm(request.POST, request.FILES)
+        if not writable:
+            raise PermissionDenied("read-only access to this case")
+        if form.is_valid():
+            try:
+                evidence = services.receive_evidence(
+                    actor=request.user, case=case, upload=form.cleaned_data["file"],
+                    description=form.cleaned_data["description"], source=form.cleaned_data["source"],
+                    declared_sha256=form.cleaned_data["sha256"] or None, client=client_address(request),
+                )
+            except services.ServiceError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                messages.success(request, f"Received {evidence.original_name}: sha256 {evidence.sha256}")
+                return redirect("evidence-detail", evidence_id=evidence.pk)
+    items = case.evidence.select_related("blob", "submitted_by", "custodian").order_by("received_at")
+    return render(request, "custody/case_detail.html", {
+        "case": case, "items": items, "form": form, "writable": writable,
+        "members": case.members.order_by("username"), "member_form": AddMemberForm(),
+    }, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def case_add_member(request, case_id):
+    case = get_case_for(request.user, case_id)
+    form = AddMemberForm(request.POST)
+    if form.is_valid():
+        try:
+            services.add_member(actor=request.user, case=case, user=form.cleaned_data["username"],
+                                client=client_address(request))
+        except Forbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        messages.success(request, f"{form.cleaned_data['username'].username} added to the case.")
+    else:
+        messages.error(request, "; ".join(e for errs in form.errors.values() for e in errs))
+    return redirect("case-detail", case_id=case.pk)
+
+
+@login_required
+def evidence_detail(request, evidence_id):
+    evidence = get_evidence_for(request.user, evidence_id)
+    services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
+    entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")
+    return render(request, "custody/evidence_detail.html", {
+        "evidence": evidence, "entries": entries, "download_form": DownloadForm(),
+    })
+
+
+@login_required
+@require_POST
+def evidence_download(request, evidence_id):
+    evidence = get_evidence_for(request.user, evidence_id)
+    form = DownloadForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a reason for the download; it is recorded in the custody log.")
+        return redirect("evidence-detail", evidence_id=evidence.pk)
+    return evidence_file_response(request.user, evidence, form.cleaned_data["reason"], client_address(request))
+
+
+@login_required
+def evidence_receipt(request, evidence_id):
+    from django.http import JsonResponse
+
+    evidence = get_evidence_for(request.user, evidence_id)
+    response = JsonResponse(evidence.receipt, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="receipt-{evidence.pk}.dsse.json"'
+    return response

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ForensicsConfig(AppConfig):
+    name = "forensics"
+    verbose_name = "Forensic analyses"
