@@ -35,6 +35,11 @@ from .serializers import (
 )
 
 
+class Pagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 1000
+
+
 def exception_handler(exc, context):
     """Every error is JSON ``{"detail": ...}`` with the right 4xx."""
     if isinstance(exc, services.ServiceError):
@@ -141,7 +146,7 @@ class EvidenceListView(APIView):
             items = items.filter(case=find_case(request.user, case))
         if sha256 := request.query_params.get("sha256"):
             items = items.filter(blob_id=sha256.lower())
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(items.order_by("received_at"), request, view=self)
         return paginator.get_paginated_response(EvidenceSerializer(page, many=True).data)
 

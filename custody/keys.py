@@ -50,7 +50,7 @@ def generate_key_file() -> tuple[str, Ed25519PrivateKey]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(signing.encrypt_private_key(key, passphrase()))
+        f.write(signing.encrypt_private_key(key, passphrase(), settings.CUSTODY_KEY_SCRYPT_N))
         f.flush()
         os.fsync(f.fileno())
     with _cache_lock:

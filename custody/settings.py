@@ -174,6 +174,7 @@ FILE_UPLOAD_TEMP_DIR = DATA_DIR / "tmp"
 # Django's checks insist the upload directory exists; create the data dir's
 # skeleton here so a fresh checkout starts without a setup step.
 FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
 CUSTODY_KEY_DIR = DATA_DIR / "keys"
 CUSTODY_UPLOAD_CHUNK_SIZE = env_int("CUSTODY_UPLOAD_CHUNK_SIZE", 1024 * 1024)
@@ -183,6 +184,8 @@ CUSTODY_KEY_PASSPHRASE = env_secret("CUSTODY_KEY_PASSPHRASE")
 # 0600); set CUSTODY_KEY_PASSPHRASE in production so keys and passphrase are
 # not stored side by side.
 CUSTODY_KEY_PASSPHRASE_FALLBACK_FILE = DATA_DIR / "keys" / "passphrase"
+# scrypt cost for new key files (2**17 = 128 MiB of memory per derivation).
+CUSTODY_KEY_SCRYPT_N = env_int("CUSTODY_KEY_SCRYPT_N", 2**17)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -214,6 +217,7 @@ SPECTACULAR_SETTINGS = {
 # Celery: the filesystem broker under the data dir unless CELERY_BROKER_URL.
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_DIR = DATA_DIR / "broker"
+CELERY_TASK_DEFAULT_QUEUE = os.getenv("CUSTODY_CELERY_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True

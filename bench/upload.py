@@ -1,0 +1,371 @@
+#!/usr/bin/env python
+"""Upload benchmark: a large file through the real web process, against sha256sum.
+
+    python bench/upload.py [--size-mib 1024] [--runs 3]
+
+Sets up a throwaway data dir (SQLite, keys, one investigator), starts gunicorn
+with the Procfile's arguments, and uploads the same file with curl. Prints
+upload MB/s divided by ``sha256sum`` MB/s on the same file in the same run
+(target >= 0.8), and the web process's peak RSS growth during the upload
+(master + workers, target <= 100 MB). Every upload's digests are checked
+against sha256sum / sha1sum / md5sum.
+
+The upload figure is end to end as a client sees it: from curl's start to the
+201 response, so it includes the server's work after the last byte (libmagic,
+fsync of the file, hard link, log entry, signed receipt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1_000_000  # throughput in decimal MB/s, as dd and curl print it
+PASSWORD = "bench-" + secrets.token_urlsafe(12)
+TARGET_RATIO = 0.8
+TARGET_GROWTH_MB = 100
+# The Procfile's web process (its --bind comes from $PORT there).
+GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "600"]
+
+
+# --- process and memory sampling ----------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found.extend(int(p) for p in f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def tree(master: int) -> list[int]:
+    return [master, *children(master)]
+
+
+def tree_rss_kib(master: int) -> int:
+    return sum(rss_kib(pid) for pid in tree(master))
+
+
+class Sampler(threading.Thread):
+    """Every ~50 ms: RSS of the web process tree, and how far the upload's temp file has got."""
+
+    def __init__(self, master: int, tmp_dir: Path, size: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.master, self.tmp_dir, self.size, self.interval = master, tmp_dir, size, interval
+        self.baseline = tree_rss_kib(master)
+        self.peak = self.baseline
+        self.samples = 0
+        self.started = time.perf_counter()
+        self.first_byte_at: float | None = None  # temp file appeared with data
+        self.body_done_at: float | None = None  # temp file reached the full size
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+        self.sample()
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, tree_rss_kib(self.master))
+        self.samples += 1
+        if self.body_done_at is None:
+            now = time.perf_counter() - self.started
+            try:
+                sizes = [e.stat().st_size for e in os.scandir(self.tmp_dir) if e.is_file()]
+            except FileNotFoundError:
+                sizes = []
+            if sizes and max(sizes) > 0 and self.first_byte_at is None:
+                self.first_byte_at = now
+            if sizes and max(sizes) >= self.size:
+                self.body_done_at = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.baseline) * 1024 / MB
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+def api(url: str, payload: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (our own local server)
+        return json.load(response)
+
+
+def make_file(path: Path, size: int) -> None:
+    """Random bytes, a 16 MiB random block repeated: fast to make, hashing cost is the same."""
+    block = os.urandom(16 << 20)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n] if n < len(block) else block)
+            left -= n
+
+
+def tool_digest(tool: str, path: Path) -> tuple[str, float]:
+    start = time.perf_counter()
+    out = subprocess.run([tool, str(path)], check=True, capture_output=True, text=True).stdout
+    return out.split()[0], time.perf_counter() - start
+
+
+def children_cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def curl_upload(url: str, token: str, path: Path, case: str) -> tuple[int, dict, float]:
+    """One upload with curl; returns (HTTP status, JSON body, wall seconds)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["curl", "-sS", "-H", "Expect:", "-H", f"Authorization: Token {token}",
+         "-F", f"file=@{path};type=application/octet-stream", "-F", f"case={case}",
+         "-w", "\n%{http_code}", f"{url}/api/v1/evidence/"],
+        capture_output=True, text=True, check=False,
+    )
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"curl failed ({result.returncode}): {result.stderr}")
+    body, _, code = result.stdout.rpartition("\n")
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError:
+        payload = {"raw": body[:500]}
+    return int(code), payload, wall
+
+
+# --- the benchmark --------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each side (median is reported)")
+    parser.add_argument("--keep", action="store_true", help="keep the data dir (for looking at logs)")
+    parser.add_argument("--gunicorn-arg", action="append", default=None,
+                        help="replace the Procfile's gunicorn arguments (repeatable, e.g. --gunicorn-arg=--workers=1)")
+    args = parser.parse_args()
+    for tool in ("curl", "sha256sum", "sha1sum", "md5sum"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 2
+
+    size = args.size_mib << 20
+    data_dir = Path(tempfile.mkdtemp(prefix="custody-bench-"))
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)  # a throwaway SQLite database, never a shared one
+    env.update(
+        DJANGO_SETTINGS_MODULE="custody.settings",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
+        CUSTODY_DATA_DIR=str(data_dir),
+        CUSTODY_KEY_PASSPHRASE=secrets.token_urlsafe(16),
+        CUSTODY_PASSWORD=PASSWORD,
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    gunicorn_args = args.gunicorn_arg or GUNICORN_ARGS
+    proc = None
+    log = None
+    try:
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        for command in (["migrate", "--noinput", "-v", "0"], ["ensure_keys"], ["create_user", "bench"]):
+            subprocess.run(manage + command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", "custody.wsgi", "--bind", f"127.0.0.1:{port}", *gunicorn_args]
+        log = open(data_dir / "gunicorn.log", "w")
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}"
+        token = api(f"{url}/api/v1/auth/token/", {"username": "bench", "password": PASSWORD})["token"]
+        case = api(f"{url}/api/v1/cases/", {"reference": "BENCH-1", "title": "upload benchmark"}, token)["id"]
+
+        # Warm-up: each worker imports, opens its database and loads the signing key
+        # (an scrypt derivation) on its first upload; that is not the upload path.
+        small = data_dir / "warmup.bin"
+        small.write_bytes(os.urandom(1 << 20))
+        for _ in range(8):
+            code, payload, _ = curl_upload(url, token, small, case)
+            if code != 201:
+                raise RuntimeError(f"warm-up upload failed: {code} {payload}")
+
+        path = data_dir / "evidence.bin"
+        t0 = time.perf_counter()
+        make_file(path, size)
+        made = time.perf_counter() - t0
+        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # page cache warm
+
+        expected = {}
+        expected["sha1"], _ = tool_digest("sha1sum", path)
+        expected["md5"], _ = tool_digest("md5sum", path)
+        sha_times = []
+        for _ in range(args.runs):
+            expected["sha256"], seconds = tool_digest("sha256sum", path)
+            sha_times.append(seconds)
+        sha_seconds = statistics.median(sha_times)
+
+        runs = []
+        for _ in range(args.runs):
+            master_cpu_before = {pid: cpu_seconds(pid) for pid in tree(proc.pid)}
+            curl_cpu_before = children_cpu()
+            sampler = Sampler(proc.pid, data_dir / "tmp", size)
+            sampler.start()
+            code, payload, wall = curl_upload(url, token, path, case)
+            sampler.stop()
+            curl_cpu_after = children_cpu()
+            server_cpu = [0.0, 0.0]
+            for pid in tree(proc.pid):
+                user, system = cpu_seconds(pid)
+                before = master_cpu_before.get(pid, (0.0, 0.0))
+                server_cpu[0] += user - before[0]
+                server_cpu[1] += system - before[1]
+            if code != 201:
+                raise RuntimeError(f"upload failed: {code} {payload}")
+            got = {name: payload.get(name) for name in expected}
+            if got != expected or payload.get("size") != size:
+                raise RuntimeError(f"digest mismatch: server {got} size {payload.get('size')}, tools {expected}")
+            runs.append({
+                "wall": wall, "growth": sampler.growth_mb, "samples": sampler.samples,
+                "first_byte": sampler.first_byte_at, "body_done": sampler.body_done_at,
+                "server_user": server_cpu[0], "server_sys": server_cpu[1],
+                "curl_user": curl_cpu_after[0] - curl_cpu_before[0],
+                "curl_sys": curl_cpu_after[1] - curl_cpu_before[1],
+            })
+
+        upload_seconds = statistics.median(r["wall"] for r in runs)
+        sha_rate = size / sha_seconds / MB
+        upload_rate = size / upload_seconds / MB
+        ratio = upload_rate / sha_rate
+        growth = max(r["growth"] for r in runs)
+        ok_ratio = ratio >= TARGET_RATIO
+        ok_growth = growth <= TARGET_GROWTH_MB
+
+        print(f"custody upload benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        print(f"machine:  {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, "
+              f"Linux {platform.release()}")
+        print(f"python:   {platform.python_version()} ({sys.executable})")
+        print(f"server:   gunicorn custody.wsgi {' '.join(gunicorn_args)}")
+        print(f"file:     {size / MB:.0f} MB ({args.size_mib} MiB), made in {made:.1f} s; "
+              f"median of {args.runs} runs each side")
+        print()
+        print(f"  {'sha256sum':<28} {sha_rate:8.0f} MB/s   ({sha_seconds:.2f} s; runs "
+              + ", ".join(f"{t:.2f}" for t in sha_times) + ")")
+        print(f"  {'upload (curl, end to end)':<28} {upload_rate:8.0f} MB/s   ({upload_seconds:.2f} s; runs "
+              + ", ".join(f"{r['wall']:.2f}" for r in runs) + ")")
+        print(f"  {'ratio upload / sha256sum':<28} {ratio:8.2f}        target >= {TARGET_RATIO}  "
+              + ("PASS" if ok_ratio else "FAIL"))
+        print(f"  {'peak RSS growth (web procs)':<28} {growth:8.1f} MB     target <= {TARGET_GROWTH_MB} MB  "
+              + ("PASS" if ok_growth else "FAIL") + "  (runs "
+              + ", ".join(f"{r['growth']:.1f}" for r in runs) + f"; {runs[0]['samples']} samples/run)")
+        print()
+        print("  time split per run (s):  body received = temp file at full size, sampled every 50 ms")
+        print(f"  {'run':>5} {'total':>7} {'body in':>8} {'after body':>11} "
+              f"{'server user':>12} {'server sys':>11} {'curl user':>10} {'curl sys':>9}")
+        for i, r in enumerate(runs, 1):
+            body = r["body_done"]
+            body_s = f"{body:8.2f}" if body is not None else f"{'?':>8}"
+            tail_s = f"{r['wall'] - body:11.2f}" if body is not None else f"{'?':>11}"
+            print(f"  {i:>5} {r['wall']:7.2f} {body_s} {tail_s} {r['server_user']:12.2f} "
+                  f"{r['server_sys']:11.2f} {r['curl_user']:10.2f} {r['curl_sys']:9.2f}")
+        print()
+        print("RESULT: " + ("PASS" if ok_ratio and ok_growth else "FAIL"))
+        return 0 if ok_ratio and ok_growth else 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if log is not None:
+            log.close()
+        if args.keep:
+            print(f"data dir kept: {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The fixed cast and helpers shared by the tests.
+
+Cast: alice (investigator, case A), bob (investigator, case B), carol
+(auditor, case A), dave (investigator, no case), root (administrator).
+Data is made through the services, as users would make it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from custody import services
+from custody.models import LogHead, Role
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def custody_db(db):
+    """The database as the release step leaves it: log head row and signing keys."""
+    LogHead.objects.get_or_create(pk=1)
+    services.ensure_signing_keys()
+
+
+def _user(username, role, cases=()):
+    return services.create_user(actor=None, username=username, password=PASSWORD, role=role, cases=list(cases))
+
+
+@pytest.fixture
+def root(custody_db):
+    return _user("root", Role.ADMIN)
+
+
+@pytest.fixture
+def alice(custody_db):
+    return _user("alice", Role.INVESTIGATOR)
+
+
+@pytest.fixture
+def bob(custody_db):
+    return _user("bob", Role.INVESTIGATOR)
+
+
+@pytest.fixture
+def case_a(alice):
+    return services.create_case(actor=alice, reference="A-1", title="Leaked recording")
+
+
+@pytest.fixture
+def case_b(bob):
+    return services.create_case(actor=bob, reference="B-1", title="Other matter")
+
+
+@pytest.fixture
+def carol(case_a):
+    return _user("carol", Role.AUDITOR, [case_a])
+
+
+@pytest.fixture
+def dave(custody_db):
+    return _user("dave", Role.INVESTIGATOR)
+
+
+def api_client_for(user) -> APIClient:
+    """A REST client holding a real token obtained through the API."""
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
+    assert response.status_code == 201, response.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client
+
+
+@pytest.fixture
+def as_alice(alice):
+    return api_client_for(alice)
+
+
+@pytest.fixture
+def as_bob(bob):
+    return api_client_for(bob)
+
+
+@pytest.fixture
+def as_carol(carol):
+    return api_client_for(carol)
+
+
+@pytest.fixture
+def as_dave(dave):
+    return api_client_for(dave)
+
+
+@pytest.fixture
+def as_root(root):
+    return api_client_for(root)
+
+
+def upload(client, case, content: bytes = b"evidence bytes\n", name="clip.bin", **fields):
+    """POST one file to the intake endpoint; returns the response."""
+    data = {"file": SimpleUploadedFile(name, content), "case": str(case.pk if hasattr(case, "pk") else case)}
+    data.update(fields)
+    return client.post("/api/v1/evidence/", data, format="multipart")
+
+
+@pytest.fixture
+def evidence_a(as_alice, case_a):
+    response = upload(as_alice, case_a, b"RIFF....WAVEfmt the meeting recording", name="meeting.wav")
+    assert response.status_code == 201, response.content
+    from custody.models import Evidence
+
+    return Evidence.objects.get(pk=response.json()["id"])
+
+
+# --- real processes --------------------------------------------------------
+
+
+def subprocess_env(**extra) -> dict[str, str]:
+    """Environment for a server or worker that must share the test database and data dir."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        CUSTODY_USE_TEST_DB="1",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db, tmp_path):
+    """The web process as the Procfile runs it (gunicorn), on the test database."""
+    LogHead.objects.get_or_create(pk=1)
+    services.ensure_signing_keys()
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "custody.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--worker-class", "gthread", "--threads", "2", "--timeout", "600"],
+        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield type("Server", (), {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port})
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def celery_worker_proc(transactional_db, tmp_path):
+    """A real Celery worker process on the configured broker and the test database."""
+    log_path = tmp_path / "worker.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "custody", "worker", "--loglevel=INFO",
+         "--concurrency=1", "--prefetch-multiplier=1", "--without-heartbeat", "--without-gossip",
+         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not start:\n" + log_path.read_text())
+            time.sleep(0.2)
+        yield proc
+    finally:
+        stop(proc)
+        log.close()
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; the README's test command installs it")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_blob_store():
+    """Blob files outlive rolled-back transactions: start each test with an empty store."""
+    from custody.storage import blob_store
+
+    shutil.rmtree(settings.CUSTODY_BLOB_DIR, ignore_errors=True)
+    blob_store.cache_clear()
+    yield

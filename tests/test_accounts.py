@@ -1,0 +1,105 @@
+"""Accounts, roles, the create_user command, and hashed, revocable tokens."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from custody.models import ApiToken, LogEntry, Role, User
+from custody.services import token_digest
+
+from .conftest import PASSWORD, ROOT, subprocess_env
+
+
+def test_create_user_reads_password_from_environment(case_a, monkeypatch):
+    monkeypatch.setenv("CUSTODY_PASSWORD", "a long password 1")
+    call_command("create_user", "erin", "--role", "auditor", "--case", "A-1", stdout=io.StringIO())
+    erin = User.objects.get(username="erin")
+    assert erin.role == Role.AUDITOR and erin.check_password("a long password 1")
+    assert list(erin.cases.values_list("reference", flat=True)) == ["A-1"]
+    actions = list(LogEntry.objects.order_by("-index").values_list("action", flat=True)[:2])
+    assert actions == ["case.member_added", "user.created"]
+
+
+def test_create_user_reads_password_from_stdin(custody_db, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin pw\n"))
+    call_command("create_user", "frank", "--role", "admin", "--password-stdin", stdout=io.StringIO())
+    frank = User.objects.get(username="frank")
+    assert frank.check_password("from stdin pw") and frank.is_custody_admin and frank.is_staff
+
+
+def test_create_user_without_password_fails_clearly(custody_db, monkeypatch):
+    monkeypatch.delenv("CUSTODY_PASSWORD", raising=False)
+    with pytest.raises(CommandError, match="no password"):
+        call_command("create_user", "gina", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="no case"):
+        call_command("create_user", "gina", "--case", "nope", stdout=io.StringIO())
+
+
+def test_create_user_as_a_real_command_line(transactional_db):
+    from custody.models import LogHead
+
+    LogHead.objects.get_or_create(pk=1)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_user", "hank", "--role", "investigator", "--password-stdin"],
+        input="stdin password 9\n", capture_output=True, text=True, cwd=ROOT, env=subprocess_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert User.objects.get(username="hank").check_password("stdin password 9")
+
+
+def test_token_is_stored_hashed_and_works(alice):
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code == 201
+    token = response.json()["token"]
+    row = ApiToken.objects.get(user=alice)
+    assert row.digest == token_digest(token) and token not in json.dumps(list(ApiToken.objects.values()),
+                                                                            default=str)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/cases/").status_code == 200
+    assert LogEntry.objects.filter(action="token.issued", actor=alice).exists()
+
+
+def test_wrong_password_is_401(alice):
+    response = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "wrong username or password"}
+
+
+def test_malformed_token_request_is_400_json(custody_db):
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", "{not json", content_type="application/json")
+    assert response.status_code == 400 and "detail" in response.json()
+    response = client.post("/api/v1/auth/token/", {"username": "x"}, format="json")
+    assert response.status_code == 400 and response.json()["detail"].startswith("password:")
+
+
+def test_revoked_token_stops_working(as_alice, alice):
+    assert as_alice.delete("/api/v1/auth/token/").status_code == 204
+    response = as_alice.get("/api/v1/cases/")
+    assert response.status_code == 401 and response.json()["detail"] == "token revoked"
+    assert LogEntry.objects.filter(action="token.revoked").count() == 1
+
+
+def test_revoke_tokens_command(as_alice, alice):
+    call_command("revoke_tokens", "--user", "alice", stdout=io.StringIO())
+    assert as_alice.get("/api/v1/cases/").status_code == 401
+
+
+def test_admin_sees_all_cases(as_root, case_a, case_b):
+    refs = [c["reference"] for c in as_root.get("/api/v1/cases/").json()]
+    assert refs == ["A-1", "B-1"]
+
+
+def test_investigator_creates_case_and_becomes_member(as_alice):
+    response = as_alice.post("/api/v1/cases/", {"reference": "C-9", "title": "New"}, format="json")
+    assert response.status_code == 201
+    assert response.json()["members"] == ["alice"]
+    duplicate = as_alice.post("/api/v1/cases/", {"reference": "C-9", "title": "Again"}, format="json")
+    assert duplicate.status_code == 409

@@ -1,0 +1,344 @@
+"""End-to-end tests of the web UI in a real browser.
+
+Debian's Chromium, driven through Playwright's sync API, talks to the real web
+process (gunicorn, the ``gunicorn_server`` fixture) on the test database. The
+cast and cases are made through the services before the browser acts; what
+the pages show is checked against independent computation (hashlib on the
+bytes the test uploaded, a DSSE signature check with ``cryptography``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from custody.models import Evidence, LogEntry
+
+from .conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+# --- fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module: Debian's, never one Playwright downloads."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's Chromium (apt-get install -y chromium); "
+            "the README's test command installs it"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def _orm_beside_playwright(monkeypatch):
+    """Playwright's sync API keeps an asyncio loop marked running in this thread.
+
+    Django then refuses ORM calls ("cannot call this from an async context"),
+    although nothing here is async: the fixtures and checks run synchronously
+    between browser actions.
+    """
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def new_page(browser):
+    """A factory of pages, each in its own browser context (its own cookies)."""
+    contexts = []
+
+    def make(base_url: str):
+        context = browser.new_context(base_url=base_url, accept_downloads=True,
+                                      viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def log_in(page, username: str) -> None:
+    page.goto("/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("main form button[type=submit]")
+    assert "/login/" not in page.url, page.content()
+    assert page.locator("header .who").inner_text().startswith(username)
+
+
+def fact(page, label: str) -> str:
+    """The <dd> after the <dt> named ``label`` in the evidence facts list."""
+    dd = page.locator(
+        f"xpath=//dl[@id='evidence-facts']/dt[normalize-space()='{label}']/following-sibling::dd[1]"
+    )
+    return dd.inner_text().strip()
+
+
+def log_actions(page) -> list[tuple[str, str]]:
+    """(actor, action) of each row of the custody log table."""
+    rows = page.locator("#log tbody tr")
+    result = []
+    for i in range(rows.count()):
+        cells = rows.nth(i).locator("td")
+        result.append((cells.nth(2).inner_text().strip(), cells.nth(3).inner_text().strip()))
+    return result
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def blob_files() -> list[Path]:
+    root = Path(settings.CUSTODY_BLOB_DIR)
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def verify_dsse(envelope: dict, public_key_pem: str) -> bytes:
+    """Check a DSSE v1 signature independently of the app's code; return the payload."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    payload = base64.b64decode(envelope["payload"], validate=True)
+    payload_type = envelope["payloadType"].encode()
+    pae = b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type, len(payload), payload)
+    public_key = load_pem_public_key(public_key_pem.encode())
+    public_key.verify(base64.b64decode(envelope["signatures"][0]["sig"]), pae)  # raises if bad
+    return payload
+
+
+# --- tests -------------------------------------------------------------------
+
+
+def test_investigator_creates_case_uploads_downloads_and_gets_receipt(
+    gunicorn_server, alice, new_page, tmp_path
+):
+    content = os.urandom(3 * 1024 * 1024 + 17)
+    upload_path = tmp_path / "interview-2026.bin"
+    upload_path.write_bytes(content)
+    sha256 = hashlib.sha256(content).hexdigest()
+    sha1 = hashlib.sha1(content).hexdigest()  # noqa: S324 - checking the page, not securing anything
+    md5 = hashlib.md5(content).hexdigest()  # noqa: S324
+
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+
+    # Create a case through the form.
+    page.click("text=New case")
+    page.wait_for_url("**/cases/new/")
+    page.fill("input[name=reference]", "2026-0042")
+    page.fill("input[name=title]", "Browser intake")
+    page.fill("textarea[name=description]", "Made by the browser test.")
+    with page.expect_navigation():
+        page.click("main form button[type=submit]")
+    match = re.search(r"/cases/([0-9a-f-]{36})/$", page.url)
+    assert match, page.url
+    case_id = match.group(1)
+    assert page.locator("h1").inner_text() == "2026-0042: Browser intake"
+    assert "Case 2026-0042 created." in page.locator(".messages").inner_text()
+    assert page.locator("#evidence tbody").inner_text().strip() == "No evidence yet."
+
+    # Upload a few MB through the upload form, declaring the right hash.
+    form = page.locator("#upload-form")
+    form.locator("input[name=file]").set_input_files(upload_path)
+    form.locator("textarea[name=description]").fill("Audio of the interview")
+    form.locator("input[name=source]").fill("USB stick, seal 0042-A")
+    form.locator("input[name=sha256]").fill(sha256.upper())
+    with page.expect_navigation(timeout=60_000):
+        form.locator("button[type=submit]").click()
+    match = re.search(r"/evidence/([0-9a-f-]{36})/$", page.url)
+    assert match, page.url
+    evidence_id = match.group(1)
+
+    # The evidence page shows the digests hashlib computes for the bytes.
+    assert page.locator("h1").inner_text() == "interview-2026.bin"
+    assert page.locator("#sha256").inner_text().strip() == sha256
+    assert fact(page, "SHA-1") == sha1
+    assert fact(page, "MD5") == md5
+    assert fact(page, "Size") == f"{len(content)} bytes"
+    assert fact(page, "Source") == "USB stick, seal 0042-A"
+    assert fact(page, "Evidence id") == evidence_id
+    assert page.locator("#custodian").inner_text().strip() == "alice"
+    assert f"sha256 {sha256}" in page.locator(".messages").inner_text()
+    actions = log_actions(page)
+    assert ("alice", "evidence.received") in actions
+    assert actions[0] == ("alice", "evidence.received")
+
+    # The server agrees with what the page shows.
+    evidence = Evidence.objects.select_related("blob", "case").get(pk=evidence_id)
+    assert str(evidence.case_id) == case_id
+    assert (evidence.blob.sha256, evidence.blob.sha1, evidence.blob.md5) == (sha256, sha1, md5)
+
+    # Download through the form, with a reason; the bytes hash the same.
+    reason = "Transcription for the prosecutor"
+    page.fill("input[name=reason]", reason)
+    with page.expect_download() as download_info:
+        page.click("button:text('Download')")
+    download = download_info.value
+    assert download.failure() is None
+    assert download.suggested_filename == "interview-2026.bin"
+    downloaded = tmp_path / "downloaded.bin"
+    download.save_as(downloaded)
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == sha256
+
+    page.reload()
+    actions = log_actions(page)
+    assert ("alice", "evidence.downloaded") in actions
+    received = [a for _, a in actions].index("evidence.received")
+    assert [a for _, a in actions].index("evidence.downloaded") > received
+    logged = LogEntry.objects.get(evidence_id=evidence_id, action="evidence.downloaded")
+    leaf = json.loads(bytes(logged.leaf))
+    assert leaf["reason"] == reason
+    assert leaf["evidence"] == {"id": evidence_id, "sha256": sha256}
+
+    # The case page now lists the item with its hash.
+    page.click(f"text=← 2026-0042")
+    page.wait_for_url(f"**/cases/{case_id}/")
+    row = page.locator("#evidence tbody tr")
+    assert row.count() == 1
+    assert row.locator("td.hash").inner_text().strip() == sha256
+    assert row.locator("td").nth(2).inner_text().strip() == str(len(content))
+    page.click("#evidence a:text('interview-2026.bin')")
+    page.wait_for_url(f"**/evidence/{evidence_id}/")
+
+    # The receipt link gives a DSSE envelope naming the same digest, signed by the intake key.
+    with page.expect_download() as receipt_info:
+        page.click("a:text('receipt (DSSE envelope, JSON)')")
+    receipt_file = tmp_path / "receipt.json"
+    receipt_info.value.save_as(receipt_file)
+    envelope = json.loads(receipt_file.read_text())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"][0]["name"] == "interview-2026.bin"
+    assert statement["subject"][0]["digest"] == {"sha256": sha256, "sha1": sha1, "md5": md5}
+    assert statement["predicate"]["evidence"] == evidence_id
+    assert statement["predicate"]["size"] == len(content)
+
+    keys = page.request.get("/api/v1/keys/").json()["keys"]
+    keyid = envelope["signatures"][0]["keyid"]
+    (intake_key,) = [k for k in keys if k["keyid"] == keyid]
+    assert intake_key["purpose"] == "intake"
+    assert verify_dsse(envelope, intake_key["public_key_pem"]) == base64.b64decode(envelope["payload"])
+
+    # One screenshot of the evidence page.
+    shot = tmp_path / "evidence-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0
+    width, height = png_size(shot)
+    assert width >= 1280 and height >= 900
+
+
+def test_declared_sha256_mismatch_is_refused_on_the_page(gunicorn_server, case_a, new_page, tmp_path):
+    content = os.urandom(256 * 1024)
+    upload_path = tmp_path / "tampered.bin"
+    upload_path.write_bytes(content)
+    wrong = hashlib.sha256(content + b"x").hexdigest()
+
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"/cases/{case_a.pk}/")
+    form = page.locator("#upload-form")
+    form.locator("input[name=file]").set_input_files(upload_path)
+    form.locator("input[name=sha256]").fill(wrong)
+    with page.expect_navigation() as nav:
+        form.locator("button[type=submit]").click()
+    response = nav.value
+    assert response.status == 400
+    assert re.search(rf"/cases/{case_a.pk}/$", page.url)
+
+    error = page.locator("#upload-form .errorlist")
+    assert error.count() >= 1
+    text = error.first.inner_text()
+    assert "does not match" in text
+    assert wrong in text and hashlib.sha256(content).hexdigest() in text
+
+    assert page.locator("#evidence tbody").inner_text().strip() == "No evidence yet."
+    assert page.locator("#evidence a").count() == 0
+    assert not Evidence.objects.filter(case=case_a).exists()
+    assert not LogEntry.objects.filter(action="evidence.received").exists()
+    assert blob_files() == []
+
+
+def test_outsider_gets_404_for_case_and_evidence(gunicorn_server, evidence_a, dave, new_page):
+    page = new_page(gunicorn_server.url)
+    log_in(page, "dave")
+    assert "You are not a member of any case yet." in page.locator("main table").inner_text()
+    assert "A-1" not in page.locator("main").inner_text()
+
+    case_id = evidence_a.case_id
+    for path in (f"/cases/{case_id}/", f"/evidence/{evidence_a.pk}/", f"/evidence/{evidence_a.pk}/receipt/"):
+        response = page.goto(path)
+        assert response.status == 404, path
+        body = page.content()
+        assert "Leaked recording" not in body and evidence_a.blob_id not in body, path
+
+    # Nothing was viewed, so nothing about the case was logged in dave's name.
+    assert not LogEntry.objects.filter(actor=dave, case_id=case_id).exists()
+
+
+def test_auditor_sees_case_and_evidence_but_cannot_upload(gunicorn_server, evidence_a, carol, new_page, tmp_path):
+    page = new_page(gunicorn_server.url)
+    log_in(page, "carol")
+    assert page.locator("text=New case").count() == 0
+    page.click("main table a:text('A-1')")
+    page.wait_for_url(f"**/cases/{evidence_a.case_id}/")
+    assert page.locator("h1").inner_text() == "A-1: Leaked recording"
+
+    rows = page.locator("#evidence tbody tr")
+    assert rows.count() == 1
+    assert rows.locator("td.hash").inner_text().strip() == evidence_a.blob_id
+    assert page.locator("#upload-form").count() == 0
+    assert page.locator("input[type=file]").count() == 0
+    assert page.locator("form[action$='/members/']").count() == 0
+
+    # A hand-made POST (the form is not there, but the URL is) is refused too.
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    forged = tmp_path / "forged.bin"
+    forged.write_bytes(b"planted by an auditor")
+    response = page.request.post(
+        f"/cases/{evidence_a.case_id}/",
+        headers={"X-CSRFToken": csrf},
+        multipart={"file": {"name": forged.name, "mimeType": "application/octet-stream",
+                            "buffer": forged.read_bytes()}},
+    )
+    assert response.status == 403
+    assert Evidence.objects.filter(case_id=evidence_a.case_id).count() == 1
+
+    rows.locator("a").click()
+    page.wait_for_url(f"**/evidence/{evidence_a.pk}/")
+    content = b"RIFF....WAVEfmt the meeting recording"  # what the evidence_a fixture uploaded
+    assert page.locator("#sha256").inner_text().strip() == hashlib.sha256(content).hexdigest()
+    assert page.locator("#custodian").inner_text().strip() == "alice"
+    assert ("carol", "evidence.viewed") in log_actions(page)
