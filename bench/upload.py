@@ -101,12 +101,12 @@ class Sampler(threading.Thread):
         self.started = time.perf_counter()
         self.first_byte_at: float | None = None  # temp file appeared with data
         self.body_done_at: float | None = None  # temp file reached the full size
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.sample()
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
         self.sample()
 
     def sample(self) -> None:
@@ -124,7 +124,7 @@ class Sampler(threading.Thread):
                 self.body_done_at = now
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     @property

@@ -12,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -152,6 +152,9 @@ class EvidenceListView(APIView):
 
     @extend_schema(request=EvidenceInputSerializer, responses={201: EvidenceSerializer})
     def post(self, request):
+        # Refuse read-only users before the body is parsed: parsing receives the whole upload.
+        if not request.user.can_write:
+            raise Forbidden("auditors have read-only access")
         data = EvidenceInputSerializer(data=request.data)
         if "file" not in request.FILES:
             raise exceptions.ValidationError(
@@ -183,7 +186,9 @@ def evidence_file_response(user, evidence, reason: str, client: str | None) -> F
     """Stream the evidence bytes (never read whole), with RFC 9530 Repr-Digest."""
     handle = services.open_for_download(actor=user, evidence=evidence, reason=reason, client=client)
     response = FileResponse(
-        handle, as_attachment=True, filename=evidence.original_name,
+        handle,
+        as_attachment=True,
+        filename=evidence.original_name,
         content_type="application/octet-stream",
     )
     digest = base64.b64encode(bytes.fromhex(evidence.blob_id)).decode()
@@ -221,7 +226,9 @@ class KeysView(APIView):
     @extend_schema(responses=KeysSerializer)
     def get(self, request):
         rows = SigningKey.objects.all()
-        return Response({
-            "log_vkey": keys.log_verifier_key(),
-            "keys": SigningKeySerializer(rows, many=True).data,
-        })
+        return Response(
+            {
+                "log_vkey": keys.log_verifier_key(),
+                "keys": SigningKeySerializer(rows, many=True).data,
+            }
+        )

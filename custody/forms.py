@@ -14,7 +14,9 @@ class EvidenceUploadForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     source = forms.CharField(max_length=500, required=False, help_text="where and how it was obtained")
     sha256 = forms.CharField(
-        max_length=71, required=False, label="SHA-256 (optional)",
+        max_length=71,
+        required=False,
+        label="SHA-256 (optional)",
         help_text="if you computed it: a mismatch is refused and nothing is kept",
     )
 

@@ -129,8 +129,4 @@ def sha256_file(path, chunk_size: int = 1024 * 1024) -> str:
 
 
 def is_sha256_hex(value: str) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 64
-        and all(c in "0123456789abcdef" for c in value.lower())
-    )
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())

@@ -60,9 +60,7 @@ def append(
         "actor": _actor(actor),
         "action": action,
         "case": {"id": str(case.pk), "reference": case.reference} if case is not None else None,
-        "evidence": (
-            {"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None
-        ),
+        "evidence": ({"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None),
         "client": client or None,
         "reason": reason or None,
         "details": details or {},
@@ -127,9 +125,7 @@ def inclusion_proof(index: int, size: int) -> list[bytes]:
 
 
 def consistency_proof(first: int, second: int) -> list[bytes]:
-    return merkle.consistency_proof(
-        first, second, fetch_nodes(merkle.consistency_nodes(first, second))
-    )
+    return merkle.consistency_proof(first, second, fetch_nodes(merkle.consistency_nodes(first, second)))
 
 
 def root_at(size: int) -> bytes:

@@ -71,9 +71,7 @@ def append_to_frontier(
     level-0 node first, so the caller can store them.  The input is not mutated.
     """
     if size < 0 or len(frontier) != size.bit_count():
-        raise ValueError(
-            f"frontier of {len(frontier)} hashes does not match tree size {size}"
-        )
+        raise ValueError(f"frontier of {len(frontier)} hashes does not match tree size {size}")
     if len(leaf_hash) != HASH_SIZE:
         raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(leaf_hash)}")
     new = list(frontier)
@@ -223,12 +221,9 @@ def _is_proof(proof: object) -> bool:
     return isinstance(proof, (list, tuple)) and all(_is_hash(p) for p in proof)
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> bool:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
     """RFC 9162 2.1.3.2: does ``proof`` place ``leaf_hash`` at ``index`` under ``root``?"""
-    if not (_is_int(index) and _is_int(size) and _is_hash(leaf_hash)
-            and _is_hash(root) and _is_proof(proof)):
+    if not (_is_int(index) and _is_int(size) and _is_hash(leaf_hash) and _is_hash(root) and _is_proof(proof)):
         return False
     if not 0 <= index < size:
         return False
@@ -261,8 +256,13 @@ def verify_consistency(
     the empty proof with equal roots (matching consistency_proof).  first == 0
     is rejected, like consistency_proof rejects it.
     """
-    if not (_is_int(first) and _is_int(second) and _is_hash(first_root)
-            and _is_hash(second_root) and _is_proof(proof)):
+    if not (
+        _is_int(first)
+        and _is_int(second)
+        and _is_hash(first_root)
+        and _is_hash(second_root)
+        and _is_proof(proof)
+    ):
         return False
     if not 0 < first <= second:
         return False

@@ -34,9 +34,7 @@ class Case(models.Model):
     description = models.TextField(blank=True)
     created_at = models.DateTimeField()
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    members = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, through="Membership", related_name="cases"
-    )
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="cases")
 
     class Meta:
         ordering = ["-created_at"]
@@ -52,6 +50,9 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["case", "user"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.case}"
 
 
 class ApiToken(models.Model):
@@ -151,6 +152,9 @@ class LogHead(models.Model):
     frontier = models.BinaryField(default=b"", help_text="concatenated 32-byte hashes")
     root = models.BinaryField(default=b"")
 
+    def __str__(self) -> str:
+        return f"log head at size {self.size}"
+
 
 class LogEntry(models.Model):
     """One leaf of the custody log. ``leaf`` is the exact canonical JSON that was hashed.
@@ -165,7 +169,11 @@ class LogEntry(models.Model):
     time = models.DateTimeField()
     action = models.CharField(max_length=64)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
     case = models.ForeignKey(
         Case, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="log_entries"
@@ -181,6 +189,13 @@ class LogEntry(models.Model):
     def __str__(self) -> str:
         return f"#{self.index} {self.action}"
 
+    @property
+    def decoded(self) -> dict:
+        """The entry as the leaf records it (the leaf bytes are the record)."""
+        import json
+
+        return json.loads(bytes(self.leaf))
+
 
 class TreeNode(models.Model):
     """Hash of a perfect, aligned subtree of the log: leaves [index*2**level, (index+1)*2**level).
@@ -195,6 +210,9 @@ class TreeNode(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["level", "index"], name="unique_tree_node")]
 
+    def __str__(self) -> str:
+        return f"node {self.level}/{self.index}"
+
 
 class Checkpoint(models.Model):
     """A signed tree head (C2SP tlog-checkpoint in a signed note)."""
@@ -206,3 +224,6 @@ class Checkpoint(models.Model):
 
     class Meta:
         ordering = ["size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at size {self.size}"

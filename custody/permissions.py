@@ -45,8 +45,10 @@ def get_case_for(user, case_id) -> Case:
 
 def get_evidence_for(user, evidence_id) -> Evidence:
     try:
-        return visible_evidence(user).select_related("case", "blob", "custodian", "submitted_by").get(
-            pk=_uuid(evidence_id)
+        return (
+            visible_evidence(user)
+            .select_related("case", "blob", "custodian", "submitted_by")
+            .get(pk=_uuid(evidence_id))
         )
     except Evidence.DoesNotExist:
         raise Http404("evidence not found") from None

@@ -31,8 +31,16 @@ class CaseSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Case
-        fields = ["id", "reference", "title", "description", "created_at", "created_by",
-                  "members", "evidence_count"]
+        fields = [
+            "id",
+            "reference",
+            "title",
+            "description",
+            "created_at",
+            "created_by",
+            "members",
+            "evidence_count",
+        ]
 
     def get_members(self, case) -> list[str]:
         return [u.username for u in case.members.order_by("username")]
@@ -47,7 +55,9 @@ class EvidenceInputSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     source = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
     sha256 = serializers.CharField(
-        required=False, allow_blank=True, default="",
+        required=False,
+        allow_blank=True,
+        default="",
         help_text="optional: SHA-256 the client computed; a mismatch is refused with 422",
     )
 
@@ -64,9 +74,24 @@ class EvidenceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Evidence
-        fields = ["id", "case", "case_reference", "original_name", "description", "source",
-                  "sha256", "sha1", "md5", "size", "media_type", "submitted_by", "custodian",
-                  "received_at", "log_index", "receipt"]
+        fields = [
+            "id",
+            "case",
+            "case_reference",
+            "original_name",
+            "description",
+            "source",
+            "sha256",
+            "sha1",
+            "md5",
+            "size",
+            "media_type",
+            "submitted_by",
+            "custodian",
+            "received_at",
+            "log_index",
+            "receipt",
+        ]
 
 
 class SigningKeySerializer(serializers.ModelSerializer):

@@ -40,8 +40,14 @@ class ServiceError(Exception):
 
 @transaction.atomic
 def create_user(
-    *, actor: User | None, username: str, password: str, role: str, email: str = "",
-    cases: list[Case] = (), client: str | None = None,
+    *,
+    actor: User | None,
+    username: str,
+    password: str,
+    role: str,
+    email: str = "",
+    cases: list[Case] = (),
+    client: str | None = None,
 ) -> User:
     """Create an account with a role and case memberships (admins, or the CLI with actor=None)."""
     if actor is not None and not actor.is_custody_admin:
@@ -54,9 +60,15 @@ def create_user(
     user.is_staff = user.is_superuser = role == Role.ADMIN
     user.set_password(password)
     user.save()
-    log.append("user.created", actor=actor, client=client, details={
-        "user": {"id": user.pk, "username": username}, "role": role,
-    })
+    log.append(
+        "user.created",
+        actor=actor,
+        client=client,
+        details={
+            "user": {"id": user.pk, "username": username},
+            "role": role,
+        },
+    )
     for case in cases:
         _add_membership(actor, case, user, client)
     return user
@@ -72,9 +84,16 @@ def set_role(*, actor: User | None, user: User, role: str, client: str | None = 
     user.role = role
     user.is_staff = user.is_superuser = role == Role.ADMIN
     user.save(update_fields=["role", "is_staff", "is_superuser"])
-    log.append("user.role_changed", actor=actor, client=client, details={
-        "user": {"id": user.pk, "username": user.username}, "from": old, "to": role,
-    })
+    log.append(
+        "user.role_changed",
+        actor=actor,
+        client=client,
+        details={
+            "user": {"id": user.pk, "username": user.username},
+            "from": old,
+            "to": role,
+        },
+    )
     return user
 
 
@@ -91,8 +110,11 @@ def create_case(
         # reference is taken, which the creator must learn to pick another.
         raise ServiceError(f"case reference {reference!r} is already taken", status=409)
     case = Case.objects.create(
-        reference=reference, title=title, description=description,
-        created_at=timezone.now(), created_by=actor,
+        reference=reference,
+        title=title,
+        description=description,
+        created_at=timezone.now(),
+        created_by=actor,
     )
     log.append("case.created", actor=actor, case=case, client=client, details={"title": title})
     _add_membership(actor, case, actor, client)
@@ -100,13 +122,18 @@ def create_case(
 
 
 def _add_membership(actor, case: Case, user: User, client) -> None:
-    _, created = Membership.objects.get_or_create(
-        case=case, user=user, defaults={"added_at": timezone.now()}
-    )
+    _, created = Membership.objects.get_or_create(case=case, user=user, defaults={"added_at": timezone.now()})
     if created:
-        log.append("case.member_added", actor=actor, case=case, client=client, details={
-            "user": {"id": user.pk, "username": user.username}, "role": user.role,
-        })
+        log.append(
+            "case.member_added",
+            actor=actor,
+            case=case,
+            client=client,
+            details={
+                "user": {"id": user.pk, "username": user.username},
+                "role": user.role,
+            },
+        )
 
 
 @transaction.atomic
@@ -123,9 +150,15 @@ def remove_member(*, actor: User | None, case: Case, user: User, client: str | N
         raise Forbidden("only administrators remove case members")
     deleted, _ = Membership.objects.filter(case=case, user=user).delete()
     if deleted:
-        log.append("case.member_removed", actor=actor, case=case, client=client, details={
-            "user": {"id": user.pk, "username": user.username},
-        })
+        log.append(
+            "case.member_removed",
+            actor=actor,
+            case=case,
+            client=client,
+            details={
+                "user": {"id": user.pk, "username": user.username},
+            },
+        )
 
 
 # --- tokens -----------------------------------------------------------------
@@ -140,12 +173,21 @@ def issue_token(*, user: User, label: str = "", client: str | None = None) -> tu
     """Create a token; returns (row, token). The token itself is never stored."""
     token = "cst_" + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
-        user=user, digest=token_digest(token), prefix=token[:10], label=label[:100],
+        user=user,
+        digest=token_digest(token),
+        prefix=token[:10],
+        label=label[:100],
         created_at=timezone.now(),
     )
-    log.append("token.issued", actor=user, client=client, details={
-        "token": row.prefix, "label": row.label,
-    })
+    log.append(
+        "token.issued",
+        actor=user,
+        client=client,
+        details={
+            "token": row.prefix,
+            "label": row.label,
+        },
+    )
     return row, token
 
 
@@ -158,9 +200,15 @@ def revoke_token(*, actor: User | None, token: ApiToken, client: str | None = No
         return
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
-    log.append("token.revoked", actor=actor, client=client, details={
-        "token": token.prefix, "user": {"id": token.user_id, "username": token.user.username},
-    })
+    log.append(
+        "token.revoked",
+        actor=actor,
+        client=client,
+        details={
+            "token": token.prefix,
+            "user": {"id": token.user_id, "username": token.user.username},
+        },
+    )
 
 
 # --- signing keys -----------------------------------------------------------
@@ -178,7 +226,9 @@ def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
             continue
         keyid, private = keys.generate_key_file()
         row = SigningKey.objects.create(
-            keyid=keyid, purpose=purpose, name=keys.key_name(purpose),
+            keyid=keyid,
+            purpose=purpose,
+            name=keys.key_name(purpose),
             public_key_pem=signing.public_key_pem(private.public_key()),
             valid_from=timezone.now(),
         )
@@ -218,8 +268,14 @@ def detect_media_type(path: str) -> str:
 
 
 def receive_evidence(
-    *, actor: User, case: Case, upload, description: str = "", source: str = "",
-    declared_sha256: str | None = None, client: str | None = None,
+    *,
+    actor: User,
+    case: Case,
+    upload,
+    description: str = "",
+    source: str = "",
+    declared_sha256: str | None = None,
+    client: str | None = None,
 ) -> Evidence:
     """Store an uploaded file as evidence, log the intake and sign a receipt.
 
@@ -256,15 +312,33 @@ def receive_evidence(
             defaults={"sha1": digests["sha1"], "md5": digests["md5"], "size": upload.size, "stored_at": now},
         )
         evidence = Evidence(
-            id=uuid.uuid4(), case=case, blob=blob, original_name=name,
-            description=description, source=source, media_type=media_type,
-            submitted_by=actor, custodian=actor, received_at=now, log_index=-1, receipt={},
+            id=uuid.uuid4(),
+            case=case,
+            blob=blob,
+            original_name=name,
+            description=description,
+            source=source,
+            media_type=media_type,
+            submitted_by=actor,
+            custodian=actor,
+            received_at=now,
+            log_index=-1,
+            receipt={},
         )
         entry = log.append(
-            "evidence.received", actor=actor, case=case, evidence=evidence, client=client, time=now,
+            "evidence.received",
+            actor=actor,
+            case=case,
+            evidence=evidence,
+            client=client,
+            time=now,
             details={
-                "original_name": name, "size": upload.size, "media_type": media_type,
-                "sha1": digests["sha1"], "md5": digests["md5"], "source": source,
+                "original_name": name,
+                "size": upload.size,
+                "media_type": media_type,
+                "sha1": digests["sha1"],
+                "md5": digests["md5"],
+                "source": source,
                 "description": description,
             },
         )
@@ -279,10 +353,12 @@ def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int) -> dict:
 
     key_row, key = keys.active_private_key(SigningKey.Purpose.INTAKE)
     statement = signing.in_toto_statement(
-        subject=[{
-            "name": evidence.original_name,
-            "digest": {"sha256": blob.sha256, "sha1": blob.sha1, "md5": blob.md5},
-        }],
+        subject=[
+            {
+                "name": evidence.original_name,
+                "digest": {"sha256": blob.sha256, "sha1": blob.sha1, "md5": blob.md5},
+            }
+        ],
         predicate_type=INTAKE_PREDICATE_TYPE,
         predicate={
             "evidence": str(evidence.id),
@@ -310,8 +386,12 @@ def open_for_download(*, actor: User, evidence: Evidence, reason: str = "", clie
     """Log the download and return an open binary file of the evidence bytes."""
     reason = (reason or "").strip()[:1000]
     log.append(
-        "evidence.downloaded", actor=actor, case=evidence.case, evidence=evidence,
-        client=client, reason=reason,
+        "evidence.downloaded",
+        actor=actor,
+        case=evidence.case,
+        evidence=evidence,
+        client=client,
+        reason=reason,
     )
     return blob_store().open(evidence.blob_id)
 
@@ -325,7 +405,10 @@ def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
     try:
         digests, size = hash_file(path)
         ok = (digests["sha256"], digests["sha1"], digests["md5"], size) == (
-            blob.sha256, blob.sha1, blob.md5, blob.size
+            blob.sha256,
+            blob.sha1,
+            blob.md5,
+            blob.size,
         )
         details = {"ok": ok, "sha256": digests["sha256"], "size": size}
     except FileNotFoundError:

@@ -134,9 +134,9 @@ def decrypt_private_key(blob: bytes, passphrase: str) -> Ed25519PrivateKey:
     if doc.get("format") != "custody-ed25519-key/v1":
         raise ValueError("unknown key file format")
     kdf = doc["kdf"]
-    kek = Scrypt(
-        salt=b64decode(kdf["salt"]), length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]
-    ).derive(passphrase.encode())
+    kek = Scrypt(salt=b64decode(kdf["salt"]), length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(
+        passphrase.encode()
+    )
     public = b64decode(doc["public_key"])
     try:
         raw = AESGCM(kek).decrypt(b64decode(doc["cipher"]["nonce"]), b64decode(doc["ciphertext"]), public)
@@ -219,11 +219,7 @@ def note_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
 
 def note_verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     """C2SP vkey: <name>+<hex key id>+<base64(0x01 || public key)>."""
-    return "{}+{}+{}".format(
-        name,
-        note_key_id(name, public_key).hex(),
-        b64(bytes([NOTE_ALG_ED25519]) + raw_public_key(public_key)),
-    )
+    return f"{name}+{note_key_id(name, public_key).hex()}+{b64(bytes([NOTE_ALG_ED25519]) + raw_public_key(public_key))}"
 
 
 def parse_verifier_key(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:

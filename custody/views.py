@@ -27,7 +27,9 @@ def case_create(request):
     form = CaseForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            case = services.create_case(actor=request.user, client=client_address(request), **form.cleaned_data)
+            case = services.create_case(
+                actor=request.user, client=client_address(request), **form.cleaned_data
+            )
         except Forbidden as exc:
             raise PermissionDenied(str(exc)) from None
         except services.ServiceError as exc:
@@ -45,15 +47,20 @@ def case_detail(request, case_id):
     writable = can_write_case(request.user, case)
     form = EvidenceUploadForm()
     if request.method == "POST":
-        form = EvidenceUploadForm(request.POST, request.FILES)
+        # Refuse before touching request.POST: reading it receives the whole upload.
         if not writable:
             raise PermissionDenied("read-only access to this case")
+        form = EvidenceUploadForm(request.POST, request.FILES)
         if form.is_valid():
             try:
                 evidence = services.receive_evidence(
-                    actor=request.user, case=case, upload=form.cleaned_data["file"],
-                    description=form.cleaned_data["description"], source=form.cleaned_data["source"],
-                    declared_sha256=form.cleaned_data["sha256"] or None, client=client_address(request),
+                    actor=request.user,
+                    case=case,
+                    upload=form.cleaned_data["file"],
+                    description=form.cleaned_data["description"],
+                    source=form.cleaned_data["source"],
+                    declared_sha256=form.cleaned_data["sha256"] or None,
+                    client=client_address(request),
                 )
             except services.ServiceError as exc:
                 form.add_error(None, exc.detail)
@@ -61,10 +68,19 @@ def case_detail(request, case_id):
                 messages.success(request, f"Received {evidence.original_name}: sha256 {evidence.sha256}")
                 return redirect("evidence-detail", evidence_id=evidence.pk)
     items = case.evidence.select_related("blob", "submitted_by", "custodian").order_by("received_at")
-    return render(request, "custody/case_detail.html", {
-        "case": case, "items": items, "form": form, "writable": writable,
-        "members": case.members.order_by("username"), "member_form": AddMemberForm(),
-    }, status=400 if form.errors else 200)
+    return render(
+        request,
+        "custody/case_detail.html",
+        {
+            "case": case,
+            "items": items,
+            "form": form,
+            "writable": writable,
+            "members": case.members.order_by("username"),
+            "member_form": AddMemberForm(),
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required
@@ -74,8 +90,12 @@ def case_add_member(request, case_id):
     form = AddMemberForm(request.POST)
     if form.is_valid():
         try:
-            services.add_member(actor=request.user, case=case, user=form.cleaned_data["username"],
-                                client=client_address(request))
+            services.add_member(
+                actor=request.user,
+                case=case,
+                user=form.cleaned_data["username"],
+                client=client_address(request),
+            )
         except Forbidden as exc:
             raise PermissionDenied(str(exc)) from None
         messages.success(request, f"{form.cleaned_data['username'].username} added to the case.")
@@ -89,9 +109,15 @@ def evidence_detail(request, evidence_id):
     evidence = get_evidence_for(request.user, evidence_id)
     services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
     entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")
-    return render(request, "custody/evidence_detail.html", {
-        "evidence": evidence, "entries": entries, "download_form": DownloadForm(),
-    })
+    return render(
+        request,
+        "custody/evidence_detail.html",
+        {
+            "evidence": evidence,
+            "entries": entries,
+            "download_form": DownloadForm(),
+        },
+    )
 
 
 @login_required
@@ -102,7 +128,9 @@ def evidence_download(request, evidence_id):
     if not form.is_valid():
         messages.error(request, "Give a reason for the download; it is recorded in the custody log.")
         return redirect("evidence-detail", evidence_id=evidence.pk)
-    return evidence_file_response(request.user, evidence, form.cleaned_data["reason"], client_address(request))
+    return evidence_file_response(
+        request.user, evidence, form.cleaned_data["reason"], client_address(request)
+    )
 
 
 @login_required

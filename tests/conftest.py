@@ -36,7 +36,9 @@ def custody_db(db):
 
 
 def _user(username, role, cases=()):
-    return services.create_user(actor=None, username=username, password=PASSWORD, role=role, cases=list(cases))
+    return services.create_user(
+        actor=None, username=username, password=PASSWORD, role=role, cases=list(cases)
+    )
 
 
 @pytest.fixture
@@ -77,7 +79,9 @@ def dave(custody_db):
 def api_client_for(user) -> APIClient:
     """A REST client holding a real token obtained through the API."""
     client = APIClient()
-    response = client.post("/api/v1/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
+    response = client.post(
+        "/api/v1/auth/token/", {"username": user.username, "password": PASSWORD}, format="json"
+    )
     assert response.status_code == 201, response.content
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     return client
@@ -176,9 +180,26 @@ def gunicorn_server(transactional_db, tmp_path):
     port = free_port()
     log = open(tmp_path / "gunicorn.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "custody.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--worker-class", "gthread", "--threads", "2", "--timeout", "600"],
-        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "custody.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "2",
+            "--timeout",
+            "600",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc)
@@ -194,10 +215,26 @@ def celery_worker_proc(transactional_db, tmp_path):
     log_path = tmp_path / "worker.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "custody", "worker", "--loglevel=INFO",
-         "--concurrency=1", "--prefetch-multiplier=1", "--without-heartbeat", "--without-gossip",
-         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "custody",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=1",
+            "--prefetch-multiplier=1",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

@@ -46,7 +46,11 @@ def test_create_user_as_a_real_command_line(transactional_db):
     LogHead.objects.get_or_create(pk=1)
     result = subprocess.run(
         [sys.executable, "manage.py", "create_user", "hank", "--role", "investigator", "--password-stdin"],
-        input="stdin password 9\n", capture_output=True, text=True, cwd=ROOT, env=subprocess_env(),
+        input="stdin password 9\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(),
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -59,15 +63,18 @@ def test_token_is_stored_hashed_and_works(alice):
     assert response.status_code == 201
     token = response.json()["token"]
     row = ApiToken.objects.get(user=alice)
-    assert row.digest == token_digest(token) and token not in json.dumps(list(ApiToken.objects.values()),
-                                                                            default=str)
+    assert row.digest == token_digest(token) and token not in json.dumps(
+        list(ApiToken.objects.values()), default=str
+    )
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/v1/cases/").status_code == 200
     assert LogEntry.objects.filter(action="token.issued", actor=alice).exists()
 
 
 def test_wrong_password_is_401(alice):
-    response = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json")
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json"
+    )
     assert response.status_code == 401
     assert response.json() == {"detail": "wrong username or password"}
 

@@ -28,8 +28,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
 
@@ -72,8 +78,9 @@ def new_page(browser):
     contexts = []
 
     def make(base_url: str):
-        context = browser.new_context(base_url=base_url, accept_downloads=True,
-                                      viewport={"width": 1280, "height": 900})
+        context = browser.new_context(
+            base_url=base_url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+        )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()
@@ -223,7 +230,7 @@ def test_investigator_creates_case_uploads_downloads_and_gets_receipt(
     assert leaf["evidence"] == {"id": evidence_id, "sha256": sha256}
 
     # The case page now lists the item with its hash.
-    page.click(f"text=← 2026-0042")
+    page.click("text=← 2026-0042")
     page.wait_for_url(f"**/cases/{case_id}/")
     row = page.locator("#evidence tbody tr")
     assert row.count() == 1
@@ -308,7 +315,9 @@ def test_outsider_gets_404_for_case_and_evidence(gunicorn_server, evidence_a, da
     assert not LogEntry.objects.filter(actor=dave, case_id=case_id).exists()
 
 
-def test_auditor_sees_case_and_evidence_but_cannot_upload(gunicorn_server, evidence_a, carol, new_page, tmp_path):
+def test_auditor_sees_case_and_evidence_but_cannot_upload(
+    gunicorn_server, evidence_a, carol, new_page, tmp_path
+):
     page = new_page(gunicorn_server.url)
     log_in(page, "carol")
     assert page.locator("text=New case").count() == 0
@@ -330,8 +339,13 @@ def test_auditor_sees_case_and_evidence_but_cannot_upload(gunicorn_server, evide
     response = page.request.post(
         f"/cases/{evidence_a.case_id}/",
         headers={"X-CSRFToken": csrf},
-        multipart={"file": {"name": forged.name, "mimeType": "application/octet-stream",
-                            "buffer": forged.read_bytes()}},
+        multipart={
+            "file": {
+                "name": forged.name,
+                "mimeType": "application/octet-stream",
+                "buffer": forged.read_bytes(),
+            }
+        },
     )
     assert response.status == 403
     assert Evidence.objects.filter(case_id=evidence_a.case_id).count() == 1

@@ -16,11 +16,14 @@ def test_empty_input_gives_the_empty_digests():
     assert hasher.hexdigests()["sha256"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-@pytest.mark.parametrize("sizes", [
-    [3],  # small: stays inline
-    [1 << 20] * 5,  # large: threads from the start
-    [10, 100, 1 << 17, 7, 1 << 20, 1],  # small prefix handed over to the threads
-])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [3],  # small: stays inline
+        [1 << 20] * 5,  # large: threads from the start
+        [10, 100, 1 << 17, 7, 1 << 20, 1],  # small prefix handed over to the threads
+    ],
+)
 def test_digests_match_hashlib_whatever_the_chunking(sizes):
     chunks = [os.urandom(n) for n in sizes]
     hasher = MultiHasher()

@@ -108,14 +108,17 @@ def test_auditor_cannot_submit(as_carol, case_a):
     assert "read-only" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("hostile, expected", [
-    ("../../etc/passwd", "passwd"),
-    ("..\\..\\windows\\system32\\cmd.exe", "cmd.exe"),
-    ("evil\x00name.txt", "evilname.txt"),
-    ("bell\x07\x1b[31mred.txt", "bell[31mred.txt"),
-    ("rtl\u202egnp.exe", "rtlgnp.exe"),
-    ("x" * 1000 + ".wav", None),
-])
+@pytest.mark.parametrize(
+    "hostile, expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\system32\\cmd.exe", "cmd.exe"),
+        ("evil\x00name.txt", "evilname.txt"),
+        ("bell\x07\x1b[31mred.txt", "bell[31mred.txt"),
+        ("rtl\u202egnp.exe", "rtlgnp.exe"),
+        ("x" * 1000 + ".wav", None),
+    ],
+)
 def test_hostile_file_names_are_kept_only_as_sanitised_metadata(as_alice, case_a, hostile, expected):
     response = upload(as_alice, case_a, b"payload " + hostile.encode("utf-8", "replace"), name=hostile)
     assert response.status_code == 201, response.content
@@ -136,14 +139,17 @@ def raw_multipart(client_with_token, case, filename: str, content: bytes, comple
 
     boundary = "XyZ"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"case\"\r\n\r\n{case.pk}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="case"\r\n\r\n{case.pk}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode() + content
     if complete:
         body += f"\r\n--{boundary}--\r\n".encode()
     return Client().generic(
-        "POST", "/api/v1/evidence/", body, content_type=f"multipart/form-data; boundary={boundary}",
+        "POST",
+        "/api/v1/evidence/",
+        body,
+        content_type=f"multipart/form-data; boundary={boundary}",
         HTTP_AUTHORIZATION=client_with_token._credentials["HTTP_AUTHORIZATION"],
     )
 
@@ -163,7 +169,9 @@ def test_media_type_comes_from_content_not_name_or_header(as_alice, case_a):
     Image.new("RGB", (8, 8), "red").save(buf, "PNG")
     response = upload(as_alice, case_a, buf.getvalue(), name="notes.txt")
     assert response.json()["media_type"] == "image/png"
-    response = upload(as_alice, case_a, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", name="photo.jpg")
+    response = upload(
+        as_alice, case_a, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", name="photo.jpg"
+    )
     assert response.json()["media_type"] == "application/pdf"
 
 

@@ -62,7 +62,6 @@ def test_inclusion_and_consistency_proofs_from_stored_nodes(as_alice, case_a):
 
 def test_append_outside_a_transaction_is_refused(custody_db):
     import pytest
-
     from django.db import transaction
 
     # pytest-django wraps the test in a transaction; leave it to see the guard.

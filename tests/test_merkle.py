@@ -21,45 +21,73 @@ from custody import merkle
 # here).  They descend from the certificate-transparency RFC 6962 test suite.
 # ---------------------------------------------------------------------------
 
-LEAF_INPUTS = [bytes.fromhex(h) for h in (
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-)]
+LEAF_INPUTS = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
 
-ROOTS = [bytes.fromhex(h) for h in (  # index = tree size
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-)]
+ROOTS = [
+    bytes.fromhex(h)
+    for h in (  # index = tree size
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    )
+]
 
-NODE_HASHES = [[bytes.fromhex(h) for h in level] for level in (  # [level][index]
-    ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-     "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-     "0298d122906dcfc10892cb53a73992fc5b9f493ea4c9badb27b791b4127a7fe7",
-     "07506a85fd9dd2f120eb694f86011e5bb4662e5c415a62917033d4a9624487e7",
-     "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-     "4271a26be0d8a84f0bd54c8c302e7cb3a3b5d1fa6780a40bcce2873477dab658",
-     "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-     "46f6ffadd3d06a09ff3c5860d2755c8b9819db7df44251788c7d8e3180de8eb1"],
-    ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-     "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-     "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-     "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"],
-    ["d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-     "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"],
-    ["5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"],
-)]
+NODE_HASHES = [
+    [bytes.fromhex(h) for h in level]
+    for level in (  # [level][index]
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "0298d122906dcfc10892cb53a73992fc5b9f493ea4c9badb27b791b4127a7fe7",
+            "07506a85fd9dd2f120eb694f86011e5bb4662e5c415a62917033d4a9624487e7",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "4271a26be0d8a84f0bd54c8c302e7cb3a3b5d1fa6780a40bcce2873477dab658",
+            "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+            "46f6ffadd3d06a09ff3c5860d2755c8b9819db7df44251788c7d8e3180de8eb1",
+        ],
+        [
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+        ],
+        [
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+        ["5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"],
+    )
+]
 
 # Frontier (compact range) for each size 0..8, as (level, index) into NODE_HASHES.
 COMPACT_TREES = [
-    [], [(0, 0)], [(1, 0)], [(1, 0), (0, 2)], [(2, 0)], [(2, 0), (0, 4)],
-    [(2, 0), (1, 2)], [(2, 0), (1, 2), (0, 6)], [(3, 0)],
+    [],
+    [(0, 0)],
+    [(1, 0)],
+    [(1, 0), (0, 2)],
+    [(2, 0)],
+    [(2, 0), (0, 4)],
+    [(2, 0), (1, 2)],
+    [(2, 0), (1, 2), (0, 6)],
+    [(3, 0)],
 ]
 
 
@@ -69,31 +97,73 @@ def _h(*hexes: str) -> list[bytes]:
 
 INCLUSION_VECTORS = [  # (0-based index, size, proof)
     (0, 1, []),
-    (0, 8, _h("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-              "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-              "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4")),
-    (5, 8, _h("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-              "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-              "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")),
+    (
+        0,
+        8,
+        _h(
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ),
+    ),
+    (
+        5,
+        8,
+        _h(
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
     (2, 3, _h("fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125")),
-    (1, 5, _h("6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-              "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-              "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b")),
+    (
+        1,
+        5,
+        _h(
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ),
+    ),
 ]
 
 CONSISTENCY_VECTORS = [  # (first, second, proof)
     (1, 1, []),
-    (1, 8, _h("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-              "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-              "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4")),
-    (6, 8, _h("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-              "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-              "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")),
-    (2, 5, _h("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-              "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b")),
-    (6, 7, _h("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-              "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-              "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")),
+    (
+        1,
+        8,
+        _h(
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ),
+    ),
+    (
+        6,
+        8,
+        _h(
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
+    (
+        2,
+        5,
+        _h(
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ),
+    ),
+    (
+        6,
+        7,
+        _h(
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
 ]
 
 
@@ -182,7 +252,7 @@ def log() -> Log:
 
 
 def _flip(h: bytes, i: int = 0) -> bytes:
-    return h[:i] + bytes([h[i] ^ 0x10]) + h[i + 1:]
+    return h[:i] + bytes([h[i] ^ 0x10]) + h[i + 1 :]
 
 
 def _node_budget(size: int) -> int:
@@ -271,7 +341,7 @@ def test_inclusion_against_reference(log, size):
 
         bad = []  # (description, args) that must all be rejected
         for i in range(len(proof)):
-            tampered = proof[:i] + [_flip(proof[i], i)] + proof[i + 1:]
+            tampered = proof[:i] + [_flip(proof[i], i)] + proof[i + 1 :]
             bad.append((f"flip proof[{i}]", (leaf, index, size, tampered, root)))
         bad += [
             ("flip leaf", (_flip(leaf), index, size, proof, root)),
@@ -318,7 +388,7 @@ def test_consistency_against_reference(log, second):
 
         bad = []
         for i in range(len(proof)):
-            tampered = proof[:i] + [_flip(proof[i], i)] + proof[i + 1:]
+            tampered = proof[:i] + [_flip(proof[i], i)] + proof[i + 1 :]
             bad.append((f"flip proof[{i}]", (first, second, root1, root2, tampered)))
         bad += [
             ("flip root1", (first, second, _flip(root1), root2, proof)),
@@ -337,8 +407,7 @@ def test_consistency_against_reference(log, second):
 
         # Other sizes with their genuine roots: accepted only if the proof is
         # exactly the genuine proof for those sizes.
-        for f2, s2 in ((first - 1, second), (first + 1, second),
-                       (first, second - 1), (first, second + 1)):
+        for f2, s2 in ((first - 1, second), (first + 1, second), (first, second - 1), (first, second + 1)):
             if 0 < f2 < s2 <= MAX_SIZE:
                 expect = ref_proof(f2, DATA[:s2]) == proof
                 roots = ref_mth(DATA[:f2]), ref_mth(DATA[:s2])
@@ -353,68 +422,82 @@ GOOD_LEAF = NODE_HASHES[0][0]
 GOOD_PROOF = INCLUSION_VECTORS[1][2]
 
 
-@pytest.mark.parametrize("args", [
-    (GOOD_LEAF[:31], 0, 8, GOOD_PROOF, ROOTS[8]),          # short leaf hash
-    (GOOD_LEAF, 0, 8, GOOD_PROOF, ROOTS[8] + b"\x00"),     # long root
-    (GOOD_LEAF, 0, 8, GOOD_PROOF[:2] + [b""], ROOTS[8]),   # empty proof element
-    (GOOD_LEAF, 0, 8, GOOD_PROOF[:2] + [None], ROOTS[8]),  # non-bytes element
-    (GOOD_LEAF, 0, 8, "not a list", ROOTS[8]),
-    (GOOD_LEAF, 0, 8, None, ROOTS[8]),
-    ("x" * 32, 0, 8, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, "0", 8, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, 0, 8.0, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, 0, None, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, 8, 8, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, 2**70, 2**71, GOOD_PROOF, ROOTS[8]),
-    (GOOD_LEAF, 0, 0, [], merkle.EMPTY_ROOT),
-    (GOOD_LEAF, 0, 1, [], merkle.EMPTY_ROOT),
-    (GOOD_LEAF, 0, 1, [GOOD_LEAF], GOOD_LEAF),
-    (GOOD_LEAF, 0, 8, GOOD_PROOF * 50, ROOTS[8]),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (GOOD_LEAF[:31], 0, 8, GOOD_PROOF, ROOTS[8]),  # short leaf hash
+        (GOOD_LEAF, 0, 8, GOOD_PROOF, ROOTS[8] + b"\x00"),  # long root
+        (GOOD_LEAF, 0, 8, GOOD_PROOF[:2] + [b""], ROOTS[8]),  # empty proof element
+        (GOOD_LEAF, 0, 8, GOOD_PROOF[:2] + [None], ROOTS[8]),  # non-bytes element
+        (GOOD_LEAF, 0, 8, "not a list", ROOTS[8]),
+        (GOOD_LEAF, 0, 8, None, ROOTS[8]),
+        ("x" * 32, 0, 8, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, "0", 8, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, 0, 8.0, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, 0, None, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, 8, 8, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, 2**70, 2**71, GOOD_PROOF, ROOTS[8]),
+        (GOOD_LEAF, 0, 0, [], merkle.EMPTY_ROOT),
+        (GOOD_LEAF, 0, 1, [], merkle.EMPTY_ROOT),
+        (GOOD_LEAF, 0, 1, [GOOD_LEAF], GOOD_LEAF),
+        (GOOD_LEAF, 0, 8, GOOD_PROOF * 50, ROOTS[8]),
+    ],
+)
 def test_verify_inclusion_rejects_malformed(args):
     assert merkle.verify_inclusion(*args) is False
 
 
-@pytest.mark.parametrize("args", [
-    (6, 8, ROOTS[6][:31], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
-    (6, 8, ROOTS[6], b"", CONSISTENCY_VECTORS[2][2]),
-    (6, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2][:2] + [b"\x00" * 33]),
-    (6, 8, ROOTS[6], ROOTS[8], [None]),
-    (6, 8, ROOTS[6], ROOTS[8], b"\x00" * 96),
-    (6, 8, ROOTS[6], ROOTS[8], None),
-    ("6", 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
-    (6, True, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
-    (0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, []),
-    (-1, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
-    (8, 6, ROOTS[8], ROOTS[6], CONSISTENCY_VECTORS[2][2]),
-    (8, 8, ROOTS[8], ROOTS[7], []),
-    (6, 2**80, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
-    (6, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2] * 40),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (6, 8, ROOTS[6][:31], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
+        (6, 8, ROOTS[6], b"", CONSISTENCY_VECTORS[2][2]),
+        (6, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2][:2] + [b"\x00" * 33]),
+        (6, 8, ROOTS[6], ROOTS[8], [None]),
+        (6, 8, ROOTS[6], ROOTS[8], b"\x00" * 96),
+        (6, 8, ROOTS[6], ROOTS[8], None),
+        ("6", 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
+        (6, True, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
+        (0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, []),
+        (-1, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
+        (8, 6, ROOTS[8], ROOTS[6], CONSISTENCY_VECTORS[2][2]),
+        (8, 8, ROOTS[8], ROOTS[7], []),
+        (6, 2**80, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2]),
+        (6, 8, ROOTS[6], ROOTS[8], CONSISTENCY_VECTORS[2][2] * 40),
+    ],
+)
 def test_verify_consistency_rejects_malformed(args):
     assert merkle.verify_consistency(*args) is False
 
 
 def test_verify_accepts_bytearray_and_tuple():
     index, size, proof = INCLUSION_VECTORS[2]
-    assert merkle.verify_inclusion(bytearray(NODE_HASHES[0][index]), index, size,
-                                   tuple(bytearray(p) for p in proof), bytearray(ROOTS[size]))
+    assert merkle.verify_inclusion(
+        bytearray(NODE_HASHES[0][index]),
+        index,
+        size,
+        tuple(bytearray(p) for p in proof),
+        bytearray(ROOTS[size]),
+    )
 
 
-@pytest.mark.parametrize("call", [
-    lambda: merkle.inclusion_nodes(0, 0),
-    lambda: merkle.inclusion_nodes(5, 5),
-    lambda: merkle.inclusion_nodes(-1, 5),
-    lambda: merkle.inclusion_proof(3, 2, {}),
-    lambda: merkle.consistency_nodes(0, 5),
-    lambda: merkle.consistency_nodes(6, 5),
-    lambda: merkle.consistency_proof(0, 0, {}),
-    lambda: merkle.range_nodes(3, 2),
-    lambda: merkle.range_nodes(-1, 2),
-    lambda: merkle.range_nodes(1, 3),  # [1, 3) is not aligned
-    lambda: merkle.append_to_frontier([], 1, GOOD_LEAF),  # frontier/size mismatch
-    lambda: merkle.append_to_frontier([GOOD_LEAF], 1, b"short"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: merkle.inclusion_nodes(0, 0),
+        lambda: merkle.inclusion_nodes(5, 5),
+        lambda: merkle.inclusion_nodes(-1, 5),
+        lambda: merkle.inclusion_proof(3, 2, {}),
+        lambda: merkle.consistency_nodes(0, 5),
+        lambda: merkle.consistency_nodes(6, 5),
+        lambda: merkle.consistency_proof(0, 0, {}),
+        lambda: merkle.range_nodes(3, 2),
+        lambda: merkle.range_nodes(-1, 2),
+        lambda: merkle.range_nodes(1, 3),  # [1, 3) is not aligned
+        lambda: merkle.append_to_frontier([], 1, GOOD_LEAF),  # frontier/size mismatch
+        lambda: merkle.append_to_frontier([GOOD_LEAF], 1, b"short"),
+    ],
+)
 def test_builders_reject_invalid_arguments(call):
     with pytest.raises(ValueError):
         call()
@@ -434,5 +517,7 @@ def test_append_does_not_mutate_frontier():
     assert frontier == snapshot
     assert new == [NODE_HASHES[2][0]]
     assert completed == [
-        (0, 3, NODE_HASHES[0][3]), (1, 1, NODE_HASHES[1][1]), (2, 0, NODE_HASHES[2][0]),
+        (0, 3, NODE_HASHES[0][3]),
+        (1, 1, NODE_HASHES[1][1]),
+        (2, 0, NODE_HASHES[2][0]),
     ]

@@ -47,8 +47,11 @@ def test_outsider_list_shows_nothing(as_dave, evidence_a):
 
 
 def test_nonexistent_and_malformed_ids_are_404_not_500(as_alice, case_a):
-    for path in ["/api/v1/evidence/not-a-uuid/", "/api/v1/cases/00000000-0000-0000-0000-000000000000/",
-                 "/api/v1/evidence/%00/receipt/"]:
+    for path in [
+        "/api/v1/evidence/not-a-uuid/",
+        "/api/v1/cases/00000000-0000-0000-0000-000000000000/",
+        "/api/v1/evidence/%00/receipt/",
+    ]:
         assert as_alice.get(path).status_code == 404, path
 
 

@@ -38,11 +38,16 @@ def test_receipt_statement_records_the_intake(as_alice, case_a, alice):
     statement = json.loads(base64.b64decode(envelope["payload"]))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == INTAKE_PREDICATE_TYPE
-    assert statement["subject"] == [{"name": "rec.ogg", "digest": {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "sha1": hashlib.sha1(data).hexdigest(),  # noqa: S324 - forensic interoperability, not security
-        "md5": hashlib.md5(data).hexdigest(),  # noqa: S324
-    }}]
+    assert statement["subject"] == [
+        {
+            "name": "rec.ogg",
+            "digest": {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha1": hashlib.sha1(data).hexdigest(),  # noqa: S324 - forensic interoperability, not security
+                "md5": hashlib.md5(data).hexdigest(),  # noqa: S324
+            },
+        }
+    ]
     p = statement["predicate"]
     assert p["case"] == {"id": str(case_a.pk), "reference": "A-1"}
     assert (p["original_name"], p["size"], p["source"]) == ("rec.ogg", len(data), "WhatsApp export")
@@ -75,9 +80,23 @@ def test_receipt_verifies_with_openssl_by_hand(as_alice, case_a, tmp_path):
 
     def verify():
         return subprocess.run(
-            [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", "intake.pub.pem", "-rawin",
-             "-in", "pae.bin", "-sigfile", "sig.bin"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            [
+                openssl,
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                "intake.pub.pem",
+                "-rawin",
+                "-in",
+                "pae.bin",
+                "-sigfile",
+                "sig.bin",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
 
     result = verify()

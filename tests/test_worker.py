@@ -39,9 +39,7 @@ def test_worker_checks_fixity_and_logs_it(celery_worker_proc, alice, case_a):
         return LogEntry.objects.filter(action="fixity.checked").count() == 2
 
     assert wait_for(checked), "the worker did not log two fixity checks"
-    results = {
-        str(e.evidence_id): e for e in LogEntry.objects.filter(action="fixity.checked")
-    }
+    results = {str(e.evidence_id): e for e in LogEntry.objects.filter(action="fixity.checked")}
     assert b'"ok":true' in bytes(results[good["id"]].leaf)
     assert b'"ok":false' in bytes(results[bad["id"]].leaf)
     assert Evidence.objects.count() == 2

@@ -18,7 +18,9 @@ class Command(BaseCommand):
         path = settings.DATA_DIR / "initial-admin-password"
         if User.objects.filter(role=Role.ADMIN).exists():
             if path.exists():
-                self.stdout.write(f"Log in as admin with the password in {path} (change it, then delete the file).")
+                self.stdout.write(
+                    f"Log in as admin with the password in {path} (change it, then delete the file)."
+                )
             else:
                 self.stdout.write("Log in with your account (create more with `manage.py create_user`).")
             return

@@ -18,12 +18,16 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--role", choices=Role.values, default=Role.INVESTIGATOR)
         parser.add_argument("--email", default="")
-        parser.add_argument("--case", action="append", default=[], dest="cases",
-                            help="case reference to join (repeatable)")
+        parser.add_argument(
+            "--case", action="append", default=[], dest="cases", help="case reference to join (repeatable)"
+        )
         parser.add_argument("--password-env", default="CUSTODY_PASSWORD")
         parser.add_argument("--password-stdin", action="store_true")
-        parser.add_argument("--update", action="store_true",
-                            help="if the user exists, set the role and add memberships instead of failing")
+        parser.add_argument(
+            "--update",
+            action="store_true",
+            help="if the user exists, set the role and add memberships instead of failing",
+        )
 
     def handle(self, username, role, email, cases, password_env, password_stdin, update, **options):
         found = []
@@ -51,8 +55,9 @@ class Command(BaseCommand):
                 f"no password: set {password_env} or pass --password-stdin and write it to standard input"
             )
         try:
-            services.create_user(actor=None, username=username, password=password, role=role,
-                                 email=email, cases=found)
+            services.create_user(
+                actor=None, username=username, password=password, role=role, email=email, cases=found
+            )
         except services.ServiceError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(f"created {username} ({role})" + (f" in {', '.join(cases)}" if cases else ""))
