@@ -19,9 +19,9 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, services
+from . import keys, log, services, signing
 from .auth import HashedTokenAuthentication
-from .models import ApiToken, SigningKey
+from .models import ApiToken, LogEntry, SigningKey
 from .permissions import Forbidden, get_case_for, get_evidence_for, visible_cases, visible_evidence
 from .serializers import (
     CaseInputSerializer,
@@ -232,3 +232,105 @@ class KeysView(APIView):
                 "keys": SigningKeySerializer(rows, many=True).data,
             }
         )
+
+
+# --- the custody log ---------------------------------------------------------
+
+MAX_ENTRIES_PAGE = 1000
+
+
+def _int_param(request, name: str, default: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise exceptions.ValidationError({name: ["this parameter is required"]})
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise exceptions.ValidationError({name: ["must be an integer"]}) from None
+    if value < 0:
+        raise exceptions.ValidationError({name: ["must not be negative"]})
+    return value
+
+
+class CheckpointView(APIView):
+    """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request):
+        from django.http import HttpResponse
+
+        checkpoint = log.latest_checkpoint()
+        response = HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+        response["Cache-Control"] = "no-cache"
+        return response
+
+
+class LogEntriesView(APIView):
+    """Entries [start, end): the exact leaf bytes (base64) and the decoded entry.
+
+    Entries about a case you cannot see are redacted to their leaf hash, which
+    is all that is needed to recompute the tree.
+    """
+
+    @extend_schema(
+        parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int, description="exclusive")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        size, _ = log.tree_head()
+        start = _int_param(request, "start", 0)
+        end = min(_int_param(request, "end", min(size, start + 100)), size, start + MAX_ENTRIES_PAGE)
+        if start > end:
+            raise services.ServiceError(f"start must be <= end (log size is {size})")
+        rows = LogEntry.objects.filter(index__gte=start, index__lt=end).order_by("index")
+        visible = log.visible_case_ids(request.user)
+        out = []
+        for row in rows:
+            if log.entry_visible_to(request.user, row, visible):
+                out.append({"index": row.index, "leaf": signing.b64(bytes(row.leaf)), "entry": row.decoded})
+            else:
+                out.append(
+                    {"index": row.index, "redacted": True, "leaf_hash": signing.b64(bytes(row.leaf_hash))}
+                )
+        return Response(out)
+
+
+class InclusionProofView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(
+        parameters=[OpenApiParameter("index", int), OpenApiParameter("size", int)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        size_now, _ = log.tree_head()
+        index = _int_param(request, "index")
+        size = _int_param(request, "size", size_now)
+        if not 0 <= index < size <= size_now:
+            raise services.ServiceError(f"need 0 <= index < size <= {size_now} (the log's size)")
+        hashes = log.inclusion_proof(index, size)
+        return Response({"index": index, "size": size, "hashes": [signing.b64(h) for h in hashes]})
+
+
+class ConsistencyProofView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(
+        parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        size_now, _ = log.tree_head()
+        first = _int_param(request, "first")
+        second = _int_param(request, "second", size_now)
+        if not 0 < first <= second <= size_now:
+            raise services.ServiceError(f"need 0 < first <= second <= {size_now} (the log's size)")
+        hashes = log.consistency_proof(first, second)
+        return Response({"first": first, "second": second, "hashes": [signing.b64(h) for h in hashes]})

@@ -135,6 +135,27 @@ def root_at(size: int) -> bytes:
     return merkle.range_hash(0, size, fetch_nodes(set(merkle.range_nodes(0, size))))
 
 
+# --- who may read which entries ---------------------------------------------
+
+
+def visible_case_ids(user) -> set | None:
+    """Case ids whose entries ``user`` may read in full; None means all."""
+    from .permissions import visible_cases
+
+    if user.is_custody_admin:
+        return None
+    return set(visible_cases(user).values_list("pk", flat=True))
+
+
+def entry_visible_to(user, row: LogEntry, visible: set | None) -> bool:
+    """Case entries: members of the case. Other entries: auditors, admins and the actor."""
+    if visible is None:
+        return True
+    if row.case_id is not None:
+        return row.case_id in visible
+    return user.role == "auditor" or row.actor_id == user.pk
+
+
 # --- checkpoints ------------------------------------------------------------
 
 

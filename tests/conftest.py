@@ -256,6 +256,32 @@ def require_tool(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _append_only_triggers(request):
+    """Keep the log's append-only triggers in place, except while a transactional test flushes.
+
+    Transactional tests (real servers and workers) end with a flush of every
+    table, which the triggers rightly refuse; they are dropped for the flush
+    and re-installed at the start of the next test that uses the database.
+    """
+    from django.db import connection
+
+    from custody import dbguard
+
+    names = request.fixturenames
+    if "transactional_db" in names:
+        request.getfixturevalue("transactional_db")
+    elif "db" in names:
+        request.getfixturevalue("db")
+    else:
+        yield
+        return
+    dbguard.install(connection)
+    yield
+    if "transactional_db" in names:
+        dbguard.remove(connection)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_blob_store():
     """Blob files outlive rolled-back transactions: start each test with an empty store."""
     from custody.storage import blob_store

@@ -1,0 +1,226 @@
+"""Whole-log verification (``manage.py verify_log``): trust nothing the database says.
+
+Recomputes the Merkle tree from the stored leaf bytes, checks every stored
+node the proofs are built from, every checkpoint's signature and root, the
+consistency between successive checkpoints, the tree head, every blob's
+digests, and every intake receipt. Streams rows, so memory stays flat at
+millions of entries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import merkle, signing
+from .hashing import hash_file
+from .models import Blob, Checkpoint, Evidence, LogEntry, LogHead, SigningKey, TreeNode
+from .storage import blob_store
+
+BATCH = 5000
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    entries: int = 0
+    nodes: int = 0
+    checkpoints: int = 0
+    blobs: int = 0
+    receipts: int = 0
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _stream(queryset, *fields) -> Iterator[tuple]:
+    return queryset.values_list(*fields).iterator(chunk_size=BATCH)
+
+
+def verify(check_blobs: bool = True, progress: Callable[[str], None] | None = None) -> Report:
+    report = Report()
+    say = progress or (lambda text: None)
+
+    checkpoints = list(Checkpoint.objects.order_by("size"))
+    wanted_sizes = {c.size for c in checkpoints}
+    roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+
+    # 1. Leaves: dense indexes, exact canonical bytes, stored leaf hashes.
+    say("recomputing the tree from the leaves")
+    frontier: list[bytes] = []
+    expected = 0
+    for index, leaf, stored_hash in _stream(LogEntry.objects.order_by("index"), "index", "leaf", "leaf_hash"):
+        leaf = bytes(leaf)
+        if index != expected:
+            report.problem(f"log indexes jump from {expected - 1} to {index}: entries missing or inserted")
+            # Keep hashing what is there: the roots will not match the checkpoints.
+        expected = index + 1
+        leaf_hash = merkle.leaf_hash(leaf)
+        if bytes(stored_hash) != leaf_hash:
+            report.problem(f"entry {index}: stored leaf hash does not match its leaf bytes")
+        try:
+            entry = json.loads(leaf)
+            if entry.get("index") != index:
+                report.problem(f"entry {index}: its leaf says index {entry.get('index')}")
+            if signing.canonical_json(entry) != leaf:
+                report.problem(f"entry {index}: leaf is not canonical JSON")
+        except (ValueError, TypeError) as exc:
+            report.problem(f"entry {index}: leaf is not valid JSON ({exc})")
+        frontier, _ = merkle.append_to_frontier(frontier, report.entries, leaf_hash)
+        report.entries += 1
+        if report.entries in wanted_sizes:
+            roots_at[report.entries] = merkle.root_from_frontier(frontier)
+    root = merkle.root_from_frontier(frontier)
+
+    # 2. The tree head the appenders continue from.
+    head = LogHead.objects.get(pk=1)
+    if head.size != report.entries:
+        report.problem(f"tree head says {head.size} entries, the table holds {report.entries}")
+    elif (bytes(head.root) or merkle.EMPTY_ROOT) != root:
+        report.problem("tree head root does not match the root recomputed from the leaves")
+
+    # 3. Stored subtree hashes, level by level, each from the level below.
+    say("checking stored tree nodes")
+    _verify_nodes(report)
+
+    # 4. Checkpoints: signature by a log key, root as recomputed, consistency.
+    say("checking checkpoints")
+    vkeys = [
+        signing.note_verifier_key(k.name, signing.load_public_key_pem(k.public_key_pem))
+        for k in SigningKey.objects.filter(purpose=SigningKey.Purpose.LOG)
+    ]
+    previous = None
+    for checkpoint in checkpoints:
+        report.checkpoints += 1
+        label = f"checkpoint at size {checkpoint.size}"
+        text = None
+        for vkey in vkeys:
+            try:
+                text = signing.verify_note(checkpoint.note, vkey)
+                break
+            except ValueError:
+                continue
+        if text is None:
+            report.problem(f"{label}: signature does not verify with any log key")
+            continue
+        lines = text.split("\n")
+        try:
+            size, note_root = int(lines[1]), signing.b64decode(lines[2])
+        except (IndexError, ValueError):
+            report.problem(f"{label}: malformed checkpoint body")
+            continue
+        if size != checkpoint.size or note_root != bytes(checkpoint.root):
+            report.problem(f"{label}: signed body does not match the stored size/root")
+        recomputed = roots_at.get(size)
+        if recomputed is None:
+            report.problem(f"{label}: the log has only {report.entries} entries")
+        elif recomputed != note_root:
+            report.problem(f"{label}: signed root differs from the root recomputed from the leaves")
+        if previous is not None and recomputed is not None and previous[0] > 0:
+            from . import log
+
+            try:
+                proof = log.consistency_proof(previous[0], size)
+                if not merkle.verify_consistency(previous[0], size, previous[1], note_root, proof):
+                    report.problem(f"{label}: not consistent with the checkpoint at size {previous[0]}")
+            except (LookupError, ValueError, KeyError) as exc:
+                report.problem(f"{label}: no consistency proof from size {previous[0]} ({exc})")
+        previous = (size, note_root)
+
+    # 5. Blobs and receipts.
+    if check_blobs:
+        say("re-hashing blobs")
+        _verify_blobs(report)
+    say("checking intake receipts")
+    _verify_receipts(report)
+    return report
+
+
+def _verify_nodes(report: Report) -> None:
+    """Each stored level against the pairs of the level below (leaf hashes for level 1)."""
+    level = 1
+    while level < 64:
+        expected_count = report.entries >> level
+        if expected_count == 0 and not TreeNode.objects.filter(level=level).exists():
+            return
+        below = (
+            _stream(LogEntry.objects.order_by("index"), "index", "leaf_hash")
+            if level == 1
+            else _stream(TreeNode.objects.filter(level=level - 1).order_by("index"), "index", "hash")
+        )
+        computed = _pairs(below)
+        stored = _stream(TreeNode.objects.filter(level=level).order_by("index"), "index", "hash")
+        c, s = next(computed, None), next(stored, None)
+        while c is not None or s is not None:
+            if s is None or (c is not None and c[0] < s[0]):
+                report.problem(f"tree node {level}/{c[0]} is missing")
+                c = next(computed, None)
+            elif c is None or s[0] < c[0]:
+                report.problem(f"tree node {level}/{s[0]} should not exist")
+                s = next(stored, None)
+            else:
+                report.nodes += 1
+                if bytes(s[1]) != c[1]:
+                    report.problem(f"tree node {level}/{s[0]} does not match its children")
+                c, s = next(computed, None), next(stored, None)
+        level += 1
+
+
+def _pairs(rows) -> Iterator[tuple[int, bytes]]:
+    """Combine consecutive (index, hash) rows of one level into the level above."""
+    left = None
+    for index, h in rows:
+        if index % 2 == 0:
+            left = (index, bytes(h))
+        elif left is not None and left[0] == index - 1:
+            yield index // 2, merkle.node_hash(left[1], bytes(h))
+            left = None
+
+
+def _verify_blobs(report: Report) -> None:
+    store = blob_store()
+    for sha256, sha1, md5, size in _stream(Blob.objects.order_by("sha256"), "sha256", "sha1", "md5", "size"):
+        report.blobs += 1
+        path = store.path(sha256)
+        try:
+            digests, actual_size = hash_file(path)
+        except FileNotFoundError:
+            report.problem(f"blob {sha256}: file is missing")
+            continue
+        if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
+            report.problem(f"blob {sha256}: content no longer matches its recorded digests")
+
+
+def _verify_receipts(report: Report) -> None:
+    keys = {
+        k.keyid: signing.load_public_key_pem(k.public_key_pem)
+        for k in SigningKey.objects.filter(purpose=SigningKey.Purpose.INTAKE)
+    }
+    rows = Evidence.objects.select_related("blob").order_by("received_at")
+    for evidence in rows.iterator(chunk_size=1000):
+        report.receipts += 1
+        try:
+            payload, _ = signing.dsse_verify(evidence.receipt, keys)
+            statement = json.loads(payload)
+            digest = statement["subject"][0]["digest"]
+            log_index = statement["predicate"]["log"]["index"]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            report.problem(f"evidence {evidence.pk}: receipt does not verify ({exc})")
+            continue
+        if digest.get("sha256") != evidence.blob_id:
+            report.problem(f"evidence {evidence.pk}: receipt names other bytes than the record")
+        if log_index != evidence.log_index:
+            report.problem(f"evidence {evidence.pk}: receipt and record disagree on the intake entry")
+            continue
+        entry = LogEntry.objects.filter(index=log_index).values_list("leaf", flat=True).first()
+        if entry is None:
+            report.problem(f"evidence {evidence.pk}: intake entry {log_index} is missing")
+            continue
+        recorded = json.loads(bytes(entry)).get("evidence") or {}
+        if recorded.get("id") != str(evidence.pk) or recorded.get("sha256") != evidence.blob_id:
+            report.problem(f"evidence {evidence.pk}: intake entry {log_index} names other evidence")
