@@ -21,7 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import keys, log, services, signing
 from .auth import HashedTokenAuthentication
-from .models import ApiToken, LogEntry, SigningKey
+from .models import ApiToken, LogEntry, SigningKey, Transfer, User
 from .permissions import Forbidden, get_case_for, get_evidence_for, visible_cases, visible_evidence
 from .serializers import (
     CaseInputSerializer,
@@ -32,6 +32,9 @@ from .serializers import (
     SigningKeySerializer,
     TokenRequestSerializer,
     TokenSerializer,
+    TransferDecisionSerializer,
+    TransferInputSerializer,
+    TransferSerializer,
 )
 
 
@@ -334,3 +337,72 @@ class ConsistencyProofView(APIView):
             raise services.ServiceError(f"need 0 < first <= second <= {size_now} (the log's size)")
         hashes = log.consistency_proof(first, second)
         return Response({"first": first, "second": second, "hashes": [signing.b64(h) for h in hashes]})
+
+
+# --- custody transfers -------------------------------------------------------
+
+
+class EvidenceTransfersView(APIView):
+    @extend_schema(responses=TransferSerializer(many=True))
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        transfers = evidence.transfers.select_related("from_user", "to_user", "evidence")
+        return Response(TransferSerializer(transfers, many=True).data)
+
+    @extend_schema(request=TransferInputSerializer, responses={201: TransferSerializer})
+    def post(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        data = TransferInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        to_user = User.objects.filter(username=data.validated_data["to_user"], is_active=True).first()
+        if to_user is None:
+            raise services.ServiceError(f"no active user {data.validated_data['to_user']!r}")
+        transfer = services.release_custody(
+            actor=request.user,
+            evidence=evidence,
+            to_user=to_user,
+            purpose=data.validated_data["purpose"],
+            location=data.validated_data["location"],
+            client=client_address(request),
+        )
+        return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
+
+
+class TransferListView(APIView):
+    """Handovers you are part of; ?status=pending for those waiting on someone."""
+
+    @extend_schema(parameters=[OpenApiParameter("status", str)], responses=TransferSerializer(many=True))
+    def get(self, request):
+        transfers = Transfer.objects.filter(
+            Q(to_user=request.user) | Q(from_user=request.user), evidence__in=visible_evidence(request.user)
+        ).select_related("from_user", "to_user", "evidence")
+        if wanted := request.query_params.get("status"):
+            transfers = transfers.filter(status=wanted)
+        return Response(TransferSerializer(transfers, many=True).data)
+
+
+def get_transfer_for(user, transfer_id) -> Transfer:
+    try:
+        return Transfer.objects.select_related(
+            "evidence__case", "evidence__blob", "from_user", "to_user"
+        ).get(pk=uuid.UUID(str(transfer_id)), evidence__in=visible_evidence(user))
+    except (ValueError, Transfer.DoesNotExist):
+        raise Http404("transfer not found") from None
+
+
+class TransferDecisionView(APIView):
+    accept = True
+
+    @extend_schema(request=TransferDecisionSerializer, responses=TransferSerializer)
+    def post(self, request, transfer_id):
+        transfer = get_transfer_for(request.user, transfer_id)
+        data = TransferDecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        transfer = services.decide_transfer(
+            actor=request.user,
+            transfer=transfer,
+            accept=self.accept,
+            note=data.validated_data["note"],
+            client=client_address(request),
+        )
+        return Response(TransferSerializer(transfer).data)

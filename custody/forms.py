@@ -36,3 +36,23 @@ class AddMemberForm(forms.Form):
 
 
 ROLE_CHOICES = Role.choices
+
+
+class TransferForm(forms.Form):
+    to_user = forms.ModelChoiceField(
+        queryset=User.objects.none(), label="Hand over to", to_field_name="username"
+    )
+    purpose = forms.CharField(max_length=500, help_text="e.g. audio analysis at the lab")
+    location = forms.CharField(max_length=500, help_text="where the handover takes place")
+
+    def __init__(self, *args, case=None, exclude=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if case is not None:
+            candidates = case.members.filter(is_active=True, role__in=[Role.INVESTIGATOR, Role.ADMIN])
+            if exclude is not None:
+                candidates = candidates.exclude(pk=exclude.pk)
+            self.fields["to_user"].queryset = candidates.order_by("username")
+
+
+class TransferDecisionForm(forms.Form):
+    note = forms.CharField(max_length=1000, required=False, label="Note (recorded in the log)")

@@ -227,3 +227,37 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at size {self.size}"
+
+
+class Transfer(models.Model):
+    """A custody handover: released by the custodian, then accepted or refused by the receiver."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        ACCEPTED = "accepted", "accepted"
+        REFUSED = "refused", "refused"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    evidence = models.ForeignKey(Evidence, on_delete=models.PROTECT, related_name="transfers")
+    from_user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    to_user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    purpose = models.CharField(max_length=500)
+    location = models.CharField(max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    released_at = models.DateTimeField()
+    release_log_index = models.BigIntegerField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_log_index = models.BigIntegerField(null=True, blank=True)
+    decision_note = models.CharField(max_length=1000, blank=True)
+
+    class Meta:
+        ordering = ["released_at"]
+        constraints = [
+            # At most one open handover per item: custody is never in two hands.
+            models.UniqueConstraint(
+                fields=["evidence"], condition=models.Q(status="pending"), name="one_pending_transfer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.evidence_id}: {self.from_user} -> {self.to_user} ({self.status})"

@@ -37,21 +37,34 @@ def _uuid(value) -> uuid.UUID:
 
 
 def get_case_for(user, case_id) -> Case:
+    pk = _uuid(case_id)
     try:
-        return visible_cases(user).get(pk=_uuid(case_id))
+        return visible_cases(user).get(pk=pk)
     except Case.DoesNotExist:
+        _log_refusal(user, case=Case.objects.filter(pk=pk).first())
         raise Http404("case not found") from None
 
 
 def get_evidence_for(user, evidence_id) -> Evidence:
+    pk = _uuid(evidence_id)
     try:
-        return (
-            visible_evidence(user)
-            .select_related("case", "blob", "custodian", "submitted_by")
-            .get(pk=_uuid(evidence_id))
-        )
+        return visible_evidence(user).select_related("case", "blob", "custodian", "submitted_by").get(pk=pk)
     except Evidence.DoesNotExist:
+        _log_refusal(user, evidence=Evidence.objects.select_related("case").filter(pk=pk).first())
         raise Http404("evidence not found") from None
+
+
+def _log_refusal(user, case=None, evidence=None) -> None:
+    """An authenticated user asked for something that exists but is not theirs to see: log it.
+
+    The requester still gets the same 404 as for a miss. Misses are not logged,
+    so scanning random ids cannot flood the log.
+    """
+    if not user.is_authenticated or (case is None and evidence is None):
+        return
+    from .services import record_access_refused
+
+    record_access_refused(actor=user, case=case or evidence.case, evidence=evidence)
 
 
 def can_write_case(user, case: Case) -> bool:

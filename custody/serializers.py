@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import Case, Evidence, SigningKey
+from .models import Case, Evidence, SigningKey, Transfer
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -71,6 +71,7 @@ class EvidenceSerializer(serializers.ModelSerializer):
     case_reference = serializers.CharField(source="case.reference")
     submitted_by = serializers.CharField(source="submitted_by.username")
     custodian = serializers.CharField(source="custodian.username")
+    pending_transfer = serializers.SerializerMethodField()
 
     class Meta:
         model = Evidence
@@ -88,10 +89,15 @@ class EvidenceSerializer(serializers.ModelSerializer):
             "media_type",
             "submitted_by",
             "custodian",
+            "pending_transfer",
             "received_at",
             "log_index",
             "receipt",
         ]
+
+    def get_pending_transfer(self, evidence) -> dict | None:
+        transfer = evidence.transfers.filter(status=Transfer.Status.PENDING).first()
+        return TransferSerializer(transfer).data if transfer else None
 
 
 class SigningKeySerializer(serializers.ModelSerializer):
@@ -103,3 +109,36 @@ class SigningKeySerializer(serializers.ModelSerializer):
 class KeysSerializer(serializers.Serializer):
     log_vkey = serializers.CharField()
     keys = SigningKeySerializer(many=True)
+
+
+class TransferInputSerializer(serializers.Serializer):
+    to_user = serializers.CharField(help_text="username of the receiver")
+    purpose = serializers.CharField(max_length=500)
+    location = serializers.CharField(max_length=500)
+
+
+class TransferDecisionSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+
+
+class TransferSerializer(serializers.ModelSerializer):
+    evidence = serializers.UUIDField(source="evidence.id")
+    from_user = serializers.CharField(source="from_user.username")
+    to_user = serializers.CharField(source="to_user.username")
+
+    class Meta:
+        model = Transfer
+        fields = [
+            "id",
+            "evidence",
+            "from_user",
+            "to_user",
+            "purpose",
+            "location",
+            "status",
+            "released_at",
+            "release_log_index",
+            "decided_at",
+            "decision_log_index",
+            "decision_note",
+        ]

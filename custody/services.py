@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from . import keys, log, signing
 from .hashing import hash_file, is_sha256_hex
-from .models import ApiToken, Blob, Case, Evidence, LogHead, Membership, Role, SigningKey, User
+from .models import ApiToken, Blob, Case, Evidence, LogHead, Membership, Role, SigningKey, Transfer, User
 from .permissions import Forbidden, require_investigator_or_admin, require_write
 from .storage import blob_store
 
@@ -377,6 +377,13 @@ def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int) -> dict:
 
 
 @transaction.atomic
+def record_access_refused(
+    *, actor: User, case: Case, evidence: Evidence | None = None, client: str | None = None
+) -> None:
+    log.append("access.refused", actor=actor, case=case, evidence=evidence, client=client)
+
+
+@transaction.atomic
 def record_view(*, actor: User, evidence: Evidence, client: str | None = None) -> None:
     log.append("evidence.viewed", actor=actor, case=evidence.case, evidence=evidence, client=client)
 
@@ -416,3 +423,142 @@ def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
     with transaction.atomic():
         log.append("fixity.checked", actor=actor, case=evidence.case, evidence=evidence, details=details)
     return ok
+
+
+# --- custody transfers ------------------------------------------------------
+
+
+def _fixity(evidence: Evidence) -> dict:
+    """Re-hash the stored bytes before a handover step (outside any transaction)."""
+    try:
+        digests, size = hash_file(blob_store().path(evidence.blob_id))
+    except FileNotFoundError:
+        return {"ok": False, "error": "blob file is missing"}
+    ok = digests["sha256"] == evidence.blob_id and size == evidence.blob.size
+    return {"ok": ok, "sha256": digests["sha256"], "size": size}
+
+
+def _refuse_on_bad_fixity(evidence: Evidence, fixity: dict, actor, client) -> None:
+    if fixity["ok"]:
+        return
+    with transaction.atomic():
+        log.append(
+            "fixity.checked",
+            actor=actor,
+            case=evidence.case,
+            evidence=evidence,
+            client=client,
+            details=fixity,
+        )
+    raise ServiceError(
+        "the stored bytes no longer match the evidence's SHA-256; the handover is refused "
+        "and the failure is logged (run verify_log)",
+        status=409,
+    )
+
+
+def release_custody(
+    *,
+    actor: User,
+    evidence: Evidence,
+    to_user: User,
+    purpose: str,
+    location: str,
+    client: str | None = None,
+) -> Transfer:
+    """First step of a handover: the current custodian releases the item to ``to_user``."""
+    from .permissions import can_write_case
+
+    require_write(actor, evidence.case)
+    if evidence.custodian_id != actor.pk and not actor.is_custody_admin:
+        raise Forbidden(f"only the current custodian ({evidence.custodian.username}) can release this item")
+    if to_user.pk == evidence.custodian_id:
+        raise ServiceError(f"{to_user.username} already has custody")
+    if not to_user.is_active or not can_write_case(to_user, evidence.case):
+        raise ServiceError(
+            f"{to_user.username} cannot take custody: the receiver must be an investigator or "
+            "administrator who is a member of the case"
+        )
+    purpose, location = purpose.strip(), location.strip()
+    if not purpose or not location:
+        raise ServiceError("a handover needs a purpose and a location")
+    fixity = _fixity(evidence)
+    _refuse_on_bad_fixity(evidence, fixity, actor, client)
+    with transaction.atomic():
+        locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
+        if Transfer.objects.filter(evidence=locked, status=Transfer.Status.PENDING).exists():
+            raise ServiceError("a handover of this item is already pending", status=409)
+        now = timezone.now()
+        entry = log.append(
+            "custody.released",
+            actor=actor,
+            case=evidence.case,
+            evidence=evidence,
+            client=client,
+            time=now,
+            details={
+                "from": {"id": locked.custodian_id, "username": locked.custodian.username},
+                "to": {"id": to_user.pk, "username": to_user.username},
+                "purpose": purpose,
+                "location": location,
+                "fixity": fixity,
+            },
+        )
+        return Transfer.objects.create(
+            evidence=locked,
+            from_user=locked.custodian,
+            to_user=to_user,
+            purpose=purpose,
+            location=location,
+            released_at=now,
+            release_log_index=entry.index,
+        )
+
+
+def decide_transfer(
+    *, actor: User, transfer: Transfer, accept: bool, note: str = "", client: str | None = None
+) -> Transfer:
+    """Second step: the receiver accepts (becomes custodian) or refuses (custody stays)."""
+    if actor.pk != transfer.to_user_id:
+        raise Forbidden("only the receiver can accept or refuse this handover")
+    if transfer.status != Transfer.Status.PENDING:
+        raise ServiceError(f"this handover is already {transfer.status}", status=409)
+    evidence = transfer.evidence
+    fixity = _fixity(evidence) if accept else None
+    if accept:
+        _refuse_on_bad_fixity(evidence, fixity, actor, client)
+    with transaction.atomic():
+        transfer = Transfer.objects.select_for_update().get(pk=transfer.pk)
+        if transfer.status != Transfer.Status.PENDING:
+            raise ServiceError(f"this handover is already {transfer.status}", status=409)
+        locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
+        now = timezone.now()
+        details = {
+            "transfer": str(transfer.pk),
+            "release_entry": transfer.release_log_index,
+            "from": {"id": transfer.from_user_id, "username": transfer.from_user.username},
+            "to": {"id": actor.pk, "username": actor.username},
+            "purpose": transfer.purpose,
+            "location": transfer.location,
+        }
+        if fixity is not None:
+            details["fixity"] = fixity
+        entry = log.append(
+            "custody.accepted" if accept else "custody.refused",
+            actor=actor,
+            case=locked.case,
+            evidence=locked,
+            client=client,
+            reason=note.strip()[:1000],
+            time=now,
+            details=details,
+        )
+        if accept:
+            locked.custodian = actor
+            locked.save(update_fields=["custodian"])
+        transfer.status = Transfer.Status.ACCEPTED if accept else Transfer.Status.REFUSED
+        transfer.decided_at = now
+        transfer.decision_log_index = entry.index
+        transfer.decision_note = note.strip()[:1000]
+        transfer.save(update_fields=["status", "decided_at", "decision_log_index", "decision_note"])
+        return transfer

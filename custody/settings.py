@@ -224,6 +224,19 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Periodic work, run by the Procfile's `beat` process: re-hash every blob
+# (fixity) and sign a checkpoint whenever the log has grown.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "fixity-all": {
+        "task": "custody.check_fixity_all",
+        "schedule": float(env_int("CUSTODY_FIXITY_INTERVAL", 24 * 3600)),
+    },
+    "checkpoint": {
+        "task": "custody.sign_checkpoint",
+        "schedule": float(env_int("CUSTODY_CHECKPOINT_INTERVAL", 60)),
+    },
+}
 
 LOGGING = {
     "version": 1,

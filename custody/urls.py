@@ -16,6 +16,20 @@ urlpatterns = [
     path("evidence/<uuid:evidence_id>/", views.evidence_detail, name="evidence-detail"),
     path("evidence/<uuid:evidence_id>/download/", views.evidence_download, name="evidence-download"),
     path("evidence/<uuid:evidence_id>/receipt/", views.evidence_receipt, name="evidence-receipt"),
+    path("evidence/<uuid:evidence_id>/transfer/", views.evidence_transfer, name="evidence-transfer"),
+    path("evidence/<uuid:evidence_id>/report/", views.evidence_report, name="evidence-report"),
+    path(
+        "transfers/<uuid:transfer_id>/accept/",
+        views.transfer_decide,
+        {"accept": True},
+        name="transfer-accept",
+    ),
+    path(
+        "transfers/<uuid:transfer_id>/refuse/",
+        views.transfer_decide,
+        {"accept": False},
+        name="transfer-refuse",
+    ),
     path("admin/", admin.site.urls),
     # REST API (contract in DESIGN.md: extend, don't rename)
     path("api/v1/auth/token/", api.TokenView.as_view(), name="api-token"),
@@ -32,6 +46,22 @@ urlpatterns = [
         "api/v1/evidence/<str:evidence_id>/receipt/",
         api.EvidenceReceiptView.as_view(),
         name="api-evidence-receipt",
+    ),
+    path(
+        "api/v1/evidence/<str:evidence_id>/transfers/",
+        api.EvidenceTransfersView.as_view(),
+        name="api-evidence-transfers",
+    ),
+    path("api/v1/transfers/", api.TransferListView.as_view(), name="api-transfers"),
+    path(
+        "api/v1/transfers/<str:transfer_id>/accept/",
+        api.TransferDecisionView.as_view(accept=True),
+        name="api-transfer-accept",
+    ),
+    path(
+        "api/v1/transfers/<str:transfer_id>/refuse/",
+        api.TransferDecisionView.as_view(accept=False),
+        name="api-transfer-refuse",
     ),
     path("api/v1/keys/", api.KeysView.as_view(), name="api-keys"),
     path("api/v1/log/checkpoint", api.CheckpointView.as_view(), name="api-log-checkpoint"),

@@ -10,8 +10,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from . import services
 from .api import client_address, evidence_file_response
-from .forms import AddMemberForm, CaseForm, DownloadForm, EvidenceUploadForm
-from .models import LogEntry
+from .forms import (
+    AddMemberForm,
+    CaseForm,
+    DownloadForm,
+    EvidenceUploadForm,
+    TransferDecisionForm,
+    TransferForm,
+)
+from .models import Checkpoint, LogEntry, Transfer
 from .permissions import Forbidden, can_write_case, get_case_for, get_evidence_for, visible_cases
 
 
@@ -109,6 +116,16 @@ def evidence_detail(request, evidence_id):
     evidence = get_evidence_for(request.user, evidence_id)
     services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
     entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")
+    pending = (
+        evidence.transfers.filter(status=Transfer.Status.PENDING)
+        .select_related("from_user", "to_user")
+        .first()
+    )
+    can_release = (
+        pending is None
+        and can_write_case(request.user, evidence.case)
+        and (evidence.custodian_id == request.user.pk or request.user.is_custody_admin)
+    )
     return render(
         request,
         "custody/evidence_detail.html",
@@ -116,6 +133,86 @@ def evidence_detail(request, evidence_id):
             "evidence": evidence,
             "entries": entries,
             "download_form": DownloadForm(),
+            "pending": pending,
+            "transfer_form": TransferForm(case=evidence.case, exclude=evidence.custodian)
+            if can_release
+            else None,
+            "decision_form": TransferDecisionForm()
+            if pending and pending.to_user_id == request.user.pk
+            else None,
+        },
+    )
+
+
+@login_required
+@require_POST
+def evidence_transfer(request, evidence_id):
+    evidence = get_evidence_for(request.user, evidence_id)
+    form = TransferForm(request.POST, case=evidence.case, exclude=evidence.custodian)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {e}" for k, errs in form.errors.items() for e in errs))
+        return redirect("evidence-detail", evidence_id=evidence.pk)
+    try:
+        transfer = services.release_custody(
+            actor=request.user,
+            evidence=evidence,
+            to_user=form.cleaned_data["to_user"],
+            purpose=form.cleaned_data["purpose"],
+            location=form.cleaned_data["location"],
+            client=client_address(request),
+        )
+    except Forbidden as exc:
+        raise PermissionDenied(str(exc)) from None
+    except services.ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Released to {transfer.to_user.username}; waiting for them to accept.")
+    return redirect("evidence-detail", evidence_id=evidence.pk)
+
+
+@login_required
+@require_POST
+def transfer_decide(request, transfer_id, accept):
+    from .api import get_transfer_for
+
+    transfer = get_transfer_for(request.user, transfer_id)
+    form = TransferDecisionForm(request.POST)
+    note = form.cleaned_data["note"] if form.is_valid() else ""
+    try:
+        services.decide_transfer(
+            actor=request.user, transfer=transfer, accept=accept, note=note, client=client_address(request)
+        )
+    except Forbidden as exc:
+        raise PermissionDenied(str(exc)) from None
+    except services.ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, "You now have custody." if accept else "Handover refused.")
+    return redirect("evidence-detail", evidence_id=transfer.evidence_id)
+
+
+@login_required
+def evidence_report(request, evidence_id):
+    """Chain-of-custody report: every entry about the item and the checkpoint that covers it."""
+    from . import log
+
+    evidence = get_evidence_for(request.user, evidence_id)
+    # Sign a checkpoint for the current tree first, so every entry is covered.
+    latest = log.latest_checkpoint()
+    checkpoints = list(Checkpoint.objects.filter(size__gt=evidence.log_index).order_by("size"))
+    rows = []
+    for entry in LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index"):
+        covering = next((c for c in checkpoints if c.size > entry.index), latest)
+        rows.append({"entry": entry, "decoded": entry.decoded, "checkpoint": covering})
+    covering = sorted({r["checkpoint"].size: r["checkpoint"] for r in rows}.values(), key=lambda c: c.size)
+    return render(
+        request,
+        "custody/evidence_report.html",
+        {
+            "evidence": evidence,
+            "rows": rows,
+            "latest": latest,
+            "covering": covering,
         },
     )
 

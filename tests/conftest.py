@@ -76,11 +76,11 @@ def dave(custody_db):
     return _user("dave", Role.INVESTIGATOR)
 
 
-def api_client_for(user) -> APIClient:
+def api_client_for(user, password: str = PASSWORD) -> APIClient:
     """A REST client holding a real token obtained through the API."""
     client = APIClient()
     response = client.post(
-        "/api/v1/auth/token/", {"username": user.username, "password": PASSWORD}, format="json"
+        "/api/v1/auth/token/", {"username": user.username, "password": password}, format="json"
     )
     assert response.status_code == 201, response.content
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")

@@ -43,3 +43,30 @@ def test_worker_checks_fixity_and_logs_it(celery_worker_proc, alice, case_a):
     assert b'"ok":true' in bytes(results[good["id"]].leaf)
     assert b'"ok":false' in bytes(results[bad["id"]].leaf)
     assert Evidence.objects.count() == 2
+
+
+def test_beat_schedule_runs_fixity_and_checkpoints():
+    """The Procfile's beat process runs these; the tasks exist under these names."""
+    from django.conf import settings
+
+    from custody.celery import app
+
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert {entry["task"] for entry in schedule.values()} == {
+        "custody.check_fixity_all",
+        "custody.sign_checkpoint",
+    }
+    app.loader.import_default_modules()
+    for entry in schedule.values():
+        assert entry["task"] in app.tasks
+
+
+@pytest.mark.slow
+def test_worker_runs_the_periodic_tasks(celery_worker_proc, alice, case_a):
+    from custody.models import Checkpoint
+
+    upload(api_client_for(alice), case_a, b"periodic")
+    tasks.check_fixity_all.delay()
+    tasks.sign_checkpoint.delay()
+    assert wait_for(lambda: LogEntry.objects.filter(action="fixity.checked").exists())
+    assert wait_for(lambda: Checkpoint.objects.exists())
