@@ -562,3 +562,31 @@ def decide_transfer(
         transfer.decision_note = note.strip()[:1000]
         transfer.save(update_fields=["status", "decided_at", "decision_log_index", "decision_note"])
         return transfer
+
+
+@transaction.atomic
+def rotate_signing_key(*, actor: User | None, purpose: str, client: str | None = None) -> SigningKey:
+    """Retire the active key of ``purpose`` and create its successor; both are log entries.
+
+    The retired key keeps its row (and file), with ``valid_until`` set, so
+    signatures made before the rotation stay checkable.
+    """
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators rotate signing keys")
+    if purpose not in SigningKey.Purpose.values:
+        raise ServiceError(f"unknown key purpose {purpose!r}")
+    LogHead.objects.select_for_update().get(pk=1)
+    old = SigningKey.objects.filter(purpose=purpose, valid_until__isnull=True).first()
+    now = timezone.now()
+    if old is not None:
+        old.valid_until = now
+        old.save(update_fields=["valid_until"])
+        log.append(
+            "key.retired",
+            actor=actor,
+            client=client,
+            time=now,
+            details={"keyid": old.keyid, "purpose": purpose},
+        )
+    created = ensure_signing_keys(actor=actor)
+    return next(row for row in created if row.purpose == purpose)

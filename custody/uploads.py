@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 
 from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
@@ -61,6 +62,7 @@ class HashingUploadHandler(FileUploadHandler):
         return None  # consumed: no later handler sees the chunk
 
     def file_complete(self, file_size):
+        self.writeback.close()
         self.file.flush()
         self.file.seek(0)
         self.file.size = file_size
@@ -73,6 +75,7 @@ class HashingUploadHandler(FileUploadHandler):
         # The client went away mid-upload: drop the partial file, keep nothing.
         if hasattr(self, "hasher"):
             self.hasher.abort()
+            self.writeback.close()
         if hasattr(self, "file"):
             path = self.file.temporary_file_path()
             try:
@@ -83,40 +86,72 @@ class HashingUploadHandler(FileUploadHandler):
 
 
 class _Writeback:
-    """Starts writing the temporary file to disk while the upload still arrives.
+    """Gets the temporary file onto disk while the upload is still arriving.
 
-    The blob store fsyncs the file before naming it; on its own that fsync
-    came after the last byte and cost about a second per GB. Every
-    ``WINDOW`` bytes this asks the kernel to start writing the window just
-    written (POSIX_FADV_DONTNEED starts writeback of dirty pages without
-    waiting for it) and to drop the window before it, which is on disk by
-    then. So the final fsync finds little left to do, and the page cache an
-    upload occupies stays at a few windows instead of the file size; the
-    pages freed are reused by the next writes, which is cheaper than taking
-    fresh ones. Nothing is read back: only the kernel's cache is told.
+    The blob store fsyncs the file before naming it. Alone, that fsync came
+    after the last byte and wrote the whole file then: about a second per GB.
+    Here, each time another ``WINDOW`` bytes have been written, a helper
+    thread asks the kernel to start writing them out (POSIX_FADV_DONTNEED
+    starts writeback of dirty pages without waiting for it) and to drop the
+    window before, which is on disk by then. The final fsync finds little
+    left to do; the upload occupies a few windows of page cache, not the
+    file size; and the next writes reuse the pages just freed, which costs
+    the kernel less than taking fresh ones. The helper has its own thread
+    because starting writeback can block for a while when the disk queue is
+    full, and the request thread must keep reading the socket. Nothing is
+    read back; only the kernel's cache is told.
     """
 
     WINDOW = 32 * 1024 * 1024
 
     def __init__(self, fd: int):
-        self.fd = fd
-        self.written = 0
-        self.kicked = 0  # writeback started for [0, kicked)
-        self.dropped = 0  # asked to drop [0, dropped)
-        self.enabled = hasattr(os, "posix_fadvise")
+        self._fd = fd
+        self._written = 0
+        self._signalled = 0
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Condition()
+        self._closed = not hasattr(os, "posix_fadvise")
 
     def wrote(self, n: int) -> None:
-        self.written += n
-        if not self.enabled or self.written - self.kicked < self.WINDOW:
+        self._written += n
+        if self._closed or self._written - self._signalled < self.WINDOW:
             return
+        self._signalled = self._written
+        if self._thread is None:
+            # Its own descriptor: the upload's may be closed (and its number
+            # reused) while a hint is still being given.
+            self._thread = threading.Thread(
+                target=self._run, args=(os.dup(self._fd),), daemon=True, name="upload-writeback"
+            )
+            self._thread.start()
+        with self._wake:
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Stop giving hints (does not wait for the disk)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _run(self, fd: int) -> None:
+        kicked = dropped = 0  # writeback started for [0, kicked); dropped [0, dropped)
         try:
-            if self.kicked > self.dropped:
-                os.posix_fadvise(self.fd, self.dropped, self.kicked - self.dropped, os.POSIX_FADV_DONTNEED)
-                self.dropped = self.kicked
-            os.posix_fadvise(self.fd, self.kicked, self.written - self.kicked, os.POSIX_FADV_DONTNEED)
-            self.kicked = self.written
-        except OSError:  # not supported here: the final fsync does all the work, as before
-            self.enabled = False
+            while True:
+                with self._wake:
+                    while not self._closed and self._written - kicked < self.WINDOW:
+                        self._wake.wait()
+                    if self._closed:
+                        return
+                    target = self._written
+                if kicked > dropped:
+                    os.posix_fadvise(fd, dropped, kicked - dropped, os.POSIX_FADV_DONTNEED)
+                    dropped = kicked
+                os.posix_fadvise(fd, kicked, target - kicked, os.POSIX_FADV_DONTNEED)
+                kicked = target
+        except OSError:
+            pass  # hints unsupported here: the final fsync does all the writing, as it would anyway
+        finally:
+            os.close(fd)
 
 
 class _DirectBody:

@@ -106,3 +106,23 @@ def test_receipt_verifies_with_openssl_by_hand(as_alice, case_a, tmp_path):
     (tmp_path / "pae.bin").write_bytes(tampered)
     result = verify()
     assert result.returncode != 0 and "Signature Verification Failure" in result.stdout
+
+
+def test_rotated_key_stays_published_and_old_receipts_still_verify(as_alice, case_a):
+    import io
+
+    from django.core.management import call_command
+
+    from custody.models import LogEntry
+
+    old = upload(as_alice, case_a, b"before rotation").json()
+    call_command("rotate_key", "intake", stdout=io.StringIO())
+    new = upload(as_alice, case_a, b"after rotation").json()
+    keys = as_alice.get("/api/v1/keys/").json()["keys"]
+    intake = [k for k in keys if k["purpose"] == "intake"]
+    assert len(intake) == 2 and sum(k["valid_until"] is None for k in intake) == 1
+    assert old["receipt"]["signatures"][0]["keyid"] != new["receipt"]["signatures"][0]["keyid"]
+    for body in (old, new):
+        signing.dsse_verify(body["receipt"], public_keys("intake"))
+    actions = list(LogEntry.objects.filter(action__startswith="key.").values_list("action", flat=True))
+    assert actions[-2:] == ["key.retired", "key.added"]
