@@ -361,3 +361,53 @@ def test_auditor_sees_case_and_evidence_but_cannot_upload(
     assert page.locator("#sha256").inner_text().strip() == hashlib.sha256(content).hexdigest()
     assert page.locator("#custodian").inner_text().strip() == "alice"
     assert ("carol", "evidence.viewed") in log_actions(page)
+
+
+def test_handover_in_two_steps_and_printable_custody_report(gunicorn_server, evidence_a, new_page, tmp_path):
+    from custody import services
+    from custody.models import Role
+
+    services.create_user(
+        actor=None, username="erin", password=PASSWORD, role=Role.INVESTIGATOR, cases=[evidence_a.case]
+    )
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"/evidence/{evidence_a.pk}/")
+    page.select_option("#transfer-form select[name=to_user]", "erin")
+    page.fill("#transfer-form input[name=purpose]", "spectral analysis")
+    page.fill("#transfer-form input[name=location]", "lab 3")
+    with page.expect_navigation():
+        page.click("#transfer-form button[type=submit]")
+    assert "waiting for them to accept" in page.locator(".messages").inner_text()
+    assert "Handover pending" in page.locator("#pending-transfer").inner_text()
+    assert page.locator("#decision-form").count() == 0  # only the receiver decides
+
+    erin_page = new_page(gunicorn_server.url)
+    log_in(erin_page, "erin")
+    erin_page.goto(f"/evidence/{evidence_a.pk}/")
+    erin_page.fill("#decision-form input[name=note]", "seal intact")
+    with erin_page.expect_navigation():
+        erin_page.click("#decision-form button[name=accept]")
+    assert "You now have custody" in erin_page.locator(".messages").inner_text()
+    assert fact(erin_page, "Current custodian") == "erin"
+    evidence_a.refresh_from_db()
+    assert evidence_a.custodian.username == "erin"
+
+    erin_page.click("#report-link")
+    erin_page.wait_for_url(f"**/evidence/{evidence_a.pk}/report/")
+    table = erin_page.locator("#report-entries").inner_text()
+    for expected in [
+        "evidence.received",
+        "custody.released",
+        "custody.accepted",
+        "spectral analysis",
+        "seal intact",
+    ]:
+        assert expected in table
+    pdf = tmp_path / "report.pdf"
+    erin_page.emulate_media(media="print")
+    erin_page.pdf(path=str(pdf), format="A4")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and len(data) > 5000
+    # The print stylesheet hides navigation and forms.
+    assert not erin_page.locator("header").is_visible()

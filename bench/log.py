@@ -1,0 +1,981 @@
+#!/usr/bin/env python
+"""Custody log benchmark on PostgreSQL: appends/s, and proof and verify_log time at 1M entries.
+
+    python bench/log.py [--entries 1000000] [--writers 8] [--seconds 10] [--no-prototypes]
+
+Creates a throwaway database ``custody_bench_<pid>`` on the local PostgreSQL
+server (``--pg``, default postgres://postgres@127.0.0.1:5432/) and a temp data
+dir, migrates, makes the signing keys, and drops both at the end.
+
+1. Appends/s: ``--writers`` processes, each looping
+   ``with transaction.atomic(): log.append(...)`` for ``--seconds``; and the same
+   with 1 writer. Baseline in the same run: the same number of processes doing
+   plain single-row autocommit INSERTs of a leaf-sized row into a scratch table.
+   Prototypes (not the app; labelled, to size the alternatives): the app append
+   with synchronous_commit=off (unsafe), a one-statement PL/pgSQL append function
+   (3 round trips, and pipelined in 1), and a queue plus one batching sequencer.
+   Everything appended is then checked with ``audit.verify``.
+2. The log is then bulk-loaded (not through append(): COPY of leaves built as
+   log.append builds them, with merkle.append_to_frontier) up to ``--entries``,
+   and a checkpoint is signed with log.latest_checkpoint().
+3. At that size: inclusion and consistency proofs (log.inclusion_proof /
+   log.consistency_proof, DB round trips included; and through the Django test
+   client), their query counts, and ``manage.py verify_log --skip-blobs`` wall
+   time and peak RSS, against a floor (stream every leaf and SHA-256 it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# `python bench/log.py` puts bench/ first on sys.path, where this file would
+# shadow any top-level module called "log"; the project root goes there instead.
+sys.path[0] = str(ROOT)
+
+TARGET_APPENDS = 5000  # appends/s with 8 writers
+TARGET_PROOF_MS = 5.0  # p99, at --entries
+MP = multiprocessing.get_context("fork")
+
+# --- entries that look like the app's -------------------------------------------------
+
+ACTIONS = [  # (action, weight): the mix of a working custody log
+    ("evidence.viewed", 30),
+    ("evidence.downloaded", 12),
+    ("fixity.checked", 20),
+    ("custody.released", 8),
+    ("custody.accepted", 8),
+    ("evidence.received", 10),
+    ("case.member_added", 4),
+    ("access.refused", 4),
+    ("case.created", 2),
+    ("token.issued", 2),
+]
+PURPOSES = ["laboratory analysis", "court exhibit", "secure storage", "mobile extraction", "return to owner"]
+LOCATIONS = ["Evidence store B2, shelf 14", "Digital lab, bench 3", "Court 4 exhibits room", "Vault 1"]
+MEDIA = ["application/octet-stream", "image/jpeg", "application/zip", "application/x-ewf", "video/mp4"]
+
+
+class Pools:
+    """Users, cases and evidence the generated entries refer to (ids only; no rows needed)."""
+
+    def __init__(self, rng: random.Random, users: int = 300, cases: int = 5000, evidence: int = 50000):
+        first = ["ana", "ben", "chen", "dana", "emil", "fatima", "goran", "hana", "ivo", "jun", "kofi", "lena"]
+        self.users = [{"id": i + 2, "username": f"{rng.choice(first)}.inv{i:03d}"} for i in range(users)]
+        self.cases = [
+            {"id": str(_uuid(rng)), "reference": f"CR-{2021 + i % 5}-{i:06d}"} for i in range(cases)
+        ]
+        self.evidence = [
+            ({"id": str(_uuid(rng)), "sha256": rng.randbytes(32).hex()}, i % cases) for i in range(evidence)
+        ]
+        self.actions = [a for a, _ in ACTIONS]
+        self.weights = [w for _, w in ACTIONS]
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def entry_fields(rng: random.Random, pools: Pools) -> dict:
+    """Everything of an entry but index and time, shaped like the services' entries."""
+    action = rng.choices(pools.actions, pools.weights)[0]
+    actor = rng.choice(pools.users)
+    evidence, case_no = rng.choice(pools.evidence)
+    case = pools.cases[case_no]
+    client = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    reason, details = None, {}
+    other = rng.choice(pools.users)
+    if action == "evidence.downloaded":
+        reason = rng.choice(["analysis", "disclosure to defence", "court copy", "peer review"])
+    elif action == "fixity.checked":
+        details = {"ok": True, "sha256": evidence["sha256"], "size": rng.randrange(1 << 10, 1 << 36)}
+    elif action in ("custody.released", "custody.accepted"):
+        details = {
+            "from": actor, "to": other, "purpose": rng.choice(PURPOSES), "location": rng.choice(LOCATIONS),
+            "fixity": {"ok": True, "size": rng.randrange(1 << 10, 1 << 36)},
+        }
+    elif action == "evidence.received":
+        details = {
+            "original_name": f"IMG_{rng.randrange(10**7):07d}.E01", "size": rng.randrange(1 << 10, 1 << 36),
+            "media_type": rng.choice(MEDIA), "sha1": rng.randbytes(20).hex(), "md5": rng.randbytes(16).hex(),
+            "source": "seized at scene", "description": "",
+        }
+    elif action == "case.member_added":
+        evidence, details = None, {"user": other, "role": "investigator"}
+    elif action == "case.created":
+        evidence, details = None, {"title": f"Operation {rng.randrange(10**4):04d}"}
+    elif action == "token.issued":
+        evidence, case, details = None, None, {"token": secrets.token_hex(4), "label": "cli"}
+    return {
+        "action": action, "actor": actor, "case": case, "evidence": evidence,
+        "client": client, "reason": reason, "details": details,
+    }
+
+
+def entry_dict(index: int, when: dt.datetime, f: dict) -> dict:
+    """The entry exactly as log.append builds it."""
+    from custody import log
+
+    return {
+        "v": log.ENTRY_VERSION, "index": index, "time": log.format_time(when), "actor": f["actor"],
+        "action": f["action"], "case": f["case"], "evidence": f["evidence"], "client": f["client"],
+        "reason": f["reason"], "details": f["details"],
+    }
+
+
+def split_leaf(entry: dict) -> tuple[bytes, bytes]:
+    """Canonical JSON of ``entry`` cut around its index: leaf = prefix + str(index) + suffix.
+
+    Lets an appender that learns the index only under the lock (in SQL) build
+    the exact leaf log.append would: keys are sorted, and "index" is top-level.
+    """
+    from custody.signing import canonical_json
+
+    before = {k: v for k, v in entry.items() if k < "index"}
+    after = {k: v for k, v in entry.items() if k > "index"}
+    return canonical_json(before)[:-1] + b',"index":', b"," + canonical_json(after)[1:]
+
+
+def columns(f: dict) -> tuple:
+    """LogEntry's query columns (action, actor_id, case_id, evidence_id) for an entry."""
+    return (
+        f["action"],
+        f["actor"]["id"] if f["actor"] else None,
+        uuid.UUID(f["case"]["id"]) if f["case"] else None,
+        uuid.UUID(f["evidence"]["id"]) if f["evidence"] else None,
+    )
+
+
+# --- system facts -----------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+# --- prototypes' SQL (bench database only) ---------------------------------------------
+
+PROTOTYPE_SQL = [
+    "CREATE TABLE bench_scratch (id bigserial PRIMARY KEY, payload bytea NOT NULL)",
+    """CREATE TABLE bench_pending (
+        id bigserial PRIMARY KEY, prefix bytea NOT NULL, suffix bytea NOT NULL, time timestamptz NOT NULL,
+        action varchar(64) NOT NULL, actor_id bigint, case_id uuid, evidence_id uuid,
+        queued_at double precision NOT NULL)""",
+    # PROTOTYPE: log.append as one statement. Same lock, same rows, same bytes;
+    # the leaf is spliced around the index it takes under the lock.
+    r"""CREATE FUNCTION bench_log_append(p_prefix bytea, p_suffix bytea, p_time timestamptz,
+            p_action text, p_actor bigint, p_case uuid, p_evidence uuid) RETURNS bigint
+        LANGUAGE plpgsql AS $$
+    DECLARE
+        idx bigint; fr bytea; leaf bytea; acc bytea; lvl int := 0; n int;
+    BEGIN
+        SELECT size, frontier INTO idx, fr FROM custody_loghead WHERE id = 1 FOR UPDATE;
+        leaf := p_prefix || convert_to(idx::text, 'UTF8') || p_suffix;
+        acc := sha256('\x00'::bytea || leaf);
+        INSERT INTO custody_logentry (index, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id)
+            VALUES (idx, leaf, acc, p_time, p_action, p_actor, p_case, p_evidence);
+        WHILE (idx >> lvl) & 1 = 1 LOOP
+            n := length(fr);
+            acc := sha256('\x01'::bytea || substring(fr FROM n - 31 FOR 32) || acc);
+            fr := substring(fr FROM 1 FOR n - 32);
+            lvl := lvl + 1;
+            INSERT INTO custody_treenode (level, index, hash) VALUES (lvl, idx >> lvl, acc);
+        END LOOP;
+        fr := fr || acc;
+        n := length(fr) / 32;
+        acc := substring(fr FROM (n - 1) * 32 + 1 FOR 32);
+        FOR i IN REVERSE n - 1 .. 1 LOOP
+            acc := sha256('\x01'::bytea || substring(fr FROM (i - 1) * 32 + 1 FOR 32) || acc);
+        END LOOP;
+        UPDATE custody_loghead SET size = idx + 1, frontier = fr, root = acc WHERE id = 1;
+        RETURN idx;
+    END $$""",
+]
+CALL_APPEND = "SELECT bench_log_append(%s, %s, %s, %s, %s::bigint, %s::uuid, %s::uuid)"
+LEAF_COPY = (
+    "COPY custody_logentry (index, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+LEAF_TYPES = ["int8", "bytea", "bytea", "timestamptz", "text", "int8", "uuid", "uuid"]
+NODE_COPY = "COPY custody_treenode (level, index, hash) FROM STDIN (FORMAT BINARY)"
+NODE_TYPES = ["int2", "int8", "bytea"]
+
+
+# --- writers (each in its own process) ---------------------------------------------------
+
+
+class Writer:
+    """One writer process's loop body. setup() runs before the clock starts."""
+
+    def __init__(self, url: str, wid: int):
+        self.url, self.wid = url, wid
+        self.rng = random.Random(1000 + wid)
+        self.pools = Pools(random.Random(7), users=50, cases=200, evidence=2000)
+
+    def setup(self) -> None: ...
+
+    def op(self) -> None: ...
+
+    def extra(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        from django.db import connections
+
+        connections.close_all()
+
+
+class BaselineInsert(Writer):
+    """Plain autocommit single-row INSERT of a leaf-sized row: the server's commit rate."""
+
+    def setup(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.url, autocommit=True)
+        self.payloads = [self.rng.randbytes(self.rng.randrange(300, 450)) for _ in range(64)]
+
+    def op(self) -> None:
+        self.conn.execute("INSERT INTO bench_scratch (payload) VALUES (%s)", (self.rng.choice(self.payloads),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Timer:
+    """execute_wrapper: splits each append into lock wait, work under the lock, and commit."""
+
+    def __init__(self):
+        self.statements = self.locked_statements = 0
+        self.lock_wait = self.locked_at = self.last_end = 0.0
+
+    def __call__(self, execute, sql, params, many, context):
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            t1 = time.perf_counter()
+            self.statements += 1
+            if "FOR UPDATE" in sql:
+                self.lock_wait, self.locked_at = t1 - t0, t1
+            elif self.locked_at:
+                self.locked_statements += 1
+            self.last_end = t1
+
+
+class AppAppend(Writer):
+    """The app: ``with transaction.atomic(): log.append(...)``."""
+
+    sync_off = False
+
+    def setup(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+
+        from custody.models import Case, Evidence
+
+        connection.ensure_connection()
+        if self.sync_off:
+            with connection.cursor() as c:
+                c.execute("SET synchronous_commit TO off")
+        user = get_user_model()
+        self.actors = [user(id=u["id"], username=u["username"]) for u in self.pools.users]
+        self.cases = [Case(id=uuid.UUID(c["id"]), reference=c["reference"]) for c in self.pools.cases]
+        self.evidence = [
+            (Evidence(id=uuid.UUID(e["id"]), blob_id=e["sha256"]), c) for e, c in self.pools.evidence
+        ]
+        self.timer = _Timer()
+        self._wrap = contextlib.ExitStack()
+        self._wrap.enter_context(connection.execute_wrapper(self.timer))
+        self.sums = {"wait": 0.0, "hold": 0.0, "commit": 0.0, "statements": 0, "locked_statements": 0}
+
+    def op(self) -> None:
+        from django.db import transaction
+
+        from custody import log
+
+        f = entry_fields(self.rng, self.pools)
+        evidence, case_no = self.rng.choice(self.evidence)
+        t = self.timer
+        t.statements = t.locked_statements = 0
+        t.locked_at = 0.0
+        with transaction.atomic():
+            log.append(
+                f["action"], actor=self.rng.choice(self.actors), case=self.cases[case_no], evidence=evidence,
+                client=f["client"], reason=f["reason"], details=f["details"],
+            )
+        done = time.perf_counter()
+        s = self.sums
+        s["wait"] += t.lock_wait
+        s["hold"] += done - t.locked_at
+        s["commit"] += done - t.last_end
+        s["statements"] += t.statements
+        s["locked_statements"] += t.locked_statements
+
+    def extra(self) -> dict:
+        return self.sums
+
+    def close(self) -> None:
+        self._wrap.close()
+        super().close()
+
+
+class AppAppendAsync(AppAppend):
+    """PROTOTYPE (unsafe): the app append with synchronous_commit=off in the writers' sessions."""
+
+    sync_off = True
+
+
+class FunctionAppend(Writer):
+    """PROTOTYPE: the append as one PL/pgSQL call in the app's transaction (BEGIN, SELECT, COMMIT)."""
+
+    def setup(self) -> None:
+        from django.db import connection
+
+        connection.ensure_connection()
+
+    def params(self) -> tuple:
+        from django.utils import timezone
+
+        f = entry_fields(self.rng, self.pools)
+        now = timezone.now()
+        prefix, suffix = split_leaf(entry_dict(0, now, f))
+        return (prefix, suffix, now, *columns(f))
+
+    def op(self) -> None:
+        from django.db import connection, transaction
+
+        with transaction.atomic(), connection.cursor() as c:
+            c.execute(CALL_APPEND, self.params())
+
+
+class PipelinedFunctionAppend(FunctionAppend):
+    """PROTOTYPE: BEGIN, the PL/pgSQL call and COMMIT sent in one round trip (psycopg pipeline)."""
+
+    def setup(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.url, autocommit=True)
+
+    def op(self) -> None:
+        conn = self.conn
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur = conn.execute(CALL_APPEND, self.params())
+            conn.execute("COMMIT")
+        cur.fetchone()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class QueueInsert(FunctionAppend):
+    """PROTOTYPE: the action's transaction only queues its entry; a sequencer indexes it."""
+
+    def setup(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.url, autocommit=True)
+
+    def op(self) -> None:
+        self.conn.execute(
+            "INSERT INTO bench_pending (prefix, suffix, time, action, actor_id, case_id, evidence_id, queued_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (*self.params(), time.time()),
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+WRITERS = {
+    "baseline": BaselineInsert,
+    "app": AppAppend,
+    "app-async": AppAppendAsync,
+    "function": FunctionAppend,
+    "function-pipelined": PipelinedFunctionAppend,
+    "queue": QueueInsert,
+}
+
+
+def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
+    writer = WRITERS[kind](url, wid)
+    try:
+        writer.setup()
+        for _ in range(3):  # warm: connection, caches, prepared statements
+            writer.op()
+        writer.extra().update(dict.fromkeys(writer.extra(), 0))
+        ready.wait()
+        go.wait()
+        start, deadline = clock[0], clock[1]
+        while time.monotonic() < start:
+            time.sleep(0.0005)
+        cpu0 = own_cpu()
+        latencies = []
+        now = time.monotonic()
+        while now < deadline:
+            writer.op()
+            end = time.monotonic()
+            latencies.append(end - now)
+            now = end
+        out.put({"wid": wid, "count": len(latencies), "end": now, "latencies": latencies,
+                 "cpu": own_cpu() - cpu0, **writer.extra()})
+    except BaseException as exc:
+        out.put({"wid": wid, "error": f"{type(exc).__name__}: {exc}"})
+        ready.abort()  # the parent stops waiting for the others
+        raise
+    finally:
+        writer.close()
+
+
+def _sequencer_main(url, stop, out, batch) -> None:
+    """PROTOTYPE: integrate queued entries into the log in batches, one transaction per batch."""
+    import psycopg
+
+    from custody import log, merkle
+
+    conn = psycopg.connect(url)
+    integrated, lags, batches, cpu0 = 0, [], 0, own_cpu()
+    try:
+        while True:
+            with conn.transaction():
+                size, frontier = conn.execute(
+                    "SELECT size, frontier FROM custody_loghead WHERE id = 1 FOR UPDATE"
+                ).fetchone()
+                rows = conn.execute(
+                    "DELETE FROM bench_pending WHERE id IN (SELECT id FROM bench_pending ORDER BY id "
+                    "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, prefix, suffix, time, action, actor_id, "
+                    "case_id, evidence_id, queued_at",
+                    (batch,),
+                ).fetchall()
+                if rows:
+                    rows.sort()
+                    frontier = log._split(bytes(frontier))
+                    leaves, nodes = [], []
+                    for _, prefix, suffix, when, action, actor, case, evidence, _ in rows:
+                        leaf = bytes(prefix) + str(size).encode() + bytes(suffix)
+                        h = merkle.leaf_hash(leaf)
+                        frontier, done = merkle.append_to_frontier(frontier, size, h)
+                        leaves.append((size, leaf, h, when, action, actor, case, evidence))
+                        nodes.extend(n for n in done if n[0] > 0)
+                        size += 1
+                    with conn.cursor() as cur:
+                        with cur.copy(LEAF_COPY) as copy:
+                            copy.set_types(LEAF_TYPES)
+                            for row in leaves:
+                                copy.write_row(row)
+                        if nodes:
+                            with cur.copy(NODE_COPY) as copy:
+                                copy.set_types(NODE_TYPES)
+                                for row in nodes:
+                                    copy.write_row(row)
+                    conn.execute(
+                        "UPDATE custody_loghead SET size = %s, frontier = %s, root = %s WHERE id = 1",
+                        (size, b"".join(frontier), merkle.root_from_frontier(frontier)),
+                    )
+            if rows:
+                now = time.time()
+                lags.extend(now - r[-1] for r in rows)
+                integrated += len(rows)
+                batches += 1
+            elif stop.is_set():
+                break
+            else:
+                time.sleep(0.001)
+        out.put({"integrated": integrated, "lags": lags, "batches": batches, "cpu": own_cpu() - cpu0})
+    except BaseException as exc:
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        conn.close()
+
+
+def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_batch: int = 0) -> dict:
+    from django.db import connections
+
+    connections.close_all()  # no connection may cross the fork
+    ready, go = MP.Barrier(writers + 1), MP.Barrier(writers + 1)
+    clock = MP.Array("d", 2)
+    out = MP.Queue()
+    procs = [MP.Process(target=_writer_main, args=(kind, url, w, ready, go, clock, out)) for w in range(writers)]
+    seq = seq_out = stop = None
+    if sequencer_batch:
+        stop, seq_out = MP.Event(), MP.Queue()
+        seq = MP.Process(target=_sequencer_main, args=(url, stop, seq_out, sequencer_batch))
+        seq.start()
+    for p in procs:
+        p.start()
+    try:
+        ready.wait(timeout=120)
+    except Exception:
+        errors = []
+        while not out.empty():
+            errors.append(out.get().get("error"))
+        raise RuntimeError(f"{kind} writers failed to start: {errors}") from None
+    start = time.monotonic() + 0.05
+    clock[0], clock[1] = start, start + seconds
+    busy0 = cpu_busy()
+    go.wait()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    busy1 = cpu_busy()
+    backlog = 0
+    if seq is not None:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            backlog = conn.execute("SELECT count(*) FROM bench_pending").fetchone()[0]
+    for p in procs:
+        p.join()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"{kind} writer failed: {errors[0]}")
+    wall = max(r["end"] for r in results) - start
+    count = sum(r["count"] for r in results)
+    latencies = [x for r in results for x in r["latencies"]]
+    res = {
+        "kind": kind, "writers": writers, "count": count, "wall": wall, "rate": count / wall,
+        "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
+        "client_cpu": sum(r["cpu"] for r in results),
+        "cores_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
+    }
+    for key in ("wait", "hold", "commit", "statements", "locked_statements"):
+        if key in results[0]:
+            res[key] = sum(r[key] for r in results)
+    if seq is not None:
+        stop.set()
+        s = seq_out.get(timeout=300)
+        seq.join()
+        if "error" in s:
+            raise RuntimeError(f"sequencer failed: {s['error']}")
+        res.update(integrated=s["integrated"], backlog=backlog, lag_p50=pct(s["lags"], 0.5), lag_p99=pct(s["lags"], 0.99),
+                   batches=s["batches"], seq_cpu=s["cpu"])
+    return res
+
+
+# --- the 1M log: bulk load --------------------------------------------------------------
+
+
+def bulk_load(url: str, target: int, chunk: int = 50_000) -> dict:
+    """Append entries up to ``target`` with COPY, exactly as log.append would have built them."""
+    import psycopg
+
+    from custody import log, merkle
+    from custody.signing import canonical_json
+
+    rng = random.Random(42)
+    pools = Pools(rng)
+    t0 = time.perf_counter()
+    leaf_bytes = 0
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        size, frontier, last = cur.execute(
+            "SELECT size, frontier, (SELECT max(time) FROM custody_logentry) "
+            "FROM custody_loghead WHERE id = 1 FOR UPDATE"
+        ).fetchone()
+        first = size
+        frontier = log._split(bytes(frontier))
+        when = last or dt.datetime.now(dt.UTC)
+        step = dt.timedelta(milliseconds=137)
+        while size < target:
+            leaves, nodes = [], []
+            for index in range(size, min(size + chunk, target)):
+                when += step
+                f = entry_fields(rng, pools)
+                leaf = canonical_json(entry_dict(index, when, f))
+                leaf_bytes += len(leaf)
+                h = merkle.leaf_hash(leaf)
+                frontier, done = merkle.append_to_frontier(frontier, index, h)
+                leaves.append((index, leaf, h, when, *columns(f)))
+                nodes.extend(n for n in done if n[0] > 0)
+            with cur.copy(LEAF_COPY) as copy:
+                copy.set_types(LEAF_TYPES)
+                for row in leaves:
+                    copy.write_row(row)
+            with cur.copy(NODE_COPY) as copy:
+                copy.set_types(NODE_TYPES)
+                for row in nodes:
+                    copy.write_row(row)
+            size += len(leaves)
+        cur.execute(
+            "UPDATE custody_loghead SET size = %s, frontier = %s, root = %s WHERE id = 1",
+            (size, b"".join(frontier), merkle.root_from_frontier(frontier)),
+        )
+    load = time.perf_counter() - t0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) custody_logentry, custody_treenode")
+    return {"loaded": size - first, "seconds": load, "vacuum": time.perf_counter() - t0 - load,
+            "avg_leaf": leaf_bytes / max(1, size - first)}
+
+
+# --- proofs and verification ----------------------------------------------------------
+
+
+def time_calls(calls) -> list[float]:
+    out = []
+    for fn, args in calls:
+        t0 = time.perf_counter()
+        fn(*args)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_proofs(size: int, count: int) -> dict:
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from custody import log, merkle
+    from custody.models import LogEntry
+
+    rng = random.Random(99)
+    root = log.tree_head()[1]
+    inc = [(rng.randrange(size), size) for _ in range(count)]
+    con = []
+    for _ in range(count):
+        second = rng.randrange(2, size + 1)
+        con.append((rng.randrange(1, second), second))
+    pk = [(rng.randrange(size),) for _ in range(count)]
+
+    def lookup(i):
+        return LogEntry.objects.filter(index=i).values_list("leaf_hash", flat=True).first()
+
+    # Warm: connection, plans, the upper tree levels in shared buffers.
+    time_calls([(log.inclusion_proof, a) for a in inc[:50]] + [(log.consistency_proof, a) for a in con[:50]])
+    time_calls([(lookup, a) for a in pk[:50]])
+    res = {
+        "pk": time_calls([(lookup, a) for a in pk]),
+        "inclusion": time_calls([(log.inclusion_proof, a) for a in inc]),
+        "consistency": time_calls([(log.consistency_proof, a) for a in con]),
+    }
+
+    # Correctness of what was timed (untimed): every inclusion proof, 100 consistency proofs.
+    hashes = dict(LogEntry.objects.filter(index__in=[i for i, _ in inc]).values_list("index", "leaf_hash"))
+    bad = sum(
+        not merkle.verify_inclusion(bytes(hashes[i]), i, n, log.inclusion_proof(i, n), root) for i, n in inc
+    )
+    bad += sum(
+        not merkle.verify_consistency(a, b, log.root_at(a), log.root_at(b), log.consistency_proof(a, b))
+        for a, b in con[:100]
+    )
+    res["bad"] = bad
+
+    # Queries per proof, and stored nodes per proof.
+    for name, fn, shape, args in (
+        ("inclusion", log.inclusion_proof, merkle.inclusion_nodes, inc[:100]),
+        ("consistency", log.consistency_proof, merkle.consistency_nodes, con[:100]),
+    ):
+        per = []
+        for a in args:
+            with CaptureQueriesContext(connection) as q:
+                fn(*a)
+            per.append(len(q.captured_queries))
+        res[f"{name}_queries"] = max(per)
+        res[f"{name}_nodes"] = max(len(shape(*a)) for a in args)
+
+    # Through Django (middleware, DRF view, JSON), no network: the test client.
+    client = Client(SERVER_NAME="localhost")
+    http_n = min(count, 300)
+    for path in ("/api/v1/log/proof/inclusion/", "/api/v1/log/proof/consistency/"):
+        r = client.get(path, {"index": 0, "size": size} if "inclusion" in path else {"first": 1, "second": size})
+        if r.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {r.status_code} {r.content[:200]!r}")
+    res["http_inclusion"] = time_calls(
+        [(client.get, ("/api/v1/log/proof/inclusion/", {"index": i, "size": n})) for i, n in inc[:http_n]]
+    )
+    res["http_consistency"] = time_calls(
+        [(client.get, ("/api/v1/log/proof/consistency/", {"first": a, "second": b})) for a, b in con[:http_n]]
+    )
+    return res
+
+
+def verify_floor(url: str) -> float:
+    """Floor for verify_log: stream every leaf from the server and SHA-256 it (one client, no checks)."""
+    import hashlib
+
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor(name="floor") as cur:
+        cur.itersize = 5000
+        cur.execute("SELECT index, leaf, leaf_hash FROM custody_logentry ORDER BY index")
+        for _, leaf, _ in cur:
+            hashlib.sha256(b"\x00" + leaf).digest()
+    return time.perf_counter() - t0
+
+
+def run_verify_log(env: dict) -> dict:
+    """``manage.py verify_log --skip-blobs --quiet`` in its own process: wall time and peak RSS."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "verify_log", "--skip-blobs", "--quiet"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    output = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"seconds": time.perf_counter() - t0, "rss_mb": usage.ru_maxrss / 1024,
+            "ok": proc.returncode == 0 and "OK:" in output, "output": output.strip()}
+
+
+def idle_rss(env: dict) -> float:
+    """Peak RSS of a manage.py process that only loads Django (``check``), for comparison."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "check"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return usage.ru_maxrss / 1024
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000, help="log size for proofs and verify")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent appending processes")
+    parser.add_argument("--seconds", type=float, default=10, help="length of each append run")
+    parser.add_argument("--proofs", type=int, default=1000, help="timed proofs of each kind")
+    parser.add_argument("--batch", type=int, default=1000, help="largest batch of the sequencer prototype")
+    parser.add_argument("--no-prototypes", action="store_true", help="only the app and the baseline")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/", help="server (trust auth)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and data dir")
+    args = parser.parse_args()
+
+    import psycopg
+
+    server = args.pg.rstrip("/")
+    dbname = f"custody_bench_{os.getpid()}"
+    url = f"{server}/{dbname}"
+    data_dir = Path(tempfile.mkdtemp(prefix="custody-bench-log-"))
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="custody.settings",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
+        CUSTODY_DATA_DIR=str(data_dir),
+        CUSTODY_KEY_PASSPHRASE=secrets.token_urlsafe(16),
+        CUSTODY_KEY_SCRYPT_N=str(2**10),
+        DATABASE_URL=url,
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+        pg_version = admin.execute("SHOW server_version").fetchone()[0]
+        pg_settings = ", ".join(
+            f"{name}={admin.execute(f'SHOW {name}').fetchone()[0]}"
+            for name in ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", "commit_delay")
+        )
+    started = time.perf_counter()
+    try:
+        return run(args, url, pg_version, pg_settings, started)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if args.keep:
+            print(f"kept: database {dbname}, data dir {data_dir}")
+        else:
+            with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> int:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from custody import audit, log, services
+    from custody.signing import canonical_json
+
+    call_command("migrate", verbosity=0)
+    services.ensure_signing_keys()
+    with connection.cursor() as c:
+        for sql in PROTOTYPE_SQL:
+            c.execute(sql)
+    # The prototypes' leaves must be log.append's bytes exactly.
+    sample = entry_dict(123, dt.datetime.now(dt.UTC), entry_fields(random.Random(1), Pools(random.Random(2))))
+    prefix, suffix = split_leaf(sample)
+    assert prefix + b"123" + suffix == canonical_json(sample)
+
+    n = args.writers
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    runs = []
+    plan = [("baseline", n, 0), ("baseline", 1, 0), ("app", n, 0), ("app", 1, 0)]
+    if not args.no_prototypes:
+        plan += [("app-async", n, 0), ("function", n, 0), ("function-pipelined", n, 0), ("queue", n, args.batch)]
+    for kind, writers, batch in plan:
+        say(f"append run: {kind}, {writers} writer(s), {args.seconds:g} s")
+        runs.append(run_writers(kind, url, writers, args.seconds, batch))
+    appended = log.tree_head()[0]
+    say(f"audit.verify of the {appended} appended entries")
+    t0 = time.perf_counter()
+    report = audit.verify(check_blobs=False)
+    small_verify = time.perf_counter() - t0
+    with connection.cursor() as c:
+        c.execute(
+            "SELECT count(*), min(index), max(index), count(*) FILTER (WHERE time < prev) "
+            "FROM (SELECT index, time, lag(time) OVER (ORDER BY index) AS prev FROM custody_logentry) t"
+        )
+        rows, lo, hi, inversions = c.fetchone()
+    dense = rows == appended and lo == 0 and hi == appended - 1
+
+    target = max(args.entries, appended)
+    say(f"bulk load (COPY) up to {target} entries")
+    load = bulk_load(url, target)
+    checkpoint = log.latest_checkpoint()
+    size = log.tree_head()[0]
+    say(f"proofs at size {size}")
+    proofs = bench_proofs(size, args.proofs)
+    say("verify floor: stream + SHA-256 every leaf")
+    floor = verify_floor(url)
+    say("manage.py verify_log --skip-blobs")
+    env = dict(os.environ)
+    verify = run_verify_log(env)
+    base_rss = idle_rss(env)
+
+    # --- report ---------------------------------------------------------------------------
+    by = {(r["kind"], r["writers"]): r for r in runs}
+    base_n, base_1 = by[("baseline", n)], by[("baseline", 1)]
+    app_n, app_1 = by[("app", n)], by[("app", 1)]
+    labels = {
+        "baseline": "baseline: autocommit INSERT",
+        "app": "app: atomic() + log.append()",
+        "app-async": "PROTO app, synchronous_commit=off",
+        "function": "PROTO PL/pgSQL append (3 RT)",
+        "function-pipelined": "PROTO PL/pgSQL append, pipelined",
+        "queue": "PROTO queue + batch sequencer",
+    }
+    print(f"custody log benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
+    print(f"machine:    {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
+    print(f"python:     {platform.python_version()}; Django {django.get_version()}")
+    print(f"postgresql: {pg_version} on 127.0.0.1 ({pg_settings})")
+    print()
+    print(f"Appends ({args.seconds:g} s per run; each writer a process with its own connection; "
+          "latency = one append incl. commit)")
+    print(f"  {'run':<34} {'writers':>7} {'appends/s':>10} {'vs base':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'cores':>5} {'CPU us/op':>9}")
+    for r in runs:
+        base = by[("baseline", r["writers"])]
+        cpu_per = r["cores_busy"] * r["wall"] / max(1, r["count"]) * 1e6
+        print(f"  {labels[r['kind']]:<34} {r['writers']:>7} {r['rate']:>10.0f} {r['rate'] / base['rate']:>8.2f} "
+              f"{ms(r['p50'])} {ms(r['p99'])} {r['cores_busy']:>5.2f} {cpu_per:>9.0f}")
+    for r in runs:
+        if r["kind"] == "queue":
+            print(f"  {'':<34} sequencer indexed {r['integrated'] - r['backlog']} entries in the run "
+                  f"({(r['integrated'] - r['backlog']) / r['wall']:.0f}/s; {r['backlog']} left queued at "
+                  f"the end, drained after) in {r['batches']} batches; "
+                  f"queue to index p50 {r['lag_p50'] * 1000:.1f} ms, p99 {r['lag_p99'] * 1000:.1f} ms; "
+                  f"sequencer CPU {r['seq_cpu']:.1f} s")
+    print()
+    print("  where an app append's time goes (per append, mean):")
+    for r in (app_1, app_n):
+        c = r["count"]
+        print(f"    {r['writers']} writer(s): head lock wait {r['wait'] / c * 1e3:.3f} ms (incl. BEGIN), "
+              f"lock held {r['hold'] / c * 1e3:.3f} ms (of it COMMIT {r['commit'] / c * 1e3:.3f} ms, "
+              f"{r['locked_statements'] / c:.2f} statements after the lock), "
+              f"{r['statements'] / c:.2f} statements + BEGIN + COMMIT round trips; "
+              f"lock busy {r['hold'] / r['wall'] * 100:.0f}% of wall time")
+    print(f"    1 writer, baseline INSERT (one round trip + commit): {base_1['p50'] * 1000:.3f} ms p50")
+    print(f"  check: audit.verify of the {appended} appended entries: "
+          f"{'OK' if report.ok else 'PROBLEMS: ' + '; '.join(report.problems[:3])} ({small_verify:.1f} s); "
+          f"indexes dense 0..{appended - 1}: {'yes' if dense else 'NO'}; "
+          f"entries whose time is earlier than the previous entry's: {inversions}")
+    print()
+    print(f"Log of {size} entries: {appended} appended above, {load['loaded']} BULK-LOADED with COPY "
+          f"(leaves built as log.append builds them; mean leaf {load['avg_leaf']:.0f} bytes; "
+          f"{load['seconds']:.0f} s + VACUUM ANALYZE {load['vacuum']:.0f} s); checkpoint signed at {checkpoint.size}")
+    print(f"  {'proof (' + str(args.proofs) + ' random)':<40} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'vs PK lookup p50':>16}  target p99 < {TARGET_PROOF_MS:g} ms")
+    pk50 = statistics.median(proofs["pk"])
+    rows_out = [
+        ("PK lookup of one leaf hash (baseline)", proofs["pk"], None),
+        ("log.inclusion_proof(i, size)", proofs["inclusion"], True),
+        ("log.consistency_proof(a, b)", proofs["consistency"], True),
+        ("GET .../proof/inclusion/ (test client)", proofs["http_inclusion"], None),
+        ("GET .../proof/consistency/ (test client)", proofs["http_consistency"], None),
+    ]
+    ok_proofs = True
+    for label, xs, judged in rows_out:
+        verdict = ""
+        if judged:
+            passed = pct(xs, 0.99) * 1000 < TARGET_PROOF_MS
+            ok_proofs &= passed
+            verdict = "PASS" if passed else "FAIL"
+        print(f"  {label:<40} {ms(statistics.median(xs))} {ms(pct(xs, 0.99))} {ms(max(xs))} "
+              f"{statistics.median(xs) / pk50:>16.1f}  {verdict}")
+    print(f"  queries per proof (max of 100): inclusion {proofs['inclusion_queries']} "
+          f"({proofs['inclusion_nodes']} stored nodes), consistency {proofs['consistency_queries']} "
+          f"({proofs['consistency_nodes']} stored nodes); proofs checked with merkle.verify_*: "
+          f"{'all valid' if proofs['bad'] == 0 else str(proofs['bad']) + ' INVALID'}")
+    print()
+    print(f"  manage.py verify_log --skip-blobs: {verify['seconds']:.1f} s, peak RSS {verify['rss_mb']:.0f} MB "
+          f"(manage.py check: {base_rss:.0f} MB); {'OK' if verify['ok'] else 'FAILED'}: "
+          f"{verify['output'].splitlines()[0] if verify['output'] else ''}")
+    print(f"  floor (stream + SHA-256 every leaf, one psycopg cursor): {floor:.1f} s; "
+          f"verify_log / floor = {verify['seconds'] / floor:.1f}")
+    print()
+    ok_appends = app_n["rate"] >= TARGET_APPENDS
+    print(f"RESULT appends: {app_n['rate']:.0f}/s with {n} writers "
+          f"({app_n['rate'] / base_n['rate']:.2f} x plain INSERTs/s {base_n['rate']:.0f}), "
+          f"target >= {TARGET_APPENDS}/s: {'PASS' if ok_appends else 'FAIL'}")
+    print(f"RESULT proofs at {size}: inclusion p99 {pct(proofs['inclusion'], 0.99) * 1000:.2f} ms, "
+          f"consistency p99 {pct(proofs['consistency'], 0.99) * 1000:.2f} ms, target < {TARGET_PROOF_MS:g} ms: "
+          f"{'PASS' if ok_proofs else 'FAIL'}")
+    print(f"RESULT verify_log at {size}: {verify['seconds']:.1f} s, peak RSS {verify['rss_mb']:.0f} MB "
+          f"({'OK' if verify['ok'] else 'FAILED'})")
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    sane = report.ok and dense and verify["ok"] and proofs["bad"] == 0
+    return 0 if sane and ok_appends and ok_proofs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
