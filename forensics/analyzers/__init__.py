@@ -1,0 +1,37 @@
+"""The analyzer registry: one module per analyzer, listed here."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from types import ModuleType
+
+# Module names under forensics.analyzers; each defines NAME, VERSION, ACCEPTS,
+# DESCRIPTION, LIMITS, PARAMETERS and analyze(path, params, ctx).
+MODULES: list[str] = []
+
+
+def _load() -> dict[str, ModuleType]:
+    registry = {}
+    for module_name in MODULES:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        registry[module.NAME] = module
+    return registry
+
+
+_registry: dict[str, ModuleType] | None = None
+
+
+def registry() -> dict[str, ModuleType]:
+    global _registry
+    if _registry is None:
+        _registry = _load()
+    return _registry
+
+
+def get(name: str) -> ModuleType | None:
+    return registry().get(name)
+
+
+def accepts(module: ModuleType, media_type: str) -> bool:
+    return any(fnmatch.fnmatch(media_type, pattern) for pattern in module.ACCEPTS)
