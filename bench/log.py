@@ -78,14 +78,16 @@ class Pools:
     def __init__(self, rng: random.Random, users: int = 300, cases: int = 5000, evidence: int = 50000):
         first = ["ana", "ben", "chen", "dana", "emil", "fatima", "goran", "hana", "ivo", "jun", "kofi", "lena"]
         self.users = [{"id": i + 2, "username": f"{rng.choice(first)}.inv{i:03d}"} for i in range(users)]
+        self.case_ids = [_uuid(rng) for _ in range(cases)]
         self.cases = [
-            {"id": str(_uuid(rng)), "reference": f"CR-{2021 + i % 5}-{i:06d}"} for i in range(cases)
+            {"id": str(u), "reference": f"CR-{2021 + i % 5}-{i:06d}"} for i, u in enumerate(self.case_ids)
         ]
-        self.evidence = [
-            ({"id": str(_uuid(rng)), "sha256": rng.randbytes(32).hex()}, i % cases) for i in range(evidence)
-        ]
-        self.actions = [a for a, _ in ACTIONS]
-        self.weights = [w for _, w in ACTIONS]
+        self.evidence = []  # (uuid, {"id", "sha256"}, case number)
+        for i in range(evidence):
+            u = _uuid(rng)
+            self.evidence.append((u, {"id": str(u), "sha256": rng.randbytes(32).hex()}, i % cases))
+        self.clients = [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(999)]
+        self.actions = [a for a, weight in ACTIONS for _ in range(weight)]
 
 
 def _uuid(rng: random.Random) -> uuid.UUID:
@@ -93,38 +95,43 @@ def _uuid(rng: random.Random) -> uuid.UUID:
 
 
 def entry_fields(rng: random.Random, pools: Pools) -> dict:
-    """Everything of an entry but index and time, shaped like the services' entries."""
-    action = rng.choices(pools.actions, pools.weights)[0]
+    """Everything of an entry but index and time, shaped like the services' entries.
+
+    ``ids`` holds LogEntry's query columns: (action, actor_id, case_id, evidence_id).
+    """
+    action = rng.choice(pools.actions)
     actor = rng.choice(pools.users)
-    evidence, case_no = rng.choice(pools.evidence)
-    case = pools.cases[case_no]
-    client = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    evidence_id, evidence, case_no = rng.choice(pools.evidence)
+    case_id, case = pools.case_ids[case_no], pools.cases[case_no]
     reason, details = None, {}
-    other = rng.choice(pools.users)
     if action == "evidence.downloaded":
         reason = rng.choice(["analysis", "disclosure to defence", "court copy", "peer review"])
     elif action == "fixity.checked":
-        details = {"ok": True, "sha256": evidence["sha256"], "size": rng.randrange(1 << 10, 1 << 36)}
+        details = {"ok": True, "sha256": evidence["sha256"], "size": rng.getrandbits(36)}
     elif action in ("custody.released", "custody.accepted"):
         details = {
-            "from": actor, "to": other, "purpose": rng.choice(PURPOSES), "location": rng.choice(LOCATIONS),
-            "fixity": {"ok": True, "size": rng.randrange(1 << 10, 1 << 36)},
+            "from": actor, "to": rng.choice(pools.users), "purpose": rng.choice(PURPOSES),
+            "location": rng.choice(LOCATIONS), "fixity": {"ok": True, "size": rng.getrandbits(36)},
         }
     elif action == "evidence.received":
         details = {
-            "original_name": f"IMG_{rng.randrange(10**7):07d}.E01", "size": rng.randrange(1 << 10, 1 << 36),
+            "original_name": f"IMG_{rng.getrandbits(24):08d}.E01", "size": rng.getrandbits(36),
             "media_type": rng.choice(MEDIA), "sha1": rng.randbytes(20).hex(), "md5": rng.randbytes(16).hex(),
             "source": "seized at scene", "description": "",
         }
     elif action == "case.member_added":
-        evidence, details = None, {"user": other, "role": "investigator"}
+        evidence = evidence_id = None
+        details = {"user": rng.choice(pools.users), "role": "investigator"}
     elif action == "case.created":
-        evidence, details = None, {"title": f"Operation {rng.randrange(10**4):04d}"}
+        evidence = evidence_id = None
+        details = {"title": f"Operation {rng.getrandbits(13):04d}"}
     elif action == "token.issued":
-        evidence, case, details = None, None, {"token": secrets.token_hex(4), "label": "cli"}
+        evidence = evidence_id = case = case_id = None
+        details = {"token": rng.randbytes(4).hex(), "label": "cli"}
     return {
         "action": action, "actor": actor, "case": case, "evidence": evidence,
-        "client": client, "reason": reason, "details": details,
+        "client": rng.choice(pools.clients), "reason": reason, "details": details,
+        "ids": (action, actor["id"], case_id, evidence_id),
     }
 
 
@@ -152,16 +159,6 @@ def split_leaf(entry: dict) -> tuple[bytes, bytes]:
     return canonical_json(before)[:-1] + b',"index":', b"," + canonical_json(after)[1:]
 
 
-def columns(f: dict) -> tuple:
-    """LogEntry's query columns (action, actor_id, case_id, evidence_id) for an entry."""
-    return (
-        f["action"],
-        f["actor"]["id"] if f["actor"] else None,
-        uuid.UUID(f["case"]["id"]) if f["case"] else None,
-        uuid.UUID(f["evidence"]["id"]) if f["evidence"] else None,
-    )
-
-
 # --- system facts -----------------------------------------------------------------------
 
 
@@ -187,6 +184,16 @@ def cpu_busy() -> tuple[float, float]:
 def own_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (a PostgreSQL backend) from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -259,6 +266,11 @@ class Writer:
 
     def op(self) -> None: ...
 
+    def backend_pid(self) -> int:
+        from django.db import connection
+
+        return connection.connection.info.backend_pid
+
     def extra(self) -> dict:
         return {}
 
@@ -276,6 +288,9 @@ class BaselineInsert(Writer):
 
         self.conn = psycopg.connect(self.url, autocommit=True)
         self.payloads = [self.rng.randbytes(self.rng.randrange(300, 450)) for _ in range(64)]
+
+    def backend_pid(self) -> int:
+        return self.conn.info.backend_pid
 
     def op(self) -> None:
         self.conn.execute("INSERT INTO bench_scratch (payload) VALUES (%s)", (self.rng.choice(self.payloads),))
@@ -321,11 +336,11 @@ class AppAppend(Writer):
             with connection.cursor() as c:
                 c.execute("SET synchronous_commit TO off")
         user = get_user_model()
-        self.actors = [user(id=u["id"], username=u["username"]) for u in self.pools.users]
-        self.cases = [Case(id=uuid.UUID(c["id"]), reference=c["reference"]) for c in self.pools.cases]
-        self.evidence = [
-            (Evidence(id=uuid.UUID(e["id"]), blob_id=e["sha256"]), c) for e, c in self.pools.evidence
-        ]
+        self.actors = {u["id"]: user(id=u["id"], username=u["username"]) for u in self.pools.users}
+        self.cases = {
+            u: Case(id=u, reference=c["reference"]) for u, c in zip(self.pools.case_ids, self.pools.cases, strict=True)
+        }
+        self.evidence = {u: Evidence(id=u, blob_id=e["sha256"]) for u, e, _ in self.pools.evidence}
         self.timer = _Timer()
         self._wrap = contextlib.ExitStack()
         self._wrap.enter_context(connection.execute_wrapper(self.timer))
@@ -337,13 +352,13 @@ class AppAppend(Writer):
         from custody import log
 
         f = entry_fields(self.rng, self.pools)
-        evidence, case_no = self.rng.choice(self.evidence)
+        action, actor, case, evidence = f["ids"]
         t = self.timer
         t.statements = t.locked_statements = 0
         t.locked_at = 0.0
         with transaction.atomic():
             log.append(
-                f["action"], actor=self.rng.choice(self.actors), case=self.cases[case_no], evidence=evidence,
+                action, actor=self.actors[actor], case=self.cases.get(case), evidence=self.evidence.get(evidence),
                 client=f["client"], reason=f["reason"], details=f["details"],
             )
         done = time.perf_counter()
@@ -382,7 +397,7 @@ class FunctionAppend(Writer):
         f = entry_fields(self.rng, self.pools)
         now = timezone.now()
         prefix, suffix = split_leaf(entry_dict(0, now, f))
-        return (prefix, suffix, now, *columns(f))
+        return (prefix, suffix, now, *f["ids"])
 
     def op(self) -> None:
         from django.db import connection, transaction
@@ -398,6 +413,9 @@ class PipelinedFunctionAppend(FunctionAppend):
         import psycopg
 
         self.conn = psycopg.connect(self.url, autocommit=True)
+
+    def backend_pid(self) -> int:
+        return self.conn.info.backend_pid
 
     def op(self) -> None:
         conn = self.conn
@@ -418,6 +436,9 @@ class QueueInsert(FunctionAppend):
         import psycopg
 
         self.conn = psycopg.connect(self.url, autocommit=True)
+
+    def backend_pid(self) -> int:
+        return self.conn.info.backend_pid
 
     def op(self) -> None:
         self.conn.execute(
@@ -452,7 +473,8 @@ def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
         start, deadline = clock[0], clock[1]
         while time.monotonic() < start:
             time.sleep(0.0005)
-        cpu0 = own_cpu()
+        backend = writer.backend_pid()
+        cpu0, server0 = own_cpu(), proc_cpu(backend)
         latencies = []
         now = time.monotonic()
         while now < deadline:
@@ -461,7 +483,7 @@ def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
             latencies.append(end - now)
             now = end
         out.put({"wid": wid, "count": len(latencies), "end": now, "latencies": latencies,
-                 "cpu": own_cpu() - cpu0, **writer.extra()})
+                 "cpu": own_cpu() - cpu0, "server_cpu": proc_cpu(backend) - server0, **writer.extra()})
     except BaseException as exc:
         out.put({"wid": wid, "error": f"{type(exc).__name__}: {exc}"})
         ready.abort()  # the parent stops waiting for the others
@@ -477,7 +499,8 @@ def _sequencer_main(url, stop, out, batch) -> None:
     from custody import log, merkle
 
     conn = psycopg.connect(url)
-    integrated, lags, batches, cpu0 = 0, [], 0, own_cpu()
+    backend = conn.info.backend_pid
+    integrated, lags, batches, cpu0, server0 = 0, [], 0, own_cpu(), proc_cpu(backend)
     try:
         while True:
             with conn.transaction():
@@ -524,7 +547,8 @@ def _sequencer_main(url, stop, out, batch) -> None:
                 break
             else:
                 time.sleep(0.001)
-        out.put({"integrated": integrated, "lags": lags, "batches": batches, "cpu": own_cpu() - cpu0})
+        out.put({"integrated": integrated, "lags": lags, "batches": batches,
+                 "cpu": own_cpu() - cpu0 + proc_cpu(backend) - server0})
     except BaseException as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -578,6 +602,7 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
         "kind": kind, "writers": writers, "count": count, "wall": wall, "rate": count / wall,
         "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
         "client_cpu": sum(r["cpu"] for r in results),
+        "server_cpu": sum(r["server_cpu"] for r in results),
         "cores_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
     }
     for key in ("wait", "hold", "commit", "statements", "locked_statements"):
@@ -599,9 +624,13 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
 
 def bulk_load(url: str, target: int, chunk: int = 50_000) -> dict:
     """Append entries up to ``target`` with COPY, exactly as log.append would have built them."""
+    from hashlib import sha256
+    from json import dumps
+
     import psycopg
 
     from custody import log, merkle
+    from custody.merkle import append_to_frontier as append
     from custody.signing import canonical_json
 
     rng = random.Random(42)
@@ -622,11 +651,17 @@ def bulk_load(url: str, target: int, chunk: int = 50_000) -> dict:
             for index in range(size, min(size + chunk, target)):
                 when += step
                 f = entry_fields(rng, pools)
-                leaf = canonical_json(entry_dict(index, when, f))
+                entry = entry_dict(index, when, f)
+                # signing.canonical_json minus its float check (these entries hold no
+                # floats), which is half of its time; checked against it every 1000th
+                # entry here, and audit.verify checks every leaf's canonical form.
+                leaf = dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+                if index % 1000 == 0 and leaf != canonical_json(entry):
+                    raise AssertionError(f"bulk leaf {index} is not signing.canonical_json's")
                 leaf_bytes += len(leaf)
-                h = merkle.leaf_hash(leaf)
-                frontier, done = merkle.append_to_frontier(frontier, index, h)
-                leaves.append((index, leaf, h, when, *columns(f)))
+                h = sha256(b"\x00" + leaf).digest()  # merkle.leaf_hash
+                frontier, done = append(frontier, index, h)
+                leaves.append((index, leaf, h, when, *f["ids"]))
                 nodes.extend(n for n in done if n[0] > 0)
             with cur.copy(LEAF_COPY) as copy:
                 copy.set_types(LEAF_TYPES)
@@ -902,12 +937,17 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
     print(f"Appends ({args.seconds:g} s per run; each writer a process with its own connection; "
           "latency = one append incl. commit)")
     print(f"  {'run':<34} {'writers':>7} {'appends/s':>10} {'vs base':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'cores':>5} {'CPU us/op':>9}")
+          f"{'client':>7} {'backend':>7} {'other':>6}")
+    print(f"  {'':<34} {'':>7} {'':>10} {'':>8} {'':>7} {'':>7} {'CPU us/op':>15} {'cores':>6}")
     for r in runs:
         base = by[("baseline", r["writers"])]
-        cpu_per = r["cores_busy"] * r["wall"] / max(1, r["count"]) * 1e6
+        count = max(1, r["count"])
+        other = r["cores_busy"] - (r["client_cpu"] + r["server_cpu"] + r.get("seq_cpu", 0)) / r["wall"]
         print(f"  {labels[r['kind']]:<34} {r['writers']:>7} {r['rate']:>10.0f} {r['rate'] / base['rate']:>8.2f} "
-              f"{ms(r['p50'])} {ms(r['p99'])} {r['cores_busy']:>5.2f} {cpu_per:>9.0f}")
+              f"{ms(r['p50'])} {ms(r['p99'])} {r['client_cpu'] / count * 1e6:>7.0f} "
+              f"{r['server_cpu'] / count * 1e6:>7.0f} {other:>6.2f}")
+    print("  (client / backend: CPU of the writer processes / their PostgreSQL backends per append; other: "
+          "cores busy with anything else - WAL writer, other load on the machine)")
     for r in runs:
         if r["kind"] == "queue":
             print(f"  {'':<34} sequencer indexed {r['integrated'] - r['backlog']} entries in the run "

@@ -197,7 +197,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "custody.api.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": os.getenv("CUSTODY_AUTH_RATE", "30/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": os.getenv("CUSTODY_AUTH_RATE", "30/min"),
+        "public": os.getenv("CUSTODY_PUBLIC_RATE", "120/min"),
+    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -227,7 +230,17 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Periodic work, run by the Procfile's `beat` process: re-hash every blob
 # (fixity) and sign a checkpoint whenever the log has grown.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Analyzer modules beyond the built-in ones (dotted paths, comma-separated).
+CUSTODY_EXTRA_ANALYZERS = [
+    m.strip() for m in os.getenv("CUSTODY_EXTRA_ANALYZERS", "").split(",") if m.strip()
+]
+# A running analysis whose heartbeat is older than this is re-queued.
+CUSTODY_ANALYSIS_STALE_SECONDS = env_int("CUSTODY_ANALYSIS_STALE_SECONDS", 120)
 CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-analyses": {
+        "task": "forensics.sweep_stale",
+        "schedule": float(env_int("CUSTODY_SWEEP_INTERVAL", 60)),
+    },
     "fixity-all": {
         "task": "custody.check_fixity_all",
         "schedule": float(env_int("CUSTODY_FIXITY_INTERVAL", 24 * 3600)),

@@ -34,18 +34,22 @@ IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 NOTE_ALG_ED25519 = 0x01
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, allow_floats: bool = False) -> bytes:
     """Canonical JSON bytes: sorted keys, no insignificant whitespace, UTF-8.
 
-    RFC 8785 for the values this project signs (strings, integers, booleans,
-    null, lists, objects). Floats are refused: their canonical form is where
-    JSON serialisers disagree, so signed documents carry numbers as integers
-    or strings.
+    RFC 8785 for strings, integers, booleans, null, lists and objects. Floats
+    are where serialisers disagree, so log entries (whose bytes anyone must be
+    able to re-derive) refuse them. Analysis statements allow finite floats
+    (``allow_floats``): their signature covers the exact payload bytes, so
+    verifying them never needs re-serialisation.
     """
 
     def check(v: Any) -> None:
         if isinstance(v, float):
-            raise TypeError("floats are not allowed in canonical JSON; use int or str")
+            if not allow_floats:
+                raise TypeError("floats are not allowed in canonical JSON; use int or str")
+            if v != v or v in (float("inf"), float("-inf")):
+                raise TypeError("NaN and infinities are not JSON")
         if isinstance(v, dict):
             for k, item in v.items():
                 if not isinstance(k, str):
@@ -205,7 +209,7 @@ def in_toto_statement(subject: list[dict], predicate_type: str, predicate: dict)
 
 
 def sign_statement(statement: dict, key: Ed25519PrivateKey) -> dict:
-    return dsse_sign(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, key)
+    return dsse_sign(canonical_json(statement, allow_floats=True), IN_TOTO_PAYLOAD_TYPE, key)
 
 
 # --- C2SP signed notes ------------------------------------------------------

@@ -3,6 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from forensics import api as forensics_api
+from forensics import views as forensics_views
+
 from . import api, views
 
 urlpatterns = [
@@ -29,6 +32,20 @@ urlpatterns = [
         views.transfer_decide,
         {"accept": False},
         name="transfer-refuse",
+    ),
+    path(
+        "evidence/<uuid:evidence_id>/analyses/", forensics_views.request_for_evidence, name="evidence-analyse"
+    ),
+    path("cases/<uuid:case_id>/analyses/", forensics_views.request_for_case, name="case-analyse"),
+    path("analyses/<uuid:analysis_id>/", forensics_views.analysis_detail, name="analysis-detail"),
+    path(
+        "analyses/<uuid:analysis_id>/envelope/", forensics_views.analysis_envelope, name="analysis-envelope"
+    ),
+    path("analyses/<uuid:analysis_id>/publish/", forensics_views.publish, name="analysis-publish"),
+    path(
+        "analyses/<uuid:analysis_id>/artifacts/<str:sha256>/",
+        forensics_views.analysis_artifact,
+        name="analysis-artifact",
     ),
     path("admin/", admin.site.urls),
     # REST API (contract in DESIGN.md: extend, don't rename)
@@ -64,6 +81,36 @@ urlpatterns = [
         name="api-transfer-refuse",
     ),
     path("api/v1/keys/", api.KeysView.as_view(), name="api-keys"),
+    path("api/v1/analyzers/", forensics_api.AnalyzerListView.as_view(), name="api-analyzers"),
+    path(
+        "api/v1/evidence/<str:evidence_id>/analyses/",
+        forensics_api.EvidenceAnalysesView.as_view(),
+        name="api-evidence-analyses",
+    ),
+    path(
+        "api/v1/cases/<str:case_id>/analyses/",
+        forensics_api.CaseAnalysesView.as_view(),
+        name="api-case-analyses",
+    ),
+    path(
+        "api/v1/analyses/<str:analysis_id>/", forensics_api.AnalysisDetailView.as_view(), name="api-analysis"
+    ),
+    path(
+        "api/v1/analyses/<str:analysis_id>/publish/",
+        forensics_api.AnalysisPublishView.as_view(),
+        name="api-analysis-publish",
+    ),
+    path(
+        "api/v1/analyses/<str:analysis_id>/artifacts/<str:sha256>/",
+        forensics_api.AnalysisArtifactView.as_view(),
+        name="api-analysis-artifact",
+    ),
+    path("api/v1/public/results/", forensics_api.PublicResultsView.as_view(), name="api-public-results"),
+    path(
+        "api/v1/public/artifacts/<str:sha256>/",
+        forensics_api.PublicArtifactView.as_view(),
+        name="api-public-artifact",
+    ),
     path("api/v1/log/checkpoint", api.CheckpointView.as_view(), name="api-log-checkpoint"),
     path("api/v1/log/entries/", api.LogEntriesView.as_view(), name="api-log-entries"),
     path("api/v1/log/proof/inclusion/", api.InclusionProofView.as_view(), name="api-log-inclusion"),

@@ -8,6 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from forensics import analyzers as analyzer_registry
+
 from . import services
 from .api import client_address, evidence_file_response
 from .forms import (
@@ -85,6 +87,7 @@ def case_detail(request, case_id):
             "writable": writable,
             "members": case.members.order_by("username"),
             "member_form": AddMemberForm(),
+            "analyzers": sorted(analyzer_registry.registry().values(), key=lambda m: m.NAME),
         },
         status=400 if form.errors else 200,
     )
@@ -126,6 +129,9 @@ def evidence_detail(request, evidence_id):
         and can_write_case(request.user, evidence.case)
         and (evidence.custodian_id == request.user.pk or request.user.is_custody_admin)
     )
+    accepted = [
+        m for m in analyzer_registry.registry().values() if analyzer_registry.accepts(m, evidence.media_type)
+    ]
     return render(
         request,
         "custody/evidence_detail.html",
@@ -140,6 +146,9 @@ def evidence_detail(request, evidence_id):
             "decision_form": TransferDecisionForm()
             if pending and pending.to_user_id == request.user.pk
             else None,
+            "analyses": evidence.analyses.select_related("requested_by"),
+            "analyzers": sorted(accepted, key=lambda m: m.NAME),
+            "can_analyse": can_write_case(request.user, evidence.case),
         },
     )
 

@@ -209,43 +209,60 @@ def gunicorn_server(transactional_db, tmp_path):
         log.close()
 
 
+def start_worker(log_path) -> subprocess.Popen:
+    """A real Celery worker process (its own process group), on the configured broker and test DB."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "custody",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--prefetch-multiplier=1",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while "ready." not in log_path.read_text()[offset:]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("worker did not start:\n" + log_path.read_text()[offset:])
+        time.sleep(0.2)
+    return proc
+
+
+def kill_worker(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    """Stop the worker and its pool children at once (SIGKILL: as a crash or the OOM killer would)."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 @pytest.fixture
 def celery_worker_proc(transactional_db, tmp_path):
-    """A real Celery worker process on the configured broker and the test database."""
-    log_path = tmp_path / "worker.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "custody",
-            "worker",
-            "--loglevel=INFO",
-            "--concurrency=1",
-            "--prefetch-multiplier=1",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_worker(tmp_path / "worker.log")
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("worker did not start:\n" + log_path.read_text())
-            time.sleep(0.2)
         yield proc
     finally:
-        stop(proc)
-        log.close()
+        kill_worker(proc, signal.SIGTERM)
 
 
 def require_tool(name: str) -> str:

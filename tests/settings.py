@@ -17,6 +17,9 @@ os.environ.setdefault("CUSTODY_AUTH_RATE", "1000/min")
 # A queue of this session's own, so a shared Redis never hands a test worker
 # tasks left over from another run.
 os.environ.setdefault("CUSTODY_CELERY_QUEUE", f"custody-test-{os.getpid()}")
+os.environ.setdefault("CUSTODY_EXTRA_ANALYZERS", "tests.analyzers_for_tests")
+# Short, so the crash test sees a killed worker's run re-queued quickly.
+os.environ.setdefault("CUSTODY_ANALYSIS_STALE_SECONDS", "4")
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 
 from custody.settings import *  # noqa: E402,F403

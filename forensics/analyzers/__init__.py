@@ -12,9 +12,14 @@ MODULES: list[str] = []
 
 
 def _load() -> dict[str, ModuleType]:
+    from django.conf import settings
+
+    names = [f"{__name__}.{m}" for m in MODULES] + list(getattr(settings, "CUSTODY_EXTRA_ANALYZERS", []))
     registry = {}
-    for module_name in MODULES:
-        module = importlib.import_module(f"{__name__}.{module_name}")
+    for dotted in names:
+        module = importlib.import_module(dotted)
+        if module.NAME in registry:
+            raise RuntimeError(f"two analyzers are named {module.NAME}")
         registry[module.NAME] = module
     return registry
 

@@ -48,6 +48,7 @@ class AnalysisContext:
     original_name: str = ""
     media_type: str = "application/octet-stream"  # detected from content at intake
     size: int = 0
+    workdir: str = ""  # a private scratch directory, removed after the run
     artifacts: list[Artifact] = field(default_factory=list)
 
     def add_artifact(self, name: str, media_type: str, data: bytes) -> str:

@@ -1,0 +1,240 @@
+"""REST API for analyses: input serializer -> service -> output serializer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from custody import signing
+from custody.api import client_address
+from custody.hashing import is_sha256_hex
+from custody.permissions import get_case_for, get_evidence_for, visible_evidence
+from custody.storage import blob_store
+
+from . import services
+from .models import Analysis, Artifact
+
+
+class AnalysisRequestSerializer(serializers.Serializer):
+    analyzer = serializers.CharField(max_length=100)
+    parameters = serializers.JSONField(required=False, default=dict)
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    sha256 = serializers.CharField(source="blob_id")
+    size = serializers.IntegerField(source="blob.size")
+
+    class Meta:
+        model = Artifact
+        fields = ["name", "media_type", "sha256", "size"]
+
+
+class AnalysisSerializer(serializers.ModelSerializer):
+    evidence = serializers.UUIDField(source="evidence.id")
+    requested_by = serializers.CharField(source="requested_by.username")
+    result = serializers.SerializerMethodField()
+    artifacts = ArtifactSerializer(many=True, read_only=True)
+    published = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Analysis
+        fields = [
+            "id",
+            "evidence",
+            "analyzer",
+            "analyzer_version",
+            "parameters",
+            "status",
+            "requested_by",
+            "requested_at",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "error",
+            "result",
+            "envelope",
+            "statement_sha256",
+            "artifacts",
+            "published",
+            "published_at",
+            "request_log_index",
+            "result_log_index",
+            "publish_log_index",
+        ]
+
+    def get_result(self, analysis) -> dict | None:
+        """The signed statement's predicate, decoded (the envelope is the record)."""
+        if not analysis.envelope:
+            return None
+        return json.loads(signing.b64decode(analysis.envelope["payload"]))["predicate"]
+
+    def get_published(self, analysis) -> bool:
+        return analysis.published_at is not None
+
+
+def get_analysis_for(user, analysis_id) -> Analysis:
+    try:
+        pk = uuid.UUID(str(analysis_id))
+    except ValueError:
+        raise Http404("analysis not found") from None
+    analysis = (
+        Analysis.objects.select_related("evidence__case", "evidence__blob", "requested_by")
+        .filter(pk=pk, evidence__in=visible_evidence(user))
+        .first()
+    )
+    if analysis is None:
+        raise Http404("analysis not found")
+    return analysis
+
+
+class AnalyzerListView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(services.describe_analyzers())
+
+
+class EvidenceAnalysesView(APIView):
+    @extend_schema(responses=AnalysisSerializer(many=True))
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        rows = evidence.analyses.select_related("evidence", "requested_by").prefetch_related(
+            "artifacts__blob"
+        )
+        return Response(AnalysisSerializer(rows, many=True).data)
+
+    @extend_schema(request=AnalysisRequestSerializer, responses={202: AnalysisSerializer})
+    def post(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        data = AnalysisRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        analysis = services.request_analysis(
+            actor=request.user,
+            evidence=evidence,
+            analyzer=data.validated_data["analyzer"],
+            parameters=data.validated_data["parameters"],
+            client=client_address(request),
+        )
+        return Response(AnalysisSerializer(analysis).data, status=status.HTTP_202_ACCEPTED)
+
+
+class CaseAnalysesView(APIView):
+    """Request one analyzer for every item of a case it accepts."""
+
+    @extend_schema(request=AnalysisRequestSerializer, responses={202: AnalysisSerializer(many=True)})
+    def post(self, request, case_id):
+        case = get_case_for(request.user, case_id)
+        data = AnalysisRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rows = services.request_case_analysis(
+            actor=request.user,
+            case=case,
+            analyzer=data.validated_data["analyzer"],
+            parameters=data.validated_data["parameters"],
+            client=client_address(request),
+        )
+        return Response(AnalysisSerializer(rows, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AnalysisDetailView(APIView):
+    @extend_schema(responses=AnalysisSerializer)
+    def get(self, request, analysis_id):
+        return Response(AnalysisSerializer(get_analysis_for(request.user, analysis_id)).data)
+
+
+class AnalysisPublishView(APIView):
+    @extend_schema(request=None, responses=AnalysisSerializer)
+    def post(self, request, analysis_id):
+        analysis = get_analysis_for(request.user, analysis_id)
+        analysis = services.publish_result(
+            actor=request.user, analysis=analysis, client=client_address(request)
+        )
+        return Response(AnalysisSerializer(analysis).data)
+
+
+def _artifact_response(artifact: Artifact) -> FileResponse:
+    response = FileResponse(blob_store().open(artifact.blob_id), content_type=artifact.media_type)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    return response
+
+
+class AnalysisArtifactView(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, analysis_id, sha256):
+        analysis = get_analysis_for(request.user, analysis_id)
+        artifact = analysis.artifacts.filter(blob_id=sha256.lower()).first()
+        if artifact is None:
+            raise Http404("artifact not found")
+        return _artifact_response(artifact)
+
+
+# --- public -------------------------------------------------------------------
+
+
+class PublicThrottle(AnonRateThrottle):
+    scope = "public"
+
+
+class PublicResultsView(APIView):
+    """Published results for a file hash. Unpublished ones are indistinguishable from absent."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("sha256", str, required=True)], responses={200: OpenApiTypes.OBJECT}
+    )
+    def get(self, request):
+        sha256 = (request.query_params.get("sha256") or "").strip().lower().removeprefix("sha256:")
+        if not is_sha256_hex(sha256):
+            return Response({"detail": "sha256 must be 64 hexadecimal characters"}, status=400)
+        rows = (
+            Analysis.objects.filter(evidence__blob_id=sha256, published_at__isnull=False)
+            .prefetch_related("artifacts__blob")
+            .order_by("published_at")
+        )
+        return Response(
+            {
+                "sha256": sha256,
+                "results": [
+                    {
+                        "analysis": str(a.pk),
+                        "analyzer": a.analyzer,
+                        "analyzer_version": a.analyzer_version,
+                        "published_at": a.published_at,
+                        "envelope": a.envelope,
+                        "statement_sha256": a.statement_sha256,
+                        "log": {"result_index": a.result_log_index, "publish_index": a.publish_log_index},
+                        "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
+                    }
+                    for a in rows
+                ],
+            }
+        )
+
+
+class PublicArtifactView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, sha256):
+        artifact = (
+            Artifact.objects.filter(blob_id=sha256.lower(), analysis__published_at__isnull=False)
+            .select_related("blob")
+            .first()
+        )
+        if artifact is None:
+            raise Http404("not found")
+        return _artifact_response(artifact)

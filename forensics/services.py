@@ -1,0 +1,458 @@
+"""Every state change of an analysis: request, claim, complete, fail, re-queue, publish.
+
+Each checks permission (where a user acts), changes state and appends its log
+entry in one transaction. The Celery task is a thin wrapper around
+``run_analysis``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from custody import keys, log, signing
+from custody.hashing import sha256_file
+from custody.models import Blob, Case, Evidence, SigningKey, User
+from custody.permissions import require_write
+from custody.services import ServiceError
+from custody.storage import blob_store
+
+from . import analyzers
+from .analyzers.base import AnalysisContext, AnalysisError, validate_parameters
+from .models import Analysis, Artifact
+
+RESULT_PREDICATE_TYPE = "urn:custody-server:analysis-result:v1"
+
+
+def describe_analyzers() -> list[dict]:
+    return [
+        {
+            "name": m.NAME,
+            "version": m.VERSION,
+            "accepts": list(m.ACCEPTS),
+            "description": m.DESCRIPTION,
+            "limits": list(m.LIMITS),
+            "parameters": m.PARAMETERS,
+        }
+        for m in sorted(analyzers.registry().values(), key=lambda m: m.NAME)
+    ]
+
+
+def _module_for(name: str, evidence: Evidence):
+    module = analyzers.get(name)
+    if module is None:
+        available = ", ".join(sorted(analyzers.registry())) or "none"
+        raise ServiceError(f"unknown analyzer {name!r}; available: {available}")
+    if not analyzers.accepts(module, evidence.media_type):
+        raise ServiceError(
+            f"analyzer {name} does not accept {evidence.media_type} (it accepts {', '.join(module.ACCEPTS)})"
+        )
+    return module
+
+
+def _check_parameters(module, parameters, evidence: Evidence) -> dict:
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise ServiceError("parameters must be a JSON object")
+    try:
+        params = validate_parameters(module.PARAMETERS, parameters)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
+    for name, rule in module.PARAMETERS.items():
+        if rule["type"] == "evidence" and params.get(name):
+            # Another item of the same case, e.g. the reference recording.
+            other = Evidence.objects.filter(pk=_uuid_or_none(params[name]), case=evidence.case).first()
+            if other is None:
+                raise ServiceError(f"parameter {name!r} must be the id of another evidence item in this case")
+            params[name] = str(other.pk)
+    return params
+
+
+def _uuid_or_none(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _enqueue(analysis_id) -> None:
+    from .tasks import run_analysis
+
+    transaction.on_commit(lambda: run_analysis.delay(str(analysis_id)))
+
+
+def request_analysis(
+    *,
+    actor: User,
+    evidence: Evidence,
+    analyzer: str,
+    parameters: dict | None = None,
+    client: str | None = None,
+) -> Analysis:
+    require_write(actor, evidence.case)
+    module = _module_for(analyzer, evidence)
+    params = _check_parameters(module, parameters, evidence)
+    with transaction.atomic():
+        analysis = Analysis(
+            evidence=evidence,
+            analyzer=module.NAME,
+            analyzer_version=module.VERSION,
+            parameters=params,
+            requested_by=actor,
+            requested_at=timezone.now(),
+            request_log_index=-1,
+        )
+        entry = log.append(
+            "analysis.requested",
+            actor=actor,
+            case=evidence.case,
+            evidence=evidence,
+            client=client,
+            time=analysis.requested_at,
+            details={
+                "analysis": str(analysis.id),
+                "analyzer": module.NAME,
+                "version": module.VERSION,
+                "parameters": _loggable(params),
+            },
+        )
+        analysis.request_log_index = entry.index
+        analysis.save(force_insert=True)
+        _enqueue(analysis.id)
+    return analysis
+
+
+def request_case_analysis(
+    *, actor: User, case: Case, analyzer: str, parameters: dict | None = None, client: str | None = None
+) -> list[Analysis]:
+    """The same analysis for every item of the case that the analyzer accepts."""
+    require_write(actor, case)
+    module = analyzers.get(analyzer)
+    if module is None:
+        raise ServiceError(
+            f"unknown analyzer {analyzer!r}; available: {', '.join(sorted(analyzers.registry()))}"
+        )
+    items = [e for e in case.evidence.order_by("received_at") if analyzers.accepts(module, e.media_type)]
+    if not items:
+        raise ServiceError(
+            f"no item in this case is of a type {analyzer} accepts ({', '.join(module.ACCEPTS)})"
+        )
+    with transaction.atomic():
+        return [
+            request_analysis(actor=actor, evidence=e, analyzer=analyzer, parameters=parameters, client=client)
+            for e in items
+        ]
+
+
+def _loggable(params: dict) -> dict:
+    """Log entries carry no floats (canonical bytes must be re-derivable): stringify them."""
+    return {k: (repr(v) if isinstance(v, float) else v) for k, v in params.items()}
+
+
+# --- running ------------------------------------------------------------------
+
+
+def claim(analysis_id, worker: str) -> Analysis | None:
+    """Take a queued analysis for this worker; None if someone else has it or it is done."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional UPDATE: of two workers given the same message, one wins.
+        won = Analysis.objects.filter(pk=analysis_id, status=Analysis.Status.QUEUED).update(
+            status=Analysis.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            attempts=F("attempts") + 1,
+        )
+        if not won:
+            return None
+        analysis = Analysis.objects.select_related("evidence__case", "evidence__blob").get(pk=analysis_id)
+        log.append(
+            "analysis.started",
+            case=analysis.evidence.case,
+            evidence=analysis.evidence,
+            time=now,
+            details={
+                "analysis": str(analysis.id),
+                "analyzer": analysis.analyzer,
+                "worker": worker,
+                "attempt": analysis.attempts,
+            },
+        )
+    return analysis
+
+
+def _still_ours(analysis: Analysis):
+    return Analysis.objects.filter(
+        pk=analysis.pk, status=Analysis.Status.RUNNING, worker=analysis.worker, attempts=analysis.attempts
+    )
+
+
+def heartbeat(analysis: Analysis) -> bool:
+    return bool(_still_ours(analysis).update(heartbeat_at=timezone.now()))
+
+
+def run_analysis(analysis_id, worker: str) -> str:
+    """Claim, re-check the bytes, analyse, store and sign. Returns the final status (or 'skipped')."""
+    analysis = claim(analysis_id, worker)
+    if analysis is None:
+        return "skipped"
+    evidence = analysis.evidence
+    module = analyzers.get(analysis.analyzer)
+    started = timezone.now()
+    beat = _Heartbeat(analysis)
+    beat.start()
+    try:
+        if module is None or module.VERSION != analysis.analyzer_version:
+            return fail(
+                analysis, f"analyzer {analysis.analyzer} {analysis.analyzer_version} is not installed here"
+            )
+        path = blob_store().path(evidence.blob_id)
+        # The bytes analysed must be the bytes received: re-hash before use.
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError:
+            return fail(analysis, "the stored evidence file is missing")
+        if actual != evidence.blob_id:
+            return fail(analysis, f"the stored bytes no longer match the evidence's SHA-256 (now {actual})")
+        params = dict(analysis.parameters)
+        call_params = _resolve_evidence_parameters(module, params)
+        with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR) as workdir:
+            ctx = AnalysisContext(
+                original_name=evidence.original_name,
+                media_type=evidence.media_type,
+                size=evidence.blob.size,
+                workdir=workdir,
+            )
+            try:
+                output = module.analyze(str(path), call_params, ctx)
+            except AnalysisError as exc:
+                return fail(analysis, str(exc) or exc.__class__.__name__)
+            except MemoryError:
+                return fail(analysis, "the analysis ran out of memory")
+            except Exception as exc:  # a bug or an input the analyzer did not foresee
+                return fail(analysis, f"analyzer error: {exc.__class__.__name__}: {exc}")
+        return complete(analysis, module, output, ctx, started, timezone.now())
+    finally:
+        beat.stop()
+
+
+def _resolve_evidence_parameters(module, params: dict) -> dict:
+    out = dict(params)
+    for name, rule in module.PARAMETERS.items():
+        if rule["type"] == "evidence" and params.get(name):
+            other = Evidence.objects.select_related("blob").get(pk=params[name])
+            path = blob_store().path(other.blob_id)
+            if sha256_file(path) != other.blob_id:
+                raise AnalysisError(f"the reference item {other.pk} no longer matches its SHA-256")
+            out[name] = str(path)
+    return out
+
+
+class _Heartbeat:
+    """Marks the run alive every few seconds, so the sweeper re-queues only dead runs."""
+
+    def __init__(self, analysis: Analysis):
+        import threading
+
+        self.analysis = analysis
+        self.interval = max(1.0, settings.CUSTODY_ANALYSIS_STALE_SECONDS / 4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="analysis-heartbeat")
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                heartbeat(self.analysis)
+        finally:
+            connection.close()
+
+
+def fail(analysis: Analysis, reason: str) -> str:
+    reason = reason[:2000]
+    with transaction.atomic():
+        if not _still_ours(analysis).update(
+            status=Analysis.Status.FAILED, finished_at=timezone.now(), error=reason
+        ):
+            return "skipped"  # re-queued meanwhile: the newer run decides
+        log.append(
+            "analysis.failed",
+            case=analysis.evidence.case,
+            evidence=analysis.evidence,
+            details={"analysis": str(analysis.id), "analyzer": analysis.analyzer, "reason": reason},
+        )
+    return Analysis.Status.FAILED
+
+
+def _python_versions() -> dict:
+    return {"python": platform.python_version(), "implementation": platform.python_implementation()}
+
+
+def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, started, finished) -> str:
+    evidence = analysis.evidence
+    findings = output.get("findings", [])
+    artifacts_meta = [
+        {"name": a.name, "media_type": a.media_type, "digest": {"sha256": a.sha256}} for a in ctx.artifacts
+    ]
+    statement = signing.in_toto_statement(
+        subject=[{"name": f"evidence/{evidence.pk}", "digest": {"sha256": evidence.blob_id}}],
+        predicate_type=RESULT_PREDICATE_TYPE,
+        predicate={
+            "analysis": str(analysis.pk),
+            "evidence": str(evidence.pk),
+            "analyzer": {"name": module.NAME, "version": module.VERSION},
+            "parameters": analysis.parameters,
+            "libraries": {**output.get("libraries", {}), **_python_versions()},
+            "started_at": log.format_time(started),
+            "finished_at": log.format_time(finished),
+            "findings": findings,
+            "artifacts": artifacts_meta,
+            "limits": list(module.LIMITS),
+            "log": {"origin": settings.CUSTODY_LOG_ORIGIN, "request_index": analysis.request_log_index},
+        },
+    )
+    key_row, key = keys.active_private_key(SigningKey.Purpose.RESULTS)
+    try:
+        envelope = signing.sign_statement(statement, key)
+    except TypeError as exc:
+        return fail(analysis, f"analyzer output is not valid JSON: {exc}")
+    payload = signing.b64decode(envelope["payload"])
+    import hashlib
+
+    statement_sha256 = hashlib.sha256(payload).hexdigest()
+    # Blobs first (content-addressed, harmless if the transaction then fails).
+    for artifact in ctx.artifacts:
+        blob_store().put_bytes(artifact.data, artifact.sha256)
+    with transaction.atomic():
+        now = timezone.now()
+        if not _still_ours(analysis).update(
+            status=Analysis.Status.SUCCEEDED,
+            finished_at=finished,
+            envelope=envelope,
+            statement_sha256=statement_sha256,
+        ):
+            transaction.set_rollback(True)
+            return "skipped"
+        for artifact in ctx.artifacts:
+            blob, _ = Blob.objects.get_or_create(
+                sha256=artifact.sha256,
+                defaults={
+                    "sha1": _digest("sha1", artifact.data),
+                    "md5": _digest("md5", artifact.data),
+                    "size": len(artifact.data),
+                    "stored_at": now,
+                },
+            )
+            Artifact.objects.get_or_create(
+                analysis=analysis,
+                blob=blob,
+                defaults={"name": artifact.name, "media_type": artifact.media_type},
+            )
+        entry = log.append(
+            "analysis.completed",
+            case=evidence.case,
+            evidence=evidence,
+            time=now,
+            details={
+                "analysis": str(analysis.pk),
+                "analyzer": module.NAME,
+                "version": module.VERSION,
+                "statement_sha256": statement_sha256,
+                "keyid": key_row.keyid,
+                "findings": len(findings),
+                "artifacts": [a.sha256 for a in ctx.artifacts],
+            },
+        )
+        Analysis.objects.filter(pk=analysis.pk).update(result_log_index=entry.index)
+    return Analysis.Status.SUCCEEDED
+
+
+def _digest(name: str, data: bytes) -> str:
+    import hashlib
+
+    return hashlib.new(name, data).hexdigest()
+
+
+def sweep_stale() -> list[str]:
+    """Re-queue runs whose worker stopped sending heartbeats (killed, machine lost)."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.CUSTODY_ANALYSIS_STALE_SECONDS)
+    requeued = []
+    for analysis in Analysis.objects.filter(
+        status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff
+    ).select_related("evidence__case"):
+        with transaction.atomic():
+            if (
+                not _still_ours(analysis)
+                .filter(heartbeat_at__lt=cutoff)
+                .update(status=Analysis.Status.QUEUED, worker="")
+            ):
+                continue
+            log.append(
+                "analysis.requeued",
+                case=analysis.evidence.case,
+                evidence=analysis.evidence,
+                details={
+                    "analysis": str(analysis.pk),
+                    "stale_worker": analysis.worker,
+                    "attempt": analysis.attempts,
+                },
+            )
+            _enqueue(analysis.pk)
+        requeued.append(str(analysis.pk))
+    return requeued
+
+
+# --- publishing ---------------------------------------------------------------
+
+
+def publish_result(*, actor: User, analysis: Analysis, client: str | None = None) -> Analysis:
+    """Make a signed result visible on the public page and API, by the evidence's SHA-256."""
+    require_write(actor, analysis.evidence.case)
+    if analysis.status != Analysis.Status.SUCCEEDED:
+        raise ServiceError(f"only a succeeded analysis can be published (this one is {analysis.status})", 409)
+    with transaction.atomic():
+        locked = Analysis.objects.select_for_update().get(pk=analysis.pk)
+        if locked.published_at is not None:
+            return locked
+        now = timezone.now()
+        entry = log.append(
+            "result.published",
+            actor=actor,
+            case=analysis.evidence.case,
+            evidence=analysis.evidence,
+            client=client,
+            time=now,
+            details={
+                "analysis": str(analysis.pk),
+                "statement_sha256": locked.statement_sha256,
+                "result_entry": locked.result_log_index,
+            },
+        )
+        locked.published_at = now
+        locked.publish_log_index = entry.index
+        locked.save(update_fields=["published_at", "publish_log_index"])
+        return locked
+
+
+def worker_name() -> str:
+    return f"{platform.node()}:{os.getpid()}:{time.monotonic_ns()}"

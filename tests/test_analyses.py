@@ -1,0 +1,252 @@
+"""The analysis pipeline: requests, real workers, signed results, crash safety, publishing."""
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from custody import keys, signing
+from custody.models import LogEntry
+from custody.storage import blob_store
+from forensics import services
+from forensics.models import Analysis
+
+from .conftest import api_client_for, kill_worker, start_worker, upload
+from .test_worker import wait_for
+
+
+def request(client, evidence_id, analyzer="test.digest", **parameters):
+    return client.post(
+        f"/api/v1/evidence/{evidence_id}/analyses/",
+        {"analyzer": analyzer, "parameters": parameters},
+        format="json",
+    )
+
+
+def statement_of(analysis_json) -> dict:
+    return json.loads(base64.b64decode(analysis_json["envelope"]["payload"]))
+
+
+def actions_for(analysis_id) -> list[str]:
+    return [
+        e.action
+        for e in LogEntry.objects.filter(action__startswith="analysis.").order_by("index")
+        if json.loads(bytes(e.leaf))["details"].get("analysis") == str(analysis_id)
+    ]
+
+
+def test_analyzer_registry_lists_name_version_accepts_description_limits(as_carol):
+    body = as_carol.get("/api/v1/analyzers/").json()
+    digest = next(a for a in body if a["name"] == "test.digest")
+    assert digest["version"] == "1.0.0" and digest["accepts"] == ["*/*"]
+    assert digest["description"] and digest["limits"] and "delay" in digest["parameters"]
+
+
+def test_request_run_and_signed_result(as_alice, evidence_a):
+    response = request(as_alice, evidence_a.pk)
+    assert response.status_code == 202, response.content
+    analysis_id = response.json()["id"]
+    assert response.json()["status"] == "queued"
+    assert services.run_analysis(analysis_id, worker="inline") == "succeeded"
+
+    body = as_alice.get(f"/api/v1/analyses/{analysis_id}/").json()
+    assert body["status"] == "succeeded" and body["attempts"] == 1
+    payload, keyid = signing.dsse_verify(body["envelope"], keys.public_keys("results"))
+    statement = json.loads(payload)
+    assert statement["subject"] == [
+        {"name": f"evidence/{evidence_a.pk}", "digest": {"sha256": evidence_a.sha256}}
+    ]
+    p = statement["predicate"]
+    assert p["analyzer"] == {"name": "test.digest", "version": "1.0.0"}
+    assert p["parameters"] == {"delay": 0.0, "fail": False}
+    assert p["libraries"]["python"] and p["started_at"] <= p["finished_at"]
+    assert p["limits"] == ["for tests of the pipeline; says nothing about the file's authenticity"]
+    assert {f["class"] for f in p["findings"]} <= {"fact", "measurement", "indicator", "visual"}
+    assert p["findings"][0]["value"] == evidence_a.sha256
+    artifact = p["artifacts"][0]
+    assert artifact["digest"]["sha256"] == hashlib.sha256(evidence_a.sha256.encode()).hexdigest()
+    assert p["findings"][1]["artifact"] == f"sha256:{artifact['digest']['sha256']}"
+    assert body["artifacts"][0]["sha256"] == artifact["digest"]["sha256"]
+    content = as_alice.get(f"/api/v1/analyses/{analysis_id}/artifacts/{artifact['digest']['sha256']}/")
+    assert b"".join(content.streaming_content) == evidence_a.sha256.encode()
+    assert body["statement_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert actions_for(analysis_id) == ["analysis.requested", "analysis.started", "analysis.completed"]
+    completed = json.loads(bytes(LogEntry.objects.get(index=body["result_log_index"]).leaf))
+    assert completed["details"]["statement_sha256"] == body["statement_sha256"]
+
+
+def test_same_analyzer_on_same_file_gives_identical_findings(as_alice, evidence_a):
+    ids = [request(as_alice, evidence_a.pk).json()["id"] for _ in range(2)]
+    for analysis_id in ids:
+        services.run_analysis(analysis_id, worker="inline")
+    first, second = (statement_of(as_alice.get(f"/api/v1/analyses/{i}/").json())["predicate"] for i in ids)
+    assert first["findings"] == second["findings"] and first["artifacts"] == second["artifacts"]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"analyzer": "no.such"}, "unknown analyzer"),
+        ({"analyzer": "test.digest", "parameters": {"speed": 1}}, "unknown parameter"),
+        ({"analyzer": "test.digest", "parameters": {"delay": "slow"}}, "must be of type float"),
+        ({"analyzer": "test.digest", "parameters": {"delay": 1000}}, "between"),
+        ({"analyzer": "test.digest", "parameters": [1]}, "JSON object"),
+    ],
+)
+def test_bad_requests_are_400_with_a_clear_message(as_alice, evidence_a, body, message):
+    response = as_alice.post(f"/api/v1/evidence/{evidence_a.pk}/analyses/", body, format="json")
+    assert response.status_code == 400 and message in response.json()["detail"]
+    assert not Analysis.objects.exists()
+
+
+def test_malformed_json_is_400(as_alice, evidence_a):
+    response = as_alice.post(
+        f"/api/v1/evidence/{evidence_a.pk}/analyses/", "{oops", content_type="application/json"
+    )
+    assert response.status_code == 400 and "detail" in response.json()
+
+
+def test_auditor_cannot_request_and_outsider_gets_404(as_carol, as_dave, as_alice, evidence_a):
+    assert request(as_carol, evidence_a.pk).status_code == 403
+    assert request(as_dave, evidence_a.pk).status_code == 404
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    assert as_dave.get(f"/api/v1/analyses/{analysis_id}/").status_code == 404
+    assert as_dave.post(f"/api/v1/analyses/{analysis_id}/publish/").status_code == 404
+
+
+def test_refused_input_fails_with_a_recorded_reason(as_alice, evidence_a):
+    analysis_id = request(as_alice, evidence_a.pk, fail=True).json()["id"]
+    assert services.run_analysis(analysis_id, worker="inline") == "failed"
+    body = as_alice.get(f"/api/v1/analyses/{analysis_id}/").json()
+    assert body["status"] == "failed" and body["error"] == "the input was refused on purpose"
+    assert body["envelope"] is None
+    assert actions_for(analysis_id)[-1] == "analysis.failed"
+
+
+def test_changed_bytes_are_not_analysed(as_alice, evidence_a):
+    path = blob_store().path(evidence_a.sha256)
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    with open(path, "ab") as f:
+        f.write(b"!")
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    services.run_analysis(analysis_id, worker="inline")
+    assert "no longer match" in Analysis.objects.get(pk=analysis_id).error
+
+
+def test_a_claimed_analysis_is_not_run_twice(as_alice, evidence_a):
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    assert services.run_analysis(analysis_id, worker="one") == "succeeded"
+    assert services.run_analysis(analysis_id, worker="two") == "skipped"
+    assert actions_for(analysis_id).count("analysis.completed") == 1
+
+
+def test_case_wide_request(as_alice, case_a, evidence_a):
+    upload(as_alice, case_a, b"second item")
+    response = as_alice.post(
+        f"/api/v1/cases/{case_a.pk}/analyses/", {"analyzer": "test.digest"}, format="json"
+    )
+    assert response.status_code == 202 and len(response.json()) == 2
+
+
+def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a, case_a):
+    public = APIClient()
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    other = request(as_alice, evidence_a.pk).json()["id"]
+    services.run_analysis(analysis_id, worker="inline")
+    services.run_analysis(other, worker="inline")
+    before = public.get("/api/v1/public/results/", {"sha256": evidence_a.sha256}).json()
+    nothing = public.get("/api/v1/public/results/", {"sha256": "0" * 64}).json()
+    assert before["results"] == [] and nothing["results"] == []  # unpublished looks like absent
+
+    response = as_alice.post(f"/api/v1/analyses/{analysis_id}/publish/")
+    assert response.status_code == 200 and response.json()["published"] is True
+    body = public.get("/api/v1/public/results/", {"sha256": evidence_a.sha256.upper()}).json()
+    assert [r["analysis"] for r in body["results"]] == [analysis_id]
+    result = body["results"][0]
+    payload, _ = signing.dsse_verify(
+        result["envelope"],
+        {
+            k["keyid"]: signing.load_public_key_pem(k["public_key_pem"])
+            for k in public.get("/api/v1/keys/").json()["keys"]
+        },
+    )
+    assert json.loads(payload)["subject"][0]["digest"]["sha256"] == evidence_a.sha256
+    assert LogEntry.objects.get(index=result["log"]["publish_index"]).action == "result.published"
+    artifact = result["artifacts"][0]["sha256"]
+    assert public.get(f"/api/v1/public/artifacts/{artifact}/").status_code == 200
+    assert public.get("/api/v1/public/results/", {"sha256": "nothex"}).status_code == 400
+    # Not the evidence file itself, whatever is asked.
+    assert public.get(f"/api/v1/public/artifacts/{evidence_a.sha256}/").status_code == 404
+
+
+def test_only_a_succeeded_analysis_can_be_published(as_alice, evidence_a):
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    response = as_alice.post(f"/api/v1/analyses/{analysis_id}/publish/")
+    assert response.status_code == 409 and "only a succeeded analysis" in response.json()["detail"]
+
+
+def test_web_request_and_publish(client, alice, evidence_a):
+    client.force_login(alice)
+    page = client.get(f"/evidence/{evidence_a.pk}/")
+    assert b'id="analysis-form"' in page.content and b"test.digest" in page.content
+    response = client.post(
+        f"/evidence/{evidence_a.pk}/analyses/", {"analyzer": "test.digest", "parameters": ""}
+    )
+    analysis = Analysis.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/analyses/{analysis.pk}/"
+    services.run_analysis(analysis.pk, worker="inline")
+    page = client.get(f"/analyses/{analysis.pk}/")
+    assert b"sha256_recomputed" in page.content and b'id="publish"' in page.content
+    client.post(f"/analyses/{analysis.pk}/publish/")
+    analysis.refresh_from_db()
+    assert analysis.published_at is not None
+    bad = client.post(f"/evidence/{evidence_a.pk}/analyses/", {"analyzer": "test.digest", "parameters": "{x"})
+    assert bad.status_code == 302 and Analysis.objects.count() == 1
+
+
+@pytest.mark.slow
+def test_real_worker_runs_requested_analyses(celery_worker_proc, alice, case_a):
+    client = api_client_for(alice)
+    evidence_id = upload(client, case_a, os.urandom(50_000)).json()["id"]
+    ok = request(client, evidence_id).json()["id"]
+    bad = request(client, evidence_id, fail=True).json()["id"]
+    after = request(client, evidence_id).json()["id"]  # the worker survives a refused input
+    assert wait_for(lambda: Analysis.objects.filter(status__in=["succeeded", "failed"]).count() == 3)
+    statuses = dict(Analysis.objects.values_list("id", "status"))
+    assert statuses == {uuid.UUID(ok): "succeeded", uuid.UUID(bad): "failed", uuid.UUID(after): "succeeded"}
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_analysis_ends_with_exactly_one_result(transactional_db, alice, case_a, tmp_path):
+    client = api_client_for(alice)
+    evidence_id = upload(client, case_a, os.urandom(20_000)).json()["id"]
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(log_path)
+    try:
+        analysis_id = request(client, evidence_id, delay=6.0).json()["id"]
+        assert wait_for(lambda: Analysis.objects.get(pk=analysis_id).status == "running", timeout=60)
+        kill_worker(worker)  # SIGKILL to the worker and its pool child, mid-analysis
+        analysis = Analysis.objects.get(pk=analysis_id)
+        assert analysis.status == "running" and analysis.envelope is None
+
+        # The sweeper sees the heartbeat go stale and re-queues; a new worker finishes the run.
+        assert wait_for(lambda: services.sweep_stale() == [analysis_id], timeout=30)
+        worker = start_worker(log_path)
+        assert wait_for(lambda: Analysis.objects.get(pk=analysis_id).status == "succeeded", timeout=90)
+    finally:
+        kill_worker(worker)
+    analysis = Analysis.objects.get(pk=analysis_id)
+    assert analysis.attempts == 2 and analysis.envelope is not None
+    assert actions_for(analysis_id) == [
+        "analysis.requested",
+        "analysis.started",
+        "analysis.requeued",
+        "analysis.started",
+        "analysis.completed",
+    ]
+    assert services.sweep_stale() == []
