@@ -227,7 +227,6 @@ def run_analysis(analysis_id, worker: str) -> str:
         if actual != evidence.blob_id:
             return fail(analysis, f"the stored bytes no longer match the evidence's SHA-256 (now {actual})")
         params = dict(analysis.parameters)
-        call_params = _resolve_evidence_parameters(module, params)
         with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR) as workdir:
             ctx = AnalysisContext(
                 original_name=evidence.original_name,
@@ -236,6 +235,7 @@ def run_analysis(analysis_id, worker: str) -> str:
                 workdir=workdir,
             )
             try:
+                call_params = _resolve_evidence_parameters(module, params, ctx)
                 output = module.analyze(str(path), call_params, ctx)
             except AnalysisError as exc:
                 return fail(analysis, str(exc) or exc.__class__.__name__)
@@ -248,15 +248,21 @@ def run_analysis(analysis_id, worker: str) -> str:
         beat.stop()
 
 
-def _resolve_evidence_parameters(module, params: dict) -> dict:
+def _resolve_evidence_parameters(module, params: dict, ctx: AnalysisContext) -> dict:
+    """Replace "evidence" parameters by the other item's file path, re-checked like the subject."""
     out = dict(params)
     for name, rule in module.PARAMETERS.items():
         if rule["type"] == "evidence" and params.get(name):
             other = Evidence.objects.select_related("blob").get(pk=params[name])
             path = blob_store().path(other.blob_id)
-            if sha256_file(path) != other.blob_id:
-                raise AnalysisError(f"the reference item {other.pk} no longer matches its SHA-256")
+            try:
+                actual = sha256_file(path)
+            except FileNotFoundError:
+                raise AnalysisError(f"the stored file of item {other.pk} is missing") from None
+            if actual != other.blob_id:
+                raise AnalysisError(f"the stored bytes of item {other.pk} no longer match its SHA-256")
             out[name] = str(path)
+            ctx.references[name] = {"id": str(other.pk), "sha256": other.blob_id}
     return out
 
 
@@ -322,6 +328,8 @@ def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, sta
             "evidence": str(evidence.pk),
             "analyzer": {"name": module.NAME, "version": module.VERSION},
             "parameters": analysis.parameters,
+            # Other evidence items the analysis read (e.g. a reference recording), by digest.
+            "references": ctx.references,
             "libraries": {**output.get("libraries", {}), **_python_versions()},
             "started_at": log.format_time(started),
             "finished_at": log.format_time(finished),

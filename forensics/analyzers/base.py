@@ -49,6 +49,9 @@ class AnalysisContext:
     media_type: str = "application/octet-stream"  # detected from content at intake
     size: int = 0
     workdir: str = ""  # a private scratch directory, removed after the run
+    # For "evidence" parameters: {param name: {"id": ..., "sha256": ...}} of
+    # the other item (analyze() receives its file path in params).
+    references: dict = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
 
     def add_artifact(self, name: str, media_type: str, data: bytes) -> str:
