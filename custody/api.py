@@ -15,7 +15,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -41,6 +41,12 @@ from .serializers import (
 class Pagination(LimitOffsetPagination):
     default_limit = 100
     max_limit = 1000
+
+
+class PublicThrottle(AnonRateThrottle):
+    """Rate limit for the endpoints anyone may call (per client address)."""
+
+    scope = "public"
 
 
 def exception_handler(exc, context):
@@ -225,6 +231,7 @@ class KeysView(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes = []
+    throttle_classes = [PublicThrottle]
 
     @extend_schema(responses=KeysSerializer)
     def get(self, request):
@@ -262,6 +269,7 @@ class CheckpointView(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes = []
+    throttle_classes = [PublicThrottle]
 
     @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
     def get(self, request):
@@ -306,6 +314,7 @@ class LogEntriesView(APIView):
 class InclusionProofView(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    throttle_classes = [PublicThrottle]
 
     @extend_schema(
         parameters=[OpenApiParameter("index", int), OpenApiParameter("size", int)],
@@ -324,6 +333,7 @@ class InclusionProofView(APIView):
 class ConsistencyProofView(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    throttle_classes = [PublicThrottle]
 
     @extend_schema(
         parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)],

@@ -44,8 +44,14 @@ def append(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
     time: dt.datetime | None = None,
+    public: bool = False,
 ) -> LogEntry:
-    """Append one entry and return it. Call inside ``transaction.atomic()``."""
+    """Append one entry and return it. Call inside ``transaction.atomic()``.
+
+    ``public`` entries are written to be shown to anyone (publishing a result):
+    their leaf names the evidence by SHA-256 only, with no case, evidence id or
+    client address; the row still links case and evidence for queries.
+    """
     if not connection.in_atomic_block:
         raise RuntimeError("log.append must run inside the action's transaction")
     time = time or timezone.now()
@@ -65,6 +71,10 @@ def append(
         "reason": reason or None,
         "details": details or {},
     }
+    if public:
+        entry["case"] = entry["client"] = None
+        entry["evidence"] = {"sha256": evidence.blob_id} if evidence is not None else None
+        entry["public"] = True
     leaf = signing.canonical_json(entry)
     leaf_hash = merkle.leaf_hash(leaf)
     frontier = _split(bytes(head.frontier))
@@ -137,6 +147,9 @@ def root_at(size: int) -> bytes:
 
 # --- who may read which entries ---------------------------------------------
 
+# Actions whose entries are written with public=True and readable by anyone.
+PUBLIC_ACTIONS = {"result.published"}
+
 
 def visible_case_ids(user) -> set | None:
     """Case ids whose entries ``user`` may read in full; None means all."""
@@ -149,7 +162,7 @@ def visible_case_ids(user) -> set | None:
 
 def entry_visible_to(user, row: LogEntry, visible: set | None) -> bool:
     """Case entries: members of the case. Other entries: auditors, admins and the actor."""
-    if visible is None:
+    if visible is None or row.action in PUBLIC_ACTIONS:
         return True
     if row.case_id is not None:
         return row.case_id in visible

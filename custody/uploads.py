@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import ssl
 import threading
 
 from django.conf import settings
@@ -158,40 +159,51 @@ class _DirectBody:
     """The rest of a request body, read straight from gunicorn's client socket.
 
     gunicorn's own body reader hands the application 1 KiB at a time through
-    several BytesIO copies (and receives 8 KiB per system call): for a
-    multi-GB upload that was most of the request thread's CPU time. This
-    reads what gunicorn has already buffered first, then asks the socket for
-    whole chunks (MSG_WAITALL: one system call and no join per chunk), and
-    keeps gunicorn's count of unread body bytes right, so a keep-alive
-    connection resumes exactly after this body.
+    several BytesIO copies, receiving 8 KiB per system call: for a 1 GB
+    upload that was about 60% of the request thread's time, and it held the
+    GIL the hashing threads also need. This returns what gunicorn has
+    already buffered first, then asks the socket for whole chunks (plain
+    sockets: one MSG_WAITALL call per chunk; TLS: records joined up to the
+    chunk), and keeps gunicorn's count of unread body bytes right, so a
+    keep-alive connection resumes exactly after this body.
     """
 
     def __init__(self, prefix: bytes, reader, sock):
         self._prefix = prefix  # body bytes gunicorn had buffered already
-        self._reader = reader  # gunicorn LengthReader: .length = bytes still on the socket
+        self._reader = reader  # gunicorn LengthReader: .length = body bytes still on the socket
         self._sock = sock
-        self._flags = socket.MSG_WAITALL if type(sock) is socket.socket else 0
-
-    def _left(self) -> int:
-        return len(self._prefix) + self._reader.length
+        self._waitall = type(sock) is socket.socket and hasattr(socket, "MSG_WAITALL")
 
     def read(self, size=-1, /):
         if size is None or size < 0:
-            size = self._left()
+            size = len(self._prefix) + self._reader.length
         if size == 0:
             return b""
         if self._prefix:
             data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data  # a short read: the parser asks again
+            return data  # may be short: the parser asks again
         n = min(size, self._reader.length)
         if n <= 0:
             return b""
-        data = self._sock.recv(n, self._flags) if self._flags else self._sock.recv(n)
+        if self._waitall:
+            data = self._sock.recv(n, socket.MSG_WAITALL)
+        else:
+            pieces, got = [], 0
+            while got < n:
+                piece = self._sock.recv(n - got)
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
+            data = b"".join(pieces)
         self._reader.length -= len(data)
-        return data  # b"" if the client went away: the parser sees the body end early
+        # Short (b"" at worst) if the client went away: the multipart parser
+        # then sees the body end without its closing boundary, and the
+        # handler's upload_interrupted() drops the partial file.
+        return data
 
     def readline(self, size=-1, /):
-        # Not used by the multipart parser; correct but slow.
+        # The multipart parser never calls this; correct, not fast.
         line = bytearray()
         while size is None or size < 0 or len(line) < size:
             byte = self.read(1)
@@ -228,7 +240,9 @@ def _read_socket_directly(request, meta) -> bool:
     ):
         return False
     sock = body.reader.unreader.sock
-    if sock.gettimeout() == 0.0:  # non-blocking: leave it to gunicorn
+    # Real blocking sockets only (sync and gthread workers, with or without
+    # TLS); gevent/eventlet sockets and non-blocking ones stay with gunicorn.
+    if type(sock) not in (socket.socket, ssl.SSLSocket) or sock.gettimeout() == 0.0:
         return False
     reader, unreader = body.reader, body.reader.unreader
     # Bytes gunicorn already holds, in order: the Body's buffer (taken from

@@ -11,12 +11,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from custody import signing
-from custody.api import client_address
+from custody import log, signing
+from custody.api import PublicThrottle, client_address
 from custody.hashing import is_sha256_hex
+from custody.models import LogEntry
 from custody.permissions import get_case_for, get_evidence_for, visible_evidence
 from custody.storage import blob_store
 
@@ -180,10 +180,6 @@ class AnalysisArtifactView(APIView):
 # --- public -------------------------------------------------------------------
 
 
-class PublicThrottle(AnonRateThrottle):
-    scope = "public"
-
-
 class PublicResultsView(APIView):
     """Published results for a file hash. Unpublished ones are indistinguishable from absent."""
 
@@ -198,29 +194,41 @@ class PublicResultsView(APIView):
         sha256 = (request.query_params.get("sha256") or "").strip().lower().removeprefix("sha256:")
         if not is_sha256_hex(sha256):
             return Response({"detail": "sha256 must be 64 hexadecimal characters"}, status=400)
-        rows = (
+        rows = list(
             Analysis.objects.filter(evidence__blob_id=sha256, published_at__isnull=False)
             .prefetch_related("artifacts__blob")
             .order_by("published_at")
         )
-        return Response(
-            {
-                "sha256": sha256,
-                "results": [
-                    {
-                        "analysis": str(a.pk),
-                        "analyzer": a.analyzer,
-                        "analyzer_version": a.analyzer_version,
-                        "published_at": a.published_at,
-                        "envelope": a.envelope,
-                        "statement_sha256": a.statement_sha256,
-                        "log": {"result_index": a.result_log_index, "publish_index": a.publish_log_index},
-                        "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
-                    }
-                    for a in rows
-                ],
-            }
+        checkpoint = log.latest_checkpoint() if rows else None
+        leaves = dict(
+            LogEntry.objects.filter(index__in=[a.publish_log_index for a in rows]).values_list("index", "leaf")
         )
+        results = []
+        for a in rows:
+            results.append({
+                "analysis": str(a.pk),
+                "analyzer": a.analyzer,
+                "analyzer_version": a.analyzer_version,
+                "published_at": a.published_at,
+                "envelope": a.envelope,
+                "statement_sha256": a.statement_sha256,
+                "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
+                # The public log entry that records the publication, and its
+                # inclusion proof in the tree of the checkpoint below.
+                "log": {
+                    "index": a.publish_log_index,
+                    "leaf": signing.b64(bytes(leaves[a.publish_log_index])),
+                    "size": checkpoint.size,
+                    "inclusion_proof": [
+                        signing.b64(h) for h in log.inclusion_proof(a.publish_log_index, checkpoint.size)
+                    ],
+                },
+            })
+        return Response({
+            "sha256": sha256,
+            "results": results,
+            "checkpoint": checkpoint.note if checkpoint else None,
+        })
 
 
 class PublicArtifactView(APIView):

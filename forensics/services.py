@@ -443,15 +443,19 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
         if locked.published_at is not None:
             return locked
         now = timezone.now()
+        # A public entry: anyone may read it (it names the evidence by its
+        # SHA-256 only), so outsiders can check that this exact statement was
+        # published, and when, against the signed log.
         entry = log.append(
             "result.published",
             actor=actor,
             case=analysis.evidence.case,
             evidence=analysis.evidence,
-            client=client,
             time=now,
+            public=True,
             details={
                 "analysis": str(analysis.pk),
+                "analyzer": {"name": locked.analyzer, "version": locked.analyzer_version},
                 "statement_sha256": locked.statement_sha256,
                 "result_entry": locked.result_log_index,
             },

@@ -14,6 +14,7 @@ os.environ.setdefault("CUSTODY_KEY_PASSPHRASE", "test-passphrase")
 # Key files made in tests use a cheap scrypt cost; the format records it.
 os.environ.setdefault("CUSTODY_KEY_SCRYPT_N", str(2**10))
 os.environ.setdefault("CUSTODY_AUTH_RATE", "1000/min")
+os.environ.setdefault("CUSTODY_PUBLIC_RATE", "100000/min")
 # A queue of this session's own, so a shared Redis never hands a test worker
 # tasks left over from another run.
 os.environ.setdefault("CUSTODY_CELERY_QUEUE", f"custody-test-{os.getpid()}")

@@ -176,7 +176,18 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
         },
     )
     assert json.loads(payload)["subject"][0]["digest"]["sha256"] == evidence_a.sha256
-    assert LogEntry.objects.get(index=result["log"]["publish_index"]).action == "result.published"
+    # The publication is a public log entry, provably in the signed tree.
+    from .test_log_api import parse_and_verify_checkpoint, verify_inclusion
+
+    leaf = base64.b64decode(result["log"]["leaf"])
+    entry = json.loads(leaf)
+    assert entry["action"] == "result.published" and entry["public"] is True
+    assert entry["case"] is None and entry["evidence"] == {"sha256": evidence_a.sha256} and entry["client"] is None
+    assert entry["details"]["statement_sha256"] == hashlib.sha256(payload).hexdigest()
+    _, size, root = parse_and_verify_checkpoint(body["checkpoint"], public.get("/api/v1/keys/").json()["log_vkey"])
+    proof = [base64.b64decode(h) for h in result["log"]["inclusion_proof"]]
+    assert size == result["log"]["size"]
+    assert verify_inclusion(hashlib.sha256(b"\x00" + leaf).digest(), result["log"]["index"], size, proof, root)
     artifact = result["artifacts"][0]["sha256"]
     assert public.get(f"/api/v1/public/artifacts/{artifact}/").status_code == 200
     assert public.get("/api/v1/public/results/", {"sha256": "nothex"}).status_code == 400
