@@ -416,3 +416,27 @@ class TransferDecisionView(APIView):
             client=client_address(request),
         )
         return Response(TransferSerializer(transfer).data)
+
+
+class EvidenceExportView(APIView):
+    """A BagIt export bundle (zip) of the item, checkable offline (logged: evidence.exported)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("include_file", bool, description="put the evidence file in the bundle")
+        ],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, evidence_id):
+        evidence = get_evidence_for(request.user, evidence_id)
+        include = request.query_params.get("include_file", "").lower() in {"1", "true", "yes", "on"}
+        return export_response(request.user, evidence, include, client_address(request))
+
+
+def export_response(user, evidence, include_file: bool, client: str | None) -> FileResponse:
+    from .export import build_bundle
+
+    handle, name = build_bundle(actor=user, evidence=evidence, include_file=include_file, client=client)
+    response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/zip")
+    response["Cache-Control"] = "private, no-store"
+    return response

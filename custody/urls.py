@@ -21,6 +21,7 @@ urlpatterns = [
     path("evidence/<uuid:evidence_id>/receipt/", views.evidence_receipt, name="evidence-receipt"),
     path("evidence/<uuid:evidence_id>/transfer/", views.evidence_transfer, name="evidence-transfer"),
     path("evidence/<uuid:evidence_id>/report/", views.evidence_report, name="evidence-report"),
+    path("evidence/<uuid:evidence_id>/export/", views.evidence_export, name="evidence-export"),
     path(
         "transfers/<uuid:transfer_id>/accept/",
         views.transfer_decide,
@@ -79,6 +80,11 @@ urlpatterns = [
         "api/v1/transfers/<str:transfer_id>/refuse/",
         api.TransferDecisionView.as_view(accept=False),
         name="api-transfer-refuse",
+    ),
+    path(
+        "api/v1/evidence/<str:evidence_id>/export/",
+        api.EvidenceExportView.as_view(),
+        name="api-evidence-export",
     ),
     path("api/v1/keys/", api.KeysView.as_view(), name="api-keys"),
     path("api/v1/analyzers/", forensics_api.AnalyzerListView.as_view(), name="api-analyzers"),

@@ -247,3 +247,12 @@ def evidence_receipt(request, evidence_id):
     response = JsonResponse(evidence.receipt, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="receipt-{evidence.pk}.dsse.json"'
     return response
+
+
+@login_required
+def evidence_export(request, evidence_id):
+    from .api import export_response
+
+    evidence = get_evidence_for(request.user, evidence_id)
+    include = request.GET.get("include_file") in {"1", "on", "true"}
+    return export_response(request.user, evidence, include, client_address(request))

@@ -1,0 +1,258 @@
+"""Export bundles: one BagIt bag (RFC 8493, zipped) per evidence item, checkable offline.
+
+Layout of the bag's payload (data/):
+    README.txt                 how to check everything by hand (openssl) or with custody.verify
+    evidence.json              the item's metadata (name, hashes, size, case, custodian)
+    evidence/<sha256>          the file itself, when asked for
+    receipt.dsse.json          the signed intake receipt
+    analyses/<id>/result.dsse.json, analyses/<id>/artifacts/<sha256>.<ext>
+    log/entries.jsonl          every log entry about the item: exact leaf (base64) + inclusion proof
+    log/checkpoint.txt         the signed checkpoint the proofs lead to
+    keys/keys.json, keys/<keyid>.pem    the public keys (with ids and validity)
+    case-uco.jsonld            CASE/UCO description of the chain of custody and the analyses
+    report.html                the chain-of-custody report
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import bagit
+from django.conf import settings
+from django.db import transaction
+from django.template.loader import render_to_string
+
+from . import keys, log, signing
+from .models import Checkpoint, Evidence, LogEntry, SigningKey
+from .storage import blob_store
+
+TOOL = {"name": "custody-server", "version": "0.1.0"}
+
+
+def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str | None = None):
+    """Build the zipped bag and log the export. Returns an open binary file (already unlinked)."""
+    from forensics.models import Analysis
+
+    workdir = Path(tempfile.mkdtemp(prefix="export-", dir=settings.FILE_UPLOAD_TEMP_DIR))
+    try:
+        checkpoint = log.latest_checkpoint()
+        bag_dir = workdir / f"evidence-{evidence.pk}"
+        bag_dir.mkdir()
+        entries = list(
+            LogEntry.objects.filter(evidence=evidence, index__lt=checkpoint.size).order_by("index")
+        )
+        analyses = list(
+            Analysis.objects.filter(evidence=evidence, status=Analysis.Status.SUCCEEDED)
+            .prefetch_related("artifacts__blob")
+            .order_by("requested_at")
+        )
+        _write_payload(bag_dir, evidence, include_file, checkpoint, entries, analyses)
+        bagit.make_bag(
+            str(bag_dir),
+            {
+                "Source-Organization": settings.CUSTODY_LOG_ORIGIN,
+                "External-Description": f"Custody export of evidence {evidence.pk} ({evidence.original_name})",
+                "External-Identifier": f"sha256:{evidence.blob_id}",
+            },
+            checksums=["sha256", "sha512"],
+        )
+        zip_path = workdir / f"{bag_dir.name}.zip"
+        _zip(bag_dir, zip_path)
+        bag_sha256 = _sha256(zip_path)
+        with transaction.atomic():
+            log.append(
+                "evidence.exported",
+                actor=actor,
+                case=evidence.case,
+                evidence=evidence,
+                client=client,
+                details={
+                    "include_file": include_file,
+                    "checkpoint_size": checkpoint.size,
+                    "bag_sha256": bag_sha256,
+                    "entries": len(entries),
+                    "analyses": len(analyses),
+                },
+            )
+        handle = open(zip_path, "rb")  # noqa: SIM115 - handed to the response, which closes it
+        return handle, zip_path.name
+    finally:
+        # The open handle keeps the zip's bytes readable after its name is gone.
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_payload(
+    root: Path,
+    evidence: Evidence,
+    include_file: bool,
+    checkpoint: Checkpoint,
+    entries: list[LogEntry],
+    analyses,
+) -> None:
+    blob = evidence.blob
+    item = {
+        "id": str(evidence.pk),
+        "original_name": evidence.original_name,
+        "sha256": blob.sha256,
+        "sha1": blob.sha1,
+        "md5": blob.md5,
+        "size": blob.size,
+        "media_type": evidence.media_type,
+        "received_at": log.format_time(evidence.received_at),
+        "case": {
+            "id": str(evidence.case.pk),
+            "reference": evidence.case.reference,
+            "title": evidence.case.title,
+        },
+        "submitted_by": evidence.submitted_by.username,
+        "custodian": evidence.custodian.username,
+        "source": evidence.source,
+        "description": evidence.description,
+        "log_index": evidence.log_index,
+        "receipt_keyid": evidence.receipt["signatures"][0]["keyid"],
+        "file_included": include_file,
+    }
+    _json(root / "evidence.json", item)
+    _json(root / "receipt.dsse.json", evidence.receipt)
+    if include_file:
+        (root / "evidence").mkdir()
+        target = root / "evidence" / blob.sha256
+        try:
+            os.link(blob_store().path(blob.sha256), target)
+        except OSError:
+            shutil.copyfile(blob_store().path(blob.sha256), target)
+
+    (root / "log").mkdir()
+    (root / "log" / "checkpoint.txt").write_text(checkpoint.note, encoding="utf-8")
+    with open(root / "log" / "entries.jsonl", "w", encoding="utf-8") as f:
+        for entry in entries:
+            proof = log.inclusion_proof(entry.index, checkpoint.size)
+            f.write(
+                json.dumps(
+                    {
+                        "index": entry.index,
+                        "leaf": signing.b64(bytes(entry.leaf)),
+                        "inclusion_proof": [signing.b64(h) for h in proof],
+                    },
+                    sort_keys=True,
+                )
+                + "\n"
+            )
+
+    (root / "keys").mkdir()
+    rows = list(SigningKey.objects.order_by("purpose", "valid_from"))
+    _json(
+        root / "keys" / "keys.json",
+        {
+            "log_vkey": keys.log_verifier_key(),
+            "keys": [
+                {
+                    "keyid": k.keyid,
+                    "purpose": k.purpose,
+                    "name": k.name,
+                    "public_key_pem": k.public_key_pem,
+                    "valid_from": log.format_time(k.valid_from),
+                    "valid_until": log.format_time(k.valid_until) if k.valid_until else None,
+                }
+                for k in rows
+            ],
+        },
+    )
+    for k in rows:
+        (root / "keys" / f"{k.purpose}-{k.keyid[:16]}.pem").write_text(k.public_key_pem)
+
+    described = []
+    for analysis in analyses:
+        folder = root / "analyses" / str(analysis.pk)
+        (folder / "artifacts").mkdir(parents=True)
+        _json(folder / "result.dsse.json", analysis.envelope)
+        artifacts = []
+        for artifact in analysis.artifacts.all():
+            ext = mimetypes.guess_extension(artifact.media_type) or ".bin"
+            shutil.copyfile(
+                blob_store().path(artifact.blob_id), folder / "artifacts" / f"{artifact.blob_id}{ext}"
+            )
+            artifacts.append(
+                {
+                    "name": artifact.name,
+                    "media_type": artifact.media_type,
+                    "sha256": artifact.blob_id,
+                    "size": artifact.blob.size,
+                }
+            )
+        predicate = json.loads(signing.b64decode(analysis.envelope["payload"]))["predicate"]
+        described.append(
+            {
+                "id": str(analysis.pk),
+                "analyzer": predicate["analyzer"],
+                "started_at": predicate["started_at"],
+                "finished_at": predicate["finished_at"],
+                "parameters": predicate["parameters"],
+                "findings_count": len(predicate["findings"]),
+                "statement_sha256": analysis.statement_sha256,
+                "artifacts": artifacts,
+                "envelope_path": f"data/analyses/{analysis.pk}/result.dsse.json",
+            }
+        )
+    from . import caseuco
+
+    _json(
+        root / "case-uco.jsonld", caseuco.build_case_uco(item, [e.decoded for e in entries], described, TOOL)
+    )
+
+    report_rows = [{"entry": e, "decoded": e.decoded, "checkpoint": checkpoint} for e in entries]
+    (root / "report.html").write_text(
+        render_to_string(
+            "custody/evidence_report.html",
+            {
+                "evidence": evidence,
+                "rows": report_rows,
+                "latest": checkpoint,
+                "covering": [checkpoint],
+                "standalone": True,
+            },
+        ),
+        encoding="utf-8",
+    )
+    (root / "README.txt").write_text(
+        render_to_string(
+            "custody/bundle_readme.txt",
+            {
+                "item": item,
+                "checkpoint_size": checkpoint.size,
+                "analyses": described,
+            },
+        ),
+        encoding="utf-8",
+    )
+
+
+def _json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _zip(bag_dir: Path, zip_path: Path) -> None:
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in sorted(bag_dir.rglob("*")):
+            if path.is_file():
+                arcname = f"{bag_dir.name}/{path.relative_to(bag_dir).as_posix()}"
+                # The evidence is stored as is: compressing gigabytes of media gains little and costs CPU.
+                stored = path.parent.name == "evidence"
+                archive.write(
+                    path, arcname, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+                )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
