@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import weakref
 from collections.abc import Iterable
 
 ALGORITHMS = ("sha256", "sha1", "md5")
@@ -34,19 +35,44 @@ class _Worker(threading.Thread):
         self.hashes = {name: hashlib.new(name) for name in names}
         self.queue: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self.error: BaseException | None = None
+        self.cancelled = False
 
     def run(self) -> None:
         updates = [h.update for h in self.hashes.values()]
         while True:
             chunk = self.queue.get()
-            if chunk is _STOP:
+            if chunk is _STOP or self.cancelled:
                 return
             try:
                 for update in updates:
                     update(chunk)
-            except BaseException as exc:  # reported by finish()
+            except BaseException as exc:  # reported by hexdigests()
                 self.error = exc
                 return
+
+    def put(self, item) -> None:
+        """Queue an item, waiting for room; fails instead of waiting for a thread that has died."""
+        while True:
+            try:
+                self.queue.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if not self.is_alive():
+                    raise RuntimeError("hashing thread failed") from self.error
+
+    def cancel(self) -> None:
+        """Stop soon without a result; never waits (may run from a finalizer)."""
+        self.cancelled = True
+        try:
+            self.queue.put_nowait(_STOP)
+        except queue.Full:
+            pass  # busy: it sees ``cancelled`` after the chunk in hand
+
+
+def _cancel_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.cancel()
+    workers.clear()
 
 
 class MultiHasher:
@@ -73,6 +99,9 @@ class MultiHasher:
             worker.start()
             self._workers.append(worker)
         self._inline = {}
+        # A hasher dropped without hexdigests() or abort() (the upload ended in
+        # an exception) must not leave its threads waiting for chunks forever.
+        weakref.finalize(self, _cancel_all, self._workers)
 
     def update(self, chunk: bytes) -> None:
         if self._result is not None:
@@ -85,7 +114,7 @@ class MultiHasher:
             for worker in self._workers:
                 if worker.error is not None:
                     raise RuntimeError("hashing thread failed") from worker.error
-                worker.queue.put(chunk)
+                worker.put(chunk)
         else:
             for h in self._inline.values():
                 h.update(chunk)
@@ -95,20 +124,18 @@ class MultiHasher:
         if self._result is None:
             hashes = dict(self._inline)
             for worker in self._workers:
-                worker.queue.put(_STOP)
+                worker.put(_STOP)
                 worker.join()
                 if worker.error is not None:
                     raise RuntimeError("hashing thread failed") from worker.error
                 hashes.update(worker.hashes)
-            self._workers = []
+            self._workers.clear()
             self._result = {name: hashes[name].hexdigest() for name in ALGORITHMS}
         return dict(self._result)
 
     def abort(self) -> None:
-        """Stop the threads without a result (interrupted upload)."""
-        for worker in self._workers:
-            worker.queue.put(_STOP)
-        self._workers = []
+        """Stop the threads without a result (interrupted upload); does not wait for them."""
+        _cancel_all(self._workers)
 
 
 def hash_file(path, chunk_size: int = 1024 * 1024) -> tuple[dict[str, str], int]:

@@ -11,6 +11,7 @@ from . import api, views
 urlpatterns = [
     # Web UI
     path("", views.case_list, name="case-list"),
+    path("verify/", views.verify_page, name="verify"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("cases/new/", views.case_create, name="case-create"),

@@ -256,3 +256,8 @@ def evidence_export(request, evidence_id):
     evidence = get_evidence_for(request.user, evidence_id)
     include = request.GET.get("include_file") in {"1", "on", "true"}
     return export_response(request.user, evidence, include, client_address(request))
+
+
+def verify_page(request):
+    """The public verification page: the checks run in the visitor's browser (static/custody/verify.js)."""
+    return render(request, "public/verify.html")

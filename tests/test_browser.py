@@ -411,3 +411,94 @@ def test_handover_in_two_steps_and_printable_custody_report(gunicorn_server, evi
     assert data.startswith(b"%PDF-") and len(data) > 5000
     # The print stylesheet hides navigation and forms.
     assert not erin_page.locator("header").is_visible()
+
+
+# --- the public verification page ---------------------------------------------
+
+
+@pytest.fixture
+def published(gunicorn_server, alice, case_a, tmp_path):
+    """A 20 MB item with one published result, and another item whose result is not published."""
+    from forensics import services as forensics
+
+    from .conftest import api_client_for, upload
+
+    client = api_client_for(alice)
+    data = os.urandom(20 * 1024 * 1024 + 123)
+    path = tmp_path / "leaked-clip.bin"
+    path.write_bytes(data)
+    item = upload(client, case_a, data, name="leaked-clip.bin").json()
+    hidden = upload(client, case_a, b"not published", name="other.bin").json()
+    ids = []
+    for evidence in (item, hidden):
+        analysis = client.post(f"/api/v1/evidence/{evidence['id']}/analyses/", {"analyzer": "test.digest"},
+                               format="json").json()["id"]
+        forensics.run_analysis(analysis, worker="inline")
+        ids.append(analysis)
+    assert client.post(f"/api/v1/analyses/{ids[0]}/publish/").status_code == 200
+    return {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "hidden": hidden["sha256"]}
+
+
+def test_visitor_checks_a_file_without_uploading_it(gunicorn_server, published, new_page):
+    page = new_page(gunicorn_server.url)
+    uploads = []
+    page.on("request", lambda r: uploads.append(r) if r.method != "GET" else None)
+    page.goto("/verify/")
+    page.set_input_files("#file", str(published["path"]))
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.wait_for_selector(".result, #no-results", timeout=120_000)
+    assert errors == [], errors
+    assert "went wrong" not in page.locator("#status").inner_text()
+    assert page.locator("#checked-hash").inner_text() == published["sha256"]
+    assert uploads == []  # the file never left the browser
+    result = page.locator(".result")
+    assert result.count() == 1
+    assert result.locator(".checks li.pass").count() == 4
+    assert result.locator(".checks li.fail").count() == 0
+    assert "sha256_recomputed" in result.locator("table.findings").inner_text()
+    assert "What this proves" in result.inner_text()
+
+
+def test_unpublished_and_unknown_look_the_same(gunicorn_server, published, new_page):
+    page = new_page(gunicorn_server.url)
+    texts = []
+    for sha in (published["hidden"], "ab" * 32):
+        page.goto(f"/verify/?sha256={sha}")
+        page.wait_for_selector("#no-results")
+        texts.append(page.locator("#results").inner_text().replace(sha, "<hash>"))
+    assert texts[0] == texts[1]
+
+
+def test_an_altered_result_fails_in_the_browser(gunicorn_server, published, new_page):
+    page = new_page(gunicorn_server.url)
+
+    def tamper(route):
+        response = route.fetch()
+        body = response.json()
+        envelope = body["results"][0]["envelope"]
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["findings"][0]["value"] = "0" * 64
+        envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        route.fulfill(response=response, json=body)
+
+    page.route("**/api/v1/public/results/**", tamper)
+    page.goto(f"/verify/?sha256={published['sha256']}")
+    page.wait_for_selector(".result")
+    failures = page.locator(".result .checks li.fail").all_inner_texts()
+    assert any("signature does NOT verify" in f for f in failures)
+    assert any("does not match this statement" in f for f in failures)
+
+
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 70_000])
+def test_in_browser_sha256_matches_hashlib(gunicorn_server, new_page, size, custody_db):
+    page = new_page(gunicorn_server.url)
+    page.goto("/verify/")
+    data = bytes((i * 7 + 3) % 256 for i in range(size))
+    digest = page.evaluate(
+        """(bytes) => { const h = new window.custodyVerify.Sha256();
+                        const a = Uint8Array.from(bytes); h.update(a.subarray(0, 13)); h.update(a.subarray(13));
+                        return h.hex(); }""",
+        list(data),
+    )
+    assert digest == hashlib.sha256(data).hexdigest()

@@ -8,7 +8,17 @@ from types import ModuleType
 
 # Module names under forensics.analyzers; each defines NAME, VERSION, ACCEPTS,
 # DESCRIPTION, LIMITS, PARAMETERS and analyze(path, params, ctx).
-MODULES: list[str] = []
+MODULES: list[str] = [
+    "image_metadata",
+    "image_thumbnail",
+    "image_jpeg",
+    "image_ela",
+    "file_hashes",
+    "file_type",
+    "file_entropy",
+    "file_structure",
+    "file_archive",
+]
 
 
 def _load() -> dict[str, ModuleType]:

@@ -41,14 +41,19 @@ MAX_PIXELS = 80_000_000
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 #: Pillow format identifiers offered the bytes (others are never tried).
-FORMATS = ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "GIF", "BMP")
+FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP")
 
 # Deliberate: Pillow's process-wide decompression-bomb limit, set to our stated
 # limit (lower than Pillow's default of about 89.5 million, so code elsewhere in
 # the process only gets a stricter guard).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-_FORMAT_NAMES = "JPEG, PNG, TIFF, WebP, GIF or BMP"
+_FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "TIFF": "TIFF", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP"}
+
+
+def _format_list(formats) -> str:
+    names = [_FORMAT_NAMES.get(f, f) for f in formats]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def read_file(path) -> bytes:
@@ -103,7 +108,7 @@ def decode(data: bytes, *, formats=FORMATS, draft_mode: str | None = None) -> Im
             ) from exc
         except UnidentifiedImageError as exc:
             raise AnalysisError(
-                f"not a readable {_FORMAT_NAMES} image: the header is not recognised or is corrupt"
+                f"not a readable {_format_list(formats)} image: the header is not recognised or is corrupt"
             ) from exc
         except MemoryError as exc:
             raise AnalysisError("not enough memory to decode the image") from exc
@@ -137,6 +142,21 @@ def open_image(path, *, formats=FORMATS, draft_mode: str | None = None) -> tuple
     """Read and decode a file: ``(bytes, image)``; AnalysisError when it cannot be analysed."""
     data = read_file(path)
     return data, decode(data, formats=formats, draft_mode=draft_mode)
+
+
+def libraries(*extra: str) -> dict[str, str]:
+    """Versions of the libraries an image analyzer used, for its result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import PIL
+
+    out = {"Pillow": PIL.__version__}
+    for name in ("numpy", *extra):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def png_bytes(im: Image.Image) -> bytes:
