@@ -18,12 +18,15 @@ def _configure_broker(sender, **kwargs):
 
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         folder = settings.CELERY_BROKER_DIR
-        (folder / "queue").mkdir(parents=True, exist_ok=True)
-        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         sender.conf.broker_transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Broadcast exchanges (remote control); the default is ./control
+            # in the current directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
 

@@ -201,34 +201,40 @@ class PublicResultsView(APIView):
         )
         checkpoint = log.latest_checkpoint() if rows else None
         leaves = dict(
-            LogEntry.objects.filter(index__in=[a.publish_log_index for a in rows]).values_list("index", "leaf")
+            LogEntry.objects.filter(index__in=[a.publish_log_index for a in rows]).values_list(
+                "index", "leaf"
+            )
         )
         results = []
         for a in rows:
-            results.append({
-                "analysis": str(a.pk),
-                "analyzer": a.analyzer,
-                "analyzer_version": a.analyzer_version,
-                "published_at": a.published_at,
-                "envelope": a.envelope,
-                "statement_sha256": a.statement_sha256,
-                "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
-                # The public log entry that records the publication, and its
-                # inclusion proof in the tree of the checkpoint below.
-                "log": {
-                    "index": a.publish_log_index,
-                    "leaf": signing.b64(bytes(leaves[a.publish_log_index])),
-                    "size": checkpoint.size,
-                    "inclusion_proof": [
-                        signing.b64(h) for h in log.inclusion_proof(a.publish_log_index, checkpoint.size)
-                    ],
-                },
-            })
-        return Response({
-            "sha256": sha256,
-            "results": results,
-            "checkpoint": checkpoint.note if checkpoint else None,
-        })
+            results.append(
+                {
+                    "analysis": str(a.pk),
+                    "analyzer": a.analyzer,
+                    "analyzer_version": a.analyzer_version,
+                    "published_at": a.published_at,
+                    "envelope": a.envelope,
+                    "statement_sha256": a.statement_sha256,
+                    "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
+                    # The public log entry that records the publication, and its
+                    # inclusion proof in the tree of the checkpoint below.
+                    "log": {
+                        "index": a.publish_log_index,
+                        "leaf": signing.b64(bytes(leaves[a.publish_log_index])),
+                        "size": checkpoint.size,
+                        "inclusion_proof": [
+                            signing.b64(h) for h in log.inclusion_proof(a.publish_log_index, checkpoint.size)
+                        ],
+                    },
+                }
+            )
+        return Response(
+            {
+                "sha256": sha256,
+                "results": results,
+                "checkpoint": checkpoint.note if checkpoint else None,
+            }
+        )
 
 
 class PublicArtifactView(APIView):
