@@ -623,6 +623,7 @@ def _analyze(f, size: int, max_listed: int) -> dict:
     if end is not None:
         appended = size - end
         extra = {"offset": end}
+        follows = None
         if appended:
             f.seek(end)
             follows = identify(f.read(LOOKAHEAD))
@@ -630,7 +631,7 @@ def _analyze(f, size: int, max_listed: int) -> dict:
             extra["padding_only"] = _padding_only(f, end, size)
         note = (
             f"{appended} bytes after the end of the {container}"
-            + (f", starting with a {follows.description}" if appended and follows else "")
+            + (f", starting with a {follows.description}" if follows else "")
             if appended
             else f"none: the {container} ends at the last byte of the file"
         )
