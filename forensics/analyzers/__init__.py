@@ -18,6 +18,8 @@ MODULES: list[str] = [
     "file_entropy",
     "file_structure",
     "file_archive",
+    "audio_container",
+    "audio_signal",
 ]
 
 

@@ -56,9 +56,10 @@ def decode(path: str, sample_rate: int | None = None, mono: bool = True,
            max_seconds: float = MAX_SECONDS) -> Decoded:
     """Decode the first audio stream; resample to ``sample_rate`` (None keeps the source rate)."""
     try:
-        container = av.open(path, mode="r")
+        # Tags that are not valid UTF-8 must not stop the analysis.
+        container = av.open(path, mode="r", metadata_errors="replace")
     except (av.error.InvalidDataError, av.error.FFmpegError, OSError) as exc:
-        raise AnalysisError(f"not a readable audio or video file: {exc}") from None
+        raise AnalysisError(f"not a readable audio or video file: {_reason(exc)}") from None
     with container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
@@ -86,7 +87,7 @@ def decode(path: str, sample_rate: int | None = None, mono: bool = True,
                 chunks.append(out.to_ndarray())
         except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
             if not chunks:
-                raise AnalysisError(f"the audio stream cannot be decoded: {exc}") from None
+                raise AnalysisError(f"the audio stream cannot be decoded: {_reason(exc)}") from None
             # Truncated files decode up to the damage; what was decoded is kept
             # and the structural analyzers report the damage itself.
         if not chunks:
@@ -99,3 +100,8 @@ def decode(path: str, sample_rate: int | None = None, mono: bool = True,
             source_channels=source_channels, source_sample_rate=source_rate,
             codec=ctx.name, container=container.format.name,
         )
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's message without the server-side path it may carry."""
+    return getattr(exc, "strerror", None) or exc.__class__.__name__
