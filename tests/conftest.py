@@ -306,3 +306,15 @@ def _fresh_blob_store():
     shutil.rmtree(settings.CUSTODY_BLOB_DIR, ignore_errors=True)
     blob_store.cache_clear()
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that touch neither the database nor the broker (`nodb`).
+
+    They give the same answer on every backend, so the PostgreSQL + Redis run
+    of .ci/run skips them (`-m "not nodb"`); the default run includes them.
+    """
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if not names & {"db", "transactional_db", "django_db_setup"}:
+            item.add_marker(pytest.mark.nodb)
