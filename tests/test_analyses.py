@@ -261,3 +261,16 @@ def test_worker_killed_mid_analysis_ends_with_exactly_one_result(transactional_d
         "analysis.completed",
     ]
     assert services.sweep_stale() == []
+
+
+def test_every_registered_analyzer_describes_itself_completely(custody_db):
+    from forensics import analyzers
+    from forensics.analyzers.base import validate_parameters
+
+    for name, module in analyzers.registry().items():
+        assert module.NAME == name and module.VERSION and module.DESCRIPTION, name
+        assert isinstance(module.ACCEPTS, list) and module.ACCEPTS, name
+        assert isinstance(module.LIMITS, list) and all(isinstance(x, str) and x for x in module.LIMITS), name
+        evidence_free = {k: v for k, v in module.PARAMETERS.items() if v["type"] != "evidence"}
+        validate_parameters(evidence_free, {})  # every non-evidence parameter has a default
+        assert callable(module.analyze), name
