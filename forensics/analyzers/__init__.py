@@ -20,6 +20,7 @@ MODULES: list[str] = [
     "file_archive",
     "audio_container",
     "audio_signal",
+    "audio_enf",
 ]
 
 

@@ -1,0 +1,441 @@
+"""ENF (electric network frequency) signal processing for audio_enf.
+
+Pure numpy/scipy on a mono signal already decoded at FS = 1000 Hz.
+
+1. Baseband. For each grid g in (50, 60) and harmonic k in (1, 2, 3), the
+   signal is shifted down by k*g (multiplied by exp(-2j*pi*k*g*t)), low-passed
+   (301-tap Hamming FIR, flat to 4.5 Hz, -54 dB from 15.5 Hz) and decimated
+   to R = 20 complex samples/s. The hum at that harmonic becomes a slowly
+   turning phasor near 0 Hz; its phase is the mains phase times k.
+2. Spectra. Frames of 4 s (Hann), hop 1 s, zero-padded to 0.039 Hz bins.
+   Hum band: nominal +-(0.1 + 0.2 k) Hz; neighbour bands 1.5-4 Hz either side.
+   SNR = strongest hum-band bin / median neighbour bin. The file's SNR per
+   harmonic uses the mean spectrum over all frames; a grid is "present" when
+   its best harmonic reaches MIN_SNR_DB, and the stronger grid is kept.
+3. Trace. Per frame and usable harmonic, the peak is refined by parabolic
+   interpolation of the log power; harmonics are combined as f_k / k,
+   weighted by k^2 * SNR (frames whose harmonic is below FRAME_SNR_DB are
+   left out). Frames with no harmonic above it are gaps in the trace.
+4. Phase test (edit candidates). Each harmonic's baseband is de-rotated by
+   the smoothed trace (a 5-frame running median), leaving a nearly constant
+   phasor. At every instant t (every 0.05 s) the mean phasor over W seconds
+   before t - G is compared with the mean over W seconds after t + G
+   (G = 0.25 s): a splice (cut, insertion, reordering) of a recording with
+   hum shows up as a phase step, because the mains phase at the two sides of
+   a splice is unrelated. Three tests: W = 1 s and W = 3 s with a common
+   frequency, and W = 3 s where each side's phase is extrapolated to t from
+   its own two halves (material at another frequency: insertions). A step is
+   divided by its standard error (neighbour-band noise over hum amplitude,
+   plus a model error of FLOOR_DEG x k, widened per file when the steps
+   spread more than the model says: _Tester._calibrate); squared and summed
+   over harmonics it is a chi-square with K degrees of freedom when nothing
+   changes, turned into a normal deviate (Wilson-Hilferty). The statistic
+   is the largest over the three tests. The strongest instant at or above
+   THRESHOLD becomes a candidate (placed precisely by the gap-free test,
+   _refine), the tests are redone with windows stopping at it, and so on
+   until nothing reaches THRESHOLD. Phase steps near a whole number of
+   cycles cannot be seen: a cut removing an exact multiple of 20 ms
+   (50 Hz) leaves no trace in the hum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import signal
+
+FS = 1000  # decode rate (Hz)
+R = 20  # baseband rate (Hz)
+GRIDS = (50, 60)
+HARMONICS = (1, 2, 3)
+
+FRAME_S = 4.0
+HOP_S = 1.0
+NFFT = 512
+NEIGHBOUR_HZ = (1.5, 4.0)
+
+MIN_SNR_DB = 8.0  # file-level: a grid/harmonic with less is not used
+FRAME_SNR_DB = 10.0  # frame-level: a harmonic's frame with less is not in the trace
+
+WINDOWS_S = (1.0, 3.0)  # W: averaging on each side of a tested instant (two scales)
+SLOPE_WINDOWS_S = (3.0,)  # the same with each side's own frequency
+GAP_S = 0.25  # G: left out around the instant (filter transient)
+LOCAL_SNR_DB = 10.0  # a harmonic is tested at t only if each side's mean phasor has this SNR
+FLOOR_DEG = 3.0  # phase error of the model (wander the trace does not follow), per harmonic number
+ROBUST_SPREAD_MAX = 1.0  # see _Tester._calibrate
+THRESHOLD = 5.0  # combined phase step as a normal deviate (Wilson-Hilferty); above this: candidate
+MAX_CANDIDATES = 500
+MEDIAN_FRAMES = 5
+
+_LOWPASS = signal.firwin(301, 10.0, fs=FS)
+
+
+def band_halfwidth(k: int) -> float:
+    return 0.1 + 0.2 * k
+
+
+_CHUNK = 600 * FS  # baseband and spectra are computed in pieces, so hours of audio fit in memory
+_HALF = (len(_LOWPASS) - 1) // 2  # 150 samples: the filter's delay
+_DOWN = FS // R
+
+
+def baseband(x: np.ndarray, freq: int) -> np.ndarray:
+    """x shifted down by ``freq`` Hz, low-passed and decimated to R samples/s (complex).
+
+    Output sample m is centred on input sample m * FS / R (the filter is
+    symmetric and its delay is removed).
+    """
+    # freq / FS is a ratio of small integers: the oscillator repeats every ``period`` samples
+    period = FS // int(np.gcd(int(freq), FS))
+    osc = np.exp(-2j * np.pi * freq * np.arange(period) / FS).astype(np.complex64)
+    n_out = -(-len(x) // _DOWN)
+    out = np.empty(n_out, dtype=np.complex128)
+    for start in range(0, n_out * _DOWN, _CHUNK):
+        stop = min(start + _CHUNK, n_out * _DOWN)
+        lo, hi = start - _HALF, stop + _HALF
+        seg = np.zeros(hi - lo, dtype=np.float32)
+        seg[max(0, -lo) : (hi - lo) - max(0, hi - len(x))] = x[max(0, lo) : min(hi, len(x))]
+        z = seg * osc[np.arange(lo, hi) % period]
+        # full convolution index j is centred on seg index j - _HALF; we want seg
+        # indices _HALF + m * _DOWN, i.e. j = 2 * _HALF + m * _DOWN (2 * _HALF is 6 * _DOWN)
+        y = signal.upfirdn(_LOWPASS, z, up=1, down=_DOWN)
+        first = 2 * _HALF // _DOWN
+        count = (stop - start) // _DOWN + (1 if (stop - start) % _DOWN else 0)
+        out[start // _DOWN : start // _DOWN + count] = y[first : first + count]
+    return out
+
+
+@dataclass
+class Harmonic:
+    grid: int
+    k: int
+    z: np.ndarray  # baseband
+    snr_db: float = 0.0  # file level
+    frame_snr_db: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame_freq: np.ndarray = field(default_factory=lambda: np.zeros(0))  # Hz (absolute, this harmonic)
+    noise_var: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per baseband sample, per frame
+
+
+_WIN = np.hanning(int(FRAME_S * R))
+_FREQS = np.fft.fftshift(np.fft.fftfreq(NFFT, 1 / R))
+_KEEP = np.flatnonzero(np.abs(_FREQS) <= NEIGHBOUR_HZ[1])  # the bins any measure looks at
+_FRAMES_PER_CHUNK = 2048
+
+
+def _measure(h: Harmonic) -> None:
+    """Hum SNR (file and per frame), per-frame peak frequency and noise floor of one harmonic."""
+    n = int(FRAME_S * R)
+    hop = int(HOP_S * R)
+    z = h.z
+    if len(z) < n:
+        z = np.concatenate([z, np.zeros(n - len(z), z.dtype)])
+    frames = np.lib.stride_tricks.sliding_window_view(z, n)[::hop]
+    freqs = _FREQS[_KEEP]
+    band = np.flatnonzero(np.abs(freqs) <= band_halfwidth(h.k))
+    neigh = (np.abs(freqs) >= NEIGHBOUR_HZ[0]) & (np.abs(freqs) <= NEIGHBOUR_HZ[1])
+    tiny = 1e-30
+    total = np.zeros(len(_KEEP))
+    snr, freq, floor_all = [], [], []
+    for i in range(0, len(frames), _FRAMES_PER_CHUNK):
+        spec = np.fft.fftshift(np.fft.fft(frames[i : i + _FRAMES_PER_CHUNK] * _WIN, NFFT, axis=1), axes=1)
+        power = np.abs(spec[:, _KEEP]) ** 2
+        total += power.sum(axis=0)
+        p = power[:, band]
+        floor = np.median(power[:, neigh], axis=1) + tiny
+        peak = np.argmax(p, axis=1)
+        rows = np.arange(len(p))
+        snr.append(10 * np.log10((p[rows, peak] + tiny) / floor))
+        # parabolic interpolation of the log power around the peak bin
+        lp = np.log(p + tiny)
+        inner = np.clip(peak, 1, p.shape[1] - 2)
+        a, b, c = lp[rows, inner - 1], lp[rows, inner], lp[rows, inner + 1]
+        den = a - 2 * b + c
+        offset = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1), 0.0)
+        offset = np.where(peak == inner, np.clip(offset, -0.5, 0.5), 0.0)
+        freq.append(h.k * h.grid + freqs[band[0]] + (peak + offset) * (R / NFFT))
+        floor_all.append(floor)
+    mean = total / len(frames)
+    h.snr_db = float(10 * np.log10((mean[band].max() + tiny) / (np.median(mean[neigh]) + tiny)))
+    h.frame_snr_db = np.concatenate(snr)
+    h.frame_freq = np.concatenate(freq)
+    # complex white noise of variance s2 per sample gives E|X|^2 = s2 * sum(w^2);
+    # the median of an exponential variable is ln 2 times its mean
+    h.noise_var = np.concatenate(floor_all) / (np.log(2) * np.sum(_WIN**2))
+
+
+def frame_times(n_frames: int) -> np.ndarray:
+    return (np.arange(n_frames) * HOP_S + FRAME_S / 2).round(6)
+
+
+@dataclass
+class Result:
+    duration: float
+    snr_db: dict  # {grid: {k: dB}}
+    grid: int | None  # None: no usable ENF
+    harmonics: list  # usable Harmonic objects of the chosen grid
+    times: np.ndarray  # frame centres (s)
+    trace: np.ndarray  # Hz, NaN in gaps
+    trace_k: dict  # {k: Hz/k per frame, NaN where below FRAME_SNR_DB}
+    frame_snr_db: dict  # {grid: best harmonic's frame SNR}
+    stat_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    statistic: np.ndarray = field(default_factory=lambda: np.zeros(0))  # normal deviate, NaN untested
+    candidates: list = field(default_factory=list)  # dicts
+
+    @property
+    def tested_seconds(self) -> float:
+        return float(np.count_nonzero(np.isfinite(self.statistic)) / R)
+
+
+def analyse(x: np.ndarray, grid: int | None = None) -> Result:
+    """Run steps 1-4 on x (float, FS samples/s). ``grid`` forces 50 or 60."""
+    duration = len(x) / FS
+    grids = GRIDS if grid is None else (grid,)
+    per_grid = {}
+    for g in GRIDS:
+        hs = []
+        for k in HARMONICS:
+            z = baseband(x, k * g)
+            h = Harmonic(g, k, z)
+            _measure(h)
+            hs.append(h)
+        per_grid[g] = hs
+    snr = {g: {k * g: round(h.snr_db, 1) for h, k in zip(per_grid[g], HARMONICS, strict=True)} for g in GRIDS}
+    best = {g: max(h.snr_db for h in per_grid[g]) for g in grids}
+    chosen = max(grids, key=lambda g: (best[g], -g))
+    n_frames = len(per_grid[chosen][0].frame_freq)
+    times = frame_times(n_frames)
+    frame_snr = {g: np.max([h.frame_snr_db for h in per_grid[g]], axis=0) for g in GRIDS}
+    if best[chosen] < MIN_SNR_DB:
+        nan = np.full(n_frames, np.nan)
+        return Result(duration, snr, None, [], times, nan, {}, frame_snr)
+    usable = [h for h in per_grid[chosen] if h.snr_db >= MIN_SNR_DB]
+    num = np.zeros(n_frames)
+    den = np.zeros(n_frames)
+    trace_k = {}
+    for h in usable:
+        ok = h.frame_snr_db >= FRAME_SNR_DB
+        w = np.where(ok, h.k**2 * 10 ** (h.frame_snr_db / 10), 0.0)
+        num += w * h.frame_freq / h.k
+        den += w
+        trace_k[h.k] = np.where(ok, h.frame_freq / h.k, np.nan)
+    trace = np.where(den > 0, num / np.maximum(den, 1e-30), np.nan)
+    res = Result(duration, snr, chosen, usable, times, trace, trace_k, frame_snr)
+    _phase_test(res)
+    return res
+
+
+def _smooth_trace(res: Result) -> np.ndarray:
+    """Running median (MEDIAN_FRAMES frames) of the trace, gaps filled by interpolation."""
+    t, f = res.times, res.trace
+    ok = np.isfinite(f)
+    if not ok.any():
+        return np.full(len(f), float(res.grid))
+    filled = np.interp(t, t[ok], f[ok])
+    if len(filled) >= MEDIAN_FRAMES:
+        filled = signal.medfilt(filled, MEDIAN_FRAMES)
+    return filled
+
+
+def _wilson_hilferty(chi: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """Chi-square values with ``dof`` degrees of freedom as normal deviates (NaN where dof = 0)."""
+    out = np.full(len(chi), np.nan)
+    t = dof > 0
+    k = dof[t]
+    out[t] = ((chi[t] / k) ** (1 / 3) - (1 - 2 / (9 * k))) / np.sqrt(2 / (9 * k))
+    return out
+
+
+class _Tester:
+    """The phase-step statistic at split points, with windows that stop at accepted splits."""
+
+    def __init__(self, res: Result):
+        self.res = res
+        n = len(res.harmonics[0].z)
+        self.n = n
+        t = np.arange(n) / R
+        smooth = np.interp(t, res.times, _smooth_trace(res))
+        self.ys, self.noises = [], []
+        for h in res.harmonics:
+            phase = 2 * np.pi * h.k * np.cumsum(smooth - res.grid) / R
+            self.ys.append(np.concatenate([[0], np.cumsum(h.z * np.exp(-1j * phase))]))
+            self.noises.append(np.concatenate([[0], np.cumsum(np.interp(t, res.times, h.noise_var))]))
+        self.gap = int(GAP_S * R)
+        self.tests = [("const", int(w * R)) for w in WINDOWS_S] + [
+            ("slope", int(w * R)) for w in SLOPE_WINDOWS_S
+        ]
+        self.bounds: list[int] = []  # accepted split points (samples)
+        self.inflation: dict[tuple, float] = {}  # (kind, w, k) -> factor on the standard error
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Widen the error model where the hum's phase wanders more than the model allows.
+
+        In an unedited recording each test's steps, divided by their modelled
+        standard error, should be standard normal. Where their robust spread
+        (1.4826 x median absolute value, over the whole file) exceeds
+        ROBUST_SPREAD_MAX (a wandering grid the trace does not follow, a hum
+        that is not mains), that test's errors for that harmonic are scaled up
+        by spread / ROBUST_SPREAD_MAX; below it (edits themselves raise the
+        spread somewhat) nothing changes.
+        """
+        for kind, w in self.tests:
+            c = np.arange(self.gap + w, self.n - self.gap - w + 1, max(1, w // 4))
+            if len(c) < 8:
+                continue
+            for k, r in self._one(c, kind, w, residuals=True).items():
+                r = r[np.isfinite(r)]
+                if len(r) >= 8:
+                    spread = 1.4826 * float(np.median(np.abs(r)))
+                    self.inflation[(kind, w, k)] = max(1.0, spread / ROBUST_SPREAD_MAX)
+
+    def _sides(self, c: np.ndarray, w: int):
+        """Left [lo, c - gap) and right [c + gap, hi) windows of w samples, cut short only at accepted splits.
+
+        At the ends of the file the windows are not cut short: lo < 0 or hi > n there.
+        """
+        b = np.array(sorted(self.bounds), dtype=int)
+        lo = c - self.gap - w
+        hi = c + self.gap + w
+        if len(b):
+            j = np.searchsorted(b, c)
+            prev = np.where(j > 0, b[np.maximum(j - 1, 0)] + self.gap, -(10**9))
+            nxt = np.where(j < len(b), b[np.minimum(j, len(b) - 1)] - self.gap, 10**9)
+            lo = np.maximum(lo, prev)
+            hi = np.minimum(hi, nxt)
+        return lo, c - self.gap, c + self.gap, hi
+
+    def evaluate(self, c: np.ndarray):
+        """(best z over the tests, index of that test, per-harmonic steps in degrees at that test)."""
+        zs, steps = [], []
+        for kind, w in self.tests:
+            z, st = self._one(c, kind, w)
+            zs.append(z)
+            steps.append(st)
+        zs = np.array(zs)
+        finite = np.isfinite(zs)
+        best = np.argmax(np.where(finite, zs, -np.inf), axis=0)
+        stat = np.where(finite.any(axis=0), zs[best, np.arange(len(c))], np.nan)
+        return stat, best, steps
+
+    def _one(self, c: np.ndarray, kind: str, w: int, residuals: bool = False):
+        l0, l1, r0, r1 = self._sides(c, w)
+        need = w // 2 if kind == "const" else (3 * w) // 4
+        inside = (l1 - l0 >= need) & (r1 - r0 >= need) & (l0 >= 0) & (r1 <= self.n)
+        chi = np.zeros(len(c))
+        dof = np.zeros(len(c), dtype=int)
+        steps, resid = {}, {}
+        l0, l1, r0, r1 = (np.where(inside, a, 0) for a in (l0, l1, r0, r1))
+        l1 = np.where(inside, l1, 1)
+        r1 = np.where(inside, r1, 1)
+        snr_min = 10 ** (LOCAL_SNR_DB / 10)
+        for h, cs, ncs in zip(self.res.harmonics, self.ys, self.noises, strict=True):
+            if kind == "const":
+                parts = [(l0, l1), (r0, r1)]
+            else:
+                lm, rm = (l0 + l1) // 2, (r0 + r1) // 2
+                parts = [(l0, lm), (lm, l1), (r0, rm), (rm, r1)]
+            m, var_part = [], []
+            ok = inside.copy()
+            for a, b in parts:
+                length = np.maximum(b - a, 1)
+                mi = (cs[b] - cs[a]) / length
+                vi = (ncs[b] - ncs[a]) / length
+                pi = np.abs(mi) ** 2
+                ok &= pi * length >= vi * snr_min
+                m.append(mi)
+                var_part.append(vi / (2 * length * np.maximum(pi, 1e-30)))  # variance of angle(mi)
+            floor = np.radians(FLOOR_DEG * h.k) ** 2
+            if kind == "const":
+                step = np.angle(m[1] * np.conj(m[0]))
+                var = var_part[0] + var_part[1] + floor
+            else:
+                # each side's phase extrapolated to the split from its two halves' phases
+                d_l = np.maximum((l1 - l0) / 2, 1)  # distance between the halves' centres
+                d_r = np.maximum((r1 - r0) / 2, 1)
+                e_l = ((l1 - lm) / 2 + self.gap) / d_l
+                e_r = ((rm - r0) / 2 + self.gap) / d_r
+                left = np.angle(m[1]) + e_l * np.angle(m[1] * np.conj(m[0]))
+                right = np.angle(m[2]) - e_r * np.angle(m[3] * np.conj(m[2]))
+                step = np.angle(np.exp(1j * (right - left)))
+                var = (
+                    e_l**2 * var_part[0]
+                    + (1 + e_l) ** 2 * var_part[1]
+                    + (1 + e_r) ** 2 * var_part[2]
+                    + e_r**2 * var_part[3]
+                    + 2 * floor
+                )
+            var = var * self.inflation.get((kind, w, h.k), 1.0) ** 2
+            chi += np.where(ok, step**2 / var, 0.0)
+            dof += ok
+            steps[h.k] = np.where(ok, np.degrees(step), np.nan)
+            resid[h.k] = np.where(ok, step / np.sqrt(var), np.nan)
+        if residuals:
+            return resid
+        return _wilson_hilferty(chi, dof), steps
+
+
+def _refine(tester: _Tester, centre: np.ndarray, p: int) -> int:
+    """Place a split precisely: the same test with (almost) no gap, within the gap around p.
+
+    With the gap, the statistic is flat wherever the splice falls inside the
+    gap; with adjacent windows it peaks at the splice (up to the low-pass
+    filter's smearing, about 0.1 s).
+    """
+    gap = tester.gap
+    lo, hi = max(0, p - gap), min(len(centre), p + gap + 1)
+    tester.gap = 1
+    try:
+        z = np.array([tester._one(centre[lo:hi], kind, w)[0] for kind, w in tester.tests if kind == "const"])
+    finally:
+        tester.gap = gap
+    z = np.where(np.isfinite(z), z, -np.inf).max(axis=0)
+    if not np.isfinite(z).any():
+        return p
+    return lo + int(np.argmax(z))
+
+
+def _phase_test(res: Result) -> None:
+    tester = _Tester(res)
+    gap = tester.gap
+    wmin = min(w for _, w in tester.tests)
+    centre = np.arange(gap + wmin // 2, tester.n - gap - wmin // 2 + 1)
+    if len(centre) == 0:  # too short to test anything
+        return
+    stat, best, steps = tester.evaluate(centre)
+    res.stat_times = centre / R
+    res.statistic = stat.copy()
+    reach = 2 * gap + max(w for _, w in tester.tests)  # how far an accepted split changes the test
+    current = stat.copy()
+    names = [f"{kind}:{w / R:g}s" for kind, w in tester.tests]
+    while len(res.candidates) < MAX_CANDIDATES:
+        s = np.where(np.isfinite(current), current, -np.inf)
+        p = int(np.argmax(s))
+        if s[p] < THRESHOLD:
+            break
+        # statistic, test and steps from the peak; the time from the refined position
+        peak, test = p, best[p]
+        p = _refine(tester, centre, p)
+        tester.bounds.append(int(centre[p]))
+        res.candidates.append(
+            {
+                "time": float(centre[p] / R),
+                "statistic": float(current[peak]),
+                "test": names[test],
+                "steps_deg": {
+                    h.k * res.grid: float(steps[test][h.k][peak])
+                    for h in res.harmonics
+                    if np.isfinite(steps[test][h.k][peak])
+                },
+            }
+        )
+        lo, hi = max(0, p - reach), min(len(centre), p + reach + 1)
+        sub_stat, sub_best, sub_steps = tester.evaluate(centre[lo:hi])
+        current[lo:hi] = sub_stat
+        best = best.copy()
+        best[lo:hi] = sub_best
+        for j, st in enumerate(sub_steps):
+            for k in st:
+                steps[j][k][lo:hi] = st[k]
+        current[max(0, p - gap) : p + gap + 1] = np.nan  # the accepted split itself
+    res.candidates.sort(key=lambda c: c["time"])
