@@ -43,7 +43,6 @@ def append(
     client: str | None = None,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
-    time: dt.datetime | None = None,
     public: bool = False,
 ) -> LogEntry:
     """Append one entry and return it. Call inside ``transaction.atomic()``.
@@ -54,11 +53,13 @@ def append(
     """
     if not connection.in_atomic_block:
         raise RuntimeError("log.append must run inside the action's transaction")
-    time = time or timezone.now()
     # Lock the head first: two appends must not take the same index, and the
     # frontier must be read and written by one appender at a time.
     head = LogHead.objects.select_for_update().get(pk=1)
     index = head.size
+    # The time is read under the lock, so entry times never go backwards
+    # along the indexes. Callers that record a time too use entry.time.
+    time = timezone.now()
     entry = {
         "v": ENTRY_VERSION,
         "index": index,
@@ -109,21 +110,39 @@ def tree_head() -> tuple[int, bytes]:
 
 
 def fetch_nodes(wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Stored hashes of the perfect subtrees in ``wanted``, in two queries."""
-    found: dict[tuple[int, int], bytes] = {}
-    leaves = [i for level, i in wanted if level == 0]
-    if leaves:
-        for index, h in LogEntry.objects.filter(index__in=leaves).values_list("index", "leaf_hash"):
-            found[(0, index)] = bytes(h)
-    inner = [(level, i) for level, i in wanted if level > 0]
-    if inner:
-        from django.db.models import Q
+    """Stored hashes of the perfect subtrees in ``wanted``, in one query.
 
-        query = Q()
-        for level, i in inner:
-            query |= Q(level=level, index=i)
-        for level, i, h in TreeNode.objects.filter(query).values_list("level", "index", "hash"):
-            found[(level, i)] = bytes(h)
+    Raw SQL: building the same query from 20-40 OR'ed Q objects cost the ORM
+    ~8 ms per proof at a million entries, against ~1 ms for the database.
+    (A JOIN on a VALUES list, not "(level, index) IN (VALUES ...)", which
+    SQLite answers with a full scan.)
+    """
+    if not wanted:
+        return {}
+    quote = connection.ops.quote_name
+    inner = sorted((level, i) for level, i in wanted if level > 0)
+    leaves = sorted(i for level, i in wanted if level == 0)
+    parts, params = [], []
+    if inner:
+        values = ", ".join(["(%s, %s)"] * len(inner))
+        # Table and column names are ours; every value is a query parameter.
+        nodes_sql = "SELECT t.level, t.{i}, t.hash FROM w JOIN {table} t ON t.level = w.l AND t.{i} = w.i"
+        parts.append(nodes_sql.format(i=quote("index"), table=TreeNode._meta.db_table))
+        params += [x for pair in inner for x in pair]
+    if leaves:
+        leaves_sql = "SELECT 0, {i}, leaf_hash FROM {table} WHERE {i} IN ({marks})"
+        parts.append(
+            leaves_sql.format(
+                i=quote("index"), table=LogEntry._meta.db_table, marks=", ".join(["%s"] * len(leaves))
+            )
+        )
+        params += leaves
+    sql = " UNION ALL ".join(parts)
+    if inner:
+        sql = f"WITH w (l, i) AS (VALUES {values}) " + sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = {(level, index): bytes(h) for level, index, h in cursor.fetchall()}
     missing = wanted - found.keys()
     if missing:
         raise LookupError(f"log tree nodes missing from the database: {sorted(missing)[:5]}")

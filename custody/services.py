@@ -331,7 +331,6 @@ def receive_evidence(
             case=case,
             evidence=evidence,
             client=client,
-            time=now,
             details={
                 "original_name": name,
                 "size": upload.size,
@@ -343,6 +342,7 @@ def receive_evidence(
             },
         )
         evidence.log_index = entry.index
+        evidence.received_at = entry.time  # the receipt, the record and the log agree
         evidence.receipt = _sign_receipt(evidence, blob, entry.index)
         evidence.save(force_insert=True)
     return evidence
@@ -488,14 +488,12 @@ def release_custody(
         locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
         if Transfer.objects.filter(evidence=locked, status=Transfer.Status.PENDING).exists():
             raise ServiceError("a handover of this item is already pending", status=409)
-        now = timezone.now()
         entry = log.append(
             "custody.released",
             actor=actor,
             case=evidence.case,
             evidence=evidence,
             client=client,
-            time=now,
             details={
                 "from": {"id": locked.custodian_id, "username": locked.custodian.username},
                 "to": {"id": to_user.pk, "username": to_user.username},
@@ -510,7 +508,7 @@ def release_custody(
             to_user=to_user,
             purpose=purpose,
             location=location,
-            released_at=now,
+            released_at=entry.time,
             release_log_index=entry.index,
         )
 
@@ -532,7 +530,6 @@ def decide_transfer(
         if transfer.status != Transfer.Status.PENDING:
             raise ServiceError(f"this handover is already {transfer.status}", status=409)
         locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
-        now = timezone.now()
         details = {
             "transfer": str(transfer.pk),
             "release_entry": transfer.release_log_index,
@@ -550,14 +547,13 @@ def decide_transfer(
             evidence=locked,
             client=client,
             reason=note.strip()[:1000],
-            time=now,
             details=details,
         )
         if accept:
             locked.custodian = actor
             locked.save(update_fields=["custodian"])
         transfer.status = Transfer.Status.ACCEPTED if accept else Transfer.Status.REFUSED
-        transfer.decided_at = now
+        transfer.decided_at = entry.time
         transfer.decision_log_index = entry.index
         transfer.decision_note = note.strip()[:1000]
         transfer.save(update_fields=["status", "decided_at", "decision_log_index", "decision_note"])
@@ -585,7 +581,6 @@ def rotate_signing_key(*, actor: User | None, purpose: str, client: str | None =
             "key.retired",
             actor=actor,
             client=client,
-            time=now,
             details={"keyid": old.keyid, "purpose": purpose},
         )
     created = ensure_signing_keys(actor=actor)

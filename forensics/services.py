@@ -119,7 +119,6 @@ def request_analysis(
             case=evidence.case,
             evidence=evidence,
             client=client,
-            time=analysis.requested_at,
             details={
                 "analysis": str(analysis.id),
                 "analyzer": module.NAME,
@@ -128,6 +127,7 @@ def request_analysis(
             },
         )
         analysis.request_log_index = entry.index
+        analysis.requested_at = entry.time
         analysis.save(force_insert=True)
         _enqueue(analysis.id)
     return analysis
@@ -182,7 +182,6 @@ def claim(analysis_id, worker: str) -> Analysis | None:
             "analysis.started",
             case=analysis.evidence.case,
             evidence=analysis.evidence,
-            time=now,
             details={
                 "analysis": str(analysis.id),
                 "analyzer": analysis.analyzer,
@@ -380,7 +379,6 @@ def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, sta
             "analysis.completed",
             case=evidence.case,
             evidence=evidence,
-            time=now,
             details={
                 "analysis": str(analysis.pk),
                 "analyzer": module.NAME,
@@ -442,7 +440,6 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
         locked = Analysis.objects.select_for_update().get(pk=analysis.pk)
         if locked.published_at is not None:
             return locked
-        now = timezone.now()
         # A public entry: anyone may read it (it names the evidence by its
         # SHA-256 only), so outsiders can check that this exact statement was
         # published, and when, against the signed log.
@@ -451,7 +448,6 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
             actor=actor,
             case=analysis.evidence.case,
             evidence=analysis.evidence,
-            time=now,
             public=True,
             details={
                 "analysis": str(analysis.pk),
@@ -460,7 +456,7 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
                 "result_entry": locked.result_log_index,
             },
         )
-        locked.published_at = now
+        locked.published_at = entry.time
         locked.publish_log_index = entry.index
         locked.save(update_fields=["published_at", "publish_log_index"])
         return locked
