@@ -182,12 +182,20 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
     leaf = base64.b64decode(result["log"]["leaf"])
     entry = json.loads(leaf)
     assert entry["action"] == "result.published" and entry["public"] is True
-    assert entry["case"] is None and entry["evidence"] == {"sha256": evidence_a.sha256} and entry["client"] is None
+    assert (
+        entry["case"] is None
+        and entry["evidence"] == {"sha256": evidence_a.sha256}
+        and entry["client"] is None
+    )
     assert entry["details"]["statement_sha256"] == hashlib.sha256(payload).hexdigest()
-    _, size, root = parse_and_verify_checkpoint(body["checkpoint"], public.get("/api/v1/keys/").json()["log_vkey"])
+    _, size, root = parse_and_verify_checkpoint(
+        body["checkpoint"], public.get("/api/v1/keys/").json()["log_vkey"]
+    )
     proof = [base64.b64decode(h) for h in result["log"]["inclusion_proof"]]
     assert size == result["log"]["size"]
-    assert verify_inclusion(hashlib.sha256(b"\x00" + leaf).digest(), result["log"]["index"], size, proof, root)
+    assert verify_inclusion(
+        hashlib.sha256(b"\x00" + leaf).digest(), result["log"]["index"], size, proof, root
+    )
     artifact = result["artifacts"][0]["sha256"]
     assert public.get(f"/api/v1/public/artifacts/{artifact}/").status_code == 200
     assert public.get("/api/v1/public/results/", {"sha256": "nothex"}).status_code == 400
@@ -274,3 +282,56 @@ def test_every_registered_analyzer_describes_itself_completely(custody_db):
         evidence_free = {k: v for k, v in module.PARAMETERS.items() if v["type"] != "evidence"}
         validate_parameters(evidence_free, {})  # every non-evidence parameter has a default
         assert callable(module.analyze), name
+
+
+def _wav(samples, rate=16000) -> bytes:
+    import io
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    buf = io.BytesIO()
+    wavfile.write(buf, rate, (np.clip(samples, -1, 1) * 32767).astype(np.int16))
+    return buf.getvalue()
+
+
+def test_context_alignment_through_the_pipeline(as_alice, case_a, case_b, as_bob):
+    """A clip cut from a longer recording: the reference is another item of the case, by id."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    rate = 16000
+    t = np.arange(60 * rate) / rate
+    tones = np.sin(
+        2
+        * np.pi
+        * (
+            300
+            + 200 * np.sin(2 * np.pi * 0.3 * t)
+            + 150 * rng.integers(0, 12, t.size // 800).repeat(800)[: t.size]
+        )
+        * t
+    )
+    reference = 0.4 * tones * (rng.random(t.size // 1600).repeat(1600)[: t.size] > 0.3) + 0.01 * rng.normal(
+        size=t.size
+    )
+    clip = np.concatenate([reference[10 * rate : 20 * rate], reference[30 * rate : 40 * rate]])
+    ref_id = upload(as_alice, case_a, _wav(reference), name="meeting.wav").json()["id"]
+    clip_id = upload(as_alice, case_a, _wav(clip), name="leak.wav").json()["id"]
+    other_case_item = upload(as_bob, case_b, _wav(reference), name="elsewhere.wav").json()["id"]
+
+    refused = request(as_alice, clip_id, "audio.context", reference=other_case_item)
+    assert refused.status_code == 400 and "another evidence item in this case" in refused.json()["detail"]
+
+    analysis_id = request(as_alice, clip_id, "audio.context", reference=ref_id).json()["id"]
+    assert services.run_analysis(analysis_id, worker="inline") == "succeeded", Analysis.objects.get(
+        pk=analysis_id
+    ).error
+    p = statement_of(as_alice.get(f"/api/v1/analyses/{analysis_id}/").json())["predicate"]
+    assert p["references"]["reference"]["id"] == ref_id
+    segments = [f for f in p["findings"] if f["name"] == "segment"]
+    assert len(segments) == 2
+    assert [round(s["value"]["reference_at"][0]) for s in segments] == [10, 30]
+    assert all(s["value"]["evidence"] == ref_id for s in segments)
+    removed = [f for f in p["findings"] if f["name"] == "removed"]
+    assert len(removed) == 1 and round(removed[0]["value"]["duration_s"]) == 10

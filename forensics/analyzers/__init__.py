@@ -21,6 +21,7 @@ MODULES: list[str] = [
     "audio_container",
     "audio_signal",
     "audio_enf",
+    "audio_context",
 ]
 
 
