@@ -164,6 +164,16 @@ class EvidenceListView(APIView):
         # Refuse read-only users before the body is parsed: parsing receives the whole upload.
         if not request.user.can_write:
             raise Forbidden("auditors have read-only access")
+        if not request.META.get("CONTENT_LENGTH") and "chunked" in request.META.get(
+            "HTTP_TRANSFER_ENCODING", ""
+        ):
+            # WSGI hands Django no body for a chunked request without a length.
+            return Response(
+                {
+                    "detail": "send the upload with a Content-Length header (chunked transfer encoding is not supported)"
+                },
+                status=status.HTTP_411_LENGTH_REQUIRED,
+            )
         data = EvidenceInputSerializer(data=request.data)
         if "file" not in request.FILES:
             raise exceptions.ValidationError(

@@ -431,8 +431,9 @@ def published(gunicorn_server, alice, case_a, tmp_path):
     hidden = upload(client, case_a, b"not published", name="other.bin").json()
     ids = []
     for evidence in (item, hidden):
-        analysis = client.post(f"/api/v1/evidence/{evidence['id']}/analyses/", {"analyzer": "test.digest"},
-                               format="json").json()["id"]
+        analysis = client.post(
+            f"/api/v1/evidence/{evidence['id']}/analyses/", {"analyzer": "test.digest"}, format="json"
+        ).json()["id"]
         forensics.run_analysis(analysis, worker="inline")
         ids.append(analysis)
     assert client.post(f"/api/v1/analyses/{ids[0]}/publish/").status_code == 200

@@ -201,3 +201,18 @@ def test_interrupted_upload_keeps_nothing(as_alice, case_a):
     assert response.status_code == 400
     assert Evidence.objects.count() == 0
     assert temp_files() == []
+
+
+def test_chunked_upload_without_length_is_411_not_a_misleading_400(as_alice, case_a):
+    from django.test import Client
+
+    response = Client().generic(
+        "POST",
+        "/api/v1/evidence/",
+        b"",
+        content_type="multipart/form-data; boundary=x",
+        HTTP_TRANSFER_ENCODING="chunked",
+        HTTP_AUTHORIZATION=as_alice._credentials["HTTP_AUTHORIZATION"],
+        CONTENT_LENGTH="",
+    )
+    assert response.status_code == 411 and "Content-Length" in response.json()["detail"]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -124,10 +125,25 @@ def get_token(url: str) -> str:
 
 def curl_upload(url: str, token: str, path, case) -> tuple[int, dict]:
     result = subprocess.run(
-        [require_tool("curl"), "-sS", "-H", "Expect:", "-H", f"Authorization: Token {token}",
-         "-F", f"file=@{path}", "-F", f"case={case.pk}", "-w", "\n%{http_code}",
-         f"{url}/api/v1/evidence/"],
-        capture_output=True, text=True, check=True, timeout=300,
+        [
+            require_tool("curl"),
+            "-sS",
+            "-H",
+            "Expect:",
+            "-H",
+            f"Authorization: Token {token}",
+            "-F",
+            f"file=@{path}",
+            "-F",
+            f"case={case.pk}",
+            "-w",
+            "\n%{http_code}",
+            f"{url}/api/v1/evidence/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     body, _, code = result.stdout.rpartition("\n")
     return int(code), json.loads(body) if body.startswith("{") else {"raw": body}
@@ -137,8 +153,8 @@ def multipart(case, name: str, content: bytes) -> tuple[bytes, bytes, str]:
     """(head, tail, content type) of a one-file multipart body; the content goes between."""
     boundary = uuid.uuid4().hex
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"case\"\r\n\r\n{case.pk}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="case"\r\n\r\n{case.pk}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -155,8 +171,15 @@ def read_response(stream) -> tuple[int, dict[str, str], bytes]:
     return status, headers, stream.read(int(headers.get("content-length", 0)))
 
 
-def temp_files() -> list[str]:
-    return os.listdir(settings.FILE_UPLOAD_TEMP_DIR)
+def wait_until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def temp_files() -> set[str]:
+    """What is in the upload temp dir (other tests may leave unrelated things there: compare sets)."""
+    return set(os.listdir(settings.FILE_UPLOAD_TEMP_DIR))
 
 
 # --- tests -----------------------------------------------------------------------
@@ -165,6 +188,7 @@ def temp_files() -> list[str]:
 def test_large_upload_matches_coreutils_and_memory_stays_flat(gunicorn_server, alice, case_a, tmp_path):
     url = gunicorn_server.url
     token = get_token(url)
+    temp_before = temp_files()
     path = tmp_path / "disk.img"
     make_file(path, FILE_SIZE)
 
@@ -188,11 +212,13 @@ def test_large_upload_matches_coreutils_and_memory_stays_flat(gunicorn_server, a
     assert {name: body[name] for name in expected} == expected
     assert body["size"] == FILE_SIZE
 
-    # The bytes stored are the bytes sent, and the temporary file is gone.
+    # The bytes stored are the bytes sent, and the temporary file is gone
+    # (the server closes it just after sending the response).
     blob = blob_store().path(expected["sha256"])
     assert blob.stat().st_size == FILE_SIZE
     assert tool("sha256sum", blob) == expected["sha256"]
-    assert temp_files() == []
+    wait_until(lambda: temp_files() <= temp_before)
+    assert temp_files() <= temp_before
 
     # Memory: sampled often enough to see a buffered copy of the file, and
     # the peak stays far below the file size.
@@ -219,10 +245,13 @@ def test_keep_alive_connection_continues_after_uploads(gunicorn_server, alice, c
         for i, content in enumerate([b"small evidence\n", os.urandom(3 << 20)]):
             head, tail, content_type = multipart(case_a, f"item{i}.bin", content)
             body = head + content + tail
-            sock.sendall((
-                f"POST /api/v1/evidence/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body)
+            sock.sendall(
+                (
+                    f"POST /api/v1/evidence/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+            )
             status, headers, answer = read_response(stream)
             assert status == 201, answer
             assert json.loads(answer)["sha256"] == hashlib.sha256(content).hexdigest()
@@ -236,6 +265,7 @@ def test_keep_alive_connection_continues_after_uploads(gunicorn_server, alice, c
 def test_upload_cut_short_through_the_server_keeps_nothing(gunicorn_server, alice, case_a):
     """The client stops sending halfway and closes its side: 400, no record, no temporary file."""
     token = get_token(gunicorn_server.url)
+    temp_before = temp_files()
     content = os.urandom(20 << 20)
     head, tail, content_type = multipart(case_a, "cut.bin", content)
     request = (
@@ -248,7 +278,38 @@ def test_upload_cut_short_through_the_server_keeps_nothing(gunicorn_server, alic
         status, _, answer = read_response(sock.makefile("rb"))
     assert status == 400, answer
     assert Evidence.objects.count() == 0
-    deadline = time.monotonic() + 10
-    while temp_files() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert temp_files() == []
+    wait_until(lambda: temp_files() <= temp_before)
+    assert temp_files() <= temp_before
+
+
+def test_connection_reset_mid_upload_leaves_no_threads_or_files(gunicorn_server, alice, case_a):
+    """A client that resets the connection mid-body: the parser raises, and the handler's
+    hashing and writeback threads and its partial temporary file still go away."""
+    token = get_token(gunicorn_server.url)
+    (worker,) = process_tree(gunicorn_server.proc.pid)[1:]
+    threads_before = len(os.listdir(f"/proc/{worker}/task"))
+    temp_before = temp_files()
+    block = os.urandom(1 << 20)
+    for _ in range(2):
+        head, _, content_type = multipart(case_a, "reset.bin", b"")
+        request = (
+            f"POST /api/v1/evidence/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(head) + (200 << 20)}\r\n\r\n"
+        ).encode()
+        sock = socket.create_connection(("127.0.0.1", gunicorn_server.port), timeout=60)
+        sock.sendall(request + head)
+        for _ in range(40):  # past the first writeback window (32 MiB)
+            sock.sendall(block)
+        time.sleep(0.3)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST: the server's next recv raises ConnectionResetError
+
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{worker}/task"))
+
+    # Three threads per upload would leak (two hashing, one writeback), six in
+    # all; the worker's own thread pool may grow by its size (--threads 2).
+    wait_until(lambda: threads() <= threads_before + 2 and temp_files() <= temp_before, timeout=15)
+    assert temp_files() <= temp_before
+    assert threads() <= threads_before + 2, (threads_before, threads())
+    assert Evidence.objects.count() == 0

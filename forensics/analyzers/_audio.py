@@ -52,8 +52,9 @@ class Decoded:
         }
 
 
-def decode(path: str, sample_rate: int | None = None, mono: bool = True,
-           max_seconds: float = MAX_SECONDS) -> Decoded:
+def decode(
+    path: str, sample_rate: int | None = None, mono: bool = True, max_seconds: float = MAX_SECONDS
+) -> Decoded:
     """Decode the first audio stream; resample to ``sample_rate`` (None keeps the source rate)."""
     try:
         # Tags that are not valid UTF-8 must not stop the analysis.
@@ -96,9 +97,13 @@ def decode(path: str, sample_rate: int | None = None, mono: bool = True,
         if mono:
             samples = samples.reshape(-1)
         return Decoded(
-            samples=samples, sample_rate=rate, channels=1 if mono else samples.shape[0],
-            source_channels=source_channels, source_sample_rate=source_rate,
-            codec=ctx.name, container=container.format.name,
+            samples=samples,
+            sample_rate=rate,
+            channels=1 if mono else samples.shape[0],
+            source_channels=source_channels,
+            source_sample_rate=source_rate,
+            codec=ctx.name,
+            container=container.format.name,
         )
 
 
