@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -226,7 +228,9 @@ def run_analysis(analysis_id, worker: str) -> str:
         if actual != evidence.blob_id:
             return fail(analysis, f"the stored bytes no longer match the evidence's SHA-256 (now {actual})")
         params = dict(analysis.parameters)
-        with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR) as workdir:
+        with tempfile.TemporaryDirectory(
+            prefix=f"analysis-{analysis.pk}-{analysis.attempts}-", dir=settings.FILE_UPLOAD_TEMP_DIR
+        ) as workdir:
             ctx = AnalysisContext(
                 original_name=evidence.original_name,
                 media_type=evidence.media_type,
@@ -424,6 +428,12 @@ def sweep_stale() -> list[str]:
                 },
             )
             _enqueue(analysis.pk)
+        # The dead attempt's scratch directory (it never reached its cleanup);
+        # named by attempt, so a new run's directory is never touched.
+        for leftover in Path(settings.FILE_UPLOAD_TEMP_DIR).glob(
+            f"analysis-{analysis.pk}-{analysis.attempts}-*"
+        ):
+            shutil.rmtree(leftover, ignore_errors=True)
         requeued.append(str(analysis.pk))
     return requeued
 

@@ -269,6 +269,11 @@ def test_worker_killed_mid_analysis_ends_with_exactly_one_result(transactional_d
         "analysis.completed",
     ]
     assert services.sweep_stale() == []
+    from django.conf import settings
+
+    assert not list(
+        settings.FILE_UPLOAD_TEMP_DIR.glob(f"analysis-{analysis_id}-*")
+    )  # the dead run's scratch dir
 
 
 def test_every_registered_analyzer_describes_itself_completely(custody_db):
