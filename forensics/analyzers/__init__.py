@@ -34,9 +34,8 @@ def _load() -> dict[str, ModuleType]:
         module = importlib.import_module(dotted)
         if module.NAME in registry:
             raise RuntimeError(f"two analyzers are named {module.NAME}")
-        # LIMITS may be one paragraph or a list of them; results carry a list.
-        if isinstance(module.LIMITS, str):
-            module.LIMITS = [module.LIMITS]
+        if not isinstance(module.LIMITS, list):
+            raise TypeError(f"{dotted}.LIMITS must be a list of paragraphs")
         registry[module.NAME] = module
     return registry
 

@@ -40,7 +40,7 @@ PARAMETERS = {
         "help": "factor applied to the differences in the picture (levels are reported unamplified)",
     },
 }
-LIMITS = (
+LIMITS = [
     "ELA is a visual aid for a trained examiner, not a detector: high error levels also come from edges, "
     "fine texture, saturated colours and noise, and low levels from flat areas, whatever their history. "
     "A whole image re-saved several times, resized or filtered levels out the differences; an edited "
@@ -50,7 +50,7 @@ LIMITS = (
     "images are converted to 8-bit RGB, the picture is in stored pixel orientation (EXIF Orientation is "
     "not applied) and only the first frame is used. "
     f"Images over {_imageio.MAX_PIXELS:,} pixels are refused."
-)
+]
 
 GRID = 16  # cells per side for the peak-region measurement
 MIN_CELL = 8

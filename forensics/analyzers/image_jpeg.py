@@ -141,12 +141,12 @@ DQ_DEVELOPMENT_RUN = {
 }
 
 
-def _limits() -> str:
+def _limits() -> list[str]:
     def pct(x):
         return f"{100 * x:.0f}%"
 
     dev = DQ_DEVELOPMENT_RUN
-    return (
+    return [
         "Structure and tables are parsed from the bytes; the quality is the closest libjpeg (IJG) quality and "
         "is exact only when standard_table is true; camera and editor tables (Photoshop, phones) are reported "
         "as non-standard with the nearest IJG quality, which only approximates their 'quality'. "
@@ -170,7 +170,7 @@ def _limits() -> str:
         f"{DQ_MAX_BLOCKS:,} blocks). Only the luma plane is used; CMYK JPEGs are not tested. A score is a "
         "statistical indication for an expert, not proof of editing: re-saving an unedited photo is double "
         f"compression too. Images over {_imageio.MAX_PIXELS:,} pixels are refused."
-    )
+    ]
 
 
 LIMITS = _limits()

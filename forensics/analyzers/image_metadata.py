@@ -46,7 +46,7 @@ NAME = "image.metadata"
 VERSION = "1.0.0"
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/gif", "image/bmp", "image/x-ms-bmp"]
 DESCRIPTION = "EXIF (all IFDs), GPS position, XMP and IPTC metadata embedded in an image, as parsed facts."
-LIMITS = (
+LIMITS = [
     "Reports what the file says about itself; every value can be forged or removed with common tools, so "
     "metadata is evidence of a claim, not of a fact about the capture. "
     "Reads the EXIF, XMP and IPTC blocks that Pillow exposes: in JPEG the first EXIF APP1 segment, the "
@@ -57,7 +57,7 @@ LIMITS = (
     "length is kept). GPS coordinates are rounded to 7 decimals (about 1 cm) and assume the recorded "
     "datum (GPSMapDatum, usually WGS-84). Only the first frame of a multi-frame file is decoded. "
     f"Images over {_imageio.MAX_PIXELS:,} pixels or files over {_imageio.MAX_FILE_BYTES:,} bytes are refused."
-)
+]
 PARAMETERS: dict = {}
 
 _MAX_LIST = 64

@@ -46,7 +46,7 @@ DESCRIPTION = (
     "Extracts the EXIF thumbnail (IFD1) and measures how much it differs from the main image "
     "(mean absolute luma difference, globally and per cell), with a difference picture."
 )
-LIMITS = (
+LIMITS = [
     "Only EXIF IFD1 JPEG thumbnails are read (JPEG APP1, PNG eXIf, WebP EXIF); Photoshop IRB thumbnails, "
     "MPF preview images and TIFF sub-images are not compared. The mismatch is a measurement without a "
     "threshold: camera thumbnails are made with their own resampling, sharpening and tone curve, so an "
@@ -56,7 +56,7 @@ LIMITS = (
     "content edit. A matching thumbnail proves nothing: software can regenerate it after an edit. "
     "Only the first frame is decoded; "
     f"images over {_imageio.MAX_PIXELS:,} pixels are refused."
-)
+]
 PARAMETERS: dict = {}
 
 BLUR_RADIUS = 1.0  # Gaussian smoothing of both images at thumbnail size, in thumbnail pixels
