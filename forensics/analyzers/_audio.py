@@ -40,16 +40,21 @@ class Decoded:
         return int(self.samples.shape[-1])
 
     def decoder_info(self) -> dict:
-        return {
-            "decoder": "PyAV/FFmpeg",
-            "pyav": av.__version__,
-            "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
-            "codec": self.codec,
-            "container": self.container,
-            "output_sample_rate": self.sample_rate,
-            "output_channels": self.channels,
-            "sample_count": self.sample_count,
-        }
+        return decoder_info(self.codec, self.container, self.sample_rate, self.channels, self.sample_count)
+
+
+def decoder_info(codec: str, container: str, sample_rate: int, channels: int, sample_count: int) -> dict:
+    """What every audio result records about how the file was decoded."""
+    return {
+        "decoder": "PyAV/FFmpeg",
+        "pyav": av.__version__,
+        "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
+        "codec": codec,
+        "container": container,
+        "output_sample_rate": sample_rate,
+        "output_channels": channels,
+        "sample_count": sample_count,
+    }
 
 
 def decode(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from ._audio import MAX_SECONDS
+from ._audio import MAX_SECONDS, decoder_info
 from .base import AnalysisError
 
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -40,17 +40,7 @@ class StreamInfo:
     decode_errors: list = field(default_factory=list)  # [(time_s, message)]
 
     def decoder_info(self) -> dict:
-        """The same keys as ``_audio.Decoded.decoder_info()``."""
-        return {
-            "decoder": "PyAV/FFmpeg",
-            "pyav": av.__version__,
-            "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
-            "codec": self.codec,
-            "container": self.container,
-            "output_sample_rate": self.sample_rate,
-            "output_channels": self.channels,
-            "sample_count": self.sample_count,
-        }
+        return decoder_info(self.codec, self.container, self.sample_rate, self.channels, self.sample_count)
 
 
 _DTYPES = {
