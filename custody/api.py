@@ -22,7 +22,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from . import keys, log, services, signing
 from .auth import HashedTokenAuthentication
 from .models import ApiToken, LogEntry, SigningKey, Transfer, User
-from .permissions import Forbidden, get_case_for, get_evidence_for, visible_cases, visible_evidence
+from .permissions import (
+    Forbidden,
+    client_address,
+    get_case_for,
+    get_evidence_for,
+    visible_cases,
+    visible_evidence,
+)
 from .serializers import (
     CaseInputSerializer,
     CaseSerializer,
@@ -70,10 +77,6 @@ def _first_message(errors) -> str:
     if isinstance(errors, list) and errors:
         return _first_message(errors[0])
     return str(errors)
-
-
-def client_address(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def find_case(user, value: str):
@@ -136,7 +139,7 @@ class CaseListView(APIView):
 class CaseDetailView(APIView):
     @extend_schema(responses=CaseSerializer)
     def get(self, request, case_id):
-        return Response(CaseSerializer(get_case_for(request.user, case_id)).data)
+        return Response(CaseSerializer(get_case_for(request, case_id)).data)
 
 
 class EvidenceListView(APIView):
@@ -196,7 +199,7 @@ class EvidenceListView(APIView):
 class EvidenceDetailView(APIView):
     @extend_schema(responses=EvidenceSerializer)
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
         return Response(EvidenceSerializer(evidence).data)
 
@@ -223,7 +226,7 @@ class EvidenceContentView(APIView):
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         return evidence_file_response(
             request.user, evidence, request.query_params.get("reason", ""), client_address(request)
         )
@@ -232,7 +235,7 @@ class EvidenceContentView(APIView):
 class EvidenceReceiptView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         return Response(evidence.receipt)
 
 
@@ -365,13 +368,13 @@ class ConsistencyProofView(APIView):
 class EvidenceTransfersView(APIView):
     @extend_schema(responses=TransferSerializer(many=True))
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         transfers = evidence.transfers.select_related("from_user", "to_user", "evidence")
         return Response(TransferSerializer(transfers, many=True).data)
 
     @extend_schema(request=TransferInputSerializer, responses={201: TransferSerializer})
     def post(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         data = TransferInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         to_user = User.objects.filter(username=data.validated_data["to_user"], is_active=True).first()
@@ -438,7 +441,7 @@ class EvidenceExportView(APIView):
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
     )
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         include = request.query_params.get("include_file", "").lower() in {"1", "true", "yes", "on"}
         return export_response(request.user, evidence, include, client_address(request))
 

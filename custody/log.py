@@ -75,7 +75,9 @@ def append(
             "actor": _actor(actor),
             "action": action,
             "case": {"id": str(case.pk), "reference": case.reference} if case is not None else None,
-            "evidence": ({"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None),
+            "evidence": (
+                {"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None
+            ),
             "client": client or None,
             "reason": reason or None,
             "details": details or {},
@@ -133,18 +135,19 @@ def _statements(vendor: str) -> dict[str, str]:
         "head": LogHead._meta.db_table,
         "index": quote("index"),
     }
-    lock = "SELECT size, frontier FROM {head} WHERE id = 1"
-    if connection.features.has_select_for_update:
-        lock += " FOR UPDATE"
-    return {
-        "lock": lock.format(**names),
+    templates = {
+        "lock": "SELECT size, frontier FROM {head} WHERE id = 1",
         "entry": (
             "INSERT INTO {entry} ({index}, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        ).format(**names),
-        "nodes": "INSERT INTO {node} (level, {index}, hash) VALUES ".format(**names),
-        "head": "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1".format(**names),
+        ),
+        "nodes": "INSERT INTO {node} (level, {index}, hash) VALUES ",
+        "head": "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1",
     }
+    if connection.features.has_select_for_update:
+        templates["lock"] += " FOR UPDATE"
+    # Only our table and column names are formatted in; every value is a parameter.
+    return {key: template.format(**names) for key, template in templates.items()}
 
 
 def _nodes_sql(sql: dict[str, str], count: int) -> str:

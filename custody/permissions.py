@@ -36,35 +36,49 @@ def _uuid(value) -> uuid.UUID:
         raise Http404("not found") from None
 
 
-def get_case_for(user, case_id) -> Case:
+def client_address(request) -> str | None:
+    """The address the request came from, as recorded in log entries."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def get_case_for(request, case_id) -> Case:
+    """The case, if ``request.user`` may see it; 404 otherwise (a refusal is logged)."""
     pk = _uuid(case_id)
     try:
-        return visible_cases(user).get(pk=pk)
+        return visible_cases(request.user).get(pk=pk)
     except Case.DoesNotExist:
-        _log_refusal(user, case=Case.objects.filter(pk=pk).first())
+        _log_refusal(request, case=Case.objects.filter(pk=pk).first())
         raise Http404("case not found") from None
 
 
-def get_evidence_for(user, evidence_id) -> Evidence:
+def get_evidence_for(request, evidence_id) -> Evidence:
+    """The evidence item, if ``request.user`` may see its case; 404 otherwise (a refusal is logged)."""
     pk = _uuid(evidence_id)
     try:
-        return visible_evidence(user).select_related("case", "blob", "custodian", "submitted_by").get(pk=pk)
+        return (
+            visible_evidence(request.user)
+            .select_related("case", "blob", "custodian", "submitted_by")
+            .get(pk=pk)
+        )
     except Evidence.DoesNotExist:
-        _log_refusal(user, evidence=Evidence.objects.select_related("case").filter(pk=pk).first())
+        _log_refusal(request, evidence=Evidence.objects.select_related("case").filter(pk=pk).first())
         raise Http404("evidence not found") from None
 
 
-def _log_refusal(user, case=None, evidence=None) -> None:
+def _log_refusal(request, case=None, evidence=None) -> None:
     """An authenticated user asked for something that exists but is not theirs to see: log it.
 
     The requester still gets the same 404 as for a miss. Misses are not logged,
     so scanning random ids cannot flood the log.
     """
+    user = request.user
     if not user.is_authenticated or (case is None and evidence is None):
         return
     from .services import record_access_refused
 
-    record_access_refused(actor=user, case=case or evidence.case, evidence=evidence)
+    record_access_refused(
+        actor=user, case=case or evidence.case, evidence=evidence, client=client_address(request)
+    )
 
 
 def can_write_case(user, case: Case) -> bool:

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from forensics import analyzers as analyzer_registry
 
 from . import services
-from .api import client_address, evidence_file_response
+from .api import evidence_file_response
 from .forms import (
     AddMemberForm,
     CaseForm,
@@ -21,7 +21,14 @@ from .forms import (
     TransferForm,
 )
 from .models import Checkpoint, LogEntry, Transfer
-from .permissions import Forbidden, can_write_case, get_case_for, get_evidence_for, visible_cases
+from .permissions import (
+    Forbidden,
+    can_write_case,
+    client_address,
+    get_case_for,
+    get_evidence_for,
+    visible_cases,
+)
 
 
 @login_required
@@ -52,7 +59,7 @@ def case_create(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def case_detail(request, case_id):
-    case = get_case_for(request.user, case_id)
+    case = get_case_for(request, case_id)
     writable = can_write_case(request.user, case)
     form = EvidenceUploadForm()
     if request.method == "POST":
@@ -96,7 +103,7 @@ def case_detail(request, case_id):
 @login_required
 @require_POST
 def case_add_member(request, case_id):
-    case = get_case_for(request.user, case_id)
+    case = get_case_for(request, case_id)
     form = AddMemberForm(request.POST)
     if form.is_valid():
         try:
@@ -116,7 +123,7 @@ def case_add_member(request, case_id):
 
 @login_required
 def evidence_detail(request, evidence_id):
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
     entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")
     pending = (
@@ -156,7 +163,7 @@ def evidence_detail(request, evidence_id):
 @login_required
 @require_POST
 def evidence_transfer(request, evidence_id):
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     form = TransferForm(request.POST, case=evidence.case, exclude=evidence.custodian)
     if not form.is_valid():
         messages.error(request, "; ".join(f"{k}: {e}" for k, errs in form.errors.items() for e in errs))
@@ -205,7 +212,7 @@ def evidence_report(request, evidence_id):
     """Chain-of-custody report: every entry about the item and the checkpoint that covers it."""
     from . import log
 
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     # Sign a checkpoint for the current tree first, so every entry is covered.
     latest = log.latest_checkpoint()
     checkpoints = list(Checkpoint.objects.filter(size__gt=evidence.log_index).order_by("size"))
@@ -229,7 +236,7 @@ def evidence_report(request, evidence_id):
 @login_required
 @require_POST
 def evidence_download(request, evidence_id):
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     form = DownloadForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give a reason for the download; it is recorded in the custody log.")
@@ -243,7 +250,7 @@ def evidence_download(request, evidence_id):
 def evidence_receipt(request, evidence_id):
     from django.http import JsonResponse
 
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     response = JsonResponse(evidence.receipt, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="receipt-{evidence.pk}.dsse.json"'
     return response
@@ -253,7 +260,7 @@ def evidence_receipt(request, evidence_id):
 def evidence_export(request, evidence_id):
     from .api import export_response
 
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     include = request.GET.get("include_file") in {"1", "on", "true"}
     return export_response(request.user, evidence, include, client_address(request))
 

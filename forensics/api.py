@@ -14,10 +14,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from custody import log, signing
-from custody.api import PublicThrottle, client_address
+from custody.api import PublicThrottle
 from custody.hashing import is_sha256_hex
 from custody.models import LogEntry
-from custody.permissions import get_case_for, get_evidence_for, visible_evidence
+from custody.permissions import client_address, get_case_for, get_evidence_for, visible_evidence
 from custody.storage import blob_store
 
 from . import services
@@ -105,7 +105,7 @@ class AnalyzerListView(APIView):
 class EvidenceAnalysesView(APIView):
     @extend_schema(responses=AnalysisSerializer(many=True))
     def get(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         rows = evidence.analyses.select_related("evidence", "requested_by").prefetch_related(
             "artifacts__blob"
         )
@@ -113,7 +113,7 @@ class EvidenceAnalysesView(APIView):
 
     @extend_schema(request=AnalysisRequestSerializer, responses={202: AnalysisSerializer})
     def post(self, request, evidence_id):
-        evidence = get_evidence_for(request.user, evidence_id)
+        evidence = get_evidence_for(request, evidence_id)
         data = AnalysisRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         analysis = services.request_analysis(
@@ -131,7 +131,7 @@ class CaseAnalysesView(APIView):
 
     @extend_schema(request=AnalysisRequestSerializer, responses={202: AnalysisSerializer(many=True)})
     def post(self, request, case_id):
-        case = get_case_for(request.user, case_id)
+        case = get_case_for(request, case_id)
         data = AnalysisRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         rows = services.request_case_analysis(

@@ -11,8 +11,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from custody.api import client_address
-from custody.permissions import Forbidden, can_write_case, get_case_for, get_evidence_for
+from custody.permissions import Forbidden, can_write_case, client_address, get_case_for, get_evidence_for
 from custody.services import ServiceError
 
 from . import services
@@ -33,7 +32,7 @@ def _parameters(request) -> dict:
 @login_required
 @require_POST
 def request_for_evidence(request, evidence_id):
-    evidence = get_evidence_for(request.user, evidence_id)
+    evidence = get_evidence_for(request, evidence_id)
     try:
         analysis = services.request_analysis(
             actor=request.user,
@@ -54,7 +53,7 @@ def request_for_evidence(request, evidence_id):
 @login_required
 @require_POST
 def request_for_case(request, case_id):
-    case = get_case_for(request.user, case_id)
+    case = get_case_for(request, case_id)
     try:
         rows = services.request_case_analysis(
             actor=request.user,

@@ -130,6 +130,7 @@ def test_refused_access_is_logged_but_still_a_404(as_dave, dave, evidence_a):
     entry = last_entry()
     assert entry["action"] == "access.refused" and entry["actor"]["username"] == "dave"
     assert entry["evidence"]["id"] == str(evidence_a.pk)
+    assert entry["client"] == "127.0.0.1"  # who tried, from where
     before = LogEntry.objects.count()
     as_dave.get("/api/v1/evidence/00000000-0000-0000-0000-000000000000/")
     assert LogEntry.objects.count() == before  # misses are not logged
