@@ -60,15 +60,25 @@ def verify(check_blobs: bool = True, progress: Callable[[str], None] | None = No
 
 @contextlib.contextmanager
 def _snapshot():
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        # SQLite: a transaction would BEGIN IMMEDIATE and hold off every
-        # appender for the whole check; its readers see one snapshot per
-        # query, so run verify_log there while the server is quiet.
-        yield
-        return
-    with transaction.atomic():
+    """Run the checks on one consistent view of the log while appends go on."""
+    if connection.in_atomic_block:
+        yield  # the caller's transaction already fixes the view
+    elif connection.vendor == "postgresql":
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+    elif connection.vendor == "sqlite":
+        # Django's atomic() would BEGIN IMMEDIATE and hold off every appender
+        # for the whole check. A deferred read transaction in WAL mode sees
+        # the database as of its first read and lets writers go on.
         with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("BEGIN DEFERRED")
+            try:
+                yield
+            finally:
+                cursor.execute("COMMIT")  # read only: ends the snapshot
+    else:
         yield
 
 

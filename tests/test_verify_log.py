@@ -148,3 +148,51 @@ def test_evidence_pointed_at_other_bytes_is_caught(populated):
     Evidence.objects.filter(pk=populated[0]["id"]).update(blob_id=populated[1]["sha256"])
     code, out = run_verify()
     assert code == 1 and "receipt names other bytes than the record" in out
+
+
+@pytest.mark.slow
+def test_appends_during_verify_do_not_look_like_tampering(transactional_db, as_alice, case_a, monkeypatch):
+    """verify_log reads one snapshot: entries committed while it runs are not half-seen.
+
+    Appends commit on another connection right after the first leaf is read,
+    before the tree head and the nodes are; without a snapshot the head and
+    nodes would run ahead of the leaves already hashed.
+    """
+    import threading
+
+    from custody import audit, services
+    from custody.models import User
+
+    evidence = Evidence.objects.get(pk=upload(as_alice, case_a, b"watched").json()["id"])
+    log.latest_checkpoint()
+    alice = User.objects.get(username="alice")
+    streamed = audit._stream
+    appended = []
+
+    def append_elsewhere():
+        from django.db import connection as own
+
+        try:
+            for _ in range(3):
+                services.record_view(actor=alice, evidence=evidence, client="10.0.0.2")
+        finally:
+            own.close()
+
+    def stream_while_appending(queryset, *fields):
+        rows = streamed(queryset, *fields)
+        first = next(rows, None)
+        if queryset.model is LogEntry and not appended:
+            appended.append(True)
+            writer = threading.Thread(target=append_elsewhere)
+            writer.start()
+            writer.join()
+        if first is not None:
+            yield first
+        yield from rows
+
+    monkeypatch.setattr(audit, "_stream", stream_while_appending)
+    before = LogEntry.objects.count()
+    report = audit.verify(check_blobs=False)
+    assert report.ok, report.problems
+    assert report.entries == before
+    assert LogEntry.objects.count() == before + 3  # the appends did happen, after the snapshot
