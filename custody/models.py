@@ -261,3 +261,29 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.evidence_id}: {self.from_user} -> {self.to_user} ({self.status})"
+
+
+class ResumableUpload(models.Model):
+    """An evidence upload in progress over the tus 1.0 protocol (custody/tus.py).
+
+    The bytes go to a file under FILE_UPLOAD_TEMP_DIR; ``offset`` counts the
+    bytes received and kept. When the last byte arrives the file becomes
+    evidence through the same intake service as a multipart upload, and
+    ``evidence`` points at it. Not evidence yet, so not in the custody log.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    length = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    filename = models.CharField(max_length=255, blank=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True)
+    declared_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    evidence = models.ForeignKey(Evidence, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    def __str__(self) -> str:
+        return f"upload {self.id} ({self.offset}/{self.length} bytes)"

@@ -179,6 +179,9 @@ FILE_UPLOAD_TEMP_DIR = DATA_DIR / "tmp"
 FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
+# Resumable (tus) uploads in progress; on the blobs' filesystem, so a finished
+# upload is hard-linked into the store, not copied.
+CUSTODY_RESUMABLE_DIR = DATA_DIR / "resumable"
 CUSTODY_KEY_DIR = DATA_DIR / "keys"
 CUSTODY_UPLOAD_CHUNK_SIZE = env_int("CUSTODY_UPLOAD_CHUNK_SIZE", 1024 * 1024)
 CUSTODY_LOG_ORIGIN = os.getenv("CUSTODY_LOG_ORIGIN", "custody.localhost/log")
@@ -237,6 +240,8 @@ CUSTODY_EXTRA_ANALYZERS = [
 ]
 # A running analysis whose heartbeat is older than this is re-queued.
 CUSTODY_ANALYSIS_STALE_SECONDS = env_int("CUSTODY_ANALYSIS_STALE_SECONDS", 120)
+# Unfinished resumable (tus) uploads untouched this long are removed.
+CUSTODY_UPLOAD_EXPIRY_SECONDS = env_int("CUSTODY_UPLOAD_EXPIRY_SECONDS", 7 * 24 * 3600)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-analyses": {
         "task": "forensics.sweep_stale",
@@ -249,6 +254,10 @@ CELERY_BEAT_SCHEDULE = {
     "checkpoint": {
         "task": "custody.sign_checkpoint",
         "schedule": float(env_int("CUSTODY_CHECKPOINT_INTERVAL", 60)),
+    },
+    "expired-uploads": {
+        "task": "custody.sweep_expired_uploads",
+        "schedule": 3600.0,
     },
 }
 

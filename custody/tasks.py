@@ -28,3 +28,11 @@ def sign_checkpoint() -> int:
     from . import log
 
     return log.latest_checkpoint().size
+
+
+@shared_task(name="custody.sweep_expired_uploads", acks_late=True)
+def sweep_expired_uploads() -> int:
+    """Remove unfinished resumable uploads past their expiry (the periodic schedule calls this)."""
+    from . import tus
+
+    return tus.sweep_expired()

@@ -153,10 +153,11 @@ class _Writeback:
     WINDOW = 32 * 1024 * 1024
     SYNC_EVERY = 4 * WINDOW
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, start: int = 0):
+        """``start``: where in the file the writes begin (a resumed upload)."""
         self._fd = fd
-        self._signalled = 0
-        self._state = _WritebackState()
+        self._signalled = start
+        self._state = _WritebackState(start)
         # The thread holds only the state: if this object is dropped without
         # close() (an exception in the parser), the thread still stops.
         weakref.finalize(self, self._state.close)
@@ -186,8 +187,9 @@ class _Writeback:
 
 
 class _WritebackState:
-    def __init__(self):
-        self.written = 0
+    def __init__(self, start: int = 0):
+        self.start = start
+        self.written = start  # the end of what has been written
         self.closed = not hasattr(os, "posix_fadvise")
         self.thread: threading.Thread | None = None
         self.wake = threading.Condition()
@@ -199,7 +201,7 @@ class _WritebackState:
 
 
 def _give_writeback_hints(state: _WritebackState, fd: int) -> None:
-    kicked = dropped = synced = 0  # writeback started, pages dropped, data synced: [0, n)
+    kicked = dropped = synced = state.start  # writeback started, pages dropped, data synced: [start, n)
     hints = True
     try:
         while True:

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from forensics import api as forensics_api
 from forensics import views as forensics_views
 
-from . import api, views
+from . import api, tus, views
 
 urlpatterns = [
     # Web UI
@@ -55,6 +55,8 @@ urlpatterns = [
     path("api/v1/cases/", api.CaseListView.as_view(), name="api-cases"),
     path("api/v1/cases/<str:case_id>/", api.CaseDetailView.as_view(), name="api-case"),
     path("api/v1/evidence/", api.EvidenceListView.as_view(), name="api-evidence-list"),
+    path("api/v1/uploads/", tus.UploadCreateView.as_view(), name="api-upload-create"),
+    path("api/v1/uploads/<uuid:upload_id>/", tus.UploadView.as_view(), name="api-upload"),
     path("api/v1/evidence/<str:evidence_id>/", api.EvidenceDetailView.as_view(), name="api-evidence"),
     path(
         "api/v1/evidence/<str:evidence_id>/content/",

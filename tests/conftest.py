@@ -177,8 +177,17 @@ def gunicorn_server(transactional_db, tmp_path):
     """The web process as the Procfile runs it (gunicorn), on the test database."""
     LogHead.objects.get_or_create(pk=1)
     services.ensure_signing_keys()
-    port = free_port()
-    log = open(tmp_path / "gunicorn.log", "w")
+    server = start_gunicorn(tmp_path / "gunicorn.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def start_gunicorn(log_path, port: int | None = None):
+    """Start gunicorn on the test database; the result has url, port, proc and stop()."""
+    port = port or free_port()
+    log = open(log_path, "a")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -201,12 +210,21 @@ def gunicorn_server(transactional_db, tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    try:
-        wait_for_port(port, proc)
-        yield type("Server", (), {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port})
-    finally:
+
+    def _stop():
         stop(proc)
         log.close()
+
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        _stop()
+        raise
+    return type(
+        "Server",
+        (),
+        {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port, "stop": staticmethod(_stop)},
+    )
 
 
 def start_worker(log_path) -> subprocess.Popen:

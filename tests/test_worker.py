@@ -55,6 +55,7 @@ def test_beat_schedule_runs_fixity_and_checkpoints():
     assert {entry["task"] for entry in schedule.values()} == {
         "custody.check_fixity_all",
         "custody.sign_checkpoint",
+        "custody.sweep_expired_uploads",
         "forensics.sweep_stale",
     }
     app.loader.import_default_modules()

@@ -1,0 +1,529 @@
+"""Resumable evidence uploads over tus 1.0 (core, creation, checksum,
+termination, expiration), so stock tus clients can send multi-GB files over
+connections that break.
+
+    OPTIONS /api/v1/uploads/          what this server supports
+    POST    /api/v1/uploads/          Upload-Length, Upload-Metadata -> 201, Location
+    HEAD    /api/v1/uploads/{id}/     Upload-Offset: how much has been kept
+    PATCH   /api/v1/uploads/{id}/     the next bytes, at Upload-Offset
+    DELETE  /api/v1/uploads/{id}/     give up (termination)
+    GET     /api/v1/uploads/{id}/     JSON: progress, and the evidence once complete (not tus)
+
+Upload-Metadata keys: ``case`` (id or reference, required), ``filename`` (or
+``name``), ``description``, ``source`` and ``sha256`` (declared; a mismatch is
+refused with 422 when the last byte arrives and nothing is kept).
+
+When the last byte arrives the file becomes evidence through the same intake
+service as a multipart upload (blob, log entry, signed receipt); the PATCH
+answer names it in a ``Custody-Evidence`` header.
+
+Hashing: as on the multipart path, bytes are hashed as they are written and
+the file is not read back for it. Each process keeps the hash state of the
+uploads it has served. A PATCH that lands in a process that has not seen the
+earlier bytes (the other gunicorn worker, or after a restart) first hashes
+the part on disk that this state has not covered, so each process reads each
+byte at most once more.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import datetime as dt
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404, HttpResponse
+from django.utils import timezone
+from django.utils.http import http_date
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .hashing import MultiHasher, is_sha256_hex
+from .models import ResumableUpload
+from .permissions import Forbidden, client_address, require_write
+from .serializers import EvidenceSerializer
+from .uploads import _read_socket_directly, _Writeback
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,checksum,termination,expiration"
+CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256")
+OFFSET_TYPE = "application/offset+octet-stream"
+_MAX_STATES = 16  # hash states kept per process (each holds two idle threads)
+
+
+class TusError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+def upload_dir() -> Path:
+    path = Path(settings.CUSTODY_RESUMABLE_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_path(upload_id) -> Path:
+    return upload_dir() / str(upload_id)
+
+
+def expires_at(upload: ResumableUpload) -> dt.datetime:
+    return upload.updated_at + dt.timedelta(seconds=settings.CUSTODY_UPLOAD_EXPIRY_SECONDS)
+
+
+# --- per-process hash states ------------------------------------------------------------
+
+
+class _HashState:
+    def __init__(self):
+        self.hasher = MultiHasher()
+        self.offset = 0  # bytes fed to the hasher
+        self.chunk_digest: bytes | None = None  # of the last PATCH body, for Upload-Checksum
+
+
+_states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
+_states_lock = threading.Lock()
+
+
+def _take_state(upload_id) -> _HashState:
+    """The state for this upload, out of the cache while a PATCH uses it (or a new one)."""
+    with _states_lock:
+        state = _states.pop(upload_id, None)
+    return state or _HashState()
+
+
+def _keep_state(upload_id, state: _HashState) -> None:
+    with _states_lock:
+        _states[upload_id] = state
+        while len(_states) > _MAX_STATES:
+            _, oldest = _states.popitem(last=False)
+            oldest.hasher.abort()
+
+
+def _drop_state(upload_id) -> None:
+    with _states_lock:
+        state = _states.pop(upload_id, None)
+    if state is not None:
+        state.hasher.abort()
+
+
+# --- header parsing ----------------------------------------------------------------------
+
+
+def _int_header(request, name: str) -> int:
+    raw = request.headers.get(name)
+    if raw is None:
+        raise TusError(400, f"the {name} header is required")
+    if not raw.isdigit():
+        raise TusError(400, f"{name} must be a non-negative integer, not {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_metadata(raw: str) -> dict[str, str]:
+    """Upload-Metadata: comma-separated ``key base64(value)`` pairs."""
+    result = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = pair.partition(" ")
+        if not key or key in result:
+            raise TusError(400, f"Upload-Metadata: empty or repeated key in {pair[:60]!r}")
+        try:
+            result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise TusError(
+                400, f"Upload-Metadata: the value of {key!r} is not base64 of UTF-8 text"
+            ) from None
+    return result
+
+
+def _parse_checksum(request):
+    raw = request.headers.get("Upload-Checksum")
+    if raw is None:
+        return None
+    algorithm, _, value = raw.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise TusError(400, f"Upload-Checksum: unsupported algorithm {algorithm[:20]!r}")
+    try:
+        expected = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error:
+        raise TusError(400, "Upload-Checksum: the digest is not base64") from None
+    return algorithm, expected
+
+
+# --- the views ----------------------------------------------------------------------------
+
+
+class _TusView(APIView):
+    """tus headers on every answer; errors as JSON ``{"detail": ...}`` like the rest of the API."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, TusError):
+            response = Response({"detail": exc.detail}, status=exc.status)
+            for name, value in exc.headers.items():
+                response[name] = value
+            return response
+        return super().handle_exception(exc)
+
+    def get_permissions(self):
+        if self.request.method == "OPTIONS":
+            return []  # capabilities are public, as tus clients expect
+        return super().get_permissions()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
+            raise TusError(
+                412, f"send Tus-Resumable: {TUS_VERSION} (the protocol version this server speaks)"
+            )
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Tus-Resumable"] = TUS_VERSION
+        if response.status_code == 412 or request.method == "OPTIONS":
+            response["Tus-Version"] = TUS_VERSION
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def options(self, request, *args, **kwargs):
+        response = HttpResponse(status=204)
+        response["Tus-Extension"] = EXTENSIONS
+        response["Tus-Checksum-Algorithm"] = ",".join(CHECKSUM_ALGORITHMS)
+        return response
+
+    def get_upload(self, request, upload_id) -> ResumableUpload:
+        """The caller's own upload; anyone else's is a 404, like everything they cannot see."""
+        upload = (
+            ResumableUpload.objects.select_related("case")
+            .filter(pk=upload_id, created_by=request.user)
+            .first()
+        )
+        if upload is None:
+            raise Http404("upload not found")
+        if upload.evidence_id is None and expires_at(upload) < timezone.now():
+            discard(upload)
+            raise TusError(410, "this upload expired; start a new one")
+        return upload
+
+
+class UploadCreateView(_TusView):
+    @extend_schema(
+        summary="Start a resumable (tus 1.0) upload",
+        description="Headers: Tus-Resumable: 1.0.0, Upload-Length, Upload-Metadata (case, filename, "
+        "description, source, sha256; values base64). Answers 201 with the upload's URL in Location.",
+        request=None,
+        responses={201: None},
+    )
+    def post(self, request):
+        if request.headers.get("Upload-Defer-Length"):
+            raise TusError(400, "Upload-Defer-Length is not supported: send Upload-Length")
+        length = _int_header(request, "Upload-Length")
+        meta = parse_metadata(request.headers.get("Upload-Metadata", ""))
+        upload = start_upload(
+            actor=request.user,
+            length=length,
+            case_ref=meta.get("case", ""),
+            filename=meta.get("filename") or meta.get("name") or "",
+            description=meta.get("description", ""),
+            source=meta.get("source", ""),
+            declared_sha256=meta.get("sha256", ""),
+        )
+        location = request.build_absolute_uri(f"/api/v1/uploads/{upload.pk}/")
+        if length == 0:
+            response = finish(request, upload, _HashState())
+        else:
+            response = HttpResponse(status=201)
+        response.status_code = 201
+        response["Location"] = location
+        response["Upload-Offset"] = "0"
+        response["Upload-Expires"] = http_date(expires_at(upload).timestamp())
+        return response
+
+
+class UploadView(_TusView):
+    @extend_schema(exclude=True)
+    def head(self, request, upload_id):
+        upload = self.get_upload(request, upload_id)
+        response = HttpResponse(status=200)
+        response["Upload-Offset"] = str(upload.offset)
+        response["Upload-Length"] = str(upload.length)
+        if upload.evidence_id is None:
+            response["Upload-Expires"] = http_date(expires_at(upload).timestamp())
+        else:
+            response["Custody-Evidence"] = f"/api/v1/evidence/{upload.evidence_id}/"
+        return response
+
+    @extend_schema(summary="Progress of a resumable upload, and its evidence once complete", responses=None)
+    def get(self, request, upload_id):
+        upload = self.get_upload(request, upload_id)
+        return Response(
+            {
+                "id": str(upload.pk),
+                "case": str(upload.case_id),
+                "length": upload.length,
+                "offset": upload.offset,
+                "complete": upload.evidence_id is not None,
+                "expires": None if upload.evidence_id else expires_at(upload),
+                "evidence": EvidenceSerializer(upload.evidence).data if upload.evidence_id else None,
+            }
+        )
+
+    @extend_schema(
+        summary="Send the next bytes of a resumable upload",
+        description="Content-Type: application/offset+octet-stream; Upload-Offset: where these bytes "
+        "start (the offset HEAD gave); optional Upload-Checksum: '<sha1|md5|sha256> <base64 digest>'.",
+        request=None,
+        responses={204: None},
+    )
+    def patch(self, request, upload_id):
+        upload = self.get_upload(request, upload_id)
+        if upload.evidence_id is not None:
+            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
+        if request.content_type.split(";")[0].strip() != OFFSET_TYPE:
+            raise TusError(415, f"send the bytes as Content-Type: {OFFSET_TYPE}")
+        offset = _int_header(request, "Upload-Offset")
+        content_length = request.META.get("CONTENT_LENGTH") or ""
+        if not content_length.isdigit():
+            raise TusError(411, "send the bytes with a Content-Length header")
+        count = int(content_length)
+        checksum = _parse_checksum(request)
+        if offset + count > upload.length:
+            raise TusError(
+                413, f"these bytes would end at {offset + count}, past Upload-Length {upload.length}"
+            )
+        return receive(request, upload, offset, count, checksum)
+
+    @extend_schema(summary="Abandon a resumable upload (tus termination)", responses={204: None})
+    def delete(self, request, upload_id):
+        upload = self.get_upload(request, upload_id)
+        if upload.evidence_id is None:
+            with _locked(upload):
+                discard(upload)
+        else:
+            upload.delete()  # only the upload's record: the evidence stays, as all evidence does
+        return HttpResponse(status=204)
+
+
+# --- the work -----------------------------------------------------------------------------
+
+
+def start_upload(
+    *, actor, length: int, case_ref: str, filename: str, description: str, source: str, declared_sha256: str
+) -> ResumableUpload:
+    from .api import find_case  # the API's case lookup: by id or reference, 404 when not visible
+
+    if not actor.can_write:
+        raise Forbidden("auditors have read-only access")
+    if not case_ref:
+        raise TusError(400, "Upload-Metadata needs 'case' (the case id or reference)")
+    case = find_case(actor, case_ref)
+    require_write(actor, case)
+    declared = declared_sha256.strip().lower().removeprefix("sha256:")
+    if declared and not is_sha256_hex(declared):
+        raise TusError(400, "Upload-Metadata: sha256 must be 64 hexadecimal characters")
+    free = shutil.disk_usage(upload_dir()).free
+    if length > free:
+        raise TusError(413, f"Upload-Length {length} is more than the {free} bytes free on the server")
+    upload = ResumableUpload.objects.create(
+        case=case,
+        created_by=actor,
+        length=length,
+        filename=services.sanitize_name(filename) if filename else "",
+        description=description,
+        source=source[:500],
+        declared_sha256=declared,
+    )
+    fd = os.open(data_path(upload.pk), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    return upload
+
+
+class _locked:
+    """An exclusive lock on the upload's file: one PATCH (or DELETE) at a time, in any process."""
+
+    def __init__(self, upload: ResumableUpload):
+        self.upload = upload
+
+    def __enter__(self) -> int:
+        try:
+            self.fd = os.open(data_path(self.upload.pk), os.O_RDWR)
+        except FileNotFoundError:
+            raise TusError(410, "this upload's bytes are gone; start a new one") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise TusError(423, "another request is writing to this upload; retry when it ends") from None
+        return self.fd
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def receive(request, upload: ResumableUpload, offset: int, count: int, checksum) -> HttpResponse:
+    with _locked(upload) as fd:
+        upload.refresh_from_db()  # another process may have moved it on while we waited
+        on_disk = os.fstat(fd).st_size
+        if on_disk < upload.offset:
+            # Bytes counted but not on disk (lost in a crash): resume from what is there.
+            ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk)
+            upload.offset = on_disk
+            _drop_state(upload.pk)
+        if offset != upload.offset:
+            raise TusError(
+                409,
+                f"Upload-Offset {offset} does not match the {upload.offset} bytes kept so far",
+                {"Upload-Offset": str(upload.offset)},
+            )
+        state = _take_state(upload.pk)
+        if state.offset > offset:  # cannot happen unless the state is stale: start over
+            state.hasher.abort()
+            state = _HashState()
+        try:
+            while state.offset < offset:  # catch up with bytes another process received
+                data = os.pread(
+                    fd, min(settings.CUSTODY_UPLOAD_CHUNK_SIZE, offset - state.offset), state.offset
+                )
+                state.hasher.update(data)
+                state.offset += len(data)
+            os.ftruncate(fd, offset)
+            received, broken = _copy_body(request, fd, offset, count, state, checksum)
+        except BaseException:
+            state.hasher.abort()
+            raise
+        if checksum is not None and (received < count or state.chunk_digest != checksum[1]):
+            # The chunk cannot be trusted: drop it, and the hash state that saw it.
+            os.ftruncate(fd, offset)
+            state.hasher.abort()
+            if received < count:
+                raise TusError(
+                    400, "the body ended early; the chunk was dropped", {"Upload-Offset": str(offset)}
+                )
+            raise TusError(460, f"Upload-Checksum ({checksum[0]}) does not match; the chunk was dropped")
+        os.fsync(fd)  # kept bytes are on disk before the offset says so
+        new_offset = offset + received
+        ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
+            offset=new_offset, updated_at=timezone.now()
+        )
+        upload.refresh_from_db()
+        if new_offset == upload.length:
+            return finish(request, upload, state)
+        _keep_state(upload.pk, state)
+    if broken:
+        raise TusError(
+            400,
+            f"the body ended after {received} of {count} bytes; they were kept",
+            {"Upload-Offset": str(new_offset)},
+        )
+    response = HttpResponse(status=204)
+    response["Upload-Offset"] = str(new_offset)
+    response["Upload-Expires"] = http_date(expires_at(upload).timestamp())
+    return response
+
+
+def _copy_body(request, fd: int, offset: int, count: int, state: _HashState, checksum) -> tuple[int, bool]:
+    """Write the request body at ``offset`` and hash it; returns (bytes received, ended early)."""
+    chunk_hash = hashlib.new(checksum[0]) if checksum else None
+    received = 0
+    stream = request._request  # Django's request: its body is read here, never parsed
+    _read_socket_directly(stream, stream.META)  # as the multipart path does under gunicorn
+    writeback = _Writeback(fd, start=offset)
+    try:
+        while received < count:
+            try:
+                data = stream.read(min(settings.CUSTODY_UPLOAD_CHUNK_SIZE, count - received))
+            except OSError:
+                return received, True  # the client went away; what arrived is kept
+            if not data:
+                return received, True
+            os.pwrite(fd, data, offset + received)
+            state.hasher.update(data)
+            if chunk_hash is not None:
+                chunk_hash.update(data)
+            received += len(data)
+            state.offset += len(data)
+            writeback.wrote(len(data))
+    finally:
+        writeback.close()
+    state.chunk_digest = chunk_hash.digest() if chunk_hash else None
+    return received, False
+
+
+class _Received:
+    """What receive_evidence needs of an upload: the file, its name and size, its digests."""
+
+    def __init__(self, path: Path, name: str, size: int, digests: dict[str, str]):
+        self.path, self.name, self.size, self.digests = path, name, size, digests
+
+    def temporary_file_path(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        pass
+
+
+def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
+    """All bytes are in: make them evidence, through the same service as any intake."""
+    path = data_path(upload.pk)
+    received = _Received(path, upload.filename, upload.length, state.hasher.hexdigests())
+    try:
+        evidence = services.receive_evidence(
+            actor=request.user,
+            case=upload.case,
+            upload=received,
+            description=upload.description,
+            source=upload.source,
+            declared_sha256=upload.declared_sha256 or None,
+            client=client_address(request),
+        )
+    except services.ServiceError as exc:
+        if exc.status == 422:
+            discard(upload)  # a declared hash that does not match: nothing is kept
+        raise
+    with transaction.atomic():
+        ResumableUpload.objects.filter(pk=upload.pk).update(evidence=evidence, updated_at=timezone.now())
+    path.unlink(missing_ok=True)  # the blob store holds the bytes now
+    response = HttpResponse(status=204)
+    response["Upload-Offset"] = str(upload.length)
+    response["Custody-Evidence"] = f"/api/v1/evidence/{evidence.pk}/"
+    return response
+
+
+def discard(upload: ResumableUpload) -> None:
+    """Forget an unfinished upload: its bytes, its hash state, its record."""
+    _drop_state(upload.pk)
+    data_path(upload.pk).unlink(missing_ok=True)
+    upload.delete()
+
+
+def sweep_expired() -> int:
+    """Remove unfinished uploads nobody has touched within the expiry time; returns how many.
+
+    Also removes files that no upload record names (left by a crash between
+    creating the record and the file, or a record removed by hand) once they
+    are as old as the expiry time.
+    """
+    expiry = dt.timedelta(seconds=settings.CUSTODY_UPLOAD_EXPIRY_SECONDS)
+    limit = timezone.now() - expiry
+    count = 0
+    for upload in ResumableUpload.objects.filter(evidence=None, updated_at__lt=limit):
+        discard(upload)
+        count += 1
+    known = {str(pk) for pk in ResumableUpload.objects.filter(evidence=None).values_list("pk", flat=True)}
+    for path in upload_dir().iterdir():
+        try:
+            old = path.stat().st_mtime < limit.timestamp()
+        except FileNotFoundError:
+            continue
+        if path.name not in known and old:
+            path.unlink(missing_ok=True)
+    return count
