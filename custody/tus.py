@@ -372,6 +372,8 @@ class _locked:
 def receive(request, upload: ResumableUpload, offset: int, count: int, checksum) -> HttpResponse:
     with _locked(upload) as fd:
         upload.refresh_from_db()  # another process may have moved it on while we waited
+        if upload.evidence_id is not None:
+            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
         on_disk = os.fstat(fd).st_size
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
