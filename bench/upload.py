@@ -332,7 +332,9 @@ def tus_upload(url: str, token: str, path: Path, case: str) -> tuple[int, dict, 
         )
     answer, _, code = result.stdout.rpartition("\n")
     if result.returncode != 0 or code != "204":
-        raise RuntimeError(f"PATCH failed: curl {result.returncode}, HTTP {code} {answer[:300]}: {result.stderr}")
+        raise RuntimeError(
+            f"PATCH failed: curl {result.returncode}, HTTP {code} {answer[:300]}: {result.stderr}"
+        )
     with urllib.request.urlopen(urllib.request.Request(location, headers=tus), timeout=60) as response:  # noqa: S310
         progress = json.load(response)
     wall = time.perf_counter() - start
