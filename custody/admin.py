@@ -7,7 +7,18 @@ the admin never edits them directly.
 from django.contrib import admin, messages
 
 from . import services
-from .models import ApiToken, Blob, Case, Checkpoint, Evidence, LogEntry, Membership, SigningKey, User
+from .models import (
+    ApiToken,
+    Blob,
+    Case,
+    Checkpoint,
+    Evidence,
+    LogEntry,
+    Membership,
+    ResumableUpload,
+    SigningKey,
+    User,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -53,6 +64,14 @@ class EvidenceAdmin(ReadOnlyAdmin):
     list_display = ["original_name", "case", "blob", "media_type", "custodian", "received_at", "log_index"]
     list_filter = ["media_type"]
     search_fields = ["original_name", "blob__sha256", "case__reference"]
+
+
+@admin.register(ResumableUpload)
+class ResumableUploadAdmin(ReadOnlyAdmin):
+    """Uploads in progress over tus; unfinished ones expire on their own (beat)."""
+
+    list_display = ["id", "case", "created_by", "offset", "length", "updated_at", "evidence"]
+    search_fields = ["case__reference", "created_by__username"]
 
 
 @admin.register(Blob)

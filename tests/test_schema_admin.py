@@ -42,6 +42,7 @@ def test_admin_works_for_administrators_and_is_read_only_for_the_log(client, roo
         "/admin/custody/case/",
         "/admin/custody/apitoken/",
         "/admin/custody/signingkey/",
+        "/admin/custody/resumableupload/",
     ]:
         assert client.get(path).status_code == 200, path
     entry = LogEntry.objects.first()
