@@ -305,6 +305,10 @@ def receive_evidence(
     # so a failed transaction leaves at most an unreferenced copy of bytes
     # that were received, never a record without its bytes.
     blob_store().put_file(path, digests["sha256"], upload.size)
+    # The receipt is signed under the log head's lock (it names the entry's
+    # index); the key is loaded before it, as its first load in a process
+    # runs scrypt (~0.5 s) and would hold up every other appender.
+    _, intake_key = keys.active_private_key(SigningKey.Purpose.INTAKE)
     with transaction.atomic():
         now = timezone.now()
         blob, _ = Blob.objects.get_or_create(
@@ -343,15 +347,14 @@ def receive_evidence(
         )
         evidence.log_index = entry.index
         evidence.received_at = entry.time  # the receipt, the record and the log agree
-        evidence.receipt = _sign_receipt(evidence, blob, entry.index)
+        evidence.receipt = _sign_receipt(evidence, blob, entry.index, intake_key)
         evidence.save(force_insert=True)
     return evidence
 
 
-def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int) -> dict:
+def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int, key) -> dict:
     from django.conf import settings
 
-    key_row, key = keys.active_private_key(SigningKey.Purpose.INTAKE)
     statement = signing.in_toto_statement(
         subject=[
             {
