@@ -197,7 +197,7 @@ def test_investigator_creates_case_uploads_downloads_and_gets_receipt(
     assert page.locator("#sha256").inner_text().strip() == sha256
     assert fact(page, "SHA-1") == sha1
     assert fact(page, "MD5") == md5
-    assert fact(page, "Size") == f"{len(content)} bytes"
+    assert fact(page, "Size").startswith(f"{len(content)} bytes (")  # exact, then readable
     assert fact(page, "Source") == "USB stick, seal 0042-A"
     assert fact(page, "Evidence id") == evidence_id
     assert page.locator("#custodian").inner_text().strip() == "alice"
@@ -239,7 +239,8 @@ def test_investigator_creates_case_uploads_downloads_and_gets_receipt(
     row = page.locator("#evidence tbody tr")
     assert row.count() == 1
     assert row.locator("td.hash").inner_text().strip() == sha256
-    assert row.locator("td").nth(2).inner_text().strip() == str(len(content))
+    size = row.locator("td").nth(2)
+    assert size.inner_text().strip() == "3.0\xa0MB" and size.get_attribute("title") == f"{len(content)} bytes"
     page.click("#evidence a:text('interview-2026.bin')")
     page.wait_for_url(f"**/evidence/{evidence_id}/")
 
