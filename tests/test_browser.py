@@ -504,3 +504,62 @@ def test_in_browser_sha256_matches_hashlib(gunicorn_server, new_page, size, cust
         list(data),
     )
     assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_large_files_go_as_a_resumable_upload_that_survives_a_dropped_connection(
+    gunicorn_server, alice, case_a, new_page, tmp_path
+):
+    content = os.urandom(5 * 1024 * 1024 + 3)
+    upload_path = tmp_path / "phone-image.bin"
+    upload_path.write_bytes(content)
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
+    form = page.locator("#upload-form")
+    # The page sends files from 64 MiB on as resumable uploads in 8 MiB pieces;
+    # lower both so that a test-sized file goes that way in 1 MiB pieces.
+    form.evaluate("f => { f.dataset.resumableFrom = '1'; f.dataset.chunkSize = String(1 << 20); }")
+
+    # The connection drops during the second piece.
+    patches = []
+
+    def drop_second_patch(route):
+        if route.request.method == "PATCH":
+            patches.append(route.request.headers.get("upload-offset"))
+            if len(patches) == 2:
+                return route.abort("connectionreset")
+        return route.continue_()
+
+    page.route("**/api/v1/uploads/**", drop_second_patch)
+    form.locator("input[name=file]").set_input_files(upload_path)
+    form.locator("input[name=source]").fill("phone extraction, seal 7")
+    with page.expect_navigation(url=re.compile(r"/evidence/[0-9a-f-]{36}/$"), timeout=60_000):
+        form.locator("button[type=submit]").click()
+
+    assert patches[1] == patches[2] == str(1 << 20)  # the dropped piece was sent again
+    assert len(patches) == 7  # 6 pieces, one of them twice
+    assert page.locator("#sha256").inner_text().strip() == hashlib.sha256(content).hexdigest()
+    assert fact(page, "Source") == "phone extraction, seal 7"
+    assert fact(page, "Size").startswith(f"{len(content)} bytes")
+    assert ("alice", "evidence.received") in log_actions(page)
+
+
+def test_resumable_upload_with_a_wrong_declared_hash_is_refused_on_the_page(
+    gunicorn_server, alice, case_a, new_page, tmp_path
+):
+    upload_path = tmp_path / "clip.bin"
+    upload_path.write_bytes(os.urandom(300_000))
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
+    form = page.locator("#upload-form")
+    form.evaluate("f => { f.dataset.resumableFrom = '1'; f.dataset.chunkSize = String(100000); }")
+    form.locator("input[name=file]").set_input_files(upload_path)
+    form.locator("input[name=sha256]").fill("0" * 64)
+    form.locator("button[type=submit]").click()
+    status = page.locator("#upload-status.error")
+    status.wait_for(timeout=30_000)
+    assert "does not match the received bytes" in status.inner_text()
+    assert "/cases/" in page.url  # still on the case page, form ready again
+    assert form.locator("button[type=submit]").is_enabled()
+    assert not Evidence.objects.exists()
