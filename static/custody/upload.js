@@ -19,7 +19,26 @@
   }
 
   function b64(text) {
-    return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+    let binary = "";
+    for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+    return btoa(binary);
+  }
+
+  // A header line must stay under the web server's limit (gunicorn: 8190 bytes).
+  const MAX_METADATA = 7000;
+
+  function metadataFor(file) {
+    const fields = {
+      case: form.dataset.case,
+      filename: file.name,
+      description: form.elements.description.value,
+      source: form.elements.source.value,
+      sha256: form.elements.sha256.value.trim(),
+    };
+    return Object.entries(fields)
+      .filter(([, value]) => value)
+      .map(([key, value]) => key + " " + b64(value))
+      .join(",");
   }
 
   function csrf() {
@@ -43,18 +62,7 @@
   // HTTP errors that retrying cannot fix: stop and say why.
   class Refused extends Error {}
 
-  async function create(file) {
-    const fields = {
-      case: form.dataset.case,
-      filename: file.name,
-      description: form.elements.description.value,
-      source: form.elements.source.value,
-      sha256: form.elements.sha256.value.trim(),
-    };
-    const metadata = Object.entries(fields)
-      .filter(([, value]) => value)
-      .map(([key, value]) => key + " " + b64(value))
-      .join(",");
+  async function create(file, metadata) {
     const response = await fetch(endpoint, {
       method: "POST",
       credentials: "same-origin",
@@ -115,6 +123,8 @@
     const file = form.elements.file.files[0];
     const threshold = Number(form.dataset.resumableFrom || Infinity);
     if (!file || file.size < threshold) return; // the plain form
+    const metadata = metadataFor(file);
+    if (metadata.length > MAX_METADATA) return; // a very long description: the plain form carries it
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
@@ -124,7 +134,7 @@
     let url = null;
     try {
       say("Starting a resumable upload of " + file.size.toLocaleString() + " bytes…");
-      const created = await create(file);
+      const created = await create(file, metadata);
       url = created.headers.get("Location");
       const evidence = created.headers.get("Custody-Evidence") || (await send(url, file, 0));
       if (!evidence) throw new Refused("the server did not confirm the evidence");
