@@ -563,3 +563,23 @@ def test_resumable_upload_with_a_wrong_declared_hash_is_refused_on_the_page(
     assert "/cases/" in page.url  # still on the case page, form ready again
     assert form.locator("button[type=submit]").is_enabled()
     assert not Evidence.objects.exists()
+
+
+def test_a_description_too_long_for_a_header_goes_with_the_plain_form(
+    gunicorn_server, alice, case_a, new_page, tmp_path
+):
+    upload_path = tmp_path / "notes.bin"
+    upload_path.write_bytes(os.urandom(50_000))
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
+    form = page.locator("#upload-form")
+    form.evaluate("f => { f.dataset.resumableFrom = '1'; }")
+    requests_seen = []
+    page.on("request", lambda request: requests_seen.append(request.url))
+    form.locator("input[name=file]").set_input_files(upload_path)
+    form.locator("textarea[name=description]").fill("long account of the seizure. " * 300)
+    with page.expect_navigation(url=re.compile(r"/evidence/[0-9a-f-]{36}/$"), timeout=60_000):
+        form.locator("button[type=submit]").click()
+    assert not [url for url in requests_seen if "/api/v1/uploads/" in url]
+    assert fact(page, "Description").startswith("long account of the seizure.")
