@@ -243,6 +243,14 @@ def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
 # --- evidence ---------------------------------------------------------------
 
 
+def normalize_declared_sha256(value: str | None) -> str:
+    """A client's declared SHA-256 as lowercase hex ("" when none); refuses anything else."""
+    declared = (value or "").strip().lower().removeprefix("sha256:")
+    if declared and not is_sha256_hex(declared):
+        raise ServiceError("sha256 must be 64 hexadecimal characters")
+    return declared
+
+
 def sanitize_name(name: str | None) -> str:
     """The client's file name as safe metadata: never used as a path.
 
@@ -286,18 +294,15 @@ def receive_evidence(
     digests = getattr(upload, "digests", None)
     if not digests:
         raise ServiceError("upload was not hashed on intake (misconfigured FILE_UPLOAD_HANDLERS)", 500)
-    if declared_sha256:
-        declared = declared_sha256.strip().lower().removeprefix("sha256:")
-        if not is_sha256_hex(declared):
-            raise ServiceError("sha256 must be 64 hexadecimal characters")
-        if declared != digests["sha256"]:
-            # Nothing is kept: the temporary file goes with the request.
-            upload.close()
-            raise ServiceError(
-                f"declared sha256 {declared} does not match the received bytes "
-                f"(sha256 {digests['sha256']}, {upload.size} bytes); nothing was stored",
-                status=422,
-            )
+    declared = normalize_declared_sha256(declared_sha256)
+    if declared and declared != digests["sha256"]:
+        # Nothing is kept: the temporary file goes with the request.
+        upload.close()
+        raise ServiceError(
+            f"declared sha256 {declared} does not match the received bytes "
+            f"(sha256 {digests['sha256']}, {upload.size} bytes); nothing was stored",
+            status=422,
+        )
     path = upload.temporary_file_path()
     media_type = detect_media_type(path)
     name = sanitize_name(upload.name)

@@ -40,7 +40,6 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.utils.http import http_date
@@ -49,7 +48,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import services
-from .hashing import MultiHasher, is_sha256_hex
+from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer
@@ -89,7 +88,6 @@ class _HashState:
     def __init__(self):
         self.hasher = MultiHasher()
         self.offset = 0  # bytes fed to the hasher
-        self.chunk_digest: bytes | None = None  # of the last PATCH body, for Upload-Checksum
 
 
 _states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
@@ -327,9 +325,7 @@ def start_upload(
         raise TusError(400, "Upload-Metadata needs 'case' (the case id or reference)")
     case = find_case(actor, case_ref)
     require_write(actor, case)
-    declared = declared_sha256.strip().lower().removeprefix("sha256:")
-    if declared and not is_sha256_hex(declared):
-        raise TusError(400, "Upload-Metadata: sha256 must be 64 hexadecimal characters")
+    declared = services.normalize_declared_sha256(declared_sha256)
     free = shutil.disk_usage(upload_dir()).free
     if length > free:
         raise TusError(413, f"Upload-Length {length} is more than the {free} bytes free on the server")
@@ -398,11 +394,11 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 state.hasher.update(data)
                 state.offset += len(data)
             os.ftruncate(fd, offset)
-            received, broken = _copy_body(request, fd, offset, count, state, checksum)
+            received, broken, chunk_digest = _copy_body(request, fd, offset, count, state, checksum)
         except BaseException:
             state.hasher.abort()
             raise
-        if checksum is not None and (received < count or state.chunk_digest != checksum[1]):
+        if checksum is not None and (received < count or chunk_digest != checksum[1]):
             # The chunk cannot be trusted: drop it, and the hash state that saw it.
             os.ftruncate(fd, offset)
             state.hasher.abort()
@@ -413,10 +409,10 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             raise TusError(460, f"Upload-Checksum ({checksum[0]}) does not match; the chunk was dropped")
         os.fsync(fd)  # kept bytes are on disk before the offset says so
         new_offset = offset + received
+        upload.offset, upload.updated_at = new_offset, timezone.now()
         ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
-            offset=new_offset, updated_at=timezone.now()
+            offset=upload.offset, updated_at=upload.updated_at
         )
-        upload.refresh_from_db()
         if new_offset == upload.length:
             return finish(request, upload, state)
         _keep_state(upload.pk, state)
@@ -432,8 +428,14 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
     return response
 
 
-def _copy_body(request, fd: int, offset: int, count: int, state: _HashState, checksum) -> tuple[int, bool]:
-    """Write the request body at ``offset`` and hash it; returns (bytes received, ended early)."""
+def _copy_body(
+    request, fd: int, offset: int, count: int, state: _HashState, checksum
+) -> tuple[int, bool, bytes | None]:
+    """Write the request body at ``offset`` and hash it.
+
+    Returns (bytes received, whether the body ended early, the body's digest
+    in the Upload-Checksum algorithm when one was given).
+    """
     chunk_hash = hashlib.new(checksum[0]) if checksum else None
     received = 0
     stream = request._request  # Django's request: its body is read here, never parsed
@@ -444,9 +446,9 @@ def _copy_body(request, fd: int, offset: int, count: int, state: _HashState, che
             try:
                 data = stream.read(min(settings.CUSTODY_UPLOAD_CHUNK_SIZE, count - received))
             except OSError:
-                return received, True  # the client went away; what arrived is kept
+                return received, True, None  # the client went away; what arrived is kept
             if not data:
-                return received, True
+                return received, True, None
             os.pwrite(fd, data, offset + received)
             state.hasher.update(data)
             if chunk_hash is not None:
@@ -456,8 +458,7 @@ def _copy_body(request, fd: int, offset: int, count: int, state: _HashState, che
             writeback.wrote(len(data))
     finally:
         writeback.close()
-    state.chunk_digest = chunk_hash.digest() if chunk_hash else None
-    return received, False
+    return received, False, chunk_hash.digest() if chunk_hash else None
 
 
 class _Received:
@@ -491,8 +492,7 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
         if exc.status == 422:
             discard(upload)  # a declared hash that does not match: nothing is kept
         raise
-    with transaction.atomic():
-        ResumableUpload.objects.filter(pk=upload.pk).update(evidence=evidence, updated_at=timezone.now())
+    ResumableUpload.objects.filter(pk=upload.pk).update(evidence=evidence, updated_at=timezone.now())
     path.unlink(missing_ok=True)  # the blob store holds the bytes now
     response = HttpResponse(status=204)
     response["Upload-Offset"] = str(upload.length)

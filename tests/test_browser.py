@@ -506,19 +506,27 @@ def test_in_browser_sha256_matches_hashlib(gunicorn_server, new_page, size, cust
     assert digest == hashlib.sha256(data).hexdigest()
 
 
+def upload_form_for(server, case, new_page, resumable_from: int = 1, chunk_size: int | None = None):
+    """Alice's case page, its upload form set to send files from ``resumable_from`` bytes on as
+    resumable uploads (the page's own threshold is 64 MiB, its pieces 8 MiB)."""
+    page = new_page(server.url)
+    log_in(page, "alice")
+    page.goto(f"{server.url}/cases/{case.pk}/")
+    form = page.locator("#upload-form")
+    form.evaluate(f"f => {{ f.dataset.resumableFrom = '{resumable_from}'; }}")
+    if chunk_size is not None:
+        form.evaluate(f"f => {{ f.dataset.chunkSize = '{chunk_size}'; }}")
+    return page, form
+
+
 def test_large_files_go_as_a_resumable_upload_that_survives_a_dropped_connection(
     gunicorn_server, alice, case_a, new_page, tmp_path
 ):
     content = os.urandom(5 * 1024 * 1024 + 3)
     upload_path = tmp_path / "phone-image.bin"
     upload_path.write_bytes(content)
-    page = new_page(gunicorn_server.url)
-    log_in(page, "alice")
-    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
-    form = page.locator("#upload-form")
-    # The page sends files from 64 MiB on as resumable uploads in 8 MiB pieces;
-    # lower both so that a test-sized file goes that way in 1 MiB pieces.
-    form.evaluate("f => { f.dataset.resumableFrom = '1'; f.dataset.chunkSize = String(1 << 20); }")
+    # A test-sized file, sent as a resumable upload in 1 MiB pieces.
+    page, form = upload_form_for(gunicorn_server, case_a, new_page, chunk_size=1 << 20)
 
     # The connection drops during the second piece.
     patches = []
@@ -549,11 +557,7 @@ def test_resumable_upload_with_a_wrong_declared_hash_is_refused_on_the_page(
 ):
     upload_path = tmp_path / "clip.bin"
     upload_path.write_bytes(os.urandom(300_000))
-    page = new_page(gunicorn_server.url)
-    log_in(page, "alice")
-    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
-    form = page.locator("#upload-form")
-    form.evaluate("f => { f.dataset.resumableFrom = '1'; f.dataset.chunkSize = String(100000); }")
+    page, form = upload_form_for(gunicorn_server, case_a, new_page, chunk_size=100_000)
     form.locator("input[name=file]").set_input_files(upload_path)
     form.locator("input[name=sha256]").fill("0" * 64)
     form.locator("button[type=submit]").click()
@@ -570,11 +574,7 @@ def test_a_description_too_long_for_a_header_goes_with_the_plain_form(
 ):
     upload_path = tmp_path / "notes.bin"
     upload_path.write_bytes(os.urandom(50_000))
-    page = new_page(gunicorn_server.url)
-    log_in(page, "alice")
-    page.goto(f"{gunicorn_server.url}/cases/{case_a.pk}/")
-    form = page.locator("#upload-form")
-    form.evaluate("f => { f.dataset.resumableFrom = '1'; }")
+    page, form = upload_form_for(gunicorn_server, case_a, new_page)
     requests_seen = []
     page.on("request", lambda request: requests_seen.append(request.url))
     form.locator("input[name=file]").set_input_files(upload_path)

@@ -47,6 +47,11 @@ def path_of(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
 
+def id_of(url: str) -> str:
+    """The upload id at the end of its URL."""
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
 def digests(data: bytes) -> dict:
     return {name: hashlib.new(name, data).hexdigest() for name in ("sha256", "sha1", "md5")}
 
@@ -105,7 +110,7 @@ def test_upload_in_pieces_becomes_evidence_with_the_right_hashes(as_alice, case_
     assert entry.action == "evidence.received" and entry.evidence_id == evidence.pk
     statement = json.loads(base64.b64decode(evidence.receipt["payload"]))  # the receipt names these bytes
     assert statement["subject"][0]["digest"]["sha256"] == expected["sha256"]
-    assert not tus.data_path(url.rstrip("/").rsplit("/", 1)[1]).exists()  # no copy left behind
+    assert not tus.data_path(id_of(url)).exists()  # no copy left behind
 
     progress = as_alice.get(url, **TUS).json()
     assert progress["complete"] and progress["evidence"]["sha256"] == expected["sha256"]
@@ -140,7 +145,7 @@ def test_declared_sha256_mismatch_is_422_and_nothing_is_kept(as_alice, case_a):
     url = path_of(
         create(as_alice, case_a, len(data), sha256=hashlib.sha256(b"other").hexdigest())["Location"]
     )
-    upload_id = url.rstrip("/").rsplit("/", 1)[1]
+    upload_id = id_of(url)
     response = patch(as_alice, url, data, 0)
     assert response.status_code == 422 and "does not match" in response.json()["detail"]
     assert not Evidence.objects.exists() and not Blob.objects.exists()
@@ -192,6 +197,12 @@ def test_bad_creation_requests_get_a_clear_4xx(as_alice, case_a, headers, status
     assert not ResumableUpload.objects.exists()
 
 
+def test_malformed_declared_sha256_is_refused_at_creation(as_alice, case_a):
+    response = create(as_alice, case_a, 5, sha256="not a hash")
+    assert response.status_code == 400 and "64 hexadecimal" in response.json()["detail"]
+    assert not ResumableUpload.objects.exists()
+
+
 def test_too_large_for_the_disk_is_413(as_alice, case_a):
     response = create(as_alice, case_a, 1 << 62)
     assert response.status_code == 413 and "free" in response.json()["detail"]
@@ -224,7 +235,7 @@ def test_outsiders_and_auditors(as_alice, as_dave, as_carol, case_a, case_b):
 
 def test_termination_removes_the_bytes(as_alice, case_a):
     url = path_of(create(as_alice, case_a, 10)["Location"])
-    upload_id = url.rstrip("/").rsplit("/", 1)[1]
+    upload_id = id_of(url)
     assert patch(as_alice, url, b"abc", 0).status_code == 204
     assert as_alice.delete(url, **TUS).status_code == 204
     assert not tus.data_path(upload_id).exists()
@@ -242,7 +253,7 @@ def test_expired_uploads_are_gone_and_swept(as_alice, case_a):
     assert not ResumableUpload.objects.exists()
     assert as_alice.head(second, **TUS).status_code == 404
     for url in (first, second):
-        assert not tus.data_path(url.rstrip("/").rsplit("/", 1)[1]).exists()
+        assert not tus.data_path(id_of(url)).exists()
 
 
 def test_sweep_removes_old_files_no_upload_names(custody_db):
