@@ -284,11 +284,14 @@ def receive_evidence(
     source: str = "",
     declared_sha256: str | None = None,
     client: str | None = None,
+    on_recorded=None,
 ) -> Evidence:
     """Store an uploaded file as evidence, log the intake and sign a receipt.
 
     ``upload`` is a HashedUploadedFile: its digests were computed while it was
-    written, so the bytes are not read again here.
+    written, so the bytes are not read again here. ``on_recorded(evidence)``,
+    when given, runs inside the intake's transaction (a resumable upload marks
+    itself finished there, so a crash cannot leave it to be received twice).
     """
     require_write(actor, case)
     digests = getattr(upload, "digests", None)
@@ -354,6 +357,8 @@ def receive_evidence(
         evidence.received_at = entry.time  # the receipt, the record and the log agree
         evidence.receipt = _sign_receipt(evidence, blob, entry.index, intake_key)
         evidence.save(force_insert=True)
+        if on_recorded is not None:
+            on_recorded(evidence)
     return evidence
 
 
