@@ -19,7 +19,7 @@ from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, services, signing
+from . import keys, log, permissions, services, signing
 from .auth import HashedTokenAuthentication
 from .models import ApiToken, LogEntry, SigningKey, Transfer, User
 from .permissions import (
@@ -312,10 +312,10 @@ class LogEntriesView(APIView):
         if start > end:
             raise services.ServiceError(f"start must be <= end (log size is {size})")
         rows = LogEntry.objects.filter(index__gte=start, index__lt=end).order_by("index")
-        visible = log.visible_case_ids(request.user)
+        visible = permissions.visible_case_ids(request.user)
         out = []
         for row in rows:
-            if log.entry_visible_to(request.user, row, visible):
+            if permissions.entry_visible_to(request.user, row, visible):
                 out.append({"index": row.index, "leaf": signing.b64(bytes(row.leaf)), "entry": row.decoded})
             else:
                 out.append(

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from . import merkle, signing
+from . import merkle, projection, signing
 from .hashing import hash_file
-from .models import Blob, Checkpoint, Evidence, LogEntry, LogHead, SigningKey, TreeNode
+from .models import Blob, Checkpoint, LogEntry, LogHead, TreeNode
+from .replay import Replay
 from .storage import blob_store
 
 BATCH = 5000
@@ -32,6 +33,7 @@ class Report:
     checkpoints: int = 0
     blobs: int = 0
     receipts: int = 0
+    results: int = 0
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -83,6 +85,16 @@ def _snapshot():
 
 
 def _verify_records(report: Report, say) -> None:
+    from django.conf import settings
+
+    replay = Replay(settings.CUSTODY_LOG_ORIGIN, report.problem, directory=str(settings.FILE_UPLOAD_TEMP_DIR))
+    try:
+        _verify_log_and_tables(report, say, replay)
+    finally:
+        replay.close()
+
+
+def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     checkpoints = list(Checkpoint.objects.order_by("size"))
     wanted_sizes = {c.size for c in checkpoints}
     roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
@@ -91,7 +103,18 @@ def _verify_records(report: Report, say) -> None:
     say("recomputing the tree from the leaves")
     frontier: list[bytes] = []
     expected = 0
-    for index, leaf, stored_hash in _stream(LogEntry.objects.order_by("index"), "index", "leaf", "leaf_hash"):
+    rows = _stream(
+        LogEntry.objects.order_by("index"),
+        "index",
+        "leaf",
+        "leaf_hash",
+        "action",
+        "time",
+        "actor_id",
+        "case_id",
+        "evidence_id",
+    )
+    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id in rows:
         leaf = bytes(leaf)
         if index != expected:
             report.problem(f"log indexes jump from {expected - 1} to {index}: entries missing or inserted")
@@ -106,6 +129,14 @@ def _verify_records(report: Report, say) -> None:
                 report.problem(f"entry {index}: its leaf says index {entry.get('index')}")
             if signing.canonical_json(entry) != leaf:
                 report.problem(f"entry {index}: leaf is not canonical JSON")
+            columns = {
+                "action": action,
+                "time": projection.format_time(time),
+                "actor": actor_id,
+                "case": str(case_id) if case_id is not None else None,
+                "evidence": str(evidence_id) if evidence_id is not None else None,
+            }
+            replay.feed(index, entry, leaf_hash, columns)
         except (ValueError, TypeError) as exc:
             report.problem(f"entry {index}: leaf is not valid JSON ({exc})")
         frontier, _ = merkle.append_to_frontier(frontier, report.entries, leaf_hash)
@@ -127,10 +158,8 @@ def _verify_records(report: Report, say) -> None:
 
     # 4. Checkpoints: signature by a log key, root as recomputed, consistency.
     say("checking checkpoints")
-    vkeys = [
-        signing.note_verifier_key(k.name, signing.load_public_key_pem(k.public_key_pem))
-        for k in SigningKey.objects.filter(purpose=SigningKey.Purpose.LOG)
-    ]
+    # Log keys as the log announced them (key.added entries), never from the table alone.
+    vkeys = replay.log_verifier_keys()
     previous = None
     for checkpoint in checkpoints:
         report.checkpoints += 1
@@ -169,9 +198,11 @@ def _verify_records(report: Report, say) -> None:
                 report.problem(f"{label}: no consistency proof from size {previous[0]} ({exc})")
         previous = (size, note_root)
 
-    # 5. Receipts.
-    say("checking intake receipts")
-    _verify_receipts(report)
+    # 5. Every custody table against the state the log implies.
+    say("comparing every table with the state the log implies")
+    replay.compare()
+    report.receipts = replay.receipts
+    report.results = replay.results
 
 
 def _verify_nodes(report: Report) -> None:
@@ -227,33 +258,3 @@ def _verify_blobs(report: Report) -> None:
             continue
         if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
             report.problem(f"blob {sha256}: content no longer matches its recorded digests")
-
-
-def _verify_receipts(report: Report) -> None:
-    keys = {
-        k.keyid: signing.load_public_key_pem(k.public_key_pem)
-        for k in SigningKey.objects.filter(purpose=SigningKey.Purpose.INTAKE)
-    }
-    rows = Evidence.objects.select_related("blob").order_by("received_at")
-    for evidence in rows.iterator(chunk_size=1000):
-        report.receipts += 1
-        try:
-            payload, _ = signing.dsse_verify(evidence.receipt, keys)
-            statement = json.loads(payload)
-            digest = statement["subject"][0]["digest"]
-            log_index = statement["predicate"]["log"]["index"]
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            report.problem(f"evidence {evidence.pk}: receipt does not verify ({exc})")
-            continue
-        if digest.get("sha256") != evidence.blob_id:
-            report.problem(f"evidence {evidence.pk}: receipt names other bytes than the record")
-        if log_index != evidence.log_index:
-            report.problem(f"evidence {evidence.pk}: receipt and record disagree on the intake entry")
-            continue
-        entry = LogEntry.objects.filter(index=log_index).values_list("leaf", flat=True).first()
-        if entry is None:
-            report.problem(f"evidence {evidence.pk}: intake entry {log_index} is missing")
-            continue
-        recorded = json.loads(bytes(entry)).get("evidence") or {}
-        if recorded.get("id") != str(evidence.pk) or recorded.get("sha256") != evidence.blob_id:
-            report.problem(f"evidence {evidence.pk}: intake entry {log_index} names other evidence")

@@ -439,8 +439,8 @@ class _Builder:
                     results.append(self._statement(statement))
                 if known:
                     results.append(self._envelope(known))
-                for sha in details.get("artifacts") or []:
-                    results.append(self._blob(sha))
+                for artifact in details.get("artifacts") or []:
+                    results.append(self._blob(artifact["sha256"]))
                 if "findings" in details:
                     summary.append(f"{details['findings']} findings")
             elif action == "analysis.failed":

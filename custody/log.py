@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -19,9 +20,9 @@ from django.utils import timezone
 
 from . import merkle, signing
 from .models import Checkpoint, LogEntry, LogHead, TreeNode
+from .projection import ENTRY_VERSION
 
 HASH_SIZE = 32
-ENTRY_VERSION = 1
 
 
 def format_time(value: dt.datetime) -> str:
@@ -45,12 +46,20 @@ def append(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
     public: bool = False,
+    seal: Callable[[dict], dict] | None = None,
 ) -> LogEntry:
-    """Append one entry and return it. Call inside ``transaction.atomic()``.
+    """Append one entry and return its row (``row.entry`` is the decoded entry).
 
-    ``public`` entries are written to be shown to anyone (publishing a result):
-    their leaf names the evidence by SHA-256 only, with no case, evidence id or
-    client address; the row still links case and evidence for queries.
+    Call inside ``transaction.atomic()``. ``public`` entries are written to be
+    shown to anyone (publishing a result): their leaf names the evidence by
+    SHA-256 only, with no case, evidence id or client address; the row still
+    links case and evidence for queries. ``seal(entry)``, called under the
+    lock once index and time are known, returns details to add (the intake
+    receipt's signature, which covers the entry's index and time).
+
+    An entry about an evidence item names the previous entry about the same
+    item (``prev``: its index and leaf hash), so the entries of one item form
+    a hash chain inside the log and an export can prove it holds them all.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("log.append must run inside the action's transaction")
@@ -68,6 +77,13 @@ def append(
         # The time is read under the lock, so entry times never go backwards
         # along the indexes. Callers that record a time too use entry.time.
         time = timezone.now()
+        prev = None
+        if evidence is not None:
+            # Under the lock: no other entry about this item can slip in between.
+            cursor.execute(sql["prev"], [_fk_param("evidence", evidence_id)])
+            found = cursor.fetchone()
+            if found is not None:
+                prev = {"index": found[0], "hash": bytes(found[1]).hex()}
         entry = {
             "v": ENTRY_VERSION,
             "index": index,
@@ -86,6 +102,10 @@ def append(
             entry["case"] = entry["client"] = None
             entry["evidence"] = {"sha256": evidence.blob_id} if evidence is not None else None
             entry["public"] = True
+        if evidence is not None:
+            entry["prev"] = prev
+        if seal is not None:
+            entry["details"] = {**entry["details"], **seal(entry)}
         leaf = signing.canonical_json(entry)
         leaf_hash = merkle.leaf_hash(leaf)
         new_frontier, nodes = merkle.append_to_frontier(_split(bytes(frontier)), index, leaf_hash)
@@ -122,6 +142,7 @@ def append(
         evidence_id=evidence_id,
     )
     row._state.adding, row._state.db = False, connection.alias
+    row.entry = entry
     return row
 
 
@@ -143,6 +164,7 @@ def _statements(vendor: str) -> dict[str, str]:
         ),
         "nodes": "INSERT INTO {node} (level, {index}, hash) VALUES ",
         "head": "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1",
+        "prev": "SELECT {index}, leaf_hash FROM {entry} WHERE evidence_id = %s ORDER BY {index} DESC LIMIT 1",
     }
     if connection.features.has_select_for_update:
         templates["lock"] += " FOR UPDATE"
@@ -228,30 +250,6 @@ def root_at(size: int) -> bytes:
     if size == 0:
         return merkle.EMPTY_ROOT
     return merkle.range_hash(0, size, fetch_nodes(set(merkle.range_nodes(0, size))))
-
-
-# --- who may read which entries ---------------------------------------------
-
-# Actions whose entries are written with public=True and readable by anyone.
-PUBLIC_ACTIONS = {"result.published"}
-
-
-def visible_case_ids(user) -> set | None:
-    """Case ids whose entries ``user`` may read in full; None means all."""
-    from .permissions import visible_cases
-
-    if user.is_custody_admin:
-        return None
-    return set(visible_cases(user).values_list("pk", flat=True))
-
-
-def entry_visible_to(user, row: LogEntry, visible: set | None) -> bool:
-    """Case entries: members of the case. Other entries: auditors, admins and the actor."""
-    if visible is None or row.action in PUBLIC_ACTIONS:
-        return True
-    if row.case_id is not None:
-        return row.case_id in visible
-    return user.role == "auditor" or row.actor_id == user.pk
 
 
 # --- checkpoints ------------------------------------------------------------

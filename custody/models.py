@@ -185,6 +185,8 @@ class LogEntry(models.Model):
     class Meta:
         ordering = ["index"]
         verbose_name_plural = "log entries"
+        # The append finds the previous entry about an item (its hash chain) with this.
+        indexes = [models.Index(fields=["evidence", "index"], name="logentry_item_chain")]
 
     def __str__(self) -> str:
         return f"#{self.index} {self.action}"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.db import transaction
 from django.http import Http404
 
-from .models import Case, Evidence, Role
+from . import log, projection
+from .models import Case, Evidence, LogEntry, Role
 
 
 class Forbidden(Exception):
@@ -74,11 +76,17 @@ def _log_refusal(request, case=None, evidence=None) -> None:
     user = request.user
     if not user.is_authenticated or (case is None and evidence is None):
         return
-    from .services import record_access_refused
-
-    record_access_refused(
-        actor=user, case=case or evidence.case, evidence=evidence, client=client_address(request)
-    )
+    # Appended here, not through services (which import this module): the
+    # refusal changes no table, it only records who knocked.
+    with transaction.atomic():
+        entry = log.append(
+            "access.refused",
+            actor=user,
+            case=case or evidence.case,
+            evidence=evidence,
+            client=client_address(request),
+        )
+        projection.apply(entry)
 
 
 def can_write_case(user, case: Case) -> bool:
@@ -97,3 +105,25 @@ def require_write(user, case: Case) -> None:
 def require_investigator_or_admin(user) -> None:
     if not user.can_write:
         raise Forbidden("auditors have read-only access")
+
+
+# --- who may read which log entries ------------------------------------------
+
+# Actions whose entries are written with public=True and readable by anyone.
+PUBLIC_ACTIONS = {"result.published"}
+
+
+def visible_case_ids(user) -> set | None:
+    """Case ids whose entries ``user`` may read in full; None means all."""
+    if user.is_custody_admin:
+        return None
+    return set(visible_cases(user).values_list("pk", flat=True))
+
+
+def entry_visible_to(user, row: LogEntry, visible: set | None) -> bool:
+    """Case entries: members of the case. Other entries: auditors, admins and the actor."""
+    if visible is None or row.action in PUBLIC_ACTIONS:
+        return True
+    if row.case_id is not None:
+        return row.case_id in visible
+    return user.role == "auditor" or row.actor_id == user.pk

@@ -13,16 +13,16 @@ import unicodedata
 import uuid
 
 import magic
+from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
-from . import keys, log, signing
+from . import keys, log, projection, signing
 from .hashing import hash_file, is_sha256_hex
 from .models import ApiToken, Blob, Case, Evidence, LogHead, Membership, Role, SigningKey, Transfer, User
 from .permissions import Forbidden, require_investigator_or_admin, require_write
 from .storage import blob_store
 
-INTAKE_PREDICATE_TYPE = "urn:custody-server:intake-receipt:v1"
+INTAKE_PREDICATE_TYPE = projection.INTAKE_PREDICATE_TYPE
 MAX_NAME_LENGTH = 255
 
 
@@ -36,6 +36,10 @@ class ServiceError(Exception):
 
 
 # --- accounts and cases -----------------------------------------------------
+
+
+def _user_ref(user: User) -> dict:
+    return {"id": user.pk, "username": user.get_username()}
 
 
 @transaction.atomic
@@ -56,21 +60,22 @@ def create_user(
         raise ServiceError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
     if User.objects.filter(username=username).exists():
         raise ServiceError(f"user {username!r} already exists", status=409)
-    user = User(username=username, email=email, role=role)
-    user.is_staff = user.is_superuser = role == Role.ADMIN
+    # The row is made first, inactive, to learn its database id; the entry
+    # then states every custody fact of the account and the projection
+    # writes them over it. The password hash is not a custody fact.
+    user = User(username=username, is_active=False)
     user.set_password(password)
     user.save()
-    log.append(
+    entry = log.append(
         "user.created",
         actor=actor,
         client=client,
-        details={
-            "user": {"id": user.pk, "username": username},
-            "role": role,
-        },
+        details={"user": _user_ref(user), "role": role, "email": email},
     )
+    projection.apply(entry, reserved=frozenset({("user", (user.pk,))}))
     for case in cases:
         _add_membership(actor, case, user, client)
+    user.refresh_from_db()
     return user
 
 
@@ -80,20 +85,33 @@ def set_role(*, actor: User | None, user: User, role: str, client: str | None = 
         raise Forbidden("only administrators change roles")
     if role not in Role.values:
         raise ServiceError(f"unknown role {role!r}")
-    old = user.role
-    user.role = role
-    user.is_staff = user.is_superuser = role == Role.ADMIN
-    user.save(update_fields=["role", "is_staff", "is_superuser"])
-    log.append(
+    entry = log.append(
         "user.role_changed",
         actor=actor,
         client=client,
-        details={
-            "user": {"id": user.pk, "username": user.username},
-            "from": old,
-            "to": role,
-        },
+        details={"user": _user_ref(user), "from": user.role, "to": role},
     )
+    projection.apply(entry)
+    user.refresh_from_db()
+    return user
+
+
+@transaction.atomic
+def set_active(*, actor: User | None, user: User, active: bool, client: str | None = None) -> User:
+    """Deactivate an account (it keeps its history and can no longer sign in), or reactivate it."""
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators activate or deactivate accounts")
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active == active:
+        return user
+    entry = log.append(
+        "user.activated" if active else "user.deactivated",
+        actor=actor,
+        client=client,
+        details={"user": _user_ref(user)},
+    )
+    projection.apply(entry)
+    user.refresh_from_db()
     return user
 
 
@@ -109,31 +127,31 @@ def create_case(
         # Case references are global; saying so reveals only that the
         # reference is taken, which the creator must learn to pick another.
         raise ServiceError(f"case reference {reference!r} is already taken", status=409)
-    case = Case.objects.create(
-        reference=reference,
-        title=title,
-        description=description,
-        created_at=timezone.now(),
-        created_by=actor,
+    case = Case(id=uuid.uuid4(), reference=reference)
+    entry = log.append(
+        "case.created",
+        actor=actor,
+        case=case,
+        client=client,
+        details={"title": title, "description": description},
     )
-    log.append("case.created", actor=actor, case=case, client=client, details={"title": title})
+    projection.apply(entry)
+    case = Case.objects.get(pk=case.pk)
     _add_membership(actor, case, actor, client)
     return case
 
 
 def _add_membership(actor, case: Case, user: User, client) -> None:
-    _, created = Membership.objects.get_or_create(case=case, user=user, defaults={"added_at": timezone.now()})
-    if created:
-        log.append(
-            "case.member_added",
-            actor=actor,
-            case=case,
-            client=client,
-            details={
-                "user": {"id": user.pk, "username": user.username},
-                "role": user.role,
-            },
-        )
+    if Membership.objects.filter(case=case, user=user).exists():
+        return
+    entry = log.append(
+        "case.member_added",
+        actor=actor,
+        case=case,
+        client=client,
+        details={"user": _user_ref(user), "role": user.role},
+    )
+    projection.apply(entry)
 
 
 @transaction.atomic
@@ -148,17 +166,16 @@ def add_member(*, actor: User | None, case: Case, user: User, client: str | None
 def remove_member(*, actor: User | None, case: Case, user: User, client: str | None = None) -> None:
     if actor is not None and not actor.is_custody_admin:
         raise Forbidden("only administrators remove case members")
-    deleted, _ = Membership.objects.filter(case=case, user=user).delete()
-    if deleted:
-        log.append(
-            "case.member_removed",
-            actor=actor,
-            case=case,
-            client=client,
-            details={
-                "user": {"id": user.pk, "username": user.username},
-            },
-        )
+    if not Membership.objects.filter(case=case, user=user).exists():
+        return
+    entry = log.append(
+        "case.member_removed",
+        actor=actor,
+        case=case,
+        client=client,
+        details={"user": _user_ref(user)},
+    )
+    projection.apply(entry)
 
 
 # --- tokens -----------------------------------------------------------------
@@ -170,25 +187,21 @@ def token_digest(token: str) -> str:
 
 @transaction.atomic
 def issue_token(*, user: User, label: str = "", client: str | None = None) -> tuple[ApiToken, str]:
-    """Create a token; returns (row, token). The token itself is never stored."""
+    """Create a token; returns (row, token). The token itself is never stored.
+
+    The entry records the token's SHA-256 (never the token): a token row
+    that no entry accounts for is a forgery ``verify_log`` reports.
+    """
     token = "cst_" + secrets.token_urlsafe(32)
-    row = ApiToken.objects.create(
-        user=user,
-        digest=token_digest(token),
-        prefix=token[:10],
-        label=label[:100],
-        created_at=timezone.now(),
-    )
-    log.append(
+    digest = token_digest(token)
+    entry = log.append(
         "token.issued",
         actor=user,
         client=client,
-        details={
-            "token": row.prefix,
-            "label": row.label,
-        },
+        details={"token": token[:10], "digest": digest, "label": label[:100]},
     )
-    return row, token
+    projection.apply(entry)
+    return ApiToken.objects.get(digest=digest), token
 
 
 @transaction.atomic
@@ -198,17 +211,13 @@ def revoke_token(*, actor: User | None, token: ApiToken, client: str | None = No
     token = ApiToken.objects.select_for_update().get(pk=token.pk)
     if token.revoked_at is not None:
         return
-    token.revoked_at = timezone.now()
-    token.save(update_fields=["revoked_at"])
-    log.append(
+    entry = log.append(
         "token.revoked",
         actor=actor,
         client=client,
-        details={
-            "token": token.prefix,
-            "user": {"id": token.user_id, "username": token.user.username},
-        },
+        details={"token": token.prefix, "digest": token.digest, "user": _user_ref(token.user)},
     )
+    projection.apply(entry)
 
 
 # --- signing keys -----------------------------------------------------------
@@ -216,7 +225,12 @@ def revoke_token(*, actor: User | None, token: ApiToken, client: str | None = No
 
 @transaction.atomic
 def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
-    """Create the missing active keys (first run). Returns the keys created."""
+    """Create the missing active keys (first run). Returns the keys created.
+
+    A key exists for the custody record only through its ``key.added`` entry,
+    which carries the public key: ``verify_log`` and the offline verifier
+    take keys from the log, never from the table alone.
+    """
     created = []
     for purpose in SigningKey.Purpose.values:
         # Serialise through the log head: two processes starting at once must
@@ -225,18 +239,18 @@ def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
         if SigningKey.objects.filter(purpose=purpose, valid_until__isnull=True).exists():
             continue
         keyid, private = keys.generate_key_file()
-        row = SigningKey.objects.create(
-            keyid=keyid,
-            purpose=purpose,
-            name=keys.key_name(purpose),
-            public_key_pem=signing.public_key_pem(private.public_key()),
-            valid_from=timezone.now(),
-        )
-        details = {"keyid": keyid, "purpose": purpose, "public_key_pem": row.public_key_pem}
+        name = keys.key_name(purpose)
+        details = {
+            "keyid": keyid,
+            "purpose": purpose,
+            "name": name,
+            "public_key_pem": signing.public_key_pem(private.public_key()),
+        }
         if purpose == SigningKey.Purpose.LOG:
-            details["vkey"] = signing.note_verifier_key(row.name, private.public_key())
-        log.append("key.added", actor=actor, details=details)
-        created.append(row)
+            details["vkey"] = signing.note_verifier_key(name, private.public_key())
+        entry = log.append("key.added", actor=actor, details=details)
+        projection.apply(entry)
+        created.append(SigningKey.objects.get(pk=keyid))
     return created
 
 
@@ -316,84 +330,59 @@ def receive_evidence(
     # The receipt is signed under the log head's lock (it names the entry's
     # index); the key is loaded before it, as its first load in a process
     # runs scrypt (~0.5 s) and would hold up every other appender.
-    _, intake_key = keys.active_private_key(SigningKey.Purpose.INTAKE)
+    intake_row, intake_key = keys.active_private_key(SigningKey.Purpose.INTAKE)
+    origin = settings.CUSTODY_LOG_ORIGIN
+
+    def sign_receipt(entry: dict) -> dict:
+        # The receipt states the entry's index and time, so it is signed here,
+        # under the log lock; its signature goes into the entry, which makes
+        # the whole receipt derivable from the log (projection.receipt_envelope).
+        statement = projection.receipt_statement({**entry, "details": details}, origin)
+        envelope = signing.sign_statement(statement, intake_key)
+        return {"receipt": {"keyid": intake_row.keyid, "sig": envelope["signatures"][0]["sig"]}}
+
+    # The receipt carries the digests computed for this upload, never those
+    # of a stored record.
+    details = {
+        "original_name": name,
+        "size": upload.size,
+        "media_type": media_type,
+        "sha1": digests["sha1"],
+        "md5": digests["md5"],
+        "source": source,
+        "description": description,
+    }
     with transaction.atomic():
-        now = timezone.now()
-        blob, _ = Blob.objects.get_or_create(
-            sha256=digests["sha256"],
-            defaults={"sha1": digests["sha1"], "md5": digests["md5"], "size": upload.size, "stored_at": now},
-        )
-        evidence = Evidence(
-            id=uuid.uuid4(),
-            case=case,
-            blob=blob,
-            original_name=name,
-            description=description,
-            source=source,
-            media_type=media_type,
-            submitted_by=actor,
-            custodian=actor,
-            received_at=now,
-            log_index=-1,
-            receipt={},
-        )
+        known = Blob.objects.filter(sha256=digests["sha256"]).first()
+        if known is not None and (known.sha1, known.md5, known.size) != (
+            digests["sha1"],
+            digests["md5"],
+            upload.size,
+        ):
+            # Same SHA-256, other SHA-1/MD5/size: the stored record was changed
+            # behind the log's back (or SHA-256 collided). Keep nothing new.
+            raise ServiceError(
+                f"the stored record of blob {digests['sha256']} disagrees with the received bytes "
+                "(SHA-1, MD5 or size); intake refused, run verify_log",
+                status=409,
+            )
+        evidence = Evidence(id=uuid.uuid4(), blob_id=digests["sha256"])
         entry = log.append(
             "evidence.received",
             actor=actor,
             case=case,
             evidence=evidence,
             client=client,
-            details={
-                "original_name": name,
-                "size": upload.size,
-                "media_type": media_type,
-                "sha1": digests["sha1"],
-                "md5": digests["md5"],
-                "source": source,
-                "description": description,
-            },
+            details=details,
+            seal=sign_receipt,
         )
-        evidence.log_index = entry.index
-        evidence.received_at = entry.time  # the receipt, the record and the log agree
-        evidence.receipt = _sign_receipt(evidence, blob, entry.index, intake_key)
-        evidence.save(force_insert=True)
+        projection.apply(entry)
+        evidence = Evidence.objects.select_related("case", "blob", "submitted_by", "custodian").get(
+            pk=evidence.pk
+        )
         if on_recorded is not None:
             on_recorded(evidence)
     return evidence
-
-
-def _sign_receipt(evidence: Evidence, blob: Blob, log_index: int, key) -> dict:
-    from django.conf import settings
-
-    statement = signing.in_toto_statement(
-        subject=[
-            {
-                "name": evidence.original_name,
-                "digest": {"sha256": blob.sha256, "sha1": blob.sha1, "md5": blob.md5},
-            }
-        ],
-        predicate_type=INTAKE_PREDICATE_TYPE,
-        predicate={
-            "evidence": str(evidence.id),
-            "case": {"id": str(evidence.case.id), "reference": evidence.case.reference},
-            "original_name": evidence.original_name,
-            "size": blob.size,
-            "media_type": evidence.media_type,
-            "submitter": {"id": evidence.submitted_by.pk, "username": evidence.submitted_by.username},
-            "source": evidence.source,
-            "description": evidence.description,
-            "received_at": log.format_time(evidence.received_at),
-            "log": {"origin": settings.CUSTODY_LOG_ORIGIN, "index": log_index},
-        },
-    )
-    return signing.sign_statement(statement, key)
-
-
-@transaction.atomic
-def record_access_refused(
-    *, actor: User, case: Case, evidence: Evidence | None = None, client: str | None = None
-) -> None:
-    log.append("access.refused", actor=actor, case=case, evidence=evidence, client=client)
 
 
 @transaction.atomic
@@ -498,9 +487,16 @@ def release_custody(
     fixity = _fixity(evidence)
     _refuse_on_bad_fixity(evidence, fixity, actor, client)
     with transaction.atomic():
-        locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
+        locked = Evidence.objects.select_for_update().select_related("custodian").get(pk=evidence.pk)
+        # Again under the row lock: another handover may have been accepted
+        # since the check above, and only the custodian of now may release.
+        if locked.custodian_id != actor.pk and not actor.is_custody_admin:
+            raise Forbidden(f"only the current custodian ({locked.custodian.username}) can release this item")
+        if to_user.pk == locked.custodian_id:
+            raise ServiceError(f"{to_user.username} already has custody")
         if Transfer.objects.filter(evidence=locked, status=Transfer.Status.PENDING).exists():
             raise ServiceError("a handover of this item is already pending", status=409)
+        transfer_id = uuid.uuid4()
         entry = log.append(
             "custody.released",
             actor=actor,
@@ -508,22 +504,16 @@ def release_custody(
             evidence=evidence,
             client=client,
             details={
-                "from": {"id": locked.custodian_id, "username": locked.custodian.username},
-                "to": {"id": to_user.pk, "username": to_user.username},
+                "transfer": str(transfer_id),
+                "from": _user_ref(locked.custodian),
+                "to": _user_ref(to_user),
                 "purpose": purpose,
                 "location": location,
                 "fixity": fixity,
             },
         )
-        return Transfer.objects.create(
-            evidence=locked,
-            from_user=locked.custodian,
-            to_user=to_user,
-            purpose=purpose,
-            location=location,
-            released_at=entry.time,
-            release_log_index=entry.index,
-        )
+        projection.apply(entry)
+        return Transfer.objects.get(pk=transfer_id)
 
 
 def decide_transfer(
@@ -543,11 +533,15 @@ def decide_transfer(
         if transfer.status != Transfer.Status.PENDING:
             raise ServiceError(f"this handover is already {transfer.status}", status=409)
         locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
+        if accept and locked.custodian_id != transfer.from_user_id:
+            # Custody is not where the release left it: accepting would take
+            # the item from someone who never released it.
+            raise ServiceError("the item's custodian changed since this handover was released", status=409)
         details = {
             "transfer": str(transfer.pk),
             "release_entry": transfer.release_log_index,
-            "from": {"id": transfer.from_user_id, "username": transfer.from_user.username},
-            "to": {"id": actor.pk, "username": actor.username},
+            "from": _user_ref(transfer.from_user),
+            "to": _user_ref(actor),
             "purpose": transfer.purpose,
             "location": transfer.location,
         }
@@ -562,15 +556,8 @@ def decide_transfer(
             reason=note.strip()[:1000],
             details=details,
         )
-        if accept:
-            locked.custodian = actor
-            locked.save(update_fields=["custodian"])
-        transfer.status = Transfer.Status.ACCEPTED if accept else Transfer.Status.REFUSED
-        transfer.decided_at = entry.time
-        transfer.decision_log_index = entry.index
-        transfer.decision_note = note.strip()[:1000]
-        transfer.save(update_fields=["status", "decided_at", "decision_log_index", "decision_note"])
-        return transfer
+        projection.apply(entry)
+        return Transfer.objects.get(pk=transfer.pk)
 
 
 @transaction.atomic
@@ -586,15 +573,13 @@ def rotate_signing_key(*, actor: User | None, purpose: str, client: str | None =
         raise ServiceError(f"unknown key purpose {purpose!r}")
     LogHead.objects.select_for_update().get(pk=1)
     old = SigningKey.objects.filter(purpose=purpose, valid_until__isnull=True).first()
-    now = timezone.now()
     if old is not None:
-        old.valid_until = now
-        old.save(update_fields=["valid_until"])
-        log.append(
+        entry = log.append(
             "key.retired",
             actor=actor,
             client=client,
             details={"keyid": old.keyid, "purpose": purpose},
         )
+        projection.apply(entry)
     created = ensure_signing_keys(actor=actor)
     return next(row for row in created if row.purpose == purpose)

@@ -8,11 +8,14 @@ entry in one transaction. The Celery task is a thin wrapper around
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import platform
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -20,16 +23,16 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from custody import keys, log, signing
+from custody import keys, log, projection, signing
 from custody.hashing import sha256_file
-from custody.models import Blob, Case, Evidence, SigningKey, User
+from custody.models import Case, Evidence, SigningKey, User
 from custody.permissions import require_write
 from custody.services import ServiceError
 from custody.storage import blob_store
 
 from . import analyzers
 from .analyzers.base import AnalysisContext, AnalysisError, validate_parameters
-from .models import Analysis, Artifact
+from .models import Analysis
 
 RESULT_PREDICATE_TYPE = "urn:custody-server:analysis-result:v1"
 
@@ -106,15 +109,7 @@ def request_analysis(
     module = _module_for(analyzer, evidence)
     params = _check_parameters(module, parameters, evidence)
     with transaction.atomic():
-        analysis = Analysis(
-            evidence=evidence,
-            analyzer=module.NAME,
-            analyzer_version=module.VERSION,
-            parameters=params,
-            requested_by=actor,
-            requested_at=timezone.now(),
-            request_log_index=-1,
-        )
+        analysis_id = uuid.uuid4()
         entry = log.append(
             "analysis.requested",
             actor=actor,
@@ -122,17 +117,18 @@ def request_analysis(
             evidence=evidence,
             client=client,
             details={
-                "analysis": str(analysis.id),
+                "analysis": str(analysis_id),
                 "analyzer": module.NAME,
                 "version": module.VERSION,
                 "parameters": _loggable(params),
+                # The exact parameters, floats included (canonical leaves carry
+                # none), so the analysis row is derivable from the entry.
+                "parameters_json": json.dumps(params, sort_keys=True, separators=(",", ":")),
             },
         )
-        analysis.request_log_index = entry.index
-        analysis.requested_at = entry.time
-        analysis.save(force_insert=True)
-        _enqueue(analysis.id)
-    return analysis
+        projection.apply(entry)
+        _enqueue(analysis_id)
+    return Analysis.objects.get(pk=analysis_id)
 
 
 def request_case_analysis(
@@ -180,7 +176,7 @@ def claim(analysis_id, worker: str) -> Analysis | None:
         if not won:
             return None
         analysis = Analysis.objects.select_related("evidence__case", "evidence__blob").get(pk=analysis_id)
-        log.append(
+        entry = log.append(
             "analysis.started",
             case=analysis.evidence.case,
             evidence=analysis.evidence,
@@ -191,6 +187,8 @@ def claim(analysis_id, worker: str) -> Analysis | None:
                 "attempt": analysis.attempts,
             },
         )
+        projection.apply(entry)
+        analysis.refresh_from_db()
     return analysis
 
 
@@ -304,12 +302,13 @@ def fail(analysis: Analysis, reason: str) -> str:
             status=Analysis.Status.FAILED, finished_at=timezone.now(), error=reason
         ):
             return "skipped"  # re-queued meanwhile: the newer run decides
-        log.append(
+        entry = log.append(
             "analysis.failed",
             case=analysis.evidence.case,
             evidence=analysis.evidence,
             details={"analysis": str(analysis.id), "analyzer": analysis.analyzer, "reason": reason},
         )
+        projection.apply(entry)
     return Analysis.Status.FAILED
 
 
@@ -348,37 +347,18 @@ def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, sta
     except TypeError as exc:
         return fail(analysis, f"analyzer output is not valid JSON: {exc}")
     payload = signing.b64decode(envelope["payload"])
-    import hashlib
-
     statement_sha256 = hashlib.sha256(payload).hexdigest()
     # Blobs first (content-addressed, harmless if the transaction then fails).
+    # The statement's bytes are a blob too: the log records their digest and
+    # the signature, so the signed result is derivable from the log + blobs.
+    blob_store().put_bytes(payload, statement_sha256)
     for artifact in ctx.artifacts:
         blob_store().put_bytes(artifact.data, artifact.sha256)
     with transaction.atomic():
-        now = timezone.now()
-        if not _still_ours(analysis).update(
-            status=Analysis.Status.SUCCEEDED,
-            finished_at=finished,
-            envelope=envelope,
-            statement_sha256=statement_sha256,
-        ):
+        # Claim the completion: the run must still be ours (not re-queued).
+        if not _still_ours(analysis).update(status=Analysis.Status.SUCCEEDED, finished_at=finished):
             transaction.set_rollback(True)
             return "skipped"
-        for artifact in ctx.artifacts:
-            blob, _ = Blob.objects.get_or_create(
-                sha256=artifact.sha256,
-                defaults={
-                    "sha1": _digest("sha1", artifact.data),
-                    "md5": _digest("md5", artifact.data),
-                    "size": len(artifact.data),
-                    "stored_at": now,
-                },
-            )
-            Artifact.objects.get_or_create(
-                analysis=analysis,
-                blob=blob,
-                defaults={"name": artifact.name, "media_type": artifact.media_type},
-            )
         entry = log.append(
             "analysis.completed",
             case=evidence.case,
@@ -389,17 +369,35 @@ def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, sta
                 "version": module.VERSION,
                 "statement_sha256": statement_sha256,
                 "keyid": key_row.keyid,
+                "sig": envelope["signatures"][0]["sig"],
                 "findings": len(findings),
-                "artifacts": [a.sha256 for a in ctx.artifacts],
+                "artifacts": [
+                    {
+                        "sha256": a.sha256,
+                        "sha1": _digest("sha1", a.data),
+                        "md5": _digest("md5", a.data),
+                        "size": len(a.data),
+                        "name": a.name,
+                        "media_type": a.media_type,
+                    }
+                    for a in _unique_artifacts(ctx.artifacts)
+                ],
             },
         )
-        Analysis.objects.filter(pk=analysis.pk).update(result_log_index=entry.index)
+        projection.apply(entry)
     return Analysis.Status.SUCCEEDED
 
 
-def _digest(name: str, data: bytes) -> str:
-    import hashlib
+def _unique_artifacts(artifacts):
+    """One artifact per blob for an analysis (two identical pictures are one file)."""
+    seen = set()
+    for artifact in artifacts:
+        if artifact.sha256 not in seen:
+            seen.add(artifact.sha256)
+            yield artifact
 
+
+def _digest(name: str, data: bytes) -> str:
     return hashlib.new(name, data).hexdigest()
 
 
@@ -417,7 +415,7 @@ def sweep_stale() -> list[str]:
                 .update(status=Analysis.Status.QUEUED, worker="")
             ):
                 continue
-            log.append(
+            entry = log.append(
                 "analysis.requeued",
                 case=analysis.evidence.case,
                 evidence=analysis.evidence,
@@ -427,6 +425,7 @@ def sweep_stale() -> list[str]:
                     "attempt": analysis.attempts,
                 },
             )
+            projection.apply(entry)
             _enqueue(analysis.pk)
         # The dead attempt's scratch directory (it never reached its cleanup);
         # named by attempt, so a new run's directory is never touched.
@@ -466,9 +465,8 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
                 "result_entry": locked.result_log_index,
             },
         )
-        locked.published_at = entry.time
-        locked.publish_log_index = entry.index
-        locked.save(update_fields=["published_at", "publish_log_index"])
+        projection.apply(entry)
+        locked.refresh_from_db()
         return locked
 
 

@@ -148,7 +148,10 @@ def inputs():
                 "statement_sha256": STATEMENT,
                 "keyid": RESULT_KEYID,
                 "findings": 3,
-                "artifacts": [ELA_MAP, QTABLES],
+                "artifacts": [
+                    {"sha256": ELA_MAP, "name": "ela.png", "media_type": "image/png"},
+                    {"sha256": QTABLES, "name": "qtables.png", "media_type": "image/png"},
+                ],
             },
         ),
         entry(
