@@ -32,3 +32,12 @@ if os.environ.get("CUSTODY_USE_TEST_DB") == "1":
     # session created, not the development one.
     _db = DATABASES["default"]  # noqa: F405
     _db["NAME"] = _db.get("TEST", {}).get("NAME") or "test_" + str(_db["NAME"])
+
+# A second, empty database for the rebuild test: the custody tables are
+# rebuilt there from the log of the default one (custody/rebuild.py).
+_default = DATABASES["default"]  # noqa: F405
+if _default["ENGINE"].endswith("sqlite3"):
+    _rebuild_name, _rebuild_test = DATA_DIR / "rebuild.sqlite3", str(DATA_DIR / "test-rebuild.sqlite3")  # noqa: F405
+else:
+    _rebuild_name, _rebuild_test = f"{_default['NAME']}_rebuild", f"test_{_default['NAME']}_rebuild"
+DATABASES["rebuild"] = {**_default, "NAME": _rebuild_name, "TEST": {"NAME": _rebuild_test}}  # noqa: F405

@@ -1,0 +1,136 @@
+"""Rebuild the custody tables from the log alone, into an empty database.
+
+``manage.py rebuild_state --source-url URL`` reads the log (leaf bytes and
+checkpoints) from the database at URL and writes, into the current (empty,
+migrated) database, the log rows with their lookup columns taken from the
+leaves, the Merkle tree's stored nodes and head recomputed from the leaves,
+the signed checkpoints as they are, and every custody table through
+``projection.changes``: the same function the services write with.
+
+Nothing of the source's tables is read: what the rebuilt database holds is
+what the log says. Not rebuilt, as they are not custody facts: password
+hashes (accounts come back without a usable password), sessions, token
+last-use times, analysis heartbeats, unfinished resumable uploads. Result
+envelopes are read from the blob store (their statement bytes are blobs
+named by the SHA-256 the log records).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connections, transaction
+
+from . import merkle, projection
+from .models import Checkpoint, LogEntry, LogHead, TreeNode
+from .projection import TABLES
+
+BATCH = 2000
+
+
+class RebuildError(Exception):
+    pass
+
+
+def _require_empty(target: str) -> None:
+    for name, table in TABLES.items():
+        if apps.get_model(table.model).objects.using(target).exists():
+            raise RebuildError(f"the target database is not empty: it has {name} rows")
+    if LogEntry.objects.using(target).exists():
+        raise RebuildError("the target database already has log entries")
+
+
+def rebuild(source: str, target: str = "default", progress: Callable[[str], None] | None = None) -> int:
+    """Replay the log of database ``source`` into the empty database ``target``; returns the entry count."""
+    say = progress or (lambda text: None)
+    _require_empty(target)
+    store = projection.ModelStore(target)
+    origin = settings.CUSTODY_LOG_ORIGIN
+    frontier: list[bytes] = []
+    count = 0
+    with transaction.atomic(using=target):
+        rows = LogEntry.objects.using(source).order_by("index").values_list("index", "leaf")
+        entries, nodes = [], []
+        for index, leaf in rows.iterator(chunk_size=BATCH):
+            leaf = bytes(leaf)
+            if index != count:
+                raise RebuildError(f"the source log jumps from index {count - 1} to {index}")
+            entry = json.loads(leaf)
+            leaf_hash = merkle.leaf_hash(leaf)
+            frontier, made = merkle.append_to_frontier(frontier, index, leaf_hash)
+            nodes.extend(TreeNode(level=level, index=i, hash=h) for level, i, h in made if level > 0)
+            # Apply before the row is written: a public entry's item is found
+            # through the analysis that earlier entries created.
+            for change in projection.changes(entry, origin):
+                store.apply(change)
+            entries.append(_row(entry, leaf, leaf_hash, target))
+            count += 1
+            if len(entries) >= BATCH:
+                _flush(target, entries, nodes)
+                say(f"{count} entries replayed")
+        _flush(target, entries, nodes)
+        LogHead.objects.using(target).update_or_create(
+            pk=1,
+            defaults={
+                "size": count,
+                "frontier": b"".join(frontier),
+                "root": merkle.root_from_frontier(frontier),
+            },
+        )
+        for checkpoint in Checkpoint.objects.using(source).order_by("size").iterator():
+            checkpoint.save(using=target, force_insert=True)
+        _reset_sequences(target)
+    return count
+
+
+def _row(entry: dict, leaf: bytes, leaf_hash: bytes, target: str) -> LogEntry:
+    """A log row whose lookup columns come from its leaf, never from the source's columns."""
+    evidence = entry.get("evidence") or {}
+    case_id = (entry.get("case") or {}).get("id")
+    evidence_id = evidence.get("id")
+    if entry.get("public") and evidence:
+        from forensics.models import Analysis
+
+        analysis = (
+            Analysis.objects.using(target)
+            .filter(pk=(entry.get("details") or {}).get("analysis"))
+            .select_related("evidence")
+            .first()
+        )
+        if analysis is not None:
+            evidence_id, case_id = analysis.evidence_id, analysis.evidence.case_id
+    return LogEntry(
+        index=entry["index"],
+        leaf=leaf,
+        leaf_hash=leaf_hash,
+        time=projection.parse_time(entry["time"]),
+        action=entry["action"],
+        actor_id=(entry.get("actor") or {}).get("id"),
+        case_id=case_id,
+        evidence_id=evidence_id,
+    )
+
+
+def _flush(target: str, entries: list, nodes: list) -> None:
+    LogEntry.objects.using(target).bulk_create(entries)
+    TreeNode.objects.using(target).bulk_create(nodes)
+    entries.clear()
+    nodes.clear()
+
+
+def _reset_sequences(target: str) -> None:
+    """Rows were written with the log's ids; the database's counters must follow (PostgreSQL)."""
+    connection = connections[target]
+    models = [apps.get_model(t.model) for t in TABLES.values()]
+    statements = connection.ops.sequence_reset_sql(_NoStyle(), models)
+    with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql)
+
+
+class _NoStyle:
+    def __getattr__(self, name):
+        return lambda text: text
