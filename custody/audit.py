@@ -113,8 +113,9 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
         "actor_id",
         "case_id",
         "evidence_id",
+        "signature",
     )
-    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id in rows:
+    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature in rows:
         leaf = bytes(leaf)
         if index != expected:
             report.problem(f"log indexes jump from {expected - 1} to {index}: entries missing or inserted")
@@ -135,6 +136,7 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
                 "actor": actor_id,
                 "case": str(case_id) if case_id is not None else None,
                 "evidence": str(evidence_id) if evidence_id is not None else None,
+                "signature": bytes(signature),
             }
             replay.feed(index, entry, leaf_hash, columns)
         except (ValueError, TypeError) as exc:

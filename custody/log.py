@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import merkle, signing
-from .models import Checkpoint, LogEntry, LogHead, TreeNode
+from . import keys, merkle, signing
+from .models import Checkpoint, LogEntry, LogHead, SigningKey, TreeNode
 from .projection import ENTRY_VERSION
 
 HASH_SIZE = 32
@@ -67,6 +67,7 @@ def append(
     case_id = case.pk if case is not None else None
     evidence_id = evidence.pk if evidence is not None else None
     sql = _statements(connection.vendor)
+    _warm_log_key()
     with connection.cursor() as cursor:
         # Lock the head first: two appends must not take the same index, and
         # the frontier must be read and written by one appender at a time. The
@@ -108,6 +109,13 @@ def append(
             entry["details"] = {**entry["details"], **seal(entry)}
         leaf = signing.canonical_json(entry)
         leaf_hash = merkle.leaf_hash(leaf)
+        # Every entry is signed by the active log key, under the lock: the
+        # tree proves no entry changed, the signature that the entry was
+        # written by the holder of the key, not appended behind the app's
+        # back by someone with database rights alone.
+        cursor.execute(sql["log_key"])
+        signer = cursor.fetchone()
+        signature = keys.load_private_key(signer[0]).sign(entry_message(leaf_hash)) if signer else b""
         new_frontier, nodes = merkle.append_to_frontier(_split(bytes(frontier)), index, leaf_hash)
         inner = [node for node in nodes if node[0] > 0]
         ops = connection.ops
@@ -120,6 +128,7 @@ def append(
             actor_id,
             _fk_param("case", case_id),
             _fk_param("evidence", evidence_id),
+            signature,
         ]
         node_params = [x for node in inner for x in node]
         head_params = [index + 1, b"".join(new_frontier), merkle.root_from_frontier(new_frontier)]
@@ -140,6 +149,7 @@ def append(
         actor_id=actor_id,
         case_id=case_id,
         evidence_id=evidence_id,
+        signature=signature,
     )
     row._state.adding, row._state.db = False, connection.alias
     row.entry = entry
@@ -154,16 +164,18 @@ def _statements(vendor: str) -> dict[str, str]:
         "entry": LogEntry._meta.db_table,
         "node": TreeNode._meta.db_table,
         "head": LogHead._meta.db_table,
+        "key": SigningKey._meta.db_table,
         "index": quote("index"),
     }
     templates = {
         "lock": "SELECT size, frontier FROM {head} WHERE id = 1",
         "entry": (
-            "INSERT INTO {entry} ({index}, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {entry} ({index}, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id, "
+            "signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ),
         "nodes": "INSERT INTO {node} (level, {index}, hash) VALUES ",
         "head": "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1",
+        "log_key": "SELECT keyid FROM {key} WHERE purpose = 'log' AND valid_until IS NULL",
         "prev": "SELECT {index}, leaf_hash FROM {entry} WHERE evidence_id = %s ORDER BY {index} DESC LIMIT 1",
     }
     if connection.features.has_select_for_update:
@@ -181,6 +193,29 @@ def _write_sql(sql: dict[str, str], node_count: int) -> str:
     if node_count:
         parts.append(f"n AS ({_nodes_sql(sql, node_count)})")
     return "WITH " + ", ".join(parts) + " " + sql["head"]
+
+
+ENTRY_SIGNATURE_CONTEXT = b"custody-log-entry/v1\n"
+
+
+def entry_message(leaf_hash: bytes) -> bytes:
+    """What the log key signs for one entry (a context string keeps it apart from checkpoint notes)."""
+    return ENTRY_SIGNATURE_CONTEXT + leaf_hash
+
+
+_warm = False
+
+
+def _warm_log_key() -> None:
+    """Load the log key once per process before any lock: its first load runs scrypt (~0.5 s)."""
+    global _warm
+    if _warm:
+        return
+    try:
+        keys.active_private_key(SigningKey.Purpose.LOG)
+        _warm = True
+    except keys.KeyUnavailable:
+        pass  # no log key yet (first run): entries before it are unsigned
 
 
 def _fk_param(field: str, value):

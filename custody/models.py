@@ -181,6 +181,9 @@ class LogEntry(models.Model):
     evidence = models.ForeignKey(
         Evidence, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="log_entries"
     )
+    # Ed25519 signature by the log key active when the entry was written, over
+    # log.entry_message(leaf_hash); empty only before the first log key exists.
+    signature = models.BinaryField(default=b"")
 
     class Meta:
         ordering = ["index"]

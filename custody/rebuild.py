@@ -52,9 +52,9 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
     frontier: list[bytes] = []
     count = 0
     with transaction.atomic(using=target):
-        rows = LogEntry.objects.using(source).order_by("index").values_list("index", "leaf")
+        rows = LogEntry.objects.using(source).order_by("index").values_list("index", "leaf", "signature")
         entries, nodes = [], []
-        for index, leaf in rows.iterator(chunk_size=BATCH):
+        for index, leaf, signature in rows.iterator(chunk_size=BATCH):
             leaf = bytes(leaf)
             if index != count:
                 raise RebuildError(f"the source log jumps from index {count - 1} to {index}")
@@ -66,7 +66,9 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
             # through the analysis that earlier entries created.
             for change in projection.changes(entry, origin):
                 store.apply(change)
-            entries.append(_row(entry, leaf, leaf_hash, target))
+            # The entry's signature is the server's attestation, not derivable: kept as it is
+            # (verify_log on the rebuilt database checks it against the log's keys).
+            entries.append(_row(entry, leaf, leaf_hash, bytes(signature), target))
             count += 1
             if len(entries) >= BATCH:
                 _flush(target, entries, nodes)
@@ -86,7 +88,7 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
     return count
 
 
-def _row(entry: dict, leaf: bytes, leaf_hash: bytes, target: str) -> LogEntry:
+def _row(entry: dict, leaf: bytes, leaf_hash: bytes, signature: bytes, target: str) -> LogEntry:
     """A log row whose lookup columns come from its leaf, never from the source's columns."""
     evidence = entry.get("evidence") or {}
     case_id = (entry.get("case") or {}).get("id")
@@ -111,6 +113,7 @@ def _row(entry: dict, leaf: bytes, leaf_hash: bytes, target: str) -> LogEntry:
         actor_id=(entry.get("actor") or {}).get("id"),
         case_id=case_id,
         evidence_id=evidence_id,
+        signature=signature,
     )
 
 

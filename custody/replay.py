@@ -50,6 +50,7 @@ class Replay:
             """
         )
         self._public_keys: dict[str, Any] = {}
+        self._log_signers: list | None = None
         self.receipts = 0
         self.results = 0
 
@@ -153,6 +154,35 @@ class Replay:
             )
         elif entry["action"] == "key.retired":
             self.db.execute("UPDATE keys SET retired = ? WHERE keyid = ?", (index, d.get("keyid")))
+        else:
+            return
+        self._log_signers = None  # the set of log keys changed after this entry
+
+    def _check_signature(self, index: int, leaf_hash: bytes, signature: bytes) -> None:
+        """Each entry is signed by a log key announced before it and not retired before it."""
+        from .log import entry_message
+
+        if self._log_signers is None or self._log_signers_at != index:
+            rows = self.db.execute(
+                "SELECT keyid, pem FROM keys WHERE purpose = 'log' AND added < ? AND (retired IS NULL OR retired >= ?)",
+                (index, index),
+            ).fetchall()
+            self._log_signers = [signing.load_public_key_pem(pem) for _, pem in rows]
+        self._log_signers_at = index + 1
+        if not self._log_signers:
+            if signature:
+                self.problem(f"entry {index}: carries a signature, but no log key was valid at that point")
+            return
+        for public in self._log_signers:
+            try:
+                public.verify(signature, entry_message(leaf_hash))
+                return
+            except Exception:  # noqa: BLE001, S112 - try the next valid key (at a rotation there are two)
+                continue
+        self.problem(
+            f"entry {index}: no valid signature by the log key of that point: "
+            "it was not written by the server (appended or rewritten behind the app's back)"
+        )
 
     # --- one entry ----------------------------------------------------------------
 
@@ -163,6 +193,7 @@ class Replay:
         except ProjectionError as exc:
             self.problem(f"entry {index} ({action}): {exc}")
             return
+        self._check_signature(index, leaf_hash, columns.pop("signature"))
         self._track_keys(index, entry)
         evidence_id = self._evidence_of(entry)
         self._check_columns(index, entry, columns, evidence_id)

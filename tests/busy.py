@@ -21,7 +21,12 @@ def busy_history(alice, bob, case_a, case_b) -> dict:
     as_bob = api_client_for(bob)
     root = services.create_user(actor=None, username="root", password=PASSWORD, role=Role.ADMIN)
     erin = services.create_user(
-        actor=root, username="erin", password=PASSWORD, role=Role.AUDITOR, email="erin@example.org", cases=[case_a]
+        actor=root,
+        username="erin",
+        password=PASSWORD,
+        role=Role.AUDITOR,
+        email="erin@example.org",
+        cases=[case_a],
     )
     services.set_role(actor=root, user=erin, role=Role.INVESTIGATOR)
     services.set_active(actor=root, user=erin, active=False)
@@ -34,7 +39,9 @@ def busy_history(alice, bob, case_a, case_b) -> dict:
     services.revoke_token(actor=erin, token=token_row)
 
     first = upload(as_alice, case_a, b"the leaked recording\n" * 50, name="leak.ogg", source="witness B")
-    second = upload(as_alice, case_a, b"the leaked recording\n" * 50, name="copy.ogg", description="same bytes")
+    second = upload(
+        as_alice, case_a, b"the leaked recording\n" * 50, name="copy.ogg", description="same bytes"
+    )
     other = upload(as_bob, case_b, b"%PDF-1.4 other matter", name="memo.pdf")
     assert first.status_code == second.status_code == other.status_code == 201
     item = Evidence.objects.get(pk=first.json()["id"])
@@ -50,12 +57,18 @@ def busy_history(alice, bob, case_a, case_b) -> dict:
         actor=alice, evidence=item, to_user=bob, purpose="lab examination", location="lab 2"
     )
     services.decide_transfer(actor=bob, transfer=transfer, accept=True, note="sealed bag intact")
-    refused = services.release_custody(actor=alice, evidence=copy, to_user=erin, purpose="review", location="office")
+    refused = services.release_custody(
+        actor=alice, evidence=copy, to_user=erin, purpose="review", location="office"
+    )
     services.decide_transfer(actor=erin, transfer=refused, accept=False, note="not mine")
 
-    done = analyses.request_analysis(actor=bob, evidence=item, analyzer="test.digest", parameters={"delay": 0.01})
+    done = analyses.request_analysis(
+        actor=bob, evidence=item, analyzer="test.digest", parameters={"delay": 0.01}
+    )
     assert analyses.run_analysis(done.pk, "worker-1") == "succeeded"
-    failed = analyses.request_analysis(actor=alice, evidence=copy, analyzer="test.digest", parameters={"fail": True})
+    failed = analyses.request_analysis(
+        actor=alice, evidence=copy, analyzer="test.digest", parameters={"fail": True}
+    )
     assert analyses.run_analysis(failed.pk, "worker-1") == "failed"
     stale = analyses.request_analysis(actor=alice, evidence=copy, analyzer="test.digest")
     analyses.claim(stale.pk, "worker-that-dies")

@@ -51,7 +51,10 @@ def snapshot(using: str) -> dict:
         columns = [*table.key, *table.fields]
         rows = model.objects.using(using).values_list(*columns)
         out[name] = sorted(
-            (tuple(projection.normalize(table, c, v) for c, v in zip(columns, row, strict=True)) for row in rows),
+            (
+                tuple(projection.normalize(table, c, v) for c, v in zip(columns, row, strict=True))
+                for row in rows
+            ),
             key=repr,
         )
     out["log"] = list(
@@ -61,7 +64,8 @@ def snapshot(using: str) -> dict:
     )
     out["log"] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in out["log"]]
     out["nodes"] = sorted(
-        (level, i, bytes(h)) for level, i, h in TreeNode.objects.using(using).values_list("level", "index", "hash")
+        (level, i, bytes(h))
+        for level, i, h in TreeNode.objects.using(using).values_list("level", "index", "hash")
     )
     head = LogHead.objects.using(using).get(pk=1)
     out["head"] = (head.size, bytes(head.frontier), bytes(head.root))

@@ -57,7 +57,10 @@ def test_untouched_database_passes(history):
 
 def test_deleted_evidence_row_and_its_blob(history):
     item = history["other"]
-    sql("DELETE FROM custody_evidence WHERE id = %s", [item.pk.hex if connection.vendor == "sqlite" else item.pk])
+    sql(
+        "DELETE FROM custody_evidence WHERE id = %s",
+        [item.pk.hex if connection.vendor == "sqlite" else item.pk],
+    )
     sql("DELETE FROM custody_blob WHERE sha256 = %s", [item.blob_id])
     reported(
         f"evidence {item.pk}: the log records it, the table has no such row",
@@ -92,16 +95,23 @@ def test_renamed_item_through_the_shell_orm(history):
 
 def test_added_membership(history, case_b, alice):
     Membership.objects.create(case=case_b, user=alice, added_at=history["item"].received_at)
-    reported(f"membership of user {alice.pk} (alice) in case {case_b.pk}: the table has it, no log entry accounts for it")
+    reported(
+        f"membership of user {alice.pk} (alice) in case {case_b.pk}: the table has it, no log entry accounts for it"
+    )
 
 
 def test_removed_membership(history, case_a, bob):
     Membership.objects.filter(case=case_a, user=bob).delete()
-    reported(f"membership of user {bob.pk} (bob) in case {case_a.pk}: the log records it, the table has no such row")
+    reported(
+        f"membership of user {bob.pk} (bob) in case {case_a.pk}: the log records it, the table has no such row"
+    )
 
 
 def test_user_made_administrator(history, bob):
-    sql("UPDATE custody_user SET role = 'admin', is_superuser = %s, is_staff = %s WHERE id = %s", [True, True, bob.pk])
+    sql(
+        "UPDATE custody_user SET role = 'admin', is_superuser = %s, is_staff = %s WHERE id = %s",
+        [True, True, bob.pk],
+    )
     reported(
         f"user {bob.pk} (bob): role: log says 'investigator', table says 'admin'",
         f"user {bob.pk} (bob): is_superuser: log says False, table says True",
@@ -171,8 +181,12 @@ def test_revoked_token_revived(history):
 
 def test_two_signed_results_swapped(history):
     done, stale = history["done"], history["stale"]
-    Analysis.objects.filter(pk=done.pk).update(envelope=stale.envelope, statement_sha256=stale.statement_sha256)
-    Analysis.objects.filter(pk=stale.pk).update(envelope=done.envelope, statement_sha256=done.statement_sha256)
+    Analysis.objects.filter(pk=done.pk).update(
+        envelope=stale.envelope, statement_sha256=stale.statement_sha256
+    )
+    Analysis.objects.filter(pk=stale.pk).update(
+        envelope=done.envelope, statement_sha256=done.statement_sha256
+    )
     reported(
         f"analysis {done.pk}: envelope: log says",
         f"analysis {done.pk}: statement_sha256: log says '{done.statement_sha256}'",
@@ -183,13 +197,16 @@ def test_two_signed_results_swapped(history):
 def test_result_marked_published_with_no_log_entry(history):
     stale = history["stale"]
     Analysis.objects.filter(pk=stale.pk).update(published_at=stale.finished_at, publish_log_index=5)
-    reported(f"analysis {stale.pk}: published_at: log says None", f"analysis {stale.pk}: publish_log_index: log says None")
+    reported(
+        f"analysis {stale.pk}: published_at: log says None",
+        f"analysis {stale.pk}: publish_log_index: log says None",
+    )
 
 
 def test_analysis_parameters_changed(history):
     done = history["done"]
     Analysis.objects.filter(pk=done.pk).update(parameters={"delay": 0.5})
-    reported(f"analysis {done.pk}: parameters: log says {{\"delay\": 0.01")
+    reported(f'analysis {done.pk}: parameters: log says {{"delay": 0.01')
 
 
 def test_handover_marked_accepted(history):
@@ -209,7 +226,10 @@ def test_blob_digests_changed(history):
 def test_log_row_case_and_evidence_columns_cleared(history):
     row = LogEntry.objects.filter(action="evidence.downloaded").get()
     dbguard.remove(connection)
-    sql("UPDATE custody_logentry SET case_id = NULL, evidence_id = NULL, actor_id = NULL WHERE index = %s", [row.index])
+    sql(
+        "UPDATE custody_logentry SET case_id = NULL, evidence_id = NULL, actor_id = NULL WHERE index = %s",
+        [row.index],
+    )
     reported(
         f"entry {row.index}: the row's case column says None, its signed leaf says '{row.case_id}'",
         f"entry {row.index}: the row's evidence column says None",
@@ -274,7 +294,35 @@ def test_forged_entry_appended_with_the_tree_recomputed(history, case_a, alice):
     }
     leaf = signing.canonical_json(forged)
     _append_behind_the_back(leaf)
-    reported(f"entry {size}: links to None as the previous entry about item {item.pk}")
+    reported(
+        f"entry {size}: no valid signature by the log key of that point",
+        f"entry {size}: links to None as the previous entry about item {item.pk}",
+    )
+
+
+def test_forged_membership_appended_consistently(history, case_b, alice):
+    """No item, a well-formed entry, a consistent tree: only the missing entry signature tells."""
+    size, _ = log.tree_head()
+    forged = {
+        "v": 2,
+        "index": size,
+        "time": "2099-01-01T00:00:00.000000Z",
+        "actor": None,
+        "action": "case.member_added",
+        "case": {"id": str(case_b.pk), "reference": case_b.reference},
+        "evidence": None,
+        "client": None,
+        "reason": None,
+        "details": {"user": {"id": alice.pk, "username": "alice"}, "role": "investigator"},
+    }
+    _append_behind_the_back(signing.canonical_json(forged))
+    from custody import projection
+
+    Membership.objects.create(case=case_b, user=alice, added_at=projection.parse_time(forged["time"]))
+    out = reported(f"entry {size}: no valid signature by the log key of that point")
+    assert (
+        "membership of user" not in out
+    )  # the tables agree with the (forged) log: the signature is what catches it
 
 
 def _append_behind_the_back(leaf: bytes) -> None:

@@ -110,8 +110,9 @@ def test_inserted_entry_is_caught(populated):
     size, _ = log.tree_head()
     leaf = signing.canonical_json({"index": size, "action": "evidence.received", "forged": True})
     tamper(
-        "INSERT INTO custody_logentry (index, leaf, leaf_hash, time, action) VALUES (%s, %s, %s, %s, %s)",
-        [size, leaf, merkle.leaf_hash(leaf), "2026-01-01T00:00:00Z", "evidence.received"],
+        "INSERT INTO custody_logentry (index, leaf, leaf_hash, time, action, signature) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        [size, leaf, merkle.leaf_hash(leaf), "2026-01-01T00:00:00Z", "evidence.received", b""],
     )
     code, out = run_verify()
     assert code == 1 and f"tree head says {size} entries, the table holds {size + 1}" in out
