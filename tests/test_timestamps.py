@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -337,3 +339,28 @@ def test_malformed_tokens_are_refused(pki):
 def test_beat_schedules_the_task(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["timestamp-checkpoints"]
     assert entry["task"] == tasks.timestamp_checkpoints.name == "custody.timestamp_checkpoints"
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_readme_timestamp_check(settings, tsa, pki, checkpoint, tmp_path, tamper):
+    from .test_auditor_by_hand import run_block
+
+    configure(settings, tsa.url, ca=pki)
+    timestamps.stamp_newest_checkpoint()
+    listed = APIClient().get(f"/api/v1/log/timestamps/?size={checkpoint.size}").json()
+    if tamper:  # a checkpoint claiming one more entry than was stamped
+        lines = listed["checkpoint"].split("\n")
+        lines[1] = str(int(lines[1]) + 1)
+        listed["checkpoint"] = "\n".join(lines)
+    (tmp_path / "timestamps.json").write_text(json.dumps(listed))
+    shutil.copy(pki / "ca.pem", tmp_path / "tsa-ca.pem")
+
+    result = run_block("timestamp", tmp_path)
+
+    if tamper:
+        assert result.returncode != 0 and "Verification: FAILED" in result.stdout
+    else:
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert "Verification: OK" in result.stdout
+        gen_time = Timestamp.objects.get().gen_time
+        assert f"Time stamp: {gen_time:%b} {gen_time.day:2d} {gen_time:%H:%M:%S %Y} GMT" in result.stdout
