@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import json
 import shutil
+import signal
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -364,3 +365,37 @@ def test_readme_timestamp_check(settings, tsa, pki, checkpoint, tmp_path, tamper
         assert "Verification: OK" in result.stdout
         gen_time = Timestamp.objects.get().gen_time
         assert f"Time stamp: {gen_time:%b} {gen_time.day:2d} {gen_time:%H:%M:%S %Y} GMT" in result.stdout
+
+
+@pytest.mark.slow
+def test_real_worker_stamps_the_checkpoint(transactional_db, monkeypatch, tmp_path, pki, alice, case_a):
+    """The task as beat queues it, run by a real Celery worker process configured from the environment."""
+    from .conftest import api_client_for, kill_worker, start_worker
+    from .test_worker import wait_for
+
+    server = TSA(pki)
+    monkeypatch.setenv("CUSTODY_TSA_URLS", server.url)
+    monkeypatch.setenv("CUSTODY_TSA_CA_FILES", str(pki / "ca.pem"))
+    worker = start_worker(tmp_path / "worker.log")
+    try:
+        assert upload(api_client_for(alice), case_a, b"stamped by the worker").status_code == 201
+        checkpoint = log.latest_checkpoint()
+        tasks.timestamp_checkpoints.delay()
+        assert wait_for(lambda: Timestamp.objects.exists(), timeout=60), (tmp_path / "worker.log").read_text()
+    finally:
+        kill_worker(worker, signal.SIGTERM)
+        server.stop()
+    row = Timestamp.objects.get()
+    assert row.checkpoint_id == checkpoint.size and row.tsa_url == server.url
+    timestamps.verify_token(
+        bytes(row.token), timestamps.checkpoint_body(checkpoint.note), (pki / "ca.pem").read_bytes()
+    )
+
+
+def test_admin_lists_timestamps_read_only(client, root, settings, tsa, pki, checkpoint):
+    configure(settings, tsa.url, ca=pki)
+    timestamps.stamp_newest_checkpoint()
+    client.force_login(root)
+    page = client.get("/admin/custody/timestamp/")
+    assert page.status_code == 200 and tsa.url in page.content.decode()
+    assert client.get("/admin/custody/timestamp/add/").status_code == 403
