@@ -39,6 +39,7 @@ from rfc3161_client import (
     TimestampRequestBuilder,
     TimeStampResponse,
     VerificationError,
+    Verifier,
     VerifierBuilder,
     decode_timestamp_response,
 )
@@ -69,6 +70,11 @@ def checkpoint_body(note: str) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
+def message_digest(message: bytes) -> str:
+    """``sha256:<hex>`` of the stamped bytes, as shown next to the tokens."""
+    return "sha256:" + hashlib.sha256(message).hexdigest()
+
+
 def load_ca_certs(ca_certs_pem: bytes | str) -> list[x509.Certificate]:
     """Every certificate in one or more concatenated PEM blocks."""
     if isinstance(ca_certs_pem, str):
@@ -82,7 +88,7 @@ def load_ca_certs(ca_certs_pem: bytes | str) -> list[x509.Certificate]:
     return certs
 
 
-def _verifier(ca_certs: list[x509.Certificate], builder: VerifierBuilder | None = None):
+def _verifier(ca_certs: list[x509.Certificate], builder: VerifierBuilder | None = None) -> Verifier:
     builder = builder or VerifierBuilder()
     for cert in ca_certs:
         builder = builder.add_root_certificate(cert)
@@ -108,7 +114,12 @@ def _response_for_token(token_der: bytes) -> bytes:
     return _der_sequence(_GRANTED_STATUS_DER + token_der)
 
 
-def _check(response: TimeStampResponse, message: bytes, ca_certs, builder=None) -> dt.datetime:
+def _check(
+    response: TimeStampResponse,
+    message: bytes,
+    ca_certs: list[x509.Certificate],
+    builder: VerifierBuilder | None = None,
+) -> dt.datetime:
     """Verify a parsed response over ``message``; return its genTime. Raises ValueError."""
     if response.status != PKIStatus.GRANTED:
         reason = "; ".join(response.status_string) or "no reason given"
@@ -119,9 +130,7 @@ def _check(response: TimeStampResponse, message: bytes, ca_certs, builder=None) 
         # critical extendedKeyUsage timeStamping; the nonce and policy when
         # ``builder`` came from our request; the message imprint.
         _verifier(ca_certs, builder).verify_message(response, message)
-    except VerificationError as exc:
-        raise ValueError(f"time-stamp token refused: {exc}") from None
-    except ValueError as exc:  # malformed inner structures surface as ValueError
+    except (VerificationError, ValueError) as exc:  # malformed inner parts raise ValueError
         raise ValueError(f"time-stamp token refused: {exc}") from None
     return response.tst_info.gen_time.astimezone(dt.UTC)
 
@@ -132,7 +141,7 @@ def verify_token(token_der: bytes, message_bytes: bytes, ca_certs_pem: bytes | s
     ``ca_certs_pem``: the certificates the TSA must chain to (PEM, one or
     more). Raises ValueError naming the reason when the token is malformed,
     is over other bytes, or was not signed by a TSA under those certificates.
-    Pure: the offline verifier and ``verify_log`` call it.
+    Pure, so the offline verifier and ``verify_log`` can call it.
     """
     ca_certs = load_ca_certs(ca_certs_pem)
     token_der = bytes(token_der)
@@ -287,8 +296,3 @@ def tokens_for(size: int) -> list[dict]:
         }
         for row in rows
     ]
-
-
-def message_digest(message: bytes) -> str:
-    """``sha256:<hex>`` of the stamped bytes, as shown next to the tokens."""
-    return "sha256:" + hashlib.sha256(message).hexdigest()
