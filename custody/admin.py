@@ -17,6 +17,7 @@ from .models import (
     Membership,
     ResumableUpload,
     SigningKey,
+    Timestamp,
     User,
 )
 
@@ -96,6 +97,13 @@ class LogEntryAdmin(ReadOnlyAdmin):
 class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ["size", "created_at"]
     exclude = ["root"]
+
+
+@admin.register(Timestamp)
+class TimestampAdmin(ReadOnlyAdmin):
+    list_display = ["checkpoint", "tsa_url", "gen_time", "created_at"]
+    list_filter = ["tsa_url"]
+    exclude = ["token"]
 
 
 @admin.register(SigningKey)

@@ -362,6 +362,38 @@ class ConsistencyProofView(APIView):
         return Response({"first": first, "second": second, "hashes": [signing.b64(h) for h in hashes]})
 
 
+class TimestampsView(APIView):
+    """RFC 3161 tokens over a checkpoint's signed text (custody/timestamps.py); public like the checkpoint.
+
+    ``size`` defaults to the newest checkpoint. ``stamped`` is the SHA-256 of
+    the bytes each token covers: the note's text up to the blank line.
+    """
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(parameters=[OpenApiParameter("size", int)], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        from . import timestamps
+        from .models import Checkpoint
+
+        if request.query_params.get("size") in (None, ""):
+            checkpoint = Checkpoint.objects.order_by("-size").first()
+        else:
+            checkpoint = Checkpoint.objects.filter(size=_int_param(request, "size")).first()
+        if checkpoint is None:
+            raise exceptions.NotFound("no signed checkpoint of that size")
+        return Response(
+            {
+                "size": checkpoint.size,
+                "checkpoint": checkpoint.note,
+                "stamped": timestamps.message_digest(timestamps.checkpoint_body(checkpoint.note)),
+                "timestamps": timestamps.tokens_for(checkpoint.size),
+            }
+        )
+
+
 # --- custody transfers -------------------------------------------------------
 
 

@@ -234,6 +234,32 @@ class Checkpoint(models.Model):
         return f"checkpoint at size {self.size}"
 
 
+class Timestamp(models.Model):
+    """An RFC 3161 time-stamp token from one TSA over one checkpoint (custody/timestamps.py).
+
+    The token is stamped over the checkpoint's signed text (the note body, up
+    to the blank line), so it proves that a tree of this size and root existed
+    at ``gen_time`` on the TSA's clock. The token is the evidence; ``gen_time``
+    is a copy of the time inside it, for queries only.
+    """
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="timestamps")
+    tsa_url = models.CharField(max_length=500)
+    token = models.BinaryField(help_text="DER TimeStampToken (CMS SignedData over TSTInfo)")
+    gen_time = models.DateTimeField(help_text="genTime in the token")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["checkpoint", "gen_time"]
+        constraints = [
+            # One token per TSA per checkpoint: a retry or a second worker adds nothing.
+            models.UniqueConstraint(fields=["checkpoint", "tsa_url"], name="one_timestamp_per_tsa")
+        ]
+
+    def __str__(self) -> str:
+        return f"time-stamp of checkpoint {self.checkpoint_id} by {self.tsa_url}"
+
+
 class Transfer(models.Model):
     """A custody handover: released by the custodian, then accepted or refused by the receiver."""
 

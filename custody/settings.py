@@ -192,6 +192,24 @@ CUSTODY_KEY_PASSPHRASE = env_secret("CUSTODY_KEY_PASSPHRASE")
 CUSTODY_KEY_PASSPHRASE_FALLBACK_FILE = DATA_DIR / "keys" / "passphrase"
 # scrypt cost for new key files (2**17 = 128 MiB of memory per derivation).
 CUSTODY_KEY_SCRYPT_N = env_int("CUSTODY_KEY_SCRYPT_N", 2**17)
+# RFC 3161 time-stamp authorities (comma-separated URLs) and the PEM files
+# holding the CA certificates their tokens must chain to. None configured is
+# valid: checkpoints are then not time-stamped. URLs without anchors are not:
+# a token nobody can check proves nothing.
+CUSTODY_TSA_URLS = [u.strip() for u in os.getenv("CUSTODY_TSA_URLS", "").split(",") if u.strip()]
+CUSTODY_TSA_CA_FILES = [
+    Path(f.strip()) for f in os.getenv("CUSTODY_TSA_CA_FILES", "").split(",") if f.strip()
+]
+for _url in CUSTODY_TSA_URLS:
+    if not _url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"CUSTODY_TSA_URLS: {_url!r} is not an http(s) URL")
+if CUSTODY_TSA_URLS and not CUSTODY_TSA_CA_FILES:
+    raise ImproperlyConfigured("CUSTODY_TSA_URLS is set: set CUSTODY_TSA_CA_FILES to the TSA CA certificates")
+for _path in CUSTODY_TSA_CA_FILES:
+    if not _path.is_file():
+        raise ImproperlyConfigured(f"CUSTODY_TSA_CA_FILES: {str(_path)!r} is not a file")
+# Seconds to wait for one TSA's answer; a slow TSA delays its stamp, nothing else.
+CUSTODY_TSA_TIMEOUT = env_int("CUSTODY_TSA_TIMEOUT", 10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -232,7 +250,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Periodic work, run by the Procfile's `beat` process: re-hash every blob
-# (fixity) and sign a checkpoint whenever the log has grown.
+# (fixity), sign a checkpoint whenever the log has grown, time-stamp it.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Analyzer modules beyond the built-in ones (dotted paths, comma-separated).
 CUSTODY_EXTRA_ANALYZERS = [
@@ -258,6 +276,11 @@ CELERY_BEAT_SCHEDULE = {
     "expired-uploads": {
         "task": "custody.sweep_expired_uploads",
         "schedule": 3600.0,
+    },
+    # Stamp the newest checkpoint at each TSA (does nothing without CUSTODY_TSA_URLS).
+    "timestamp-checkpoints": {
+        "task": "custody.timestamp_checkpoints",
+        "schedule": float(env_int("CUSTODY_TSA_INTERVAL", 600)),
     },
 }
 

@@ -36,3 +36,29 @@ def sweep_expired_uploads() -> int:
     from . import tus
 
     return tus.sweep_expired()
+
+
+# Back-off between retries when a TSA is down: 1, 2, 4, 8, 16 minutes. After
+# that the task gives up; the next beat run starts again on the newest checkpoint.
+TSA_RETRY_DELAYS = (60, 120, 240, 480, 960)
+
+
+@shared_task(
+    name="custody.timestamp_checkpoints",
+    bind=True,
+    acks_late=True,
+    max_retries=len(TSA_RETRY_DELAYS),
+)
+def timestamp_checkpoints(self) -> int:
+    """Time-stamp the newest checkpoint at each configured TSA (the periodic schedule calls this).
+
+    A TSA that fails is retried with back-off; the others' tokens are kept.
+    Returns the number of tokens stored by this run.
+    """
+    from . import timestamps
+
+    run = timestamps.stamp_newest_checkpoint()
+    if run.failed:
+        delay = TSA_RETRY_DELAYS[min(self.request.retries, len(TSA_RETRY_DELAYS) - 1)]
+        raise self.retry(countdown=delay, exc=timestamps.TSAError("; ".join(run.failed.values())))
+    return len(run.stamped)

@@ -124,6 +124,7 @@ urlpatterns = [
     path("api/v1/log/entries/", api.LogEntriesView.as_view(), name="api-log-entries"),
     path("api/v1/log/proof/inclusion/", api.InclusionProofView.as_view(), name="api-log-inclusion"),
     path("api/v1/log/proof/consistency/", api.ConsistencyProofView.as_view(), name="api-log-consistency"),
+    path("api/v1/log/timestamps/", api.TimestampsView.as_view(), name="api-log-timestamps"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
