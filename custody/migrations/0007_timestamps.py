@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('custody', '0005_resumable_uploads'),
+        ('custody', '0006_log_v2'),
     ]
 
     operations = [
