@@ -34,6 +34,7 @@ class Report:
     blobs: int = 0
     receipts: int = 0
     results: int = 0
+    timestamps: int = 0
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -200,11 +201,38 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
                 report.problem(f"{label}: no consistency proof from size {previous[0]} ({exc})")
         previous = (size, note_root)
 
-    # 5. Every custody table against the state the log implies.
+    # 5. RFC 3161 time-stamps: each token over its checkpoint's body, chaining to a configured TSA CA.
+    say("checking time-stamps")
+    _verify_timestamps(report)
+
+    # 6. Every custody table against the state the log implies.
     say("comparing every table with the state the log implies")
     replay.compare()
     report.receipts = replay.receipts
     report.results = replay.results
+
+
+def _verify_timestamps(report: Report) -> None:
+    from . import timestamps
+    from .models import Timestamp
+
+    rows = Timestamp.objects.select_related("checkpoint").order_by("checkpoint_id", "tsa_url")
+    ca_pem = timestamps.configured_ca_pem()
+    for row in rows.iterator(chunk_size=1000):
+        report.timestamps += 1
+        label = f"time-stamp by {row.tsa_url} of checkpoint {row.checkpoint_id}"
+        if not ca_pem:
+            report.problem(f"{label}: no TSA certificate is configured (CUSTODY_TSA_CA_FILES) to check it")
+            continue
+        try:
+            gen_time = timestamps.verify_token(
+                bytes(row.token), timestamps.checkpoint_body(row.checkpoint.note), ca_pem
+            )
+        except ValueError as exc:
+            report.problem(f"{label}: does not verify ({exc})")
+            continue
+        if gen_time != row.gen_time:
+            report.problem(f"{label}: the token says {gen_time}, the table says {row.gen_time}")
 
 
 def _verify_nodes(report: Report) -> None:

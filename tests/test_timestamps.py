@@ -399,3 +399,18 @@ def test_admin_lists_timestamps_read_only(client, root, settings, tsa, pki, chec
     page = client.get("/admin/custody/timestamp/")
     assert page.status_code == 200 and tsa.url in page.content.decode()
     assert client.get("/admin/custody/timestamp/add/").status_code == 403
+
+
+def test_verify_log_checks_every_token(settings, tsa, pki, checkpoint):
+    from custody import audit
+
+    configure(settings, tsa.url, ca=pki)
+    timestamps.stamp_newest_checkpoint()
+    report = audit.verify(check_blobs=False)
+    assert report.ok, report.problems
+    assert report.timestamps == 1
+    # One flipped bit in the stored token (the signature covers it).
+    row = Timestamp.objects.get()
+    Timestamp.objects.filter(pk=row.pk).update(token=bytes(row.token)[:-1] + bytes([bytes(row.token)[-1] ^ 1]))
+    report = audit.verify(check_blobs=False)
+    assert any(f"time-stamp by {tsa.url} of checkpoint {checkpoint.size}: does not verify" in p for p in report.problems)

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         report = audit.verify(check_blobs=not skip_blobs, progress=progress)
         self.stdout.write(
             f"{report.entries} entries, {report.nodes} tree nodes, {report.checkpoints} checkpoints, "
-            f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results checked"
+            f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results, {report.timestamps} time-stamps checked"
         )
         if report.ok:
             self.stdout.write("OK: the log, checkpoints, blobs and receipts are consistent")
