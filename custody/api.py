@@ -19,9 +19,9 @@ from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, permissions, services, signing
+from . import keys, log, permissions, services, signing, trustroot
 from .auth import HashedTokenAuthentication
-from .models import ApiToken, LogEntry, SigningKey, Transfer, User
+from .models import ApiToken, LogEntry, SigningKey, Transfer, TrustRoot, User
 from .permissions import (
     Forbidden,
     client_address,
@@ -255,6 +255,43 @@ class KeysView(APIView):
                 "keys": SigningKeySerializer(rows, many=True).data,
             }
         )
+
+
+class TrustRootView(APIView):
+    """The trust root (a DSSE envelope) to pin out of band; ``?version=N`` for an earlier one.
+
+    ``GET /api/v1/trust-root/chain/`` lists every version, oldest first, so a
+    client pinned to an old version can follow the chain forward.
+    """
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("version", int, required=False)],
+        responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        rows = TrustRoot.objects.order_by("-version")
+        if request.query_params.get("version"):
+            rows = rows.filter(version=_int_param(request, "version"))
+        row = rows.first()
+        if row is None:
+            raise Http404("no trust root has been published")
+        response = Response(row.envelope)
+        response["Custody-Trust-Root-Fingerprint"] = trustroot.fingerprint(row.envelope)
+        return response
+
+
+class TrustRootChainView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response({"versions": [row.envelope for row in TrustRoot.objects.order_by("version")]})
 
 
 # --- the custody log ---------------------------------------------------------

@@ -35,6 +35,7 @@ class Report:
     receipts: int = 0
     results: int = 0
     timestamps: int = 0
+    trust_root: str = ""
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -48,13 +49,18 @@ def _stream(queryset, *fields) -> Iterator[tuple]:
     return queryset.values_list(*fields).iterator(chunk_size=BATCH)
 
 
-def verify(check_blobs: bool = True, progress: Callable[[str], None] | None = None) -> Report:
+def verify(
+    check_blobs: bool = True,
+    progress: Callable[[str], None] | None = None,
+    trust_root: dict | None = None,
+) -> Report:
+    """Check everything; ``trust_root`` is a root envelope the auditor pinned (else version 1 is taken)."""
     report = Report()
     say = progress or (lambda text: None)
     # One consistent view of the log while appends go on (PostgreSQL); the
     # blobs are re-hashed afterwards, outside that transaction.
     with _snapshot():
-        _verify_records(report, say)
+        _verify_records(report, say, trust_root)
     if check_blobs:
         say("re-hashing blobs")
         _verify_blobs(report)
@@ -85,14 +91,55 @@ def _snapshot():
         yield
 
 
-def _verify_records(report: Report, say) -> None:
+def _verify_records(report: Report, say, trust_root: dict | None) -> None:
     from django.conf import settings
 
     replay = Replay(settings.CUSTODY_LOG_ORIGIN, report.problem, directory=str(settings.FILE_UPLOAD_TEMP_DIR))
     try:
         _verify_log_and_tables(report, say, replay)
+        say("checking the trust root chain")
+        _verify_trust_roots(report, replay, trust_root)
     finally:
         replay.close()
+
+
+def _verify_trust_roots(report: Report, replay: Replay, pinned: dict | None) -> None:
+    """The published roots chain from the pinned one, and the newest names exactly the log's keys."""
+    from . import trustroot
+    from .models import TrustRoot
+
+    envelopes = [row.envelope for row in TrustRoot.objects.order_by("version")]
+    if not envelopes:
+        if replay.key_ids():
+            report.problem("no trust root has been published, yet the log has signing keys")
+        return
+    try:
+        start = trustroot.load_pinned(pinned or envelopes[0])
+        if pinned is not None:
+            same = [e for e in envelopes if trustroot.fingerprint(e) == start.fingerprint]
+            if not same:
+                report.problem(
+                    f"the pinned trust root (version {start.version}, {start.fingerprint[:16]}) is not one "
+                    "this server published: its history differs from what you pinned"
+                )
+                return
+        newest, _ = trustroot.follow(start, envelopes)
+    except (trustroot.TrustRootError, ValueError) as exc:
+        report.problem(f"trust root chain: {exc}")
+        return
+    report.trust_root = f"version {newest.version} ({newest.fingerprint})"
+    in_root = {keyid: (k["purpose"], k["public_key_pem"]) for keyid, k in newest.keys().items()}
+    in_log = replay.key_ids()
+    for keyid, (purpose, pem) in in_log.items():
+        if keyid not in in_root:
+            report.problem(f"key {keyid[:16]} ({purpose}) is in the log but not in the trust root")
+        elif in_root[keyid] != (purpose, pem):
+            report.problem(f"key {keyid[:16]}: the trust root states another purpose or key than the log")
+    for keyid, (purpose, _) in in_root.items():
+        if keyid not in in_log:
+            report.problem(
+                f"key {keyid[:16]} ({purpose}) is in the trust root but no key.added entry adds it"
+            )
 
 
 def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:

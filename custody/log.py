@@ -295,6 +295,23 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> str:
     return f"{origin}\n{size}\n{signing.b64(root)}\n"
 
 
+def sign_checkpoint(keyids: list[str]) -> Checkpoint:
+    """Sign the current tree head with several log keys in one note (a key rotation's bridge).
+
+    Runs in the caller's transaction, which holds the log lock: the head cannot move.
+    """
+    from .models import SigningKey
+
+    size, root = tree_head()
+    text = checkpoint_text(settings.CUSTODY_LOG_ORIGIN, size, root)
+    lines = [
+        signing.note_signature_line(text, SigningKey.objects.get(pk=keyid).name, keys.load_private_key(keyid))
+        for keyid in keyids
+    ]
+    note = text + "\n" + "".join(line + "\n" for line in lines)
+    return Checkpoint.objects.create(size=size, root=root, note=note, created_at=timezone.now())
+
+
 def latest_checkpoint() -> Checkpoint:
     """The signed checkpoint for the current tree, signing a new one if the tree grew."""
     from .keys import active_private_key

@@ -139,6 +139,20 @@ class SigningKey(models.Model):
         return f"{self.purpose} {self.keyid[:16]}"
 
 
+class TrustRoot(models.Model):
+    """One version of the trust root (custody/trustroot.py): a signed DSSE envelope, also in the log."""
+
+    version = models.PositiveIntegerField(primary_key=True)
+    envelope = models.JSONField()
+    log_index = models.BigIntegerField(help_text="index of the trust_root.published entry")
+
+    class Meta:
+        ordering = ["version"]
+
+    def __str__(self) -> str:
+        return f"trust root version {self.version}"
+
+
 class LogHead(models.Model):
     """The single row that serialises appends to the custody log.
 

@@ -151,6 +151,7 @@ TABLES: dict[str, Table] = {
             ],
         ),
         _t("artifact", "forensics.Artifact", ["analysis_id", "blob_id"], ["name", "media_type"]),
+        _t("trust_root", "custody.TrustRoot", ["version"], ["envelope", "log_index"], "trust root version"),
     )
 }
 
@@ -521,7 +522,14 @@ def _result_published(e, d, origin):
     ]
 
 
+def _trust_root_published(e, d, origin):
+    return [
+        Change("insert", "trust_root", (d["version"],), {"envelope": d["envelope"], "log_index": e["index"]})
+    ]
+
+
 _HANDLERS = {
+    "trust_root.published": _trust_root_published,
     "user.created": _user_created,
     "user.role_changed": _user_role_changed,
     "user.activated": _user_active_changed,
@@ -567,7 +575,7 @@ def normalize(table: Table, column: str, value: Any) -> Any:
         return None
     if column in table.times:
         return format_time(value)
-    if column == "envelope":
+    if table.name == "analysis" and column == "envelope":
         return envelope_ref(value)
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -598,7 +606,7 @@ class ModelStore:
         for column, value in fields.items():
             if column in table.times:
                 value = parse_time(value)
-            elif column == "envelope" and value is not None:
+            elif table.name == "analysis" and column == "envelope" and value is not None:
                 value = materialize_envelope(value)
             out[column] = value
         return out

@@ -103,6 +103,10 @@ class Replay:
 
     # --- keys -------------------------------------------------------------------
 
+    def key_ids(self) -> dict[str, tuple[str, str]]:
+        """Every key the log added: {keyid: (purpose, public key PEM)}."""
+        return {k: (p, pem) for k, p, pem in self.db.execute("SELECT keyid, purpose, pem FROM keys")}
+
     def log_verifier_keys(self) -> list[str]:
         return [
             vkey for (vkey,) in self.db.execute("SELECT vkey FROM keys WHERE purpose = 'log' AND vkey != ''")

@@ -7,6 +7,7 @@ functions; none of them writes custody models directly.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import unicodedata
@@ -15,10 +16,23 @@ import uuid
 import magic
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from . import keys, log, projection, signing
+from . import keys, log, projection, signing, trustroot
 from .hashing import hash_file, is_sha256_hex
-from .models import ApiToken, Blob, Case, Evidence, LogHead, Membership, Role, SigningKey, Transfer, User
+from .models import (
+    ApiToken,
+    Blob,
+    Case,
+    Evidence,
+    LogHead,
+    Membership,
+    Role,
+    SigningKey,
+    Transfer,
+    TrustRoot,
+    User,
+)
 from .permissions import Forbidden, require_investigator_or_admin, require_write
 from .storage import blob_store
 
@@ -251,7 +265,84 @@ def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
         entry = log.append("key.added", actor=actor, details=details)
         projection.apply(entry)
         created.append(SigningKey.objects.get(pk=keyid))
+    if created:
+        update_trust_root(actor=actor)
     return created
+
+
+def trust_root_document(version: int, previous: TrustRoot | None) -> dict:
+    """What the trust root says now: keys from the custody record, witnesses and TSAs from the settings."""
+    rows = SigningKey.objects.order_by("purpose", "valid_from", "keyid")
+    key_list = []
+    for row in rows:
+        item = {
+            "keyid": row.keyid,
+            "purpose": row.purpose,
+            "name": row.name,
+            "public_key_pem": row.public_key_pem,
+            "valid_from": log.format_time(row.valid_from),
+            "valid_until": log.format_time(row.valid_until) if row.valid_until else None,
+        }
+        if row.purpose == SigningKey.Purpose.LOG:
+            item["vkey"] = signing.note_verifier_key(
+                row.name, signing.load_public_key_pem(row.public_key_pem)
+            )
+        key_list.append(item)
+    witnesses = [
+        {"name": signing.parse_note_vkey_name(vkey), "vkey": vkey, "url": url}
+        for url, vkey in getattr(settings, "CUSTODY_WITNESSES", [])
+    ]
+    quorum = getattr(settings, "CUSTODY_WITNESS_QUORUM", None)
+    return {
+        "_type": trustroot.DOCUMENT_TYPE,
+        "version": version,
+        "origin": settings.CUSTODY_LOG_ORIGIN,
+        "issued_at": log.format_time(timezone.now()),
+        "previous": f"sha256:{trustroot.fingerprint(previous.envelope)}" if previous else None,
+        "keys": key_list,
+        "witnesses": witnesses,
+        "witness_quorum": (quorum if quorum is not None else len(witnesses)) if witnesses else 0,
+        "tsa": {
+            "urls": list(settings.CUSTODY_TSA_URLS),
+            "certificates": [path.read_text() for path in settings.CUSTODY_TSA_CA_FILES],
+        },
+    }
+
+
+@transaction.atomic
+def update_trust_root(*, actor: User | None = None, client: str | None = None) -> TrustRoot:
+    """Publish a new trust root version if the keys, witnesses or TSAs changed; return the newest.
+
+    The new version is signed by every key active in the version it replaces
+    and by every key active in itself (custody/trustroot.py), and recorded in
+    the log with its whole envelope.
+    """
+    if actor is not None and not actor.is_custody_admin:
+        raise Forbidden("only administrators change the trust root")
+    LogHead.objects.select_for_update().get(pk=1)  # one publisher at a time
+    previous = TrustRoot.objects.order_by("-version").first()
+    doc = trust_root_document(previous.version + 1 if previous else 1, previous)
+    if previous is not None:
+        old = json.loads(signing.b64decode(previous.envelope["payload"]))
+        if trustroot.same_content(old, doc):
+            return previous
+        signer_ids = {k["keyid"] for k in old["keys"] if k.get("valid_until") is None}
+    else:
+        signer_ids = set()
+    signer_ids |= {k["keyid"] for k in doc["keys"] if k.get("valid_until") is None}
+    envelope = trustroot.sign(doc, [keys.load_private_key(keyid) for keyid in sorted(signer_ids)])
+    entry = log.append(
+        "trust_root.published",
+        actor=actor,
+        client=client,
+        details={
+            "version": doc["version"],
+            "fingerprint": trustroot.fingerprint(envelope),
+            "envelope": envelope,
+        },
+    )
+    projection.apply(entry)
+    return TrustRoot.objects.get(pk=doc["version"])
 
 
 # --- evidence ---------------------------------------------------------------
@@ -581,5 +672,10 @@ def rotate_signing_key(*, actor: User | None, purpose: str, client: str | None =
             details={"keyid": old.keyid, "purpose": purpose},
         )
         projection.apply(entry)
-    created = ensure_signing_keys(actor=actor)
-    return next(row for row in created if row.purpose == purpose)
+    created = ensure_signing_keys(actor=actor)  # also publishes the next trust root version
+    new = next(row for row in created if row.purpose == purpose)
+    if old is not None and purpose == SigningKey.Purpose.LOG:
+        # Bridge: one checkpoint signed by both log keys, so a monitor or a
+        # bundle that knows only the old key can step over to the new one.
+        log.sign_checkpoint([old.keyid, new.keyid])
+    return new

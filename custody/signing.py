@@ -242,14 +242,24 @@ def parse_verifier_key(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
     return name, key_id, public_key
 
 
+def parse_note_vkey_name(vkey: str) -> str:
+    """The name part of a C2SP verifier key (any algorithm)."""
+    return vkey.split("+", 1)[0]
+
+
 def sign_note(text: str, name: str, key: Ed25519PrivateKey) -> str:
     """Sign a note body (must end with a newline) as a C2SP signed note."""
     if not text.endswith("\n"):
         raise ValueError("note text must end with a newline")
     if any(c in name for c in " +\n"):
         raise ValueError("note key names cannot contain spaces, '+' or newlines")
+    return f"{text}\n{note_signature_line(text, name, key)}\n"
+
+
+def note_signature_line(text: str, name: str, key: Ed25519PrivateKey) -> str:
+    """One signature line of a C2SP signed note (without the newline)."""
     sig = key.sign(text.encode())
-    return f"{text}\n\u2014 {name} {b64(note_key_id(name, key.public_key()) + sig)}\n"
+    return f"\u2014 {name} {b64(note_key_id(name, key.public_key()) + sig)}"
 
 
 def verify_note(note: str, vkey: str) -> str:

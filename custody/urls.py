@@ -90,6 +90,8 @@ urlpatterns = [
         name="api-evidence-export",
     ),
     path("api/v1/keys/", api.KeysView.as_view(), name="api-keys"),
+    path("api/v1/trust-root/", api.TrustRootView.as_view(), name="api-trust-root"),
+    path("api/v1/trust-root/chain/", api.TrustRootChainView.as_view(), name="api-trust-root-chain"),
     path("api/v1/analyzers/", forensics_api.AnalyzerListView.as_view(), name="api-analyzers"),
     path(
         "api/v1/evidence/<str:evidence_id>/analyses/",

@@ -1,6 +1,7 @@
+import json
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from custody import audit
 
@@ -15,16 +16,37 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--skip-blobs", action="store_true", help="do not re-hash blob files")
         parser.add_argument("--quiet", action="store_true")
+        parser.add_argument(
+            "--trust-root",
+            metavar="ROOT.json",
+            help="the trust root you pinned (from GET /api/v1/trust-root/ at an earlier time); "
+            "without it the server's first published root is the starting point",
+        )
 
-    def handle(self, skip_blobs, quiet, **options):
+    def handle(self, skip_blobs, quiet, trust_root, **options):
         progress = None if quiet else (lambda text: self.stderr.write(f"... {text}"))
-        report = audit.verify(check_blobs=not skip_blobs, progress=progress)
+        pinned = None
+        if trust_root:
+            try:
+                with open(trust_root, encoding="utf-8") as f:
+                    pinned = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"cannot read the trust root {trust_root}: {exc}") from None
+        report = audit.verify(check_blobs=not skip_blobs, progress=progress, trust_root=pinned)
         self.stdout.write(
             f"{report.entries} entries, {report.nodes} tree nodes, {report.checkpoints} checkpoints, "
-            f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results, {report.timestamps} time-stamps checked"
+            f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results, "
+            f"{report.timestamps} time-stamps checked"
         )
+        if report.trust_root:
+            self.stdout.write(
+                f"trust root: {report.trust_root}" + ("" if pinned else " (not pinned: --trust-root)")
+            )
         if report.ok:
-            self.stdout.write("OK: the log, checkpoints, blobs and receipts are consistent")
+            self.stdout.write(
+                "OK: the log, its entry signatures, checkpoints, time-stamps, the trust root chain, "
+                "every custody table, blobs, receipts and results are consistent"
+            )
             return
         for problem in report.problems:
             self.stdout.write(f"PROBLEM: {problem}")
