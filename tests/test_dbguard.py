@@ -1,0 +1,200 @@
+"""The database guards hold against the obvious bypasses.
+
+SQLite: REPLACE and upserts over a log row are refused (a REPLACE deletes the
+old row without firing the DELETE trigger). UPDATE, DELETE (and TRUNCATE on
+PostgreSQL) stay refused on both backends.
+"""
+
+import io
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+from custody import log
+from custody.models import Checkpoint, LogEntry, TreeNode
+
+from .conftest import ROOT
+
+on_sqlite = pytest.mark.skipif(
+    connection.vendor != "sqlite",
+    reason="SQLite only: PostgreSQL has no REPLACE (upserts are tested on both)",
+)
+
+
+@pytest.fixture
+def logged(alice, case_a):
+    """A few entries, their tree nodes and a signed checkpoint."""
+    log.latest_checkpoint()
+    assert LogEntry.objects.count() >= 3 and TreeNode.objects.exists() and Checkpoint.objects.exists()
+
+
+def sql(statement, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(statement.replace("[index]", connection.ops.quote_name("index")), params)
+
+
+def snapshot():
+    """Every log row, to show a refused statement changed nothing."""
+    return (
+        list(LogEntry.objects.values_list("index", "leaf", "action")),
+        list(TreeNode.objects.order_by("level", "index").values_list("id", "level", "index", "hash")),
+        list(Checkpoint.objects.values_list("size", "note")),
+    )
+
+
+def assert_refused(statement):
+    before = snapshot()
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        sql(statement)
+    assert snapshot() == before
+
+
+def run_verify() -> tuple[int, str]:
+    out = io.StringIO()
+    try:
+        call_command("verify_log", "--quiet", "--skip-blobs", stdout=out)
+        return 0, out.getvalue()
+    except SystemExit as exc:
+        return exc.code, out.getvalue()
+
+
+# Each statement tries to put a different row where a log row is.
+REPLACES = {
+    "replace into logentry": (
+        "REPLACE INTO custody_logentry ([index], leaf, leaf_hash, time, action) "
+        "SELECT [index], leaf, leaf_hash, time, 'forged' FROM custody_logentry WHERE [index] = 1"
+    ),
+    "insert or replace into logentry": (
+        "INSERT OR REPLACE INTO custody_logentry ([index], leaf, leaf_hash, time, action) "
+        "SELECT [index], leaf, leaf_hash, time, 'forged' FROM custody_logentry WHERE [index] = 1"
+    ),
+    # The same rowid under a new index: the conflict is on the hidden rowid, not the key.
+    "insert or replace logentry by rowid": (
+        "INSERT OR REPLACE INTO custody_logentry (rowid, [index], leaf, leaf_hash, time, action) "
+        "SELECT rowid, 1000000, leaf, leaf_hash, time, 'forged' FROM custody_logentry WHERE [index] = 1"
+    ),
+    "replace treenode by (level, index)": (
+        "REPLACE INTO custody_treenode (level, [index], hash) "
+        "SELECT level, [index], zeroblob(32) FROM custody_treenode WHERE level = 1 AND [index] = 0"
+    ),
+    "replace treenode by id": (
+        "REPLACE INTO custody_treenode (id, level, [index], hash) "
+        "SELECT id, 40, 0, hash FROM custody_treenode WHERE level = 1 AND [index] = 0"
+    ),
+    "replace checkpoint": (
+        "REPLACE INTO custody_checkpoint (size, root, note, created_at) "
+        "SELECT size, root, 'forged', created_at FROM custody_checkpoint"
+    ),
+    "insert or replace checkpoint": (
+        "INSERT OR REPLACE INTO custody_checkpoint (size, root, note, created_at) "
+        "SELECT size, zeroblob(32), note, created_at FROM custody_checkpoint"
+    ),
+}
+
+
+@on_sqlite
+@pytest.mark.parametrize("statement", REPLACES.values(), ids=REPLACES.keys())
+def test_replace_over_a_log_row_is_refused(logged, statement):
+    assert_refused(statement)
+
+
+# Upserts: SQLite's insert guard refuses them first; PostgreSQL's UPDATE
+# trigger fires for ON CONFLICT DO UPDATE.
+UPSERTS = {
+    "logentry": (
+        "INSERT INTO custody_logentry ([index], leaf, leaf_hash, time, action) "
+        "SELECT [index], leaf, leaf_hash, time, action FROM custody_logentry WHERE [index] = 1 "
+        "ON CONFLICT ([index]) DO UPDATE SET action = 'forged'"
+    ),
+    "treenode": (
+        "INSERT INTO custody_treenode (level, [index], hash) "
+        "SELECT level, [index], hash FROM custody_treenode WHERE level = 1 AND [index] = 0 "
+        "ON CONFLICT (level, [index]) DO UPDATE SET hash = custody_treenode.hash || custody_treenode.hash"
+    ),
+    "checkpoint": (
+        "INSERT INTO custody_checkpoint (size, root, note, created_at) "
+        "SELECT size, root, note, created_at FROM custody_checkpoint WHERE size > 0 "
+        "ON CONFLICT (size) DO UPDATE SET note = 'forged'"
+    ),
+}
+
+
+@pytest.mark.parametrize("statement", UPSERTS.values(), ids=UPSERTS.keys())
+def test_upsert_over_a_log_row_is_refused(logged, statement):
+    assert_refused(statement)
+
+
+UPDATES_AND_DELETES = {
+    "update logentry": "UPDATE custody_logentry SET action = 'forged' WHERE [index] = 1",
+    "delete logentry": "DELETE FROM custody_logentry WHERE [index] = 1",
+    "update treenode": "UPDATE custody_treenode SET hash = hash WHERE level = 1",
+    "delete treenode": "DELETE FROM custody_treenode",
+    "update checkpoint": "UPDATE custody_checkpoint SET note = 'forged'",
+    "delete checkpoint": "DELETE FROM custody_checkpoint",
+    # SQLite turns UPDATE OR REPLACE into deletes as well; the UPDATE trigger fires first.
+    "update or replace logentry": "UPDATE OR REPLACE custody_logentry SET [index] = 0 WHERE [index] = 1",
+}
+
+
+@pytest.mark.parametrize("statement", UPDATES_AND_DELETES.values(), ids=UPDATES_AND_DELETES.keys())
+def test_update_and_delete_of_log_rows_are_still_refused(logged, statement):
+    if statement.startswith("UPDATE OR") and connection.vendor != "sqlite":
+        pytest.skip("UPDATE OR REPLACE is SQLite syntax")
+    assert_refused(statement)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no TRUNCATE")
+@pytest.mark.parametrize("table", ["custody_logentry", "custody_treenode", "custody_checkpoint"])
+def test_truncate_of_log_tables_is_refused(logged, table):
+    assert_refused(f"TRUNCATE {table}")
+
+
+def test_normal_appends_still_work_under_the_guards(logged, alice, case_a):
+    from custody import services
+
+    before = LogEntry.objects.count()
+    for i in range(5):
+        services.create_case(actor=alice, reference=f"G-{i}", title="guarded")
+    log.latest_checkpoint()
+    after = LogEntry.objects.count()
+    assert after > before + 5
+    assert list(LogEntry.objects.values_list("index", flat=True)) == list(range(after))
+    code, out = run_verify()
+    assert code == 0, out
+
+
+@on_sqlite
+def test_a_migrated_sqlite_database_refuses_replace_from_a_plain_sqlite3_connection(tmp_path):
+    """The guard comes from the migrations and holds for any client, not only Django's connection.
+
+    A plain sqlite3 connection has recursive_triggers off, as the sqlite3
+    shell does: without the insert guard the REPLACE would go through.
+    """
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CUSTODY_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "custody.settings",
+        "DJANGO_SECRET_KEY": "test-only",
+        "CUSTODY_KEY_PASSPHRASE": "test-only",
+        "CUSTODY_KEY_SCRYPT_N": "1024",
+    }
+    for command in (["migrate", "--noinput", "-v0"], ["ensure_keys"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
+    db = sqlite3.connect(tmp_path / "custody.sqlite3", isolation_level=None)
+    assert db.execute("PRAGMA recursive_triggers").fetchone() == (0,)
+    rows = db.execute('SELECT "index", action FROM custody_logentry ORDER BY "index"').fetchall()
+    assert len(rows) >= 3  # ensure_keys logged key.added entries
+    for statement in (
+        'REPLACE INTO custody_logentry ("index", leaf, leaf_hash, time, action) '
+        'SELECT "index", leaf, leaf_hash, time, \'forged\' FROM custody_logentry WHERE "index" = 0',
+        'INSERT OR REPLACE INTO custody_logentry (rowid, "index", leaf, leaf_hash, time, action) '
+        "SELECT rowid, 99, leaf, leaf_hash, time, 'forged' FROM custody_logentry WHERE \"index\" = 0",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(statement)
+    assert db.execute('SELECT "index", action FROM custody_logentry ORDER BY "index"').fetchall() == rows
+    db.close()
