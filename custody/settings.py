@@ -119,28 +119,41 @@ TEMPLATES = [
     },
 ]
 
+
+def sqlite_database(path: str | Path, test_path: str | Path | None) -> dict:
+    """SQLite as the server needs it, whether from the default or a sqlite:// DATABASE_URL."""
+    config = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            # Writers take the lock when the transaction begins, not at
+            # their first write: a log append reads the tree head and then
+            # writes, and two deferred transactions doing that deadlock.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            # WAL: readers (verify_log, the API) do not block the appender;
+            # FULL: a committed log entry survives a power cut.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+        },
+    }
+    if test_path is not None:
+        # The test database is a file too, so that gunicorn and Celery
+        # workers started by the tests see the same data.
+        config["TEST"] = {"NAME": str(test_path)}
+    return config
+
+
 # Database: SQLite in the data dir unless DATABASE_URL says otherwise.
 DATABASE_URL = os.getenv("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # The URL names the file; locking and durability stay those of the default.
+        _path = DATABASES["default"]["NAME"]
+        _test = None if _path == ":memory:" else Path(_path).with_name("test-" + Path(_path).name)
+        DATABASES = {"default": sqlite_database(_path, _test)}
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "custody.sqlite3",
-            # The test database is a file too, so that gunicorn and Celery
-            # workers started by the tests see the same data.
-            "TEST": {"NAME": str(DATA_DIR / "test-custody.sqlite3")},
-            "OPTIONS": {
-                # Writers take the lock when the transaction begins, not at
-                # their first write: a log append reads the tree head and then
-                # writes, and two deferred transactions doing that deadlock.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
-            },
-        }
-    }
+    DATABASES = {"default": sqlite_database(DATA_DIR / "custody.sqlite3", DATA_DIR / "test-custody.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

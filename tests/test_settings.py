@@ -1,0 +1,63 @@
+"""Settings read from the environment: each case in a fresh process, as a server would start."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+
+import pytest
+
+from .conftest import ROOT
+
+
+def run_python(code: str, tmp_path, **env) -> subprocess.CompletedProcess:
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "CUSTODY_DATA_DIR": str(tmp_path / "data"),
+        "DJANGO_SECRET_KEY": "test-only",
+        "DJANGO_SETTINGS_MODULE": "custody.settings",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=base | env, capture_output=True, text=True, timeout=60
+    )
+
+
+def database_settings(tmp_path, **env) -> dict:
+    code = "import json, custody.settings as s; print(json.dumps(s.DATABASES['default'], default=str))"
+    done = run_python(code, tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_sqlite_url_keeps_the_default_locking_and_durability_options(tmp_path):
+    default = database_settings(tmp_path)
+    from_url = database_settings(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/elsewhere.sqlite3")
+    assert from_url["NAME"] == f"{tmp_path}/elsewhere.sqlite3"
+    assert from_url["OPTIONS"] == default["OPTIONS"]
+    assert default["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in default["OPTIONS"]["init_command"]
+    # A file test database beside it, so servers and workers started by the tests share it.
+    assert from_url["TEST"] == {"NAME": f"{tmp_path}/test-elsewhere.sqlite3"}
+
+
+def test_sqlite_url_database_is_in_wal_mode_with_full_sync_after_connect(tmp_path):
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as c:\n"
+        "    print(*[c.execute(f'PRAGMA {p}').fetchone()[0] for p in"
+        " ('journal_mode', 'synchronous', 'busy_timeout')])\n"
+    )
+    done = run_python(code, tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/url.sqlite3")
+    assert done.returncode == 0, done.stderr
+    # WAL, synchronous=FULL (2), and the 30 s timeout as SQLite's busy timeout.
+    assert done.stdout.split() == ["wal", "2", "30000"]
+    # WAL is recorded in the file itself: any later client finds it on.
+    with closing(sqlite3.connect(tmp_path / "url.sqlite3")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_url_still_loads(tmp_path, url):
+    assert database_settings(tmp_path, DATABASE_URL=url)["NAME"] == ":memory:"
