@@ -144,7 +144,32 @@ def sqlite_database(path: str | Path, test_path: str | Path | None) -> dict:
 
 
 # Database: SQLite in the data dir unless DATABASE_URL says otherwise.
+#
+# PostgreSQL may use two roles (README, "Database roles"): DATABASE_MIGRATE_URL
+# owns the tables and runs migrations; DATABASE_URL, the role every server
+# and worker process uses, may only read and append the log tables
+# (`manage.py grant_app_role`). Only the release step sets CUSTODY_DB_OWNER=1,
+# which makes the default database connect as the owner, so migrate and
+# grant_app_role run as the owner with no second alias that migrations would
+# have to be told about.
 DATABASE_URL = os.getenv("DATABASE_URL", "")
+DATABASE_MIGRATE_URL = os.getenv("DATABASE_MIGRATE_URL", "")
+CUSTODY_DB_OWNER = env_bool("CUSTODY_DB_OWNER", False)
+# The role grant_app_role grants to: DATABASE_URL's user when there is an owner apart from it.
+CUSTODY_DB_APP_ROLE = ""
+if DATABASE_MIGRATE_URL:
+    if not DATABASE_URL:
+        raise ImproperlyConfigured("DATABASE_MIGRATE_URL needs DATABASE_URL (the app's role) as well")
+    _app, _owner = dj_database_url.parse(DATABASE_URL), dj_database_url.parse(DATABASE_MIGRATE_URL)
+    if _owner["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_MIGRATE_URL is for PostgreSQL only (postgres://...)")
+    if [_app[k] for k in ("ENGINE", "HOST", "PORT", "NAME")] != [
+        _owner[k] for k in ("ENGINE", "HOST", "PORT", "NAME")
+    ]:
+        raise ImproperlyConfigured("DATABASE_URL and DATABASE_MIGRATE_URL must name the same database")
+    CUSTODY_DB_APP_ROLE = _app["USER"]
+    if CUSTODY_DB_OWNER:
+        DATABASE_URL = DATABASE_MIGRATE_URL
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

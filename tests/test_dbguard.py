@@ -6,9 +6,11 @@ PostgreSQL) stay refused on both backends.
 """
 
 import io
+import os
 import sqlite3
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core.management import call_command
@@ -198,3 +200,157 @@ def test_a_migrated_sqlite_database_refuses_replace_from_a_plain_sqlite3_connect
             db.execute(statement)
     assert db.execute('SELECT "index", action FROM custody_logentry ORDER BY "index"').fetchall() == rows
     db.close()
+
+
+# --- PostgreSQL: the server's own role cannot get around the triggers --------
+
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="PostgreSQL only: SQLite has no roles (whoever can write the file can drop a trigger)",
+)
+
+
+def test_grant_app_role_has_nothing_to_do_with_one_role(db):
+    """SQLite, or PostgreSQL without DATABASE_MIGRATE_URL: the release step's grant is a no-op."""
+    out = io.StringIO()
+    call_command("grant_app_role", stdout=out)
+    assert "nothing to grant" in out.getvalue()
+
+
+def url_as(user: str) -> str:
+    """DATABASE_URL with another user: same server and database."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+@pytest.fixture
+def app_role(transactional_db):
+    """A login role of this test's own, granted as the release step grants DATABASE_URL's role.
+
+    transactional_db: the grant must be committed for another connection to see it.
+    """
+    from custody import services
+    from custody.models import LogHead
+
+    name = f"custody_app_test_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {name} LOGIN NOSUPERUSER")
+    try:
+        LogHead.objects.get_or_create(pk=1)
+        services.create_user(actor=None, username="erin", password="irrelevant-here", role="investigator")
+        out = io.StringIO()
+        call_command("grant_app_role", role=name, stdout=out)
+        assert f"granted {name}: SELECT, INSERT on custody_logentry" in out.getvalue()
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {name}")  # its privileges, in this database
+            cursor.execute(f"DROP ROLE {name}")
+
+
+def connect_as(role: str):
+    import psycopg
+
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        dbname=settings["NAME"],
+        user=role,
+        autocommit=True,
+    )
+
+
+REFUSED_TO_APP_ROLE = {
+    "disable triggers": "ALTER TABLE custody_logentry DISABLE TRIGGER ALL",
+    "disable one trigger": "ALTER TABLE custody_logentry DISABLE TRIGGER custody_logentry_append_only",
+    "drop trigger": "DROP TRIGGER custody_logentry_append_only ON custody_logentry",
+    "replica mode skips triggers": "SET session_replication_role = replica",
+    "neuter the trigger function": (
+        "CREATE OR REPLACE FUNCTION custody_refuse_change() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$"
+    ),
+    "truncate": "TRUNCATE custody_logentry",
+    "delete": "DELETE FROM custody_logentry",
+    "update": "UPDATE custody_logentry SET action = 'forged'",
+    "alter": "ALTER TABLE custody_logentry ADD COLUMN forged integer",
+    "drop table": "DROP TABLE custody_logentry",
+    "delete tree nodes": "DELETE FROM custody_treenode",
+    "update checkpoint": "UPDATE custody_checkpoint SET note = 'forged'",
+    "delete checkpoint": "DELETE FROM custody_checkpoint",
+    "delete the tree head": "DELETE FROM custody_loghead",
+    "move the tree head's id": "UPDATE custody_loghead SET id = 2",
+    "rewrite migration history": "DELETE FROM django_migrations",
+}
+
+
+@on_postgresql
+@pytest.mark.parametrize("statement", REFUSED_TO_APP_ROLE.values(), ids=REFUSED_TO_APP_ROLE.keys())
+def test_app_role_cannot_rewrite_the_log_or_switch_its_guards_off(app_role, statement):
+    import psycopg
+
+    before = snapshot()
+    with connect_as(app_role) as db, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute(statement)
+    assert snapshot() == before
+
+
+@on_postgresql
+def test_app_role_may_read_and_insert_log_rows(app_role):
+    size = LogEntry.objects.count()
+    with connect_as(app_role) as db:
+        assert db.execute("SELECT count(*) FROM custody_logentry").fetchone() == (size,)
+        with db.transaction(force_rollback=True):  # the privilege, without leaving a stray row
+            db.execute(
+                "INSERT INTO custody_logentry (index, leaf, leaf_hash, time, action) "
+                "VALUES (%s, '\\x7b7d', '\\x00', now(), 'probe')",
+                [size + 100],
+            )
+            assert db.execute("SELECT count(*) FROM custody_logentry").fetchone() == (size + 1,)
+        # Its ordinary DML on the other tables.
+        db.execute("UPDATE custody_user SET first_name = 'Erin' WHERE username = 'erin'")
+
+
+@on_postgresql
+def test_release_step_grants_as_owner_and_the_app_appends_and_verifies_as_its_role(app_role, tmp_path):
+    """The release step's commands, then the server's own, in processes as the Procfile runs them.
+
+    CUSTODY_DB_OWNER=1 makes migrate and grant_app_role connect with
+    DATABASE_MIGRATE_URL; without it every command is the app's role, which
+    appends (create_user logs user.created) and verifies the log.
+    """
+    from .conftest import subprocess_env
+
+    env = subprocess_env(
+        DATABASE_MIGRATE_URL=os.environ["DATABASE_URL"],
+        DATABASE_URL=url_as(app_role),
+        CUSTODY_PASSWORD="a long enough password 1",
+    )
+    owner = dict(env, CUSTODY_DB_OWNER="1")
+
+    def manage(*args, env):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    for command in (["migrate", "--noinput"], ["grant_app_role"]):
+        done = manage(*command, env=owner)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert f"granted {app_role}" in done.stdout
+    # As the app's role the grant refuses: it would be granting to itself.
+    done = manage("grant_app_role", env=env)
+    assert done.returncode != 0 and "run as the tables' owner" in done.stderr
+
+    size = LogEntry.objects.count()
+    done = manage("create_user", "frank", "--role", "investigator", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert LogEntry.objects.count() > size
+    assert LogEntry.objects.order_by("-index").first().action == "user.created"
+    done = manage("verify_log", "--skip-blobs", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr

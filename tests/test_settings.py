@@ -61,3 +61,37 @@ def test_sqlite_url_database_is_in_wal_mode_with_full_sync_after_connect(tmp_pat
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 def test_in_memory_sqlite_url_still_loads(tmp_path, url):
     assert database_settings(tmp_path, DATABASE_URL=url)["NAME"] == ":memory:"
+
+
+APP = "postgres://custody_app@db.example:5432/custody"
+OWNER = "postgres://custody_owner@db.example:5432/custody"
+
+
+def test_servers_connect_as_the_app_role_and_only_the_release_step_as_the_owner(tmp_path):
+    code = "import custody.settings as s; print(s.DATABASES['default']['USER'], s.CUSTODY_DB_APP_ROLE)"
+    server = run_python(code, tmp_path, DATABASE_URL=APP, DATABASE_MIGRATE_URL=OWNER)
+    release = run_python(code, tmp_path, DATABASE_URL=APP, DATABASE_MIGRATE_URL=OWNER, CUSTODY_DB_OWNER="1")
+    assert server.stdout.split() == ["custody_app", "custody_app"], server.stderr
+    assert release.stdout.split() == ["custody_owner", "custody_app"], release.stderr
+    # One role: the release step runs as DATABASE_URL and there is nothing to grant.
+    single = run_python(code, tmp_path, DATABASE_URL=APP, CUSTODY_DB_OWNER="1")
+    assert single.stdout.split() == ["custody_app"], single.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_MIGRATE_URL": OWNER}, "DATABASE_MIGRATE_URL needs DATABASE_URL"),
+        (
+            {"DATABASE_URL": APP, "DATABASE_MIGRATE_URL": OWNER.replace("/custody", "/other")},
+            "must name the same database",
+        ),
+        (
+            {"DATABASE_URL": "sqlite:///x.sqlite3", "DATABASE_MIGRATE_URL": "sqlite:///x.sqlite3"},
+            "for PostgreSQL only",
+        ),
+    ],
+)
+def test_database_role_misconfigurations_fail_at_startup(tmp_path, env, message):
+    done = run_python("import custody.settings", tmp_path, **env)
+    assert done.returncode != 0 and message in done.stderr
