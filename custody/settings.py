@@ -161,12 +161,16 @@ if DATABASE_MIGRATE_URL:
     if not DATABASE_URL:
         raise ImproperlyConfigured("DATABASE_MIGRATE_URL needs DATABASE_URL (the app's role) as well")
     _app, _owner = dj_database_url.parse(DATABASE_URL), dj_database_url.parse(DATABASE_MIGRATE_URL)
-    if _owner["ENGINE"] != "django.db.backends.postgresql":
+    if _owner["ENGINE"] != "django.db.backends.postgresql" or _app["ENGINE"] != _owner["ENGINE"]:
         raise ImproperlyConfigured("DATABASE_MIGRATE_URL is for PostgreSQL only (postgres://...)")
-    if [_app[k] for k in ("ENGINE", "HOST", "PORT", "NAME")] != [
-        _owner[k] for k in ("ENGINE", "HOST", "PORT", "NAME")
-    ]:
+    # Host and port may differ (the app through a pooler, migrations direct);
+    # the database name may not, or the grant would go to another database.
+    if _app["NAME"] != _owner["NAME"]:
         raise ImproperlyConfigured("DATABASE_URL and DATABASE_MIGRATE_URL must name the same database")
+    if not _app["USER"] or _app["USER"] == _owner["USER"]:
+        raise ImproperlyConfigured(
+            "with DATABASE_MIGRATE_URL, DATABASE_URL must name the app's own role (postgres://ROLE@host/db)"
+        )
     CUSTODY_DB_APP_ROLE = _app["USER"]
     if CUSTODY_DB_OWNER:
         DATABASE_URL = DATABASE_MIGRATE_URL

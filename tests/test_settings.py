@@ -76,6 +76,11 @@ def test_servers_connect_as_the_app_role_and_only_the_release_step_as_the_owner(
     # One role: the release step runs as DATABASE_URL and there is nothing to grant.
     single = run_python(code, tmp_path, DATABASE_URL=APP, CUSTODY_DB_OWNER="1")
     assert single.stdout.split() == ["custody_app"], single.stderr
+    # The app through a pooler on another port, migrations straight to the server.
+    pooled = run_python(
+        code, tmp_path, DATABASE_URL=APP.replace(":5432", ":6432"), DATABASE_MIGRATE_URL=OWNER
+    )
+    assert pooled.stdout.split() == ["custody_app", "custody_app"], pooled.stderr
 
 
 @pytest.mark.parametrize(
@@ -89,6 +94,11 @@ def test_servers_connect_as_the_app_role_and_only_the_release_step_as_the_owner(
         (
             {"DATABASE_URL": "sqlite:///x.sqlite3", "DATABASE_MIGRATE_URL": "sqlite:///x.sqlite3"},
             "for PostgreSQL only",
+        ),
+        ({"DATABASE_URL": OWNER, "DATABASE_MIGRATE_URL": OWNER}, "must name the app's own role"),
+        (
+            {"DATABASE_URL": "postgres:///custody", "DATABASE_MIGRATE_URL": OWNER},
+            "must name the app's own role",
         ),
     ],
 )
