@@ -354,3 +354,34 @@ def test_release_step_grants_as_owner_and_the_app_appends_and_verifies_as_its_ro
     assert LogEntry.objects.order_by("-index").first().action == "user.created"
     done = manage("verify_log", "--skip-blobs", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@on_postgresql
+@pytest.mark.parametrize(
+    ("grant", "complaint"),
+    [
+        # PostgreSQL 14+: a predefined role with write access to every table.
+        ("GRANT pg_write_all_data TO {role}", "DELETE on custody_logentry"),
+        # A member of the tables' owner may SET ROLE to it and drop the triggers.
+        ("GRANT {owner} TO {role}", "may become"),
+    ],
+    ids=["predefined role", "member of the owner"],
+)
+def test_grant_app_role_fails_when_the_role_keeps_a_way_around(app_role, grant, complaint):
+    from django.core.management.base import CommandError
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        owner = cursor.fetchone()[0]
+        cursor.execute(grant.format(role=app_role, owner=owner))
+    with pytest.raises(CommandError, match=complaint):
+        call_command("grant_app_role", role=app_role, stdout=io.StringIO())
+
+
+@on_postgresql
+def test_grant_app_role_takes_back_what_public_was_given(app_role):
+    with connection.cursor() as cursor:
+        cursor.execute("GRANT DELETE ON custody_treenode TO PUBLIC")
+        call_command("grant_app_role", role=app_role, stdout=io.StringIO())
+        cursor.execute("SELECT has_table_privilege(%s, 'custody_treenode', 'DELETE')", [app_role])
+        assert cursor.fetchone() == (False,)

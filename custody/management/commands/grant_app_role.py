@@ -46,7 +46,7 @@ class Command(BaseCommand):
             self._check_role(cursor, role)
             tables = self._tables()
             self._grant(cursor, role, tables)
-            self._check_result(cursor, role, tables)
+            self._check_result(cursor, role)
         say(
             f"granted {role}: SELECT, INSERT on {', '.join(APPEND_ONLY_TABLES)}; "
             f"SELECT, UPDATE ({', '.join(HEAD_COLUMNS)}) on {HEAD_TABLE}; "
@@ -134,7 +134,7 @@ class Command(BaseCommand):
             cursor.execute("SELECT has_table_privilege(%s, %s, %s)", [role, table, privilege])
         return cursor.fetchone()[0]
 
-    def _check_result(self, cursor, role: str, tables: list[str]) -> None:
+    def _check_result(self, cursor, role: str) -> None:
         """Ask the server what the role can do now, whatever route a privilege takes."""
         problems = []
         for table in APPEND_ONLY_TABLES:
