@@ -2,7 +2,9 @@
 
 SQLite: REPLACE and upserts over a log row are refused (a REPLACE deletes the
 old row without firing the DELETE trigger). UPDATE, DELETE (and TRUNCATE on
-PostgreSQL) stay refused on both backends.
+PostgreSQL) stay refused on both backends. PostgreSQL: the role the server
+connects as (after grant_app_role) may read and append the log, and is
+refused every way to rewrite it or to switch the triggers off.
 """
 
 import io
