@@ -119,28 +119,70 @@ TEMPLATES = [
     },
 ]
 
+
+def sqlite_database(path: str | Path, test_path: str | Path | None) -> dict:
+    """SQLite as the server needs it, whether from the default or a sqlite:// DATABASE_URL."""
+    config = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            # Writers take the lock when the transaction begins, not at
+            # their first write: a log append reads the tree head and then
+            # writes, and two deferred transactions doing that deadlock.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            # WAL: readers (verify_log, the API) do not block the appender;
+            # FULL: a committed log entry survives a power cut.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+        },
+    }
+    if test_path is not None:
+        # The test database is a file too, so that gunicorn and Celery
+        # workers started by the tests see the same data.
+        config["TEST"] = {"NAME": str(test_path)}
+    return config
+
+
 # Database: SQLite in the data dir unless DATABASE_URL says otherwise.
+#
+# PostgreSQL may use two roles (README, "Database roles"): DATABASE_MIGRATE_URL
+# owns the tables and runs migrations; DATABASE_URL, the role every server
+# and worker process uses, may only read and append the log tables
+# (`manage.py grant_app_role`). Only the release step sets CUSTODY_DB_OWNER=1,
+# which makes the default database connect as the owner, so migrate and
+# grant_app_role run as the owner with no second alias that migrations would
+# have to be told about.
 DATABASE_URL = os.getenv("DATABASE_URL", "")
+DATABASE_MIGRATE_URL = os.getenv("DATABASE_MIGRATE_URL", "")
+CUSTODY_DB_OWNER = env_bool("CUSTODY_DB_OWNER", False)
+# The role grant_app_role grants to: DATABASE_URL's user when there is an owner apart from it.
+CUSTODY_DB_APP_ROLE = ""
+if DATABASE_MIGRATE_URL:
+    if not DATABASE_URL:
+        raise ImproperlyConfigured("DATABASE_MIGRATE_URL needs DATABASE_URL (the app's role) as well")
+    _app, _owner = dj_database_url.parse(DATABASE_URL), dj_database_url.parse(DATABASE_MIGRATE_URL)
+    if _owner["ENGINE"] != "django.db.backends.postgresql" or _app["ENGINE"] != _owner["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_MIGRATE_URL is for PostgreSQL only (postgres://...)")
+    # Host and port may differ (the app through a pooler, migrations direct);
+    # the database name may not, or the grant would go to another database.
+    if _app["NAME"] != _owner["NAME"]:
+        raise ImproperlyConfigured("DATABASE_URL and DATABASE_MIGRATE_URL must name the same database")
+    if not _app["USER"] or _app["USER"] == _owner["USER"]:
+        raise ImproperlyConfigured(
+            "with DATABASE_MIGRATE_URL, DATABASE_URL must name the app's own role (postgres://ROLE@host/db)"
+        )
+    CUSTODY_DB_APP_ROLE = _app["USER"]
+    if CUSTODY_DB_OWNER:
+        DATABASE_URL = DATABASE_MIGRATE_URL
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # The URL names the file; locking and durability stay those of the default.
+        _path = DATABASES["default"]["NAME"]
+        _test = None if _path == ":memory:" else Path(_path).with_name("test-" + Path(_path).name)
+        DATABASES = {"default": sqlite_database(_path, _test)}
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "custody.sqlite3",
-            # The test database is a file too, so that gunicorn and Celery
-            # workers started by the tests see the same data.
-            "TEST": {"NAME": str(DATA_DIR / "test-custody.sqlite3")},
-            "OPTIONS": {
-                # Writers take the lock when the transaction begins, not at
-                # their first write: a log append reads the tree head and then
-                # writes, and two deferred transactions doing that deadlock.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
-            },
-        }
-    }
+    DATABASES = {"default": sqlite_database(DATA_DIR / "custody.sqlite3", DATA_DIR / "test-custody.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
