@@ -16,5 +16,5 @@ def remove(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("custody", "0005_resumable_uploads")]
+    dependencies = [("custody", "0008_trust_root")]
     operations = [migrations.RunPython(install, remove)]
