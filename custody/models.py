@@ -197,7 +197,7 @@ class LogEntry(models.Model):
     )
     # Ed25519 signature by the log key active when the entry was written, over
     # log.entry_message(leaf_hash); empty only before the first log key exists.
-    signature = models.BinaryField(default=b"")
+    signature = models.BinaryField(default=b"", db_default=b"")
 
     class Meta:
         ordering = ["index"]

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='logentry',
             name='signature',
-            field=models.BinaryField(default=b''),
+            field=models.BinaryField(db_default=b'', default=b''),
         ),
         migrations.AddIndex(
             model_name='logentry',
