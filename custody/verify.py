@@ -32,7 +32,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from . import merkle, signing
+from . import merkle, projection, signing, trustroot
 
 INTAKE_TYPE = "urn:custody-server:intake-receipt:v1"
 RESULT_TYPE = "urn:custody-server:analysis-result:v1"
@@ -41,6 +41,7 @@ RESULT_TYPE = "urn:custody-server:analysis-result:v1"
 class Report:
     def __init__(self) -> None:
         self.lines: list[tuple[bool, str]] = []
+        self.trust = None  # the Trust a bundle was checked against
 
     def ok(self, text: str) -> None:
         self.lines.append((True, text))
@@ -60,7 +61,18 @@ class Report:
         out = [("  ok    " if good else "  FAIL  ") + text for good, text in self.lines]
         failures = self.failures
         out.append("")
-        out.append(f"FAILED: {len(failures)} problem(s)" if failures else "VERIFIED: every check passed")
+        if failures:
+            out.append(f"FAILED: {len(failures)} problem(s)")
+        elif self.trust is not None and not self.trust.anchored:
+            out.append(
+                "CONSISTENT, NOT VERIFIED: the internal checks passed, but the keys came from the bundle "
+                "itself (anyone can make such a bundle); pass --trust-root with the root you pinned"
+            )
+        elif self.trust is not None:
+            root = self.trust.root
+            out.append(f"VERIFIED against trust root version {root.version} (sha256:{root.fingerprint})")
+        else:
+            out.append("VERIFIED: every check passed")
         return "\n".join(out)
 
 
@@ -130,49 +142,49 @@ def _check_manifest(root: Path, manifest: Path, algorithm: str, listed: set[str]
     return problems
 
 
-# --- keys -------------------------------------------------------------------------
+# --- trust ----------------------------------------------------------------------------
 
 
-def load_keys(path: Path, report: Report, pinned_vkey: str | None):
-    """Returns ({keyid: (purpose, key)}, log vkey) after recomputing every key id."""
-    doc = json.loads(path.read_text())
-    keys = {}
-    for entry in doc.get("keys", []):
+class Trust:
+    """What the bundle is checked against: the newest trust root reached from the pinned one."""
+
+    def __init__(self, root: trustroot.Root, anchored: bool):
+        self.root = root
+        self.anchored = anchored  # False: internal checks only, the root came from the bundle itself
+
+    def key_for(self, keyid: str, purpose: str, time: str, what: str, report: Report):
+        ok, why = self.root.key_valid_at(keyid, purpose, time)
+        report.check(ok, f"{what}: {why}", f"{what}: {why}")
+        return self.root.public_key(keyid) if ok else None
+
+    def log_keys(self) -> list[dict]:
+        return [k for k in self.root.doc["keys"] if k["purpose"] == "log"]
+
+
+def load_trust(data: Path, pinned: dict | None, report: Report) -> Trust | None:
+    chain = []
+    for path in sorted((data / "trust-root").glob("*.json")) if (data / "trust-root").is_dir() else []:
         try:
-            key = signing.load_public_key_pem(entry["public_key_pem"])
-        except (KeyError, ValueError) as exc:
-            report.fail(f"key {entry.get('keyid', '?')[:16]}: not a valid Ed25519 public key ({exc})")
-            continue
-        if signing.dsse_keyid(key) != entry.get("keyid"):
-            report.fail(f"key {entry.get('keyid', '?')[:16]}: its key id does not match the key")
-            continue
-        keys[entry["keyid"]] = (entry.get("purpose"), key)
-    report.ok(f"{len(keys)} public key(s) with matching key ids")
-    vkey = doc.get("log_vkey", "")
-    if pinned_vkey:
-        report.check(
-            vkey == pinned_vkey,
-            "log verifier key matches the pinned one",
-            "the bundle's log verifier key differs from the pinned one",
-        )
-        vkey = pinned_vkey
-    else:
-        report.ok("keys taken from the bundle (pin them with --log-vkey/--keys from an independent source)")
+            chain.append(json.loads(path.read_text()))
+        except ValueError as exc:
+            report.fail(f"{path.name}: not JSON ({exc})")
     try:
-        _, _, log_key = signing.parse_verifier_key(vkey)
-        if not any(
-            signing.raw_public_key(k) == signing.raw_public_key(log_key)
-            for p, k in keys.values()
-            if p == "log"
-        ):
-            report.fail("the log verifier key is not among the bundle's log keys")
-    except ValueError as exc:
-        report.fail(f"log verifier key: {exc}")
-    return keys, vkey
-
-
-def _keys_for(keys: dict, purpose: str) -> dict:
-    return {keyid: key for keyid, (p, key) in keys.items() if p == purpose}
+        if pinned is None:
+            if not chain:
+                report.fail("the bundle carries no trust root")
+                return None
+            start = trustroot.load_pinned(chain[0])
+            report.ok(f"INTERNAL CHECK ONLY: starting from the bundle's own trust root version {start.version}")
+        else:
+            start = trustroot.load_pinned(pinned)
+            report.ok(f"pinned trust root version {start.version}, fingerprint sha256:{start.fingerprint}")
+        newest, steps = trustroot.follow(start, chain)
+    except (trustroot.TrustRootError, ValueError, KeyError, TypeError) as exc:
+        report.fail(f"trust root: {exc}")
+        return None
+    for step in steps:
+        report.ok(step)
+    return Trust(newest, anchored=pinned is not None)
 
 
 # --- checkpoint and log -------------------------------------------------------------
@@ -193,7 +205,50 @@ def parse_checkpoint(note: str, vkey: str) -> tuple[str, int, bytes]:
     return lines[0], size, root
 
 
-def check_entries(path: Path, size: int, root: bytes, report: Report) -> dict[int, dict]:
+def check_checkpoint(note: str, trust: Trust, report: Report) -> tuple[int, bytes] | None:
+    for key in trust.log_keys():
+        try:
+            origin, size, root = parse_checkpoint(note, key["vkey"])
+        except ValueError:
+            continue
+        if not report.check(
+            origin == trust.root.doc["origin"],
+            f"checkpoint signed by log key {key['keyid'][:16]} of the trust root: {origin}, {size} entries",
+            f"checkpoint is for origin {origin!r}, the trust root's log is {trust.root.doc['origin']!r}",
+        ):
+            return None
+        _check_witnesses(note, trust, report)
+        return size, root
+    report.fail("checkpoint: not signed by any log key of the trust root")
+    return None
+
+
+def _check_witnesses(note: str, trust: Trust, report: Report) -> None:
+    witnesses = trust.root.doc.get("witnesses") or []
+    if not witnesses:
+        report.ok("the trust root names no witnesses: the checkpoint rests on the log key alone")
+        return
+    from . import cosign
+
+    quorum = trust.root.doc.get("witness_quorum") or len(witnesses)
+    cosigned = []
+    for witness in witnesses:
+        try:
+            cosign.verify_cosignature(note, witness["vkey"])
+            cosigned.append(witness["name"])
+        except ValueError:
+            continue
+    report.check(
+        len(cosigned) >= quorum,
+        f"checkpoint final: cosigned by {len(cosigned)} of {len(witnesses)} witnesses "
+        f"(quorum {quorum}): {', '.join(cosigned)}",
+        f"checkpoint NOT final: cosigned by {len(cosigned)} of {len(witnesses)} witnesses, "
+        f"the trust root requires {quorum} ({', '.join(cosigned) or 'none'})",
+    )
+
+
+def check_entries(path: Path, size: int, root: bytes, trust: Trust, report: Report) -> dict[int, dict]:
+    """Every entry proven included in the checkpoint and signed by a log key valid at its time."""
     entries: dict[int, dict] = {}
     bad = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -201,31 +256,87 @@ def check_entries(path: Path, size: int, root: bytes, report: Report) -> dict[in
             record = json.loads(line)
             leaf = base64.b64decode(record["leaf"], validate=True)
             proof = [base64.b64decode(h, validate=True) for h in record["inclusion_proof"]]
+            signature = base64.b64decode(record.get("signature") or "", validate=True)
             index = record["index"]
             entry = json.loads(leaf)
         except (ValueError, KeyError, TypeError) as exc:
             bad.append(f"line {number}: malformed ({exc})")
             continue
+        leaf_hash = merkle.leaf_hash(leaf)
         if entry.get("index") != index:
             bad.append(f"entry {index}: the leaf says index {entry.get('index')}")
-        elif not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, root):
+        elif not merkle.verify_inclusion(leaf_hash, index, size, proof, root):
             bad.append(f"entry {index}: inclusion proof does not lead to the checkpoint's root")
+        elif not _entry_signed(leaf_hash, signature, entry.get("time", ""), trust):
+            bad.append(f"entry {index}: not signed by a log key of the trust root valid at its time")
         else:
+            entry["_leaf_hash"] = leaf_hash.hex()
             entries[index] = entry
     report.check(
         not bad,
-        f"{len(entries)} log entries, each proven included in the checkpoint",
+        f"{len(entries)} log entries, each proven included in the checkpoint and signed by the log key",
         "log entries: " + "; ".join(bad[:10]),
     )
     return entries
+
+
+def _entry_signed(leaf_hash: bytes, signature: bytes, time: str, trust: Trust) -> bool:
+    message = b"custody-log-entry/v1\n" + leaf_hash
+    for key in trust.log_keys():
+        if not trust.root.key_valid_at(key["keyid"], "log", time)[0]:
+            continue
+        try:
+            signing.load_public_key_pem(key["public_key_pem"]).verify(signature, message)
+            return True
+        except Exception:  # noqa: BLE001, S112 - at a rotation two keys are valid; try the next
+            continue
+    return False
+
+
+def check_chain(entries: dict[int, dict], size: int, report: Report) -> list[dict]:
+    """The item's entries form one hash chain, from its intake to the export that made the bundle.
+
+    Each entry about the item names the previous one (index and leaf hash);
+    the last is the export entry, the newest leaf of the checkpoint: so no
+    entry about the item up to the export can be missing, added or moved.
+    """
+    ordered = [entries[i] for i in sorted(entries)]
+    if not ordered:
+        report.fail("the bundle holds no log entries about the item")
+        return []
+    problems = []
+    first = ordered[0]
+    if first.get("action") != "evidence.received" or first.get("prev") is not None:
+        problems.append(f"the chain starts at entry {first.get('index')} ({first.get('action')}), not at the intake")
+    for before, entry in zip(ordered, ordered[1:], strict=False):
+        expected = {"index": before["index"], "hash": before["_leaf_hash"]}
+        if entry.get("prev") != expected:
+            problems.append(
+                f"entry {entry['index']} names {entry.get('prev')} as the previous entry about the item, "
+                f"the bundle's previous entry is {before['index']}: entries were dropped, added or reordered"
+            )
+    last = ordered[-1]
+    if last.get("action") != "evidence.exported" or last["index"] != size - 1:
+        problems.append(
+            f"the chain ends at entry {last['index']} ({last.get('action')}), not at the export entry that "
+            f"closes the checkpoint (entry {size - 1}): later entries may be missing"
+        )
+    report.check(
+        not problems,
+        f"complete: the {len(ordered)} entries about the item form one unbroken chain from the intake "
+        f"(entry {first['index']}) to this export (entry {last['index']})",
+        "item chain: " + "; ".join(problems[:5]),
+    )
+    return ordered
 
 
 # --- the bundle ---------------------------------------------------------------------
 
 
 def verify_bundle(
-    bundle: Path, own_file: Path | None = None, log_vkey: str | None = None, keys_file: Path | None = None
+    bundle: Path, own_file: Path | None = None, pinned: dict | None = None
 ) -> Report:
+    """Check a bundle against a pinned trust root (``pinned=None``: internal consistency only)."""
     report = Report()
     with tempfile.TemporaryDirectory(prefix="custody-verify-") as tmp:
         root = _open_bundle(bundle, Path(tmp), report)
@@ -233,22 +344,28 @@ def verify_bundle(
             return report
         check_bag(root, report)
         data = root / "data"
-        keys_path = keys_file or data / "keys" / "keys.json"
-        if not report.check(keys_path.is_file(), "keys present", f"{keys_path} is missing"):
+        trust = load_trust(data, pinned, report)
+        if trust is None:
             return report
-        keys, vkey = load_keys(keys_path, report, log_vkey)
-
+        report.trust = trust
         try:
-            origin, size, tree_root = parse_checkpoint((data / "log" / "checkpoint.txt").read_text(), vkey)
-            report.ok(f"checkpoint signed by the log key: {origin}, {size} entries")
-        except (OSError, ValueError) as exc:
+            note = (data / "log" / "checkpoint.txt").read_text(encoding="utf-8")
+        except OSError as exc:
             report.fail(f"checkpoint: {exc}")
             return report
-        entries = check_entries(data / "log" / "entries.jsonl", size, tree_root, report)
-
+        head = check_checkpoint(note, trust, report)
+        if head is None:
+            return report
+        size, tree_root = head
+        _check_timestamps(data, note, trust, report)
+        entries = check_entries(data / "log" / "entries.jsonl", size, tree_root, trust, report)
+        chain = check_chain(entries, size, report)
+        if not chain:
+            return report
+        intake = chain[0]
         item = json.loads((data / "evidence.json").read_text())
-        sha256 = item.get("sha256")
-        receipt = _check_receipt(data / "receipt.dsse.json", keys, item, entries, report)
+        _check_item(item, chain, report)
+        receipt = _check_receipt(data / "receipt.dsse.json", intake, trust, report)
 
         evidence_files = sorted((data / "evidence").glob("*")) if (data / "evidence").is_dir() else []
         candidates = [("bundled file", p) for p in evidence_files] + (
@@ -267,11 +384,159 @@ def verify_bundle(
                 f"{label}: hashes differ from the signed receipt (sha256 {digests['sha256']})",
             )
 
-        for result in (
-            sorted((data / "analyses").glob("*/result.dsse.json")) if (data / "analyses").is_dir() else []
-        ):
-            _check_result(result, keys, sha256, entries, report)
+        results = sorted((data / "analyses").glob("*/result.dsse.json")) if (data / "analyses").is_dir() else []
+        completed = {e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.completed"}
+        requested = {e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.requested"}
+        for result in results:
+            _check_result(result, intake, completed, requested, trust, report)
     return report
+
+
+def _check_timestamps(data: Path, note: str, trust: Trust, report: Report) -> None:
+    path = data / "log" / "timestamps.json"
+    tokens = json.loads(path.read_text()) if path.is_file() else []
+    certificates = "".join((trust.root.doc.get("tsa") or {}).get("certificates") or [])
+    if not tokens:
+        report.ok("no RFC 3161 time-stamp in the bundle: the checkpoint's time rests on the server and witnesses")
+        return
+    try:
+        from . import timestamps
+    except ImportError:
+        report.ok("time-stamps present but not checked: install rfc3161-client to check them")
+        return
+    body = note.split("\n\n", 1)[0].encode() + b"\n"
+    for token in tokens:
+        label = f"time-stamp by {token.get('tsa_url')}"
+        if not certificates:
+            report.fail(f"{label}: the trust root names no time-stamp authority to check it against")
+            continue
+        try:
+            gen_time = timestamps.verify_token(base64.b64decode(token["token"]), body, certificates)
+            report.ok(f"{label}: the checkpoint existed at {gen_time.isoformat()} (TSA of the trust root)")
+        except (ValueError, KeyError) as exc:
+            report.fail(f"{label}: {exc}")
+
+
+def _check_item(item: dict, chain: list[dict], report: Report) -> None:
+    """evidence.json states what the log says of the item, field by field."""
+    intake = chain[0]
+    d = intake["details"]
+    custodian = intake["actor"]["username"]
+    for entry in chain:
+        if entry.get("action") == "custody.accepted":
+            custodian = entry["details"]["to"]["username"]
+    expected = {
+        "id": intake["evidence"]["id"],
+        "sha256": intake["evidence"]["sha256"],
+        "sha1": d["sha1"],
+        "md5": d["md5"],
+        "size": d["size"],
+        "original_name": d["original_name"],
+        "media_type": d["media_type"],
+        "source": d["source"],
+        "description": d["description"],
+        "received_at": intake["time"],
+        "log_index": intake["index"],
+        "submitted_by": intake["actor"]["username"],
+        "custodian": custodian,
+    }
+    differ = [f"{k}: evidence.json says {item.get(k)!r}, the log {v!r}" for k, v in expected.items() if item.get(k) != v]
+    case = item.get("case") or {}
+    if {"id": case.get("id"), "reference": case.get("reference")} != intake["case"]:
+        differ.append(f"case: evidence.json says {case}, the log {intake['case']}")
+    report.check(
+        not differ,
+        "evidence.json states what the log says of the item (name, hashes, size, case, submitter, custodian)",
+        "evidence.json: " + "; ".join(differ[:5]),
+    )
+
+
+def _check_receipt(path: Path, intake: dict, trust: Trust, report: Report) -> dict | None:
+    """The receipt must be exactly the one the intake entry implies, signed by a trusted intake key."""
+    try:
+        envelope = json.loads(path.read_text())
+        expected = projection.receipt_envelope(intake, trust.root.doc["origin"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report.fail(f"intake receipt: {exc}")
+        return None
+    if not report.check(
+        envelope == expected,
+        f"intake receipt: every field (submitter, time, case, name, size, digests, media type, source) "
+        f"is the one logged in entry {intake['index']}",
+        f"intake receipt differs from what log entry {intake['index']} records "
+        "(a field was changed or it was signed again)",
+    ):
+        return None
+    keyid = envelope["signatures"][0]["keyid"]
+    key = trust.key_for(keyid, "intake", intake["time"], "intake receipt", report)
+    if key is None:
+        return None
+    try:
+        payload, _ = signing.dsse_verify(envelope, {keyid: key})
+    except ValueError as exc:
+        report.fail(f"intake receipt: {exc}")
+        return None
+    report.ok("intake receipt: signature verifies")
+    return json.loads(payload)["subject"][0]["digest"]
+
+
+def _check_result(path: Path, intake: dict, completed: dict, requested: dict, trust: Trust, report: Report) -> None:
+    name = path.parent.name
+    try:
+        envelope = json.loads(path.read_text())
+        payload = signing.b64decode(envelope["payload"])
+        statement = json.loads(payload)
+        predicate = statement["predicate"]
+        analyzer = predicate["analyzer"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report.fail(f"analysis {name}: malformed result ({exc})")
+        return
+    label = f"analysis {name} ({analyzer.get('name')} {analyzer.get('version')})"
+    entry = completed.get(predicate.get("analysis"))
+    if not report.check(
+        entry is not None and predicate.get("analysis") == name,
+        f"{label}: its completion is log entry {entry['index'] if entry else '?'} of the item's chain",
+        f"{label}: no entry of the item's chain records this analysis",
+    ):
+        return
+    d = entry["details"]
+    signature = (envelope.get("signatures") or [{}])[0]
+    request = requested.get(name) or {}
+    differ = []
+    if hashlib.sha256(payload).hexdigest() != d.get("statement_sha256"):
+        differ.append("the statement's SHA-256 differs from the logged one")
+    if signature.get("keyid") != d.get("keyid") or signature.get("sig") != d.get("sig"):
+        differ.append("the signature differs from the logged one")
+    if statement.get("predicateType") != RESULT_TYPE:
+        differ.append(f"predicate type {statement.get('predicateType')!r}")
+    if statement["subject"][0]["digest"].get("sha256") != intake["evidence"]["sha256"]:
+        differ.append("it is about other bytes than the item")
+    if [analyzer.get("name"), analyzer.get("version")] != [d.get("analyzer"), d.get("version")]:
+        differ.append("the analyzer differs from the logged one")
+    if request and (request.get("details") or {}).get("analyzer") != analyzer.get("name"):
+        differ.append("the analyzer differs from the one requested")
+    if not report.check(
+        not differ,
+        f"{label}: the statement, its signature and analyzer are the ones logged",
+        f"{label}: " + "; ".join(differ),
+    ):
+        return
+    key = trust.key_for(signature["keyid"], "results", entry["time"], f"{label}", report)
+    if key is None:
+        return
+    try:
+        signing.dsse_verify(envelope, {signature["keyid"]: key})
+        report.ok(f"{label}: signature verifies")
+    except ValueError as exc:
+        report.fail(f"{label}: {exc}")
+    for artifact in predicate.get("artifacts", []):
+        digest = artifact["digest"]["sha256"]
+        files = list(path.parent.glob(f"artifacts/{digest}*"))
+        report.check(
+            bool(files) and _file_digests(files[0])["sha256"] == digest,
+            f"{label}: artifact {artifact['name']} matches its signed digest",
+            f"{label}: artifact {artifact['name']} is missing or altered",
+        )
 
 
 def _open_bundle(bundle: Path, tmp: Path, report: Report) -> Path | None:
@@ -292,75 +557,6 @@ def _open_bundle(bundle: Path, tmp: Path, report: Report) -> Path | None:
     return tops[0] if len(tops) == 1 and not (tmp / "bagit.txt").exists() else tmp
 
 
-def _check_receipt(path: Path, keys: dict, item: dict, entries: dict, report: Report) -> dict | None:
-    try:
-        envelope = json.loads(path.read_text())
-        payload, keyid = signing.dsse_verify(envelope, _keys_for(keys, "intake"))
-        statement = json.loads(payload)
-    except (OSError, ValueError) as exc:
-        report.fail(f"intake receipt: {exc}")
-        return None
-    report.ok(f"intake receipt signed by intake key {keyid[:16]}")
-    digest = statement["subject"][0]["digest"]
-    predicate = statement.get("predicate", {})
-    report.check(
-        statement.get("predicateType") == INTAKE_TYPE and digest.get("sha256") == item.get("sha256"),
-        "receipt names the bundled item's SHA-256",
-        "receipt names other bytes than evidence.json",
-    )
-    index = predicate.get("log", {}).get("index")
-    entry = entries.get(index)
-    report.check(
-        entry is not None
-        and entry.get("action") == "evidence.received"
-        and (entry.get("evidence") or {}).get("sha256") == digest.get("sha256"),
-        f"the intake is log entry {index}, proven in the log",
-        f"the receipt's intake entry {index} is not among the proven log entries",
-    )
-    return digest
-
-
-def _check_result(path: Path, keys: dict, sha256: str, entries: dict, report: Report) -> None:
-    name = path.parent.name
-    try:
-        envelope = json.loads(path.read_text())
-        payload, keyid = signing.dsse_verify(envelope, _keys_for(keys, "results"))
-        statement = json.loads(payload)
-    except (OSError, ValueError) as exc:
-        report.fail(f"analysis {name}: {exc}")
-        return
-    predicate = statement.get("predicate", {})
-    analyzer = predicate.get("analyzer", {})
-    label = f"analysis {name} ({analyzer.get('name')} {analyzer.get('version')})"
-    report.ok(f"{label}: signed by results key {keyid[:16]}")
-    report.check(
-        statement.get("predicateType") == RESULT_TYPE
-        and statement["subject"][0]["digest"].get("sha256") == sha256,
-        f"{label}: about the bundled item's SHA-256",
-        f"{label}: about other bytes",
-    )
-    statement_sha256 = hashlib.sha256(payload).hexdigest()
-    logged = [
-        e
-        for e in entries.values()
-        if e.get("action") == "analysis.completed"
-        and e["details"].get("statement_sha256") == statement_sha256
-    ]
-    report.check(
-        bool(logged),
-        f"{label}: recorded in log entry {logged[0]['index'] if logged else '?'}",
-        f"{label}: no proven log entry records this statement",
-    )
-    for artifact in predicate.get("artifacts", []):
-        digest = artifact["digest"]["sha256"]
-        files = list(path.parent.glob(f"artifacts/{digest}*"))
-        report.check(
-            bool(files) and _file_digests(files[0])["sha256"] == digest,
-            f"{label}: artifact {artifact['name']} matches its signed digest",
-            f"{label}: artifact {artifact['name']} is missing or altered",
-        )
-
-
 # --- monitoring the live log ------------------------------------------------------
 
 
@@ -372,26 +568,62 @@ def _get(url: str) -> bytes:
         return response.read()
 
 
-def monitor(base_url: str, state: Path, vkey: str | None) -> Report:
-    """Check the log's current checkpoint against the one kept in ``state``; keep the new one."""
+def _parse_with_any(note: str, vkeys: list[str]) -> tuple[str, int, bytes]:
+    for vkey in vkeys:
+        try:
+            return parse_checkpoint(note, vkey)
+        except ValueError:
+            continue
+    raise ValueError("not signed by any log key you trust")
+
+
+def _log_vkeys_from_root(base_url: str, pinned: dict, report: Report) -> list[str] | None:
+    """Follow the server's trust root chain from the pinned root; the log keys of the newest."""
+    try:
+        chain = json.loads(_get(f"{base_url}/api/v1/trust-root/chain/"))["versions"]
+        newest, steps = trustroot.follow(trustroot.load_pinned(pinned), chain)
+    except (urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
+        report.fail(f"trust root: {exc}")
+        return None
+    for step in steps:
+        report.ok(step)
+    report.ok(f"log keys from trust root version {newest.version} (sha256:{newest.fingerprint})")
+    return newest.log_verifier_keys()
+
+
+def monitor(base_url: str, state: Path, vkey: str | None, pinned: dict | None = None) -> Report:
+    """Check the log's current checkpoint against the one kept in ``state``; keep the new one.
+
+    With ``pinned`` (a trust root), the log's keys are those of the newest
+    root reached from it, so a log key rotation is followed, not mistaken
+    for a forgery; otherwise the one verifier key given or kept is used.
+    """
     report = Report()
     base_url = base_url.rstrip("/")
     vkey_file = state.with_name(state.name + ".vkey")
-    if vkey is None and vkey_file.exists():
-        vkey = vkey_file.read_text().strip()
-    if vkey is None:
-        report.fail(f"no verifier key: pass --vkey (from a source you trust) or keep one in {vkey_file}")
-        return report
+    if pinned is not None:
+        vkeys = _log_vkeys_from_root(base_url, pinned, report)
+        if vkeys is None:
+            return report
+    else:
+        if vkey is None and vkey_file.exists():
+            vkey = vkey_file.read_text().strip()
+        if vkey is None:
+            report.fail(
+                f"no verifier key: pass --trust-root or --vkey (from a source you trust), or keep one in {vkey_file}"
+            )
+            return report
+        vkeys = [vkey]
     try:
         note = _get(f"{base_url}/api/v1/log/checkpoint").decode()
-        origin, size, root = parse_checkpoint(note, vkey)
+        origin, size, root = _parse_with_any(note, vkeys)
     except (urllib.error.URLError, ValueError, UnicodeDecodeError) as exc:
         report.fail(f"current checkpoint: {exc}")
         return report
     report.ok(f"current checkpoint signed by the log key: {origin}, {size} entries")
     if state.exists():
         try:
-            old_origin, old_size, old_root = parse_checkpoint(state.read_text(), vkey)
+            old_origin, old_size, old_root = _parse_with_any(state.read_text(), vkeys)
         except ValueError as exc:
             report.fail(f"kept checkpoint {state}: {exc}")
             return report
@@ -426,7 +658,8 @@ def monitor(base_url: str, state: Path, vkey: str | None) -> Report:
         tmp = state.with_name(state.name + ".tmp")
         tmp.write_text(note)
         os.replace(tmp, state)
-        vkey_file.write_text(vkey + "\n")
+        if pinned is None:
+            vkey_file.write_text(vkeys[0] + "\n")
     return report
 
 
@@ -434,11 +667,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m custody.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", type=Path, help="export bundle (.zip or directory)")
     parser.add_argument(
-        "--file", type=Path, help="your own copy of the evidence file, to compare with the receipt"
+        "--trust-root",
+        type=Path,
+        metavar="ROOT.json",
+        help="the trust root you pinned out of band (GET /api/v1/trust-root/ at an earlier time)",
     )
-    parser.add_argument("--log-vkey", help="the log's verifier key, obtained independently")
     parser.add_argument(
-        "--keys", type=Path, help="keys.json obtained independently (instead of the bundle's)"
+        "--internal-only",
+        action="store_true",
+        help="without a trust root: run the internal-consistency checks only (never prints VERIFIED)",
+    )
+    parser.add_argument(
+        "--file", type=Path, help="your own copy of the evidence file, to compare with the receipt"
     )
     parser.add_argument("--log", metavar="URL", help="monitor a live log at this server URL")
     parser.add_argument(
@@ -446,12 +686,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--vkey", help="the log's verifier key (monitoring)")
     args = parser.parse_args(argv)
+    pinned = None
+    if args.trust_root:
+        try:
+            pinned = json.loads(args.trust_root.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read the trust root {args.trust_root}: {exc}")
     if args.log:
         if not args.since:
             parser.error("--log needs --since CHECKPOINT_FILE")
-        report = monitor(args.log, args.since, args.vkey)
+        report = monitor(args.log, args.since, args.vkey, pinned)
     elif args.bundle:
-        report = verify_bundle(args.bundle, args.file, args.log_vkey, args.keys)
+        if pinned is None and not args.internal_only:
+            print(
+                "NOT VERIFIED: no trust root given. A bundle's own keys prove nothing: anyone can make a "
+                "bundle that agrees with itself. Pass --trust-root ROOT.json (the root you saved from the "
+                "server, a court file or another auditor, checked against its printed fingerprint), or "
+                "--internal-only to run the internal-consistency checks alone.",
+                file=sys.stderr,
+            )
+            return 2
+        report = verify_bundle(args.bundle, args.file, pinned)
     else:
         parser.error("give a BUNDLE, or --log URL --since CHECKPOINT_FILE")
     print(report.render())
