@@ -1,19 +1,27 @@
 """Content-addressed, write-once blob storage on a local directory.
 
 A blob lives at ``sha256/ab/cd/<hex>`` and is never overwritten or deleted by
-the application. Storing is a hard link from the upload's temporary file,
-which sits on the same filesystem: no copy, and ``link`` fails if the target
-exists, so two concurrent uploads of the same bytes cannot clobber each other.
+the application, with one exception: a stored file that no longer hashes to
+its name (damaged) is replaced by good bytes when the same content arrives
+again. Storing is a hard link from the upload's temporary file, which sits on
+the same filesystem: no copy, and ``link`` fails if the target exists, so two
+concurrent uploads of the same bytes cannot clobber each other.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
 from .hashing import is_sha256_hex
+
+logger = logging.getLogger(__name__)
+_CHUNK = 1024 * 1024
 
 
 class BlobError(Exception):
@@ -42,75 +50,90 @@ class LocalBlobStore:
     def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
         """Store the file at ``source`` (already hashed by the caller) as blob ``sha256``.
 
-        Returns True if a new blob was written, False if the same content was
-        already stored. ``source`` is left in place for its owner to delete.
+        Returns True if the blob was written (new, or a damaged copy replaced),
+        False if an intact copy was already stored. ``source`` is left in place
+        for its owner to delete.
         """
-        target = self.path(sha256)
-        if target.exists():
-            self._check_existing(target, size)
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Make the bytes durable before they are named: a crash must not leave
-        # a blob whose name promises content the disk never received.
-        with open(source, "rb") as f:
-            os.fsync(f.fileno())
-        try:
-            os.link(source, target)
-        except FileExistsError:  # a concurrent upload of the same bytes won
-            self._check_existing(target, size)
-            return False
-        except OSError:
-            # Different filesystem (e.g. a tmp dir elsewhere): copy instead.
-            self._copy(source, target)
-        os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        self._fsync_dir(target.parent)
-        return True
+
+        def stage(tmp: Path) -> None:
+            # Make the bytes durable before they are named: a crash must not leave
+            # a blob whose name promises content the disk never received.
+            with open(source, "rb") as f:
+                os.fsync(f.fileno())
+            try:
+                os.link(source, tmp)  # same filesystem: no copy
+            except OSError:  # a tmp dir elsewhere: copy instead
+                with open(source, "rb") as src, open(tmp, "xb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+
+        return self._store(sha256, size, stage)
 
     def put_bytes(self, data: bytes, sha256: str) -> bool:
+        def stage(tmp: Path) -> None:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+        return self._store(sha256, len(data), stage)
+
+    def _store(self, sha256: str, size: int, stage) -> bool:
+        """Name a fresh durable copy (made by ``stage``) as blob ``sha256``, unless an intact one exists.
+
+        Same name means same SHA-256 only if the stored file still hashes to
+        it, so a copy already there is re-hashed before the new one is dropped:
+        a damaged blob (bad disk, bad restore) must not swallow good bytes.
+        """
         target = self.path(sha256)
-        if target.exists():
-            self._check_existing(target, len(data))
+        damaged = target.exists()
+        if damaged and self._intact(target, sha256, size):
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        # A name of this thread's own: two threads of one process may store the same bytes.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            os.link(tmp, target)
-        except FileExistsError:
-            pass
+            stage(tmp)
+            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            if not damaged:
+                try:
+                    # link, not rename: it fails if the name exists, so a concurrent
+                    # upload of the same bytes is checked, never blindly clobbered.
+                    os.link(tmp, target)
+                except FileExistsError:
+                    if self._intact(target, sha256, size):
+                        return False
+                    damaged = True
+            if damaged:
+                # rename replaces the name in one step: readers see the old file or
+                # the good one, never a half-written blob.
+                os.replace(tmp, target)
+                logger.warning(
+                    "stored blob %s did not hash to its name; replaced it with the %d bytes just "
+                    "received, which do (check the disk and run verify_log)",
+                    sha256,
+                    size,
+                )
+            self._fsync_dir(target.parent)
+            return True
         finally:
-            os.unlink(tmp)
-        os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        self._fsync_dir(target.parent)
-        return True
-
-    def _copy(self, source, target: Path) -> None:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(source, "rb") as src, open(tmp, "xb") as dst:
-            while chunk := src.read(1024 * 1024):
-                dst.write(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
-    def _check_existing(target: Path, size: int) -> None:
-        # Same name means same SHA-256; a different size means the stored blob
-        # was damaged, which must not be papered over by a dedup.
-        actual = target.stat().st_size
-        if actual != size:
-            raise BlobError(
-                f"stored blob {target.name} has {actual} bytes, expected {size}: "
-                "the store is damaged; run verify_log"
-            )
+    def _intact(target: Path, sha256: str, size: int) -> bool:
+        """Whether the stored file still holds the bytes its name promises (re-hashed)."""
+        try:
+            if target.stat().st_size != size:  # cheap first: no need to hash to see this
+                return False
+            digest = hashlib.sha256()
+            with open(target, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return False
+        return digest.hexdigest() == sha256.lower()
 
     @staticmethod
     def _fsync_dir(path: Path) -> None:
