@@ -31,6 +31,7 @@ import base64
 import binascii
 import collections
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import os
@@ -65,6 +66,26 @@ class TusError(Exception):
     def __init__(self, status: int, detail: str, headers: dict | None = None):
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+class _WriteFailed(Exception):
+    """The disk did not take a piece of the body: ``written`` bytes before it were written whole."""
+
+    def __init__(self, written: int, cause: str, error: OSError | None = None):
+        super().__init__(cause)
+        self.written, self.cause, self.error = written, cause, error
+
+
+def _storage_error(cause: str, error: OSError | None, kept: int) -> TusError:
+    """The answer when bytes could not be stored: 507 when the disk is full, 503 otherwise."""
+    full = error is None or error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return TusError(
+        507 if full else 503,
+        f"the server could not store these bytes ({cause}"
+        + ("; its disk is full" if full else "")
+        + f"); {kept} bytes of the upload are kept: resume from Upload-Offset later",
+        {"Upload-Offset": str(kept)},
+    )
 
 
 def upload_dir() -> Path:
@@ -386,6 +407,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
         if state.offset > offset:  # cannot happen unless the state is stale: start over
             state.hasher.abort()
             state = _HashState()
+        failed = None
         try:
             while state.offset < offset:  # catch up with bytes another process received
                 data = os.pread(
@@ -395,6 +417,11 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 state.offset += len(data)
             os.ftruncate(fd, offset)
             received, broken, chunk_digest = _copy_body(request, fd, offset, count, state, checksum)
+        except _WriteFailed as exc:
+            # The pieces before the failed one are whole on the page cache and
+            # in the hash state; the failed one is in neither. Keep the former
+            # (if they reach the disk), like a body that ended early.
+            failed, received, broken, chunk_digest = exc, exc.written, True, None
         except BaseException:
             state.hasher.abort()
             raise
@@ -402,13 +429,24 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # The chunk cannot be trusted: drop it, and the hash state that saw it.
             os.ftruncate(fd, offset)
             state.hasher.abort()
+            if failed is not None:
+                raise _storage_error(failed.cause, failed.error, offset)
             if received < count:
                 raise TusError(
                     400, "the body ended early; the chunk was dropped", {"Upload-Offset": str(offset)}
                 )
             raise TusError(460, f"Upload-Checksum ({checksum[0]}) does not match; the chunk was dropped")
-        os.fsync(fd)  # kept bytes are on disk before the offset says so
         new_offset = offset + received
+        try:
+            if failed is not None:
+                os.ftruncate(fd, new_offset)  # whatever of the failed piece did land goes
+            os.fsync(fd)  # kept bytes are on disk before the offset says so
+        except OSError as exc:
+            # None of this chunk is known to be on disk (and after a failed
+            # fsync the page cache cannot be trusted to say): count none of it.
+            # The next PATCH truncates the file back to the recorded offset.
+            state.hasher.abort()
+            raise _storage_error(exc.strerror or str(exc), exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
         ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at
@@ -416,6 +454,8 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
         if new_offset == upload.length:
             return finish(request, upload, state)
         _keep_state(upload.pk, state)
+    if failed is not None:
+        raise _storage_error(failed.cause, failed.error, new_offset)
     if broken:
         raise TusError(
             400,
@@ -434,7 +474,8 @@ def _copy_body(
     """Write the request body at ``offset`` and hash it.
 
     Returns (bytes received, whether the body ended early, the body's digest
-    in the Upload-Checksum algorithm when one was given).
+    in the Upload-Checksum algorithm when one was given). Raises _WriteFailed
+    when the disk does not take a piece whole.
     """
     chunk_hash = hashlib.new(checksum[0]) if checksum else None
     received = 0
@@ -449,7 +490,17 @@ def _copy_body(
                 return received, True, None  # the client went away; what arrived is kept
             if not data:
                 return received, True, None
-            os.pwrite(fd, data, offset + received)
+            # A write that stores less than it was given (a full disk, a file
+            # size limit) or fails must not be counted: the offset would then
+            # be a receipt for bytes the disk never took, and the hash would
+            # describe bytes other than the file's. The hash state only sees
+            # pieces written whole.
+            try:
+                written = os.pwrite(fd, data, offset + received)
+            except OSError as exc:
+                raise _WriteFailed(received, exc.strerror or str(exc), exc) from exc
+            if written != len(data):
+                raise _WriteFailed(received, f"a write stored {written} of {len(data)} bytes")
             state.hasher.update(data)
             if chunk_hash is not None:
                 chunk_hash.update(data)

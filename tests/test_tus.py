@@ -2,6 +2,7 @@
 tus client (tuspy) against gunicorn, including a server restart mid-upload."""
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -367,3 +368,77 @@ def test_a_broken_connection_keeps_what_arrived(gunicorn_server, alice, case_a):
     evidence = requests.get(location, headers=status, timeout=30).json()["evidence"]
     assert evidence["sha256"] == hashlib.sha256(data).hexdigest()
     assert evidence["md5"] == hashlib.md5(data).hexdigest()  # noqa: S324 (comparing with the server's MD5)
+
+
+# --- the disk refuses: only bytes on disk are counted ---------------------------------------
+
+
+def _failing_pwrite(monkeypatch, fail_on_call: int, how: str) -> None:
+    """os.pwrite that, on its nth call, writes half the piece (a short write) or fails with ENOSPC."""
+    real, calls = os.pwrite, []
+
+    def pwrite(fd, data, position):
+        calls.append(position)
+        if len(calls) == fail_on_call:
+            if how == "short":
+                return real(fd, bytes(data)[: len(data) // 2], position)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, position)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
+@pytest.mark.parametrize("how", ["short", "enospc"])
+def test_a_failed_write_is_507_and_only_whole_pieces_are_counted(
+    as_alice, case_a, settings, monkeypatch, how
+):
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 1000
+    data = os.urandom(10_000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+    with monkeypatch.context() as m:
+        _failing_pwrite(m, 3, how)  # pieces 2000-3000 and 3000-4000 are written, 4000-5000 is not
+        response = patch(as_alice, url, data[2000:], 2000)
+    assert response.status_code == 507, response.content
+    assert "disk" in response.json()["detail"]
+    assert response["Upload-Offset"] == "4000"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "4000"
+    assert tus.data_path(id_of(url)).read_bytes() == data[:4000]
+    assert not Evidence.objects.exists()
+
+    done = patch(as_alice, url, data[4000:], 4000)  # resumed where HEAD said
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_failed_write_drops_a_chunk_that_carries_a_checksum(as_alice, case_a, settings, monkeypatch):
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 1000
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    with monkeypatch.context() as m:
+        _failing_pwrite(m, 2, "enospc")
+        response = patch(as_alice, url, data, 0, HTTP_UPLOAD_CHECKSUM=f"sha256 {digest}")
+    # The checksum covers the whole chunk: a part of it cannot be kept.
+    assert response.status_code == 507 and response["Upload-Offset"] == "0"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "0"
+    assert patch(as_alice, url, data, 0, HTTP_UPLOAD_CHECKSUM=f"sha256 {digest}").status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_failed_fsync_counts_none_of_the_chunk(as_alice, case_a, monkeypatch):
+    data = os.urandom(6000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:1000], 0).status_code == 204
+    with monkeypatch.context() as m:
+
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        m.setattr(os, "fsync", fsync)
+        response = patch(as_alice, url, data[1000:3000], 1000)
+    assert response.status_code == 507, response.content
+    assert response["Upload-Offset"] == "1000"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "1000"
+    assert patch(as_alice, url, data[1000:], 1000).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
