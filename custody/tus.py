@@ -305,8 +305,6 @@ class UploadView(_TusView):
     )
     def patch(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
-        if upload.evidence_id is not None:
-            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
         if request.content_type.split(";")[0].strip() != OFFSET_TYPE:
             raise TusError(415, f"send the bytes as Content-Type: {OFFSET_TYPE}")
         offset = _int_header(request, "Upload-Offset")
@@ -314,6 +312,8 @@ class UploadView(_TusView):
         if not content_length.isdigit():
             raise TusError(411, "send the bytes with a Content-Length header")
         count = int(content_length)
+        if upload.evidence_id is not None:
+            return answer_finished(upload, offset, count)
         checksum = _parse_checksum(request)
         if offset + count > upload.length:
             raise TusError(
@@ -390,7 +390,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
     with _locked(upload) as fd:
         upload.refresh_from_db()  # another process may have moved it on while we waited
         if upload.evidence_id is not None:
-            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
+            return answer_finished(upload, offset, count)
         on_disk = os.fstat(fd).st_size
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
@@ -447,12 +447,15 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # The next PATCH truncates the file back to the recorded offset.
             state.hasher.abort()
             raise _storage_error(exc.strerror or str(exc), exc, offset) from None
+        if new_offset == upload.length:
+            # The last byte: the offset is recorded with the evidence, in the
+            # intake's transaction (see finish), so HEAD never says "all
+            # received" for an upload that is not evidence yet.
+            return finish(request, upload, state)
         upload.offset, upload.updated_at = new_offset, timezone.now()
         ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at
         )
-        if new_offset == upload.length:
-            return finish(request, upload, state)
         _keep_state(upload.pk, state)
     if failed is not None:
         raise _storage_error(failed.cause, failed.error, new_offset)
@@ -529,6 +532,17 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
     """All bytes are in: make them evidence, through the same service as any intake."""
     path = data_path(upload.pk)
     received = _Received(path, upload.filename, upload.length, state.hasher.hexdigests())
+
+    def mark_finished(evidence) -> None:
+        # Inside the intake's transaction: the upload is finished exactly when
+        # its evidence exists. Marked afterwards, a crash in between left an
+        # unfinished upload whose retry made a second evidence of the same bytes.
+        marked = ResumableUpload.objects.filter(pk=upload.pk, evidence=None).update(
+            evidence=evidence, offset=upload.length, updated_at=timezone.now()
+        )
+        if not marked:  # finished or removed meanwhile: roll this intake back
+            raise TusError(409, "this upload was finished or removed by another request")
+
     try:
         evidence = services.receive_evidence(
             actor=request.user,
@@ -538,16 +552,33 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
             source=upload.source,
             declared_sha256=upload.declared_sha256 or None,
             client=client_address(request),
+            on_recorded=mark_finished,
         )
     except services.ServiceError as exc:
         if exc.status == 422:
             discard(upload)  # a declared hash that does not match: nothing is kept
         raise
-    ResumableUpload.objects.filter(pk=upload.pk).update(evidence=evidence, updated_at=timezone.now())
+    upload.evidence, upload.offset = evidence, upload.length
     path.unlink(missing_ok=True)  # the blob store holds the bytes now
+    return answer_finished(upload, upload.length, 0)
+
+
+def answer_finished(upload: ResumableUpload, offset: int, count: int) -> HttpResponse:
+    """The answer to a PATCH on an upload that is evidence already: never a second intake.
+
+    A client whose last answer was lost may ask again: an empty PATCH at the
+    end gets the answer the last byte got; bytes anywhere else get tus's 409
+    for a wrong offset, with the offset and the evidence, so the client stops.
+    """
+    headers = {
+        "Upload-Offset": str(upload.length),
+        "Custody-Evidence": f"/api/v1/evidence/{upload.evidence_id}/",
+    }
+    if offset != upload.length or count:
+        raise TusError(409, "this upload is complete", headers)
     response = HttpResponse(status=204)
-    response["Upload-Offset"] = str(upload.length)
-    response["Custody-Evidence"] = f"/api/v1/evidence/{evidence.pk}/"
+    for name, value in headers.items():
+        response[name] = value
     return response
 
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from django.utils import timezone
 
-from custody import tus
+from custody import services, tus
 from custody.models import Blob, Evidence, LogEntry, ResumableUpload
 from custody.storage import blob_store
 
@@ -441,4 +441,59 @@ def test_a_failed_fsync_counts_none_of_the_chunk(as_alice, case_a, monkeypatch):
     assert response["Upload-Offset"] == "1000"
     assert as_alice.head(url, **TUS)["Upload-Offset"] == "1000"
     assert patch(as_alice, url, data[1000:], 1000).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+# --- a crash around the last byte: one evidence, whatever the retries ------------------------
+
+
+def test_a_crash_after_the_intake_commits_does_not_make_a_second_evidence(as_alice, case_a, monkeypatch):
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+    real = services.receive_evidence
+
+    def receive_then_die(**kwargs):
+        real(**kwargs)  # the intake's transaction commits...
+        raise RuntimeError("...and the process dies before it answers")
+
+    with monkeypatch.context() as m:
+        m.setattr(services, "receive_evidence", receive_then_die)
+        with pytest.raises(RuntimeError):
+            patch(as_alice, url, data[2000:], 2000)
+    evidence = Evidence.objects.get()
+    tus._states.clear()  # the retry reaches a process that has not seen the upload
+
+    head = as_alice.head(url, **TUS)  # what a tus client asks first when it resumes
+    assert head["Upload-Offset"] == str(len(data))
+    assert head["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    # A client that re-sends the end (Django's test client leaves out "Content-Length: 0").
+    ending = patch(as_alice, url, b"", len(data), CONTENT_LENGTH="0")
+    assert ending.status_code == 204 and ending["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    again = patch(as_alice, url, data[2000:], 2000)  # a client that re-sends its last chunk
+    assert again.status_code == 409 and again["Upload-Offset"] == str(len(data))
+    assert again["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    assert Evidence.objects.count() == 1
+    assert LogEntry.objects.filter(action="evidence.received").count() == 1
+
+
+def test_a_crash_inside_the_intake_leaves_the_upload_resumable(as_alice, case_a, monkeypatch):
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+
+    def die(*args, **kwargs):
+        raise RuntimeError("the process dies while signing the receipt")
+
+    with monkeypatch.context() as m:
+        m.setattr(services, "_sign_receipt", die)
+        with pytest.raises(RuntimeError):
+            patch(as_alice, url, data[2000:], 2000)
+    # Evidence and the upload's end are one transaction: neither was recorded,
+    # so the client is told to send the last chunk again, not that all is done.
+    assert not Evidence.objects.exists()
+    upload = ResumableUpload.objects.get()
+    assert upload.evidence_id is None and upload.offset == 2000
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "2000"
+    assert patch(as_alice, url, data[2000:], 2000).status_code == 204
     assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
