@@ -28,6 +28,38 @@ class BlobError(Exception):
     pass
 
 
+def fsync_dir(path: Path | str) -> None:
+    """Make the directory's entries (files and directories just made in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(path: Path | str) -> None:
+    """``mkdir -p path``, fsyncing each new directory's parent so a crash cannot lose it.
+
+    A file's fsync makes its bytes durable, not the directory entries that
+    lead to it: after a power cut, a blob fsynced into a new ``sha256/ab/cd``
+    could be unreachable because ``cd`` itself never reached ``ab`` on disk.
+    """
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            # Made meanwhile by a concurrent writer, which may not have synced
+            # its parent yet: syncing it again is cheap, relying on it is not.
+        fsync_dir(directory.parent)
+
+
 class LocalBlobStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -91,7 +123,7 @@ class LocalBlobStore:
         damaged = target.exists()
         if damaged and self._intact(target, sha256, size):
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(target.parent)
         # A name of this thread's own: two threads of one process may store the same bytes.
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
@@ -116,7 +148,7 @@ class LocalBlobStore:
                     sha256,
                     size,
                 )
-            self._fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -134,14 +166,6 @@ class LocalBlobStore:
         except FileNotFoundError:
             return False
         return digest.hexdigest() == sha256.lower()
-
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @functools.cache

@@ -53,6 +53,7 @@ from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer
+from .storage import fsync_dir, make_dirs_durable
 from .uploads import _read_socket_directly, _Writeback
 
 TUS_VERSION = "1.0.0"
@@ -90,7 +91,7 @@ def _storage_error(cause: str, error: OSError | None, kept: int) -> TusError:
 
 def upload_dir() -> Path:
     path = Path(settings.CUSTODY_RESUMABLE_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(path)
     return path
 
 
@@ -359,8 +360,12 @@ def start_upload(
         source=source[:500],
         declared_sha256=declared,
     )
-    fd = os.open(data_path(upload.pk), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = data_path(upload.pk)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
+    # The offset will vouch for bytes in this file: its name must survive a
+    # crash as surely as the bytes (each PATCH fsyncs those).
+    fsync_dir(path.parent)
     return upload
 
 

@@ -91,3 +91,23 @@ def test_intake_of_the_same_bytes_repairs_a_damaged_blob(as_alice, case_a):
     assert second.status_code == 201, second.content
     assert blob_store().path(first["sha256"]).read_bytes() == GOOD
     assert Evidence.objects.count() == 2
+
+
+def test_new_directories_are_fsynced_into_their_parents(tmp_path, fsynced):
+    """A blob's own fsync does not make the directories leading to it durable."""
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+    name = sha256(GOOD)
+    store.put_bytes(GOOD, name)
+    fan_out = [root / "sha256", root / "sha256" / name[:2], root / "sha256" / name[:2] / name[2:4]]
+    for directory in [root, *fan_out]:
+        assert directory.parent in fsynced, directory  # its entry in its parent is on disk
+    assert fan_out[-1] in fsynced  # and the blob's entry in its own directory
+
+
+def test_make_dirs_durable_refuses_a_file_in_the_way(tmp_path):
+    from custody.storage import make_dirs_durable
+
+    (tmp_path / "a").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        make_dirs_durable(tmp_path / "a" / "b")

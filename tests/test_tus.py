@@ -497,3 +497,12 @@ def test_a_crash_inside_the_intake_leaves_the_upload_resumable(as_alice, case_a,
     assert as_alice.head(url, **TUS)["Upload-Offset"] == "2000"
     assert patch(as_alice, url, data[2000:], 2000).status_code == 204
     assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_new_upload_file_and_its_directory_are_durable(as_alice, case_a, settings, tmp_path, fsynced):
+    """The offset will promise bytes in this file: its directory entry must survive a crash too."""
+    settings.CUSTODY_RESUMABLE_DIR = tmp_path / "data" / "resumable"
+    url = path_of(create(as_alice, case_a, 10)["Location"])
+    assert tus.data_path(id_of(url)).parent == settings.CUSTODY_RESUMABLE_DIR
+    assert settings.CUSTODY_RESUMABLE_DIR in fsynced  # the upload file's entry
+    assert tmp_path / "data" in fsynced and tmp_path in fsynced  # resumable/ and data/ in their parents
