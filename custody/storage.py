@@ -120,9 +120,12 @@ class LocalBlobStore:
         a damaged blob (bad disk, bad restore) must not swallow good bytes.
         """
         target = self.path(sha256)
-        damaged = target.exists()
-        if damaged and self._intact(target, sha256, size):
-            return False
+        if target.exists():
+            if self._intact(target, sha256, size):
+                return False
+            damaged = True
+        else:
+            damaged = False
         make_dirs_durable(target.parent)
         # A name of this thread's own: two threads of one process may store the same bytes.
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
