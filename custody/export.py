@@ -15,6 +15,7 @@ Layout of the bag's payload (data/):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import mimetypes
@@ -24,7 +25,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import bagit
 from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
@@ -34,6 +34,7 @@ from .models import Checkpoint, Evidence, LogEntry, SigningKey
 from .storage import blob_store
 
 TOOL = {"name": "custody-server", "version": "0.1.0"}
+BAG_ALGORITHMS = ("sha256", "sha512")
 
 
 def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str | None = None):
@@ -44,7 +45,7 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
     try:
         checkpoint = log.latest_checkpoint()
         bag_dir = workdir / f"evidence-{evidence.pk}"
-        bag_dir.mkdir()
+        (bag_dir / "data").mkdir(parents=True)
         entries = list(
             LogEntry.objects.filter(evidence=evidence, index__lt=checkpoint.size).order_by("index")
         )
@@ -53,15 +54,14 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
             .prefetch_related("artifacts__blob")
             .order_by("requested_at")
         )
-        _write_payload(bag_dir, evidence, include_file, checkpoint, entries, analyses)
-        bagit.make_bag(
-            str(bag_dir),
+        _write_payload(bag_dir / "data", evidence, include_file, checkpoint, entries, analyses)
+        make_bag(
+            bag_dir,
             {
                 "Source-Organization": settings.CUSTODY_LOG_ORIGIN,
                 "External-Description": f"Custody export of evidence {evidence.pk} ({evidence.original_name})",
                 "External-Identifier": f"sha256:{evidence.blob_id}",
             },
-            checksums=["sha256", "sha512"],
         )
         zip_path = workdir / f"{bag_dir.name}.zip"
         _zip(bag_dir, zip_path)
@@ -232,6 +232,59 @@ def _write_payload(
         ),
         encoding="utf-8",
     )
+
+
+def make_bag(bag_dir: Path, info: dict[str, str]) -> None:
+    """Make ``bag_dir``, whose payload is already in ``data/``, a BagIt bag (RFC 8493).
+
+    Not bagit.make_bag: it changes the process's working directory while it
+    works (os.chdir), and that is process-wide. Two exports at once in one
+    process (threads of a gunicorn worker) would find their relative paths
+    moved under them, into each other's bags. Here every path is absolute.
+    """
+    manifests: dict[str, list[str]] = {algorithm: [] for algorithm in BAG_ALGORITHMS}
+    octets = files = 0
+    for path in sorted(p for p in (bag_dir / "data").rglob("*") if p.is_file()):
+        digests, size = _digests(path)
+        name = _manifest_path(path.relative_to(bag_dir).as_posix())
+        for algorithm in BAG_ALGORITHMS:
+            manifests[algorithm].append(f"{digests[algorithm]}  {name}\n")
+        octets, files = octets + size, files + 1
+    (bag_dir / "bagit.txt").write_text("BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n", "utf-8")
+    info = {
+        **info,
+        "Bagging-Date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "Bag-Software-Agent": f"{TOOL['name']} {TOOL['version']}",
+        "Payload-Oxum": f"{octets}.{files}",
+    }
+    # One line per tag: a line break inside a value would start a new tag.
+    lines = (f"{key}: {' '.join(str(value).splitlines())}\n" for key, value in sorted(info.items()))
+    (bag_dir / "bag-info.txt").write_text("".join(lines), "utf-8")
+    for algorithm, entries in manifests.items():
+        (bag_dir / f"manifest-{algorithm}.txt").write_text("".join(entries), "utf-8")
+    tag_files = sorted(p.name for p in bag_dir.iterdir() if p.is_file())
+    for algorithm in BAG_ALGORITHMS:
+        entries = [
+            f"{_digests(bag_dir / name)[0][algorithm]}  {_manifest_path(name)}\n" for name in tag_files
+        ]
+        (bag_dir / f"tagmanifest-{algorithm}.txt").write_text("".join(entries), "utf-8")
+
+
+def _manifest_path(name: str) -> str:
+    # RFC 8493 section 2.1.3: percent-encode what would break a manifest line.
+    return name.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _digests(path: Path) -> tuple[dict[str, str], int]:
+    """The bag's digests of one file, in one read (the evidence may be gigabytes)."""
+    hashes = {algorithm: hashlib.new(algorithm) for algorithm in BAG_ALGORITHMS}
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            for h in hashes.values():
+                h.update(chunk)
+            size += len(chunk)
+    return {algorithm: h.hexdigest() for algorithm, h in hashes.items()}, size
 
 
 def _json(path: Path, value) -> None:

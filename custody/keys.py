@@ -17,6 +17,7 @@ from django.conf import settings
 
 from . import signing
 from .models import SigningKey
+from .storage import fsync_dir, make_dirs_durable
 
 _cache: dict[str, Ed25519PrivateKey] = {}
 _cache_lock = threading.Lock()
@@ -31,10 +32,14 @@ def passphrase() -> str:
         return settings.CUSTODY_KEY_PASSPHRASE
     path = Path(settings.CUSTODY_KEY_PASSPHRASE_FALLBACK_FILE)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
+            # Keys are encrypted under it: lost in a crash, they could never be opened again.
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(path.parent)
     return path.read_text().strip()
 
 
@@ -47,12 +52,15 @@ def generate_key_file() -> tuple[str, Ed25519PrivateKey]:
     key = Ed25519PrivateKey.generate()
     keyid = signing.dsse_keyid(key.public_key())
     path = key_path(keyid)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(signing.encrypt_private_key(key, passphrase(), settings.CUSTODY_KEY_SCRYPT_N))
         f.flush()
         os.fsync(f.fileno())
+    # The database will name this key as active: its file's entry must be on
+    # disk too, or a crash leaves signatures nobody can make.
+    fsync_dir(path.parent)
     with _cache_lock:
         _cache[keyid] = key
     return keyid, key

@@ -31,6 +31,7 @@ import base64
 import binascii
 import collections
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import os
@@ -52,6 +53,7 @@ from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer
+from .storage import fsync_dir, make_dirs_durable
 from .uploads import _read_socket_directly, _Writeback
 
 TUS_VERSION = "1.0.0"
@@ -67,9 +69,29 @@ class TusError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
+class _WriteFailed(Exception):
+    """The disk did not take a piece of the body: ``written`` bytes before it were written whole."""
+
+    def __init__(self, written: int, cause: str, error: OSError | None = None):
+        super().__init__(cause)
+        self.written, self.cause, self.error = written, cause, error
+
+
+def _storage_error(cause: str, error: OSError | None, kept: int) -> TusError:
+    """The answer when bytes could not be stored: 507 when the disk is full, 503 otherwise."""
+    full = error is None or error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return TusError(
+        507 if full else 503,
+        f"the server could not store these bytes ({cause}"
+        + ("; its disk is full" if full else "")
+        + f"); {kept} bytes of the upload are kept: resume from Upload-Offset later",
+        {"Upload-Offset": str(kept)},
+    )
+
+
 def upload_dir() -> Path:
     path = Path(settings.CUSTODY_RESUMABLE_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(path)
     return path
 
 
@@ -284,8 +306,6 @@ class UploadView(_TusView):
     )
     def patch(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
-        if upload.evidence_id is not None:
-            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
         if request.content_type.split(";")[0].strip() != OFFSET_TYPE:
             raise TusError(415, f"send the bytes as Content-Type: {OFFSET_TYPE}")
         offset = _int_header(request, "Upload-Offset")
@@ -293,6 +313,8 @@ class UploadView(_TusView):
         if not content_length.isdigit():
             raise TusError(411, "send the bytes with a Content-Length header")
         count = int(content_length)
+        if upload.evidence_id is not None:
+            return answer_finished(upload, offset, count)
         checksum = _parse_checksum(request)
         if offset + count > upload.length:
             raise TusError(
@@ -338,8 +360,12 @@ def start_upload(
         source=source[:500],
         declared_sha256=declared,
     )
-    fd = os.open(data_path(upload.pk), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = data_path(upload.pk)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
+    # The offset will vouch for bytes in this file: its name must survive a
+    # crash as surely as the bytes (each PATCH fsyncs those).
+    fsync_dir(path.parent)
     return upload
 
 
@@ -369,7 +395,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
     with _locked(upload) as fd:
         upload.refresh_from_db()  # another process may have moved it on while we waited
         if upload.evidence_id is not None:
-            raise TusError(409, "this upload is complete", {"Upload-Offset": str(upload.offset)})
+            return answer_finished(upload, offset, count)
         on_disk = os.fstat(fd).st_size
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
@@ -386,6 +412,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
         if state.offset > offset:  # cannot happen unless the state is stale: start over
             state.hasher.abort()
             state = _HashState()
+        failed = None
         try:
             while state.offset < offset:  # catch up with bytes another process received
                 data = os.pread(
@@ -395,6 +422,11 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 state.offset += len(data)
             os.ftruncate(fd, offset)
             received, broken, chunk_digest = _copy_body(request, fd, offset, count, state, checksum)
+        except _WriteFailed as exc:
+            # The pieces before the failed one are whole on the page cache and
+            # in the hash state; the failed one is in neither. Keep the former
+            # (if they reach the disk), like a body that ended early.
+            failed, received, broken, chunk_digest = exc, exc.written, True, None
         except BaseException:
             state.hasher.abort()
             raise
@@ -402,20 +434,36 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # The chunk cannot be trusted: drop it, and the hash state that saw it.
             os.ftruncate(fd, offset)
             state.hasher.abort()
+            if failed is not None:
+                raise _storage_error(failed.cause, failed.error, offset)
             if received < count:
                 raise TusError(
                     400, "the body ended early; the chunk was dropped", {"Upload-Offset": str(offset)}
                 )
             raise TusError(460, f"Upload-Checksum ({checksum[0]}) does not match; the chunk was dropped")
-        os.fsync(fd)  # kept bytes are on disk before the offset says so
         new_offset = offset + received
+        try:
+            if failed is not None:
+                os.ftruncate(fd, new_offset)  # whatever of the failed piece did land goes
+            os.fsync(fd)  # kept bytes are on disk before the offset says so
+        except OSError as exc:
+            # None of this chunk is known to be on disk (and after a failed
+            # fsync the page cache cannot be trusted to say): count none of it.
+            # The next PATCH truncates the file back to the recorded offset.
+            state.hasher.abort()
+            raise _storage_error(exc.strerror or str(exc), exc, offset) from None
+        if new_offset == upload.length:
+            # The last byte: the offset is recorded with the evidence, in the
+            # intake's transaction (see finish), so HEAD never says "all
+            # received" for an upload that is not evidence yet.
+            return finish(request, upload, state)
         upload.offset, upload.updated_at = new_offset, timezone.now()
         ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at
         )
-        if new_offset == upload.length:
-            return finish(request, upload, state)
         _keep_state(upload.pk, state)
+    if failed is not None:
+        raise _storage_error(failed.cause, failed.error, new_offset)
     if broken:
         raise TusError(
             400,
@@ -434,7 +482,8 @@ def _copy_body(
     """Write the request body at ``offset`` and hash it.
 
     Returns (bytes received, whether the body ended early, the body's digest
-    in the Upload-Checksum algorithm when one was given).
+    in the Upload-Checksum algorithm when one was given). Raises _WriteFailed
+    when the disk does not take a piece whole.
     """
     chunk_hash = hashlib.new(checksum[0]) if checksum else None
     received = 0
@@ -449,7 +498,17 @@ def _copy_body(
                 return received, True, None  # the client went away; what arrived is kept
             if not data:
                 return received, True, None
-            os.pwrite(fd, data, offset + received)
+            # A write that stores less than it was given (a full disk, a file
+            # size limit) or fails must not be counted: the offset would then
+            # be a receipt for bytes the disk never took, and the hash would
+            # describe bytes other than the file's. The hash state only sees
+            # pieces written whole.
+            try:
+                written = os.pwrite(fd, data, offset + received)
+            except OSError as exc:
+                raise _WriteFailed(received, exc.strerror or str(exc), exc) from exc
+            if written != len(data):
+                raise _WriteFailed(received, f"a write stored {written} of {len(data)} bytes")
             state.hasher.update(data)
             if chunk_hash is not None:
                 chunk_hash.update(data)
@@ -478,6 +537,17 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
     """All bytes are in: make them evidence, through the same service as any intake."""
     path = data_path(upload.pk)
     received = _Received(path, upload.filename, upload.length, state.hasher.hexdigests())
+
+    def mark_finished(evidence) -> None:
+        # Inside the intake's transaction: the upload is finished exactly when
+        # its evidence exists. Marked afterwards, a crash in between left an
+        # unfinished upload whose retry made a second evidence of the same bytes.
+        marked = ResumableUpload.objects.filter(pk=upload.pk, evidence=None).update(
+            evidence=evidence, offset=upload.length, updated_at=timezone.now()
+        )
+        if not marked:  # finished or removed meanwhile: roll this intake back
+            raise TusError(409, "this upload was finished or removed by another request")
+
     try:
         evidence = services.receive_evidence(
             actor=request.user,
@@ -487,16 +557,33 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
             source=upload.source,
             declared_sha256=upload.declared_sha256 or None,
             client=client_address(request),
+            on_recorded=mark_finished,
         )
     except services.ServiceError as exc:
         if exc.status == 422:
             discard(upload)  # a declared hash that does not match: nothing is kept
         raise
-    ResumableUpload.objects.filter(pk=upload.pk).update(evidence=evidence, updated_at=timezone.now())
+    upload.evidence, upload.offset = evidence, upload.length
     path.unlink(missing_ok=True)  # the blob store holds the bytes now
+    return answer_finished(upload, upload.length, 0)
+
+
+def answer_finished(upload: ResumableUpload, offset: int, count: int) -> HttpResponse:
+    """The answer to a PATCH on an upload that is evidence already: never a second intake.
+
+    A client whose last answer was lost may ask again: an empty PATCH at the
+    end gets the answer the last byte got; bytes anywhere else get tus's 409
+    for a wrong offset, with the offset and the evidence, so the client stops.
+    """
+    headers = {
+        "Upload-Offset": str(upload.length),
+        "Custody-Evidence": f"/api/v1/evidence/{upload.evidence_id}/",
+    }
+    if offset != upload.length or count:
+        raise TusError(409, "this upload is complete", headers)
     response = HttpResponse(status=204)
-    response["Upload-Offset"] = str(upload.length)
-    response["Custody-Evidence"] = f"/api/v1/evidence/{evidence.pk}/"
+    for name, value in headers.items():
+        response[name] = value
     return response
 
 

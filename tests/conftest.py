@@ -283,6 +283,19 @@ def celery_worker_proc(transactional_db, tmp_path):
         kill_worker(proc, signal.SIGTERM)
 
 
+@pytest.fixture
+def fsynced(monkeypatch) -> list[Path]:
+    """The paths os.fsync is called on from now on, in order (and it still syncs them)."""
+    paths, real = [], os.fsync
+
+    def fsync(fd):
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return paths
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -110,3 +110,29 @@ def test_investigator_creates_case_and_becomes_member(as_alice):
     assert response.json()["members"] == ["alice"]
     duplicate = as_alice.post("/api/v1/cases/", {"reference": "C-9", "title": "Again"}, format="json")
     assert duplicate.status_code == 409
+
+
+def test_createsuperuser_refuses_and_creates_nothing(custody_db, monkeypatch):
+    """Django's createsuperuser would make an administrator without a log entry."""
+    from custody.management.commands.createsuperuser import Command
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a long password 2")
+    before = LogEntry.objects.count()
+    with pytest.raises(CommandError, match=r"create_user NAME --role admin"):
+        call_command(Command(), "--noinput", "--username", "mallory", "--email", "m@example.org")
+    with pytest.raises(CommandError, match=r"create_user NAME --role admin"):
+        call_command(Command())  # interactive: refused before any prompt
+    assert not User.objects.exists()
+    assert LogEntry.objects.count() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Django's own createsuperuser wins while django.contrib.auth is listed before custody "
+    "in INSTALLED_APPS (custody/settings.py, not edited on this branch)",
+)
+def test_manage_py_createsuperuser_is_the_refusing_one(custody_db, monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a long password 2")
+    with pytest.raises(CommandError, match=r"create_user NAME --role admin"):
+        call_command("createsuperuser", "--noinput", "--username", "mallory", "--email", "m@example.org")
+    assert not User.objects.exists()

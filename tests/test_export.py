@@ -3,8 +3,10 @@
 import base64
 import copy
 import json
+import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -341,3 +343,55 @@ def test_the_verifier_needs_only_cryptography():
         assert f"import {forbidden}" not in source and f"from {forbidden}" not in source
     init = (ROOT / "custody" / "__init__.py").read_text()
     assert not [line for line in init.splitlines() if line.startswith(("import ", "from "))]
+
+
+# --- exports in parallel: nothing process-wide is touched ---------------------------------
+
+
+def test_two_exports_at_once_in_one_process_never_change_directory(
+    transactional_db, as_alice, alice, case_a, monkeypatch, tmp_path
+):
+    """The working directory is process-wide: an export that changed it (bagit.make_bag
+    does) would move every relative path of every other thread, another export's included."""
+    from django.db import connection
+
+    ids = [upload(as_alice, case_a, os.urandom(300_000), name=f"clip-{i}.bin").json()["id"] for i in range(2)]
+    clients = [api_client_for(alice) for _ in ids]
+    cwd = os.getcwd()
+
+    def chdir(path):
+        raise AssertionError(f"os.chdir({path!r}) during an export")
+
+    monkeypatch.setattr(os, "chdir", chdir)
+    start = threading.Barrier(len(ids))
+    bundles, errors = {}, []
+
+    def run(client, evidence_id):
+        try:
+            start.wait(timeout=30)
+            response = client.get(f"/api/v1/evidence/{evidence_id}/export/", {"include_file": "1"})
+            assert response.status_code == 200, response.content
+            bundles[evidence_id] = b"".join(response.streaming_content)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()  # this thread's own connection
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(clients, ids, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert os.getcwd() == cwd
+    monkeypatch.undo()
+    for evidence_id, bundle in bundles.items():
+        zip_path = tmp_path / evidence_id / "bundle.zip"
+        zip_path.parent.mkdir()
+        zip_path.write_bytes(bundle)
+        bag_dir = unpack(zip_path)
+        bagit.Bag(str(bag_dir)).validate()
+        assert json.loads((bag_dir / "data" / "evidence.json").read_text())["id"] == evidence_id
+        result = run_verifier(zip_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert len(bundles) == 2

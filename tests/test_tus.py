@@ -2,6 +2,7 @@
 tus client (tuspy) against gunicorn, including a server restart mid-upload."""
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 import requests
 from django.utils import timezone
 
-from custody import tus
+from custody import services, tus
 from custody.models import Blob, Evidence, LogEntry, ResumableUpload
 from custody.storage import blob_store
 
@@ -367,3 +368,141 @@ def test_a_broken_connection_keeps_what_arrived(gunicorn_server, alice, case_a):
     evidence = requests.get(location, headers=status, timeout=30).json()["evidence"]
     assert evidence["sha256"] == hashlib.sha256(data).hexdigest()
     assert evidence["md5"] == hashlib.md5(data).hexdigest()  # noqa: S324 (comparing with the server's MD5)
+
+
+# --- the disk refuses: only bytes on disk are counted ---------------------------------------
+
+
+def _failing_pwrite(monkeypatch, fail_on_call: int, how: str) -> None:
+    """os.pwrite that, on its nth call, writes half the piece (a short write) or fails with ENOSPC."""
+    real, calls = os.pwrite, []
+
+    def pwrite(fd, data, position):
+        calls.append(position)
+        if len(calls) == fail_on_call:
+            if how == "short":
+                return real(fd, bytes(data)[: len(data) // 2], position)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, position)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
+@pytest.mark.parametrize("how", ["short", "enospc"])
+def test_a_failed_write_is_507_and_only_whole_pieces_are_counted(
+    as_alice, case_a, settings, monkeypatch, how
+):
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 1000
+    data = os.urandom(10_000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+    with monkeypatch.context() as m:
+        _failing_pwrite(m, 3, how)  # pieces 2000-3000 and 3000-4000 are written, 4000-5000 is not
+        response = patch(as_alice, url, data[2000:], 2000)
+    assert response.status_code == 507, response.content
+    assert "disk" in response.json()["detail"]
+    assert response["Upload-Offset"] == "4000"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "4000"
+    assert tus.data_path(id_of(url)).read_bytes() == data[:4000]
+    assert not Evidence.objects.exists()
+
+    done = patch(as_alice, url, data[4000:], 4000)  # resumed where HEAD said
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_failed_write_drops_a_chunk_that_carries_a_checksum(as_alice, case_a, settings, monkeypatch):
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 1000
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    with monkeypatch.context() as m:
+        _failing_pwrite(m, 2, "enospc")
+        response = patch(as_alice, url, data, 0, HTTP_UPLOAD_CHECKSUM=f"sha256 {digest}")
+    # The checksum covers the whole chunk: a part of it cannot be kept.
+    assert response.status_code == 507 and response["Upload-Offset"] == "0"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "0"
+    assert patch(as_alice, url, data, 0, HTTP_UPLOAD_CHECKSUM=f"sha256 {digest}").status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_failed_fsync_counts_none_of_the_chunk(as_alice, case_a, monkeypatch):
+    data = os.urandom(6000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:1000], 0).status_code == 204
+    with monkeypatch.context() as m:
+
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        m.setattr(os, "fsync", fsync)
+        response = patch(as_alice, url, data[1000:3000], 1000)
+    assert response.status_code == 507, response.content
+    assert response["Upload-Offset"] == "1000"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "1000"
+    assert patch(as_alice, url, data[1000:], 1000).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+# --- a crash around the last byte: one evidence, whatever the retries ------------------------
+
+
+def test_a_crash_after_the_intake_commits_does_not_make_a_second_evidence(as_alice, case_a, monkeypatch):
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+    real = services.receive_evidence
+
+    def receive_then_die(**kwargs):
+        real(**kwargs)  # the intake's transaction commits...
+        raise RuntimeError("...and the process dies before it answers")
+
+    with monkeypatch.context() as m:
+        m.setattr(services, "receive_evidence", receive_then_die)
+        with pytest.raises(RuntimeError):
+            patch(as_alice, url, data[2000:], 2000)
+    evidence = Evidence.objects.get()
+    tus._states.clear()  # the retry reaches a process that has not seen the upload
+
+    head = as_alice.head(url, **TUS)  # what a tus client asks first when it resumes
+    assert head["Upload-Offset"] == str(len(data))
+    assert head["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    # A client that re-sends the end (Django's test client leaves out "Content-Length: 0").
+    ending = patch(as_alice, url, b"", len(data), CONTENT_LENGTH="0")
+    assert ending.status_code == 204 and ending["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    again = patch(as_alice, url, data[2000:], 2000)  # a client that re-sends its last chunk
+    assert again.status_code == 409 and again["Upload-Offset"] == str(len(data))
+    assert again["Custody-Evidence"] == f"/api/v1/evidence/{evidence.pk}/"
+    assert Evidence.objects.count() == 1
+    assert LogEntry.objects.filter(action="evidence.received").count() == 1
+
+
+def test_a_crash_inside_the_intake_leaves_the_upload_resumable(as_alice, case_a, monkeypatch):
+    data = os.urandom(5000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, url, data[:2000], 0).status_code == 204
+
+    def die(*args, **kwargs):
+        raise RuntimeError("the process dies while signing the receipt")
+
+    with monkeypatch.context() as m:
+        m.setattr(services, "_sign_receipt", die)
+        with pytest.raises(RuntimeError):
+            patch(as_alice, url, data[2000:], 2000)
+    # Evidence and the upload's end are one transaction: neither was recorded,
+    # so the client is told to send the last chunk again, not that all is done.
+    assert not Evidence.objects.exists()
+    upload = ResumableUpload.objects.get()
+    assert upload.evidence_id is None and upload.offset == 2000
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "2000"
+    assert patch(as_alice, url, data[2000:], 2000).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()
+
+
+def test_a_new_upload_file_and_its_directory_are_durable(as_alice, case_a, settings, tmp_path, fsynced):
+    """The offset will promise bytes in this file: its directory entry must survive a crash too."""
+    settings.CUSTODY_RESUMABLE_DIR = tmp_path / "data" / "resumable"
+    url = path_of(create(as_alice, case_a, 10)["Location"])
+    assert tus.data_path(id_of(url)).parent == settings.CUSTODY_RESUMABLE_DIR
+    assert settings.CUSTODY_RESUMABLE_DIR in fsynced  # the upload file's entry
+    assert tmp_path / "data" in fsynced and tmp_path in fsynced  # resumable/ and data/ in their parents
