@@ -72,6 +72,9 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 
 INSTALLED_APPS = [
+    # First: its management commands (createsuperuser, which refuses and
+    # points to create_user, so every account is logged) win over Django's.
+    "custody",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -82,7 +85,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "custody",
     "forensics",
 ]
 

@@ -126,11 +126,6 @@ def test_createsuperuser_refuses_and_creates_nothing(custody_db, monkeypatch):
     assert LogEntry.objects.count() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django's own createsuperuser wins while django.contrib.auth is listed before custody "
-    "in INSTALLED_APPS (custody/settings.py, not edited on this branch)",
-)
 def test_manage_py_createsuperuser_is_the_refusing_one(custody_db, monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a long password 2")
     with pytest.raises(CommandError, match=r"create_user NAME --role admin"):
