@@ -29,8 +29,8 @@ from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from . import keys, log, signing
-from .models import Checkpoint, Evidence, LogEntry, SigningKey
+from . import keys, log, signing, timestamps
+from .models import Checkpoint, Evidence, LogEntry, SigningKey, TrustRoot
 from .storage import blob_store
 
 TOOL = {"name": "custody-server", "version": "0.1.0"}
@@ -43,16 +43,30 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
 
     workdir = Path(tempfile.mkdtemp(prefix="export-", dir=settings.FILE_UPLOAD_TEMP_DIR))
     try:
-        checkpoint = log.latest_checkpoint()
-        bag_dir = workdir / f"evidence-{evidence.pk}"
-        (bag_dir / "data").mkdir(parents=True)
-        entries = list(
-            LogEntry.objects.filter(evidence=evidence, index__lt=checkpoint.size).order_by("index")
-        )
         analyses = list(
             Analysis.objects.filter(evidence=evidence, status=Analysis.Status.SUCCEEDED)
             .prefetch_related("artifacts__blob")
             .order_by("requested_at")
+        )
+        # The export is logged first and the bundle closes at it: the export
+        # entry is the last leaf of the checkpoint the bundle presents, so the
+        # item's hash chain from its intake to this entry proves the bundle
+        # holds every entry about the item up to the export, none dropped.
+        with transaction.atomic():
+            exported = log.append(
+                "evidence.exported",
+                actor=actor,
+                case=evidence.case,
+                evidence=evidence,
+                client=client,
+                details={"include_file": include_file, "analyses": [str(a.pk) for a in analyses]},
+            )
+        checkpoint = log.checkpoint_at(exported.index + 1)
+        timestamps.stamp_for_export(checkpoint)
+        bag_dir = workdir / f"evidence-{evidence.pk}"
+        (bag_dir / "data").mkdir(parents=True)
+        entries = list(
+            LogEntry.objects.filter(evidence=evidence, index__lte=exported.index).order_by("index")
         )
         _write_payload(bag_dir / "data", evidence, include_file, checkpoint, entries, analyses)
         make_bag(
@@ -65,22 +79,6 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
         )
         zip_path = workdir / f"{bag_dir.name}.zip"
         _zip(bag_dir, zip_path)
-        bag_sha256 = _sha256(zip_path)
-        with transaction.atomic():
-            log.append(
-                "evidence.exported",
-                actor=actor,
-                case=evidence.case,
-                evidence=evidence,
-                client=client,
-                details={
-                    "include_file": include_file,
-                    "checkpoint_size": checkpoint.size,
-                    "bag_sha256": bag_sha256,
-                    "entries": len(entries),
-                    "analyses": len(analyses),
-                },
-            )
         handle = open(zip_path, "rb")  # noqa: SIM115 - handed to the response, which closes it
         return handle, zip_path.name
     finally:
@@ -140,11 +138,20 @@ def _write_payload(
                         "index": entry.index,
                         "leaf": signing.b64(bytes(entry.leaf)),
                         "inclusion_proof": [signing.b64(h) for h in proof],
+                        "signature": signing.b64(bytes(entry.signature)),
                     },
                     sort_keys=True,
                 )
                 + "\n"
             )
+
+    (root / "log" / "timestamps.json").write_text(
+        json.dumps(timestamps.tokens_for(checkpoint.size), indent=2) + "\n", encoding="utf-8"
+    )
+    # The whole trust root chain: a verifier pinned to any version follows it to the newest.
+    (root / "trust-root").mkdir()
+    for version in TrustRoot.objects.order_by("version"):
+        _json(root / "trust-root" / f"{version.version:06d}.json", version.envelope)
 
     (root / "keys").mkdir()
     rows = list(SigningKey.objects.order_by("purpose", "valid_from"))

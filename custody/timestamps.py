@@ -239,15 +239,33 @@ def stamp_newest_checkpoint() -> StampRun:
     for this: it runs in the worker, from the beat schedule.
     """
     from django.conf import settings
+
+    from .models import Checkpoint
+
+    checkpoint = Checkpoint.objects.order_by("-size").first()
+    if not settings.CUSTODY_TSA_URLS or checkpoint is None:
+        return StampRun(size=None, stamped=[], failed={})
+    return stamp(checkpoint)
+
+
+def stamp_for_export(checkpoint) -> StampRun | None:
+    """Stamp an export's own checkpoint right away, when TSAs are configured (a TSA down only delays)."""
+    from django.conf import settings
+
+    if not settings.CUSTODY_TSA_URLS:
+        return None
+    return stamp(checkpoint)
+
+
+def stamp(checkpoint) -> StampRun:
+    """Stamp ``checkpoint`` at every configured TSA that has not stamped it yet."""
+    from django.conf import settings
     from django.db import IntegrityError, transaction
     from django.utils import timezone
 
-    from .models import Checkpoint, Timestamp
+    from .models import Timestamp
 
     urls = settings.CUSTODY_TSA_URLS
-    checkpoint = Checkpoint.objects.order_by("-size").first()
-    if not urls or checkpoint is None:
-        return StampRun(size=None, stamped=[], failed={})
     done = set(checkpoint.timestamps.values_list("tsa_url", flat=True))
     wanted = [url for url in urls if url not in done]
     if not wanted:

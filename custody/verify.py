@@ -174,7 +174,9 @@ def load_trust(data: Path, pinned: dict | None, report: Report) -> Trust | None:
                 report.fail("the bundle carries no trust root")
                 return None
             start = trustroot.load_pinned(chain[0])
-            report.ok(f"INTERNAL CHECK ONLY: starting from the bundle's own trust root version {start.version}")
+            report.ok(
+                f"INTERNAL CHECK ONLY: starting from the bundle's own trust root version {start.version}"
+            )
         else:
             start = trustroot.load_pinned(pinned)
             report.ok(f"pinned trust root version {start.version}, fingerprint sha256:{start.fingerprint}")
@@ -307,7 +309,9 @@ def check_chain(entries: dict[int, dict], size: int, report: Report) -> list[dic
     problems = []
     first = ordered[0]
     if first.get("action") != "evidence.received" or first.get("prev") is not None:
-        problems.append(f"the chain starts at entry {first.get('index')} ({first.get('action')}), not at the intake")
+        problems.append(
+            f"the chain starts at entry {first.get('index')} ({first.get('action')}), not at the intake"
+        )
     for before, entry in zip(ordered, ordered[1:], strict=False):
         expected = {"index": before["index"], "hash": before["_leaf_hash"]}
         if entry.get("prev") != expected:
@@ -333,9 +337,7 @@ def check_chain(entries: dict[int, dict], size: int, report: Report) -> list[dic
 # --- the bundle ---------------------------------------------------------------------
 
 
-def verify_bundle(
-    bundle: Path, own_file: Path | None = None, pinned: dict | None = None
-) -> Report:
+def verify_bundle(bundle: Path, own_file: Path | None = None, pinned: dict | None = None) -> Report:
     """Check a bundle against a pinned trust root (``pinned=None``: internal consistency only)."""
     report = Report()
     with tempfile.TemporaryDirectory(prefix="custody-verify-") as tmp:
@@ -360,11 +362,15 @@ def verify_bundle(
         _check_timestamps(data, note, trust, report)
         entries = check_entries(data / "log" / "entries.jsonl", size, tree_root, trust, report)
         chain = check_chain(entries, size, report)
-        if not chain:
+        if not chain or chain[0].get("action") != "evidence.received":
+            report.fail("without its proven intake entry, nothing else about the item can be checked")
             return report
         intake = chain[0]
-        item = json.loads((data / "evidence.json").read_text())
-        _check_item(item, chain, report)
+        try:
+            item = json.loads((data / "evidence.json").read_text())
+            _check_item(item, chain, report)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            report.fail(f"evidence.json or the item's entries are malformed ({exc!r})")
         receipt = _check_receipt(data / "receipt.dsse.json", intake, trust, report)
 
         evidence_files = sorted((data / "evidence").glob("*")) if (data / "evidence").is_dir() else []
@@ -384,9 +390,15 @@ def verify_bundle(
                 f"{label}: hashes differ from the signed receipt (sha256 {digests['sha256']})",
             )
 
-        results = sorted((data / "analyses").glob("*/result.dsse.json")) if (data / "analyses").is_dir() else []
-        completed = {e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.completed"}
-        requested = {e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.requested"}
+        results = (
+            sorted((data / "analyses").glob("*/result.dsse.json")) if (data / "analyses").is_dir() else []
+        )
+        completed = {
+            e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.completed"
+        }
+        requested = {
+            e["details"].get("analysis"): e for e in chain if e.get("action") == "analysis.requested"
+        }
         for result in results:
             _check_result(result, intake, completed, requested, trust, report)
     return report
@@ -397,7 +409,9 @@ def _check_timestamps(data: Path, note: str, trust: Trust, report: Report) -> No
     tokens = json.loads(path.read_text()) if path.is_file() else []
     certificates = "".join((trust.root.doc.get("tsa") or {}).get("certificates") or [])
     if not tokens:
-        report.ok("no RFC 3161 time-stamp in the bundle: the checkpoint's time rests on the server and witnesses")
+        report.ok(
+            "no RFC 3161 time-stamp in the bundle: the checkpoint's time rests on the server and witnesses"
+        )
         return
     try:
         from . import timestamps
@@ -440,7 +454,11 @@ def _check_item(item: dict, chain: list[dict], report: Report) -> None:
         "submitted_by": intake["actor"]["username"],
         "custodian": custodian,
     }
-    differ = [f"{k}: evidence.json says {item.get(k)!r}, the log {v!r}" for k, v in expected.items() if item.get(k) != v]
+    differ = [
+        f"{k}: evidence.json says {item.get(k)!r}, the log {v!r}"
+        for k, v in expected.items()
+        if item.get(k) != v
+    ]
     case = item.get("case") or {}
     if {"id": case.get("id"), "reference": case.get("reference")} != intake["case"]:
         differ.append(f"case: evidence.json says {case}, the log {intake['case']}")
@@ -480,7 +498,9 @@ def _check_receipt(path: Path, intake: dict, trust: Trust, report: Report) -> di
     return json.loads(payload)["subject"][0]["digest"]
 
 
-def _check_result(path: Path, intake: dict, completed: dict, requested: dict, trust: Trust, report: Report) -> None:
+def _check_result(
+    path: Path, intake: dict, completed: dict, requested: dict, trust: Trust, report: Report
+) -> None:
     name = path.parent.name
     try:
         envelope = json.loads(path.read_text())

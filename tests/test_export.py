@@ -30,15 +30,30 @@ NO_SERVER = (
 )
 
 
-def run_verifier(*args) -> subprocess.CompletedProcess:
+def run_verifier(*args, pinned=True) -> subprocess.CompletedProcess:
+    """The offline verifier, pinned to the server's trust root as an auditor saved it (``pinned``)."""
+    if pinned is True:
+        pinned = save_trust_root()
+    extra = ["--trust-root", pinned] if pinned else []
     return subprocess.run(
-        [sys.executable, "-c", NO_SERVER, *map(str, args)],
+        [sys.executable, "-c", NO_SERVER, *map(str, args), *map(str, extra)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
+
+
+def save_trust_root() -> Path:
+    """What an auditor does once, out of band: save the server's trust root (here: its newest version)."""
+    import tempfile
+
+    from custody.models import TrustRoot
+
+    path = Path(tempfile.mkdtemp(prefix="pinned-")) / "root.json"
+    path.write_text(json.dumps(TrustRoot.objects.order_by("-version").first().envelope))
+    return path
 
 
 @pytest.fixture
@@ -114,8 +129,9 @@ def test_offline_verifier_passes_a_clean_bundle_without_django(as_alice, rich_it
     zip_path = export(as_alice, rich_item["id"], tmp_path)
     result = run_verifier(zip_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "VERIFIED" in result.stdout
+    assert "VERIFIED against trust root version 1" in result.stdout
     assert "SHA-256, SHA-1 and MD5 match the signed receipt" in result.stdout
+    assert "form one unbroken chain from the intake" in result.stdout
     mine = tmp_path / "my-copy.wav"
     mine.write_bytes(b"RIFF the clip bytes " * 500)
     assert run_verifier(zip_path, "--file", mine).returncode == 0
@@ -194,13 +210,28 @@ ALTERATIONS = {
         lambda d: _edit_file(next((d / "evidence").iterdir())),
         "hashes differ from the signed receipt",
     ),
-    "receipt": (lambda d: _edit_payload(d / "receipt.dsse.json"), "intake receipt: signature by key"),
-    "result": (lambda d: _edit_payload(next(d.glob("analyses/*/result.dsse.json"))), "signature by key"),
+    "receipt": (
+        lambda d: _edit_payload(d / "receipt.dsse.json"),
+        "intake receipt differs from what log entry",
+    ),
+    "result": (
+        lambda d: _edit_payload(next(d.glob("analyses/*/result.dsse.json"))),
+        "the statement's SHA-256 differs from the logged one",
+    ),
     "log entry": (lambda d: _edit_entry(d / "log" / "entries.jsonl"), "inclusion proof does not lead"),
     "proof": (lambda d: _edit_proof(d / "log" / "entries.jsonl"), "inclusion proof does not lead"),
-    "checkpoint": (lambda d: _edit_checkpoint(d / "log" / "checkpoint.txt"), "checkpoint: note signature"),
-    "key": (lambda d: _edit_key(d / "keys" / "keys.json"), "key id does not match the key"),
+    "checkpoint": (
+        lambda d: _edit_checkpoint(d / "log" / "checkpoint.txt"),
+        "checkpoint: not signed by any log key of the trust root",
+    ),
+    "evidence.json": (lambda d: _edit_item(d / "evidence.json"), "evidence.json: custodian"),
 }
+
+
+def _edit_item(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    doc["custodian"] = "mallory"
+    path.write_text(json.dumps(doc))
 
 
 @pytest.mark.parametrize("part", list(ALTERATIONS))
@@ -221,14 +252,13 @@ def test_every_alteration_is_caught_even_with_fixed_manifests(as_alice, rich_ite
     assert expected in result.stdout, result.stdout
 
 
-def test_pinned_log_key_rejects_a_bundle_signed_by_another_log(as_alice, rich_item, tmp_path):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from custody import signing
-
-    other = signing.note_verifier_key("custody.localhost/log", Ed25519PrivateKey.generate().public_key())
-    result = run_verifier(export(as_alice, rich_item["id"], tmp_path), "--log-vkey", other)
-    assert result.returncode == 1 and "differs from the pinned one" in result.stdout
+def test_keys_json_in_the_bundle_is_not_trusted(as_alice, rich_item, tmp_path):
+    """keys/ is there for checks by hand with openssl; the verifier takes keys from the trust root only."""
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    _edit_key(bag_dir / "data" / "keys" / "keys.json")
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 0 and "VERIFIED against trust root" in result.stdout, result.stdout
 
 
 def test_receipts_and_results_verify_with_securesystemslib(as_alice, rich_item):
@@ -331,18 +361,230 @@ def test_monitor_follows_the_log_and_reports_rewritten_history(gunicorn_server, 
 
 
 def test_verifier_cli_usage_errors():
-    result = run_verifier()
+    result = run_verifier(pinned=None)
     assert result.returncode == 2 and "BUNDLE" in result.stderr
-    result = run_verifier("--log", "http://127.0.0.1:9")
+    result = run_verifier("--log", "http://127.0.0.1:9", pinned=None)
     assert result.returncode == 2 and "--since" in result.stderr
 
 
 def test_the_verifier_needs_only_cryptography():
-    source = (ROOT / "custody" / "verify.py").read_text() + (ROOT / "custody" / "signing.py").read_text()
+    modules = ("verify", "signing", "merkle", "projection", "trustroot")
+    # Module-level imports only: projection imports Django lazily, in the functions the server uses.
+    top = [
+        line
+        for m in modules
+        for line in (ROOT / "custody" / f"{m}.py").read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    ]
     for forbidden in ("django", "rest_framework", "celery"):
-        assert f"import {forbidden}" not in source and f"from {forbidden}" not in source
+        assert not [line for line in top if forbidden in line]
     init = (ROOT / "custody" / "__init__.py").read_text()
     assert not [line for line in init.splitlines() if line.startswith(("import ", "from "))]
+
+
+# --- a hostile auditor's forgeries: each refused with its reason ---------------------
+
+
+def test_without_a_trust_root_nothing_is_verified(as_alice, rich_item, tmp_path):
+    zip_path = export(as_alice, rich_item["id"], tmp_path)
+    result = run_verifier(zip_path, pinned=None)
+    assert result.returncode == 2 and "VERIFIED" not in result.stdout
+    assert "NOT VERIFIED: no trust root given" in result.stderr
+    result = run_verifier(zip_path, "--internal-only", pinned=None)
+    assert result.returncode == 0, result.stdout
+    assert "CONSISTENT, NOT VERIFIED" in result.stdout and "\nVERIFIED" not in result.stdout
+
+
+def _resign_receipt(data: Path, key, change) -> None:
+    from custody import signing
+
+    path = data / "receipt.dsse.json"
+    envelope = json.loads(path.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    change(statement["predicate"])
+    path.write_text(json.dumps(signing.sign_statement(statement, key)))
+
+
+def test_bundle_forged_with_the_forgers_own_keys_is_refused(as_alice, rich_item, tmp_path):
+    """A new trust root version with the forger's key, placed in the bundle: the pinned root never signed it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody import signing, trustroot
+    from custody.models import TrustRoot
+
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    data = bag_dir / "data"
+    mallory = Ed25519PrivateKey.generate()
+    current = TrustRoot.objects.order_by("-version").first().envelope
+    doc = json.loads(base64.b64decode(current["payload"]))
+    doc.update(version=doc["version"] + 1, previous=f"sha256:{trustroot.fingerprint(current)}")
+    doc["keys"].append(
+        {
+            "keyid": signing.dsse_keyid(mallory.public_key()),
+            "purpose": "intake",
+            "name": "mallory",
+            "public_key_pem": signing.public_key_pem(mallory.public_key()),
+            "valid_from": "2000-01-01T00:00:00.000000Z",
+            "valid_until": None,
+        }
+    )
+    (data / "trust-root" / f"{doc['version']:06d}.json").write_text(
+        json.dumps(trustroot.sign(doc, [mallory]))
+    )
+    _resign_receipt(data, mallory, lambda p: p.update(submitter={"id": 99, "username": "mallory"}))
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"trust root: trust root version {doc['version']} (keys of the root it replaces): not signed by key"
+        in (result.stdout)
+    )
+
+
+def test_receipt_resigned_by_an_extra_key_in_the_bundle_is_refused(as_alice, rich_item, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody import signing
+
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    data = bag_dir / "data"
+    extra = Ed25519PrivateKey.generate()
+    keys = json.loads((data / "keys" / "keys.json").read_text())
+    keys["keys"].append(
+        {
+            "keyid": signing.dsse_keyid(extra.public_key()),
+            "purpose": "intake",
+            "public_key_pem": signing.public_key_pem(extra.public_key()),
+        }
+    )
+    (data / "keys" / "keys.json").write_text(json.dumps(keys))
+    _resign_receipt(data, extra, lambda p: p.update(received_at="2020-01-01T00:00:00.000000Z"))
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1 and "intake receipt differs from what log entry" in result.stdout, (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("submitter", {"id": 99, "username": "mallory"}),
+        ("case", {"id": "x", "reference": "Z-9"}),
+        ("original_name", "other.wav"),
+        ("size", 1),
+        ("media_type", "audio/x-forged"),
+        ("received_at", "2020-01-01"),
+    ],
+)
+def test_receipt_field_changed_even_with_the_servers_own_key_is_refused(
+    as_alice, rich_item, tmp_path, field, value
+):
+    """Even the holder of the intake key cannot change a receipt: it must be the one its log entry implies."""
+    from custody import keys
+
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    _, intake_key = keys.active_private_key("intake")
+    _resign_receipt(bag_dir / "data", intake_key, lambda p: p.update({field: value}))
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1 and "intake receipt differs from what log entry" in result.stdout, (
+        result.stdout
+    )
+
+
+def test_dropped_download_entry_is_refused(as_alice, rich_item, tmp_path):
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    path = bag_dir / "data" / "log" / "entries.jsonl"
+    lines = path.read_text().splitlines()
+    kept = [
+        line for line in lines if b"evidence.downloaded" not in base64.b64decode(json.loads(line)["leaf"])
+    ]
+    assert len(kept) == len(lines) - 1
+    path.write_text("\n".join(kept) + "\n")
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1, result.stdout
+    assert "entries were dropped, added or reordered" in result.stdout
+
+
+def test_reordered_entries_are_refused(as_alice, rich_item, tmp_path):
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    path = bag_dir / "data" / "log" / "entries.jsonl"
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    # Swap the indexes two entries claim (their leaves then no longer prove inclusion at the new place).
+    records[1]["index"], records[2]["index"] = records[2]["index"], records[1]["index"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1 and "the leaf says index" in result.stdout, result.stdout
+
+
+def test_rolled_back_checkpoint_is_refused(as_alice, rich_item, tmp_path):
+    """An older, genuinely signed checkpoint, with proofs rebuilt for it and the later entries left out."""
+    from custody import log, signing
+    from custody.models import Checkpoint
+
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    data = bag_dir / "data"
+    records = [json.loads(line) for line in (data / "log" / "entries.jsonl").read_text().splitlines()]
+    older = log.checkpoint_at(records[2]["index"] + 1)
+    assert Checkpoint.objects.filter(size=older.size).exists()
+    kept = []
+    for record in records[:3]:
+        record["inclusion_proof"] = [signing.b64(h) for h in log.inclusion_proof(record["index"], older.size)]
+        kept.append(record)
+    (data / "log" / "entries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    (data / "log" / "checkpoint.txt").write_text(older.note)
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1, result.stdout
+    assert "not at the export entry that closes the checkpoint" in result.stdout
+
+
+def test_a_trust_root_from_another_server_refuses_the_bundle(as_alice, rich_item, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody import signing, trustroot
+    from custody.models import TrustRoot
+
+    doc = json.loads(base64.b64decode(TrustRoot.objects.get(version=1).envelope["payload"]))
+    other = Ed25519PrivateKey.generate()
+    doc["keys"] = [
+        {
+            "keyid": signing.dsse_keyid(other.public_key()),
+            "purpose": "log",
+            "name": doc["origin"],
+            "vkey": signing.note_verifier_key(doc["origin"], other.public_key()),
+            "public_key_pem": signing.public_key_pem(other.public_key()),
+            "valid_from": "2000-01-01T00:00:00.000000Z",
+            "valid_until": None,
+        }
+    ]
+    pinned = tmp_path / "other-root.json"
+    pinned.write_text(json.dumps(trustroot.sign(doc, [other])))
+    result = run_verifier(export(as_alice, rich_item["id"], tmp_path), pinned=pinned)
+    assert result.returncode == 1, result.stdout
+
+
+def test_old_bundle_verifies_after_every_key_is_rotated(as_alice, rich_item, tmp_path):
+    """A bundle exported before the rotations, checked against the root pinned after them (and before)."""
+    from custody import services
+
+    old_root = save_trust_root()
+    zip_path = export(as_alice, rich_item["id"], tmp_path)
+    for purpose in ("log", "intake", "results"):
+        services.rotate_signing_key(actor=None, purpose=purpose)
+    new_root = save_trust_root()
+    for pinned in (old_root, new_root):
+        result = run_verifier(zip_path, pinned=pinned)
+        assert result.returncode == 0, result.stdout
+    # A bundle exported now carries the chain: pinned to version 1, the verifier follows it to version 4.
+    (tmp_path / "new").mkdir()
+    result = run_verifier(export(as_alice, rich_item["id"], tmp_path / "new"), pinned=old_root)
+    assert result.returncode == 0, result.stdout
+    assert "VERIFIED against trust root version 4" in result.stdout
 
 
 # --- exports in parallel: nothing process-wide is touched ---------------------------------

@@ -411,6 +411,11 @@ def test_verify_log_checks_every_token(settings, tsa, pki, checkpoint):
     assert report.timestamps == 1
     # One flipped bit in the stored token (the signature covers it).
     row = Timestamp.objects.get()
-    Timestamp.objects.filter(pk=row.pk).update(token=bytes(row.token)[:-1] + bytes([bytes(row.token)[-1] ^ 1]))
+    Timestamp.objects.filter(pk=row.pk).update(
+        token=bytes(row.token)[:-1] + bytes([bytes(row.token)[-1] ^ 1])
+    )
     report = audit.verify(check_blobs=False)
-    assert any(f"time-stamp by {tsa.url} of checkpoint {checkpoint.size}: does not verify" in p for p in report.problems)
+    assert any(
+        f"time-stamp by {tsa.url} of checkpoint {checkpoint.size}: does not verify" in p
+        for p in report.problems
+    )
