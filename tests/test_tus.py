@@ -483,10 +483,10 @@ def test_a_crash_inside_the_intake_leaves_the_upload_resumable(as_alice, case_a,
     assert patch(as_alice, url, data[:2000], 0).status_code == 204
 
     def die(*args, **kwargs):
-        raise RuntimeError("the process dies while signing the receipt")
+        raise RuntimeError("the process dies while writing the evidence record")
 
     with monkeypatch.context() as m:
-        m.setattr(services, "_sign_receipt", die)
+        m.setattr(services.projection, "apply", die)
         with pytest.raises(RuntimeError):
             patch(as_alice, url, data[2000:], 2000)
     # Evidence and the upload's end are one transaction: neither was recorded,
