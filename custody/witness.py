@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -372,7 +373,12 @@ class Handler(BaseHTTPRequestHandler):
 def serve(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
     """A threaded HTTP server for ``witness`` (call serve_forever on it)."""
     handler = type("BoundHandler", (Handler,), {"witness": witness})
-    server = ThreadingHTTPServer((host, port), handler)
+    server_class = ThreadingHTTPServer
+    if ":" in host:  # an IPv6 address
+        server_class = type(
+            "ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}
+        )
+    server = server_class((host, port), handler)
     server.daemon_threads = True
     return server
 

@@ -281,7 +281,7 @@ def test_witnesses_cosign_and_checkpoint_serves_cosignatures(witnesses, as_alice
     assert final.status_code == 200 and final.content.decode() == served_checkpoint()
 
 
-def test_rolled_back_log_is_refused_and_reported(witnesses, as_alice, case_a, caplog, settings):
+def test_rolled_back_log_is_refused_and_reported(witnesses, as_alice, case_a, caplog, settings, client, root):
     grow(as_alice, case_a, 2)
     size, _ = log.tree_head()
     # w1 already cosigned a bigger tree from this log: the log is now showing less.
@@ -297,6 +297,12 @@ def test_rolled_back_log_is_refused_and_reported(witnesses, as_alice, case_a, ca
     assert report["final"] is False and report["cosignatures"] == 1
     w1 = next(w for w in report["witnesses"] if w["name"] == "w1.witness.test")
     assert w1["state"] == "refused" and "ROLLBACK" in w1["last_error"]
+    # Administrators see the refusal in the admin, first and flagged.
+    client.force_login(root)
+    page = client.get("/admin/custody/witnessstatus/")
+    assert page.status_code == 200 and b"REFUSED" in page.content and b"ROLLBACK" in page.content
+    assert client.get("/admin/custody/cosignature/").status_code == 200
+    assert b'name="_save"' not in client.get(f"/admin/custody/witnessstatus/{row.pk}/change/").content
     # With a quorum of one, the other witness's cosignature makes it final.
     settings.CUSTODY_WITNESS_QUORUM = 1
     assert APIClient().get("/api/v1/log/witnesses/").json()["final"] is True
