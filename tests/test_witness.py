@@ -446,3 +446,35 @@ def test_bad_witness_setting_fails_loudly(monkeypatch):
     monkeypatch.setenv("CUSTODY_WITNESSES", "http://127.0.0.1:1 w.test+00000000+AAAA")
     with pytest.raises(ImproperlyConfigured):
         env_witnesses("CUSTODY_WITNESSES")
+
+
+def test_witnessing_is_on_the_beat_schedule():
+    entry = conf.CELERY_BEAT_SCHEDULE["witness"]
+    assert entry["task"] == "custody.witness_checkpoints" == tasks.witness_checkpoints.name
+
+
+@pytest.mark.slow
+def test_real_worker_gets_checkpoints_cosigned(transactional_db, alice, case_a, tmp_path, monkeypatch):
+    """The task in a real Celery worker, configured from the environment as in production."""
+    from .conftest import api_client_for, kill_worker, start_worker
+
+    upload(api_client_for(alice), case_a, b"to be witnessed")
+    procs = [WitnessProc(f"w{i}.witness.test", tmp_path / f"w{i}", keys.log_verifier_key()) for i in (1, 2)]
+    worker = None
+    try:
+        for proc in procs:
+            proc.start()
+        monkeypatch.setenv("CUSTODY_WITNESSES", ";".join(f"{p.url} {p.vkey}" for p in procs))
+        worker = start_worker(tmp_path / "worker.log")
+        tasks.witness_checkpoints.delay()
+        deadline = time.monotonic() + 60
+        while Cosignature.objects.count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert Cosignature.objects.count() == 2, (tmp_path / "worker.log").read_text()[-3000:]
+        size = log.latest_checkpoint().size
+        assert set(Cosignature.objects.values_list("checkpoint_id", flat=True)) == {size}
+    finally:
+        if worker is not None:
+            kill_worker(worker)
+        for proc in procs:
+            proc.stop()

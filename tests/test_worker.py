@@ -56,6 +56,7 @@ def test_beat_schedule_runs_fixity_and_checkpoints():
         "custody.check_fixity_all",
         "custody.sign_checkpoint",
         "custody.sweep_expired_uploads",
+        "custody.witness_checkpoints",
         "forensics.sweep_stale",
     }
     app.loader.import_default_modules()
