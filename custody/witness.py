@@ -155,11 +155,13 @@ def load_or_create_key(state: Path, name: str) -> tuple[Ed25519PrivateKey, str, 
 class Witness:
     """Checks add-checkpoint requests and keeps the latest cosigned checkpoint per origin."""
 
-    def __init__(self, name: str, key: Ed25519PrivateKey, state: Path, logs: dict[str, str]):
+    def __init__(self, name: str, key: Ed25519PrivateKey, state: Path, logs: dict[str, list[str]]):
         self.name = name
         self.key = key
         self.state = state
-        self.logs = logs  # origin -> log verifier key (signed-note, Ed25519)
+        # origin -> the log's verifier keys (signed-note, Ed25519); several
+        # while a log rotates its key, any one of them is enough.
+        self.logs = logs
         (state / "origins").mkdir(parents=True, exist_ok=True)
         (state / "evidence").mkdir(parents=True, exist_ok=True)
         # One lock per origin: checking old size against the record and
@@ -214,13 +216,20 @@ class Witness:
         except ValueError as exc:
             raise Refusal(HTTPStatus.BAD_REQUEST, f"malformed checkpoint: {exc}") from None
         origin = text.split("\n", 1)[0]
-        vkey = self.logs.get(origin)
-        if vkey is None:
+        vkeys = self.logs.get(origin)
+        if not vkeys:
             raise Refusal(HTTPStatus.NOT_FOUND, f"unknown log origin {origin[:200]!r}")
-        try:
-            signing.verify_note(note, vkey)
-        except ValueError as exc:
-            raise Refusal(HTTPStatus.FORBIDDEN, f"checkpoint not signed by the log's key: {exc}") from None
+        problems = []
+        for vkey in vkeys:
+            try:
+                signing.verify_note(note, vkey)
+                break
+            except ValueError as exc:
+                problems.append(str(exc))
+        else:
+            raise Refusal(
+                HTTPStatus.FORBIDDEN, f"checkpoint not signed by the log's key: {'; '.join(problems)}"
+            )
         try:
             checkpoint = cosign.parse_checkpoint_body(text)
         except ValueError as exc:
@@ -400,22 +409,22 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         action="append",
         metavar="VKEY",
-        help="the log's verifier key (repeatable)",
+        help="a log's verifier key; repeat for several logs, or for a log's old and new key",
     )
-    parser.add_argument("--origin", help="the log's origin line, if not the name in its verifier key")
+    parser.add_argument(
+        "--origin", help="the log's origin line, if not the name in its verifier key(s); one log then"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    if args.origin and len(args.log_vkey) != 1:
-        parser.error("--origin applies to a single --log-vkey")
-    logs: dict[str, str] = {}
+    logs: dict[str, list[str]] = {}
     for vkey in args.log_vkey:
         try:
             log_name, _, _ = signing.parse_verifier_key(vkey)
         except ValueError as exc:
             parser.error(f"--log-vkey {vkey[:60]!r}: {exc}")
         # C2SP convention: a log's key name is its origin.
-        logs[args.origin or log_name] = vkey
+        logs.setdefault(args.origin or log_name, []).append(vkey)
     try:
         cosign.verifier_key(args.name, Ed25519PrivateKey.generate().public_key())
     except ValueError as exc:

@@ -131,8 +131,8 @@ def test_witness_runs_without_django():
 class WitnessProc:
     """One `python -m custody.witness` process on a free loopback port."""
 
-    def __init__(self, name: str, state: Path, log_vkey: str):
-        self.name, self.state, self.log_vkey = name, state, log_vkey
+    def __init__(self, name: str, state: Path, log_vkey: str, more_vkeys: tuple[str, ...] = ()):
+        self.name, self.state, self.log_vkey, self.more_vkeys = name, state, log_vkey, more_vkeys
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -153,6 +153,7 @@ class WitnessProc:
                 str(self.state),
                 "--log-vkey",
                 self.log_vkey,
+                *[arg for vkey in self.more_vkeys for arg in ("--log-vkey", vkey)],
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -406,6 +407,21 @@ def test_witness_refuses_bad_requests(witnesses, log_vkey):
     conn.close()
     # None of these moved the witness: a first real checkpoint is still taken from size 0.
     assert w1.post("old 0\n\n" + log.latest_checkpoint().note)[0] == 200
+
+
+def test_witness_trusts_old_and_new_log_key_during_a_rotation(log_vkey, tmp_path):
+    row, old_key = keys.active_private_key("log")
+    new_key = Ed25519PrivateKey.generate()
+    new_vkey = signing.note_verifier_key(row.name, new_key.public_key())
+    proc = WitnessProc("w3.witness.test", tmp_path / "w3", log_vkey, (new_vkey,)).start()
+    try:
+        text = log.checkpoint_text(conf.CUSTODY_LOG_ORIGIN, 5, b"\x03" * 32)
+        assert proc.post("old 0\n\n" + signing.sign_note(text, row.name, old_key))[0] == 200
+        assert proc.post("old 5\n\n" + signing.sign_note(text, row.name, new_key))[0] == 200
+        stranger = signing.sign_note(text, row.name, Ed25519PrivateKey.generate())
+        assert proc.post("old 5\n\n" + stranger)[0] == 403
+    finally:
+        proc.stop()
 
 
 def test_second_witness_process_on_the_same_state_is_refused(witnesses):
