@@ -186,6 +186,13 @@ def submit(witness: Witness, checkpoint: Checkpoint) -> Outcome:
                     witness_size = int(text.strip())
                 except ValueError:
                     raise Refused(f"witness answered 409 with a malformed size {text[:40]!r}") from None
+                if witness_size < old_size:
+                    logger.warning(
+                        "witness %s reports size %d, below the %d it cosigned for us: has it lost its state?",
+                        witness.name,
+                        witness_size,
+                        old_size,
+                    )
                 if witness_size != old_size:
                     # Our record of the witness is stale (a lost row, another
                     # server, an earlier answer lost): resend from its size.
@@ -198,6 +205,8 @@ def submit(witness: Witness, checkpoint: Checkpoint) -> Outcome:
                     old_size = witness_size
                     continue
             break
+        if status >= 500:
+            raise Unreachable(f"witness error {status}: {text.strip()[:200]}")
         if status != 200:
             raise Refused(_explain(status, text, old_size, size))
         found = cosign.cosignatures_by(

@@ -494,3 +494,32 @@ def test_real_worker_gets_checkpoints_cosigned(transactional_db, alice, case_a, 
             kill_worker(worker)
         for proc in procs:
             proc.stop()
+
+
+def test_witness_server_error_counts_as_unreachable_not_refusal(custody_db, settings):
+    """A witness's own failure (5xx) delays finality like an outage; it is not a verdict on the log."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"busy\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _, vkey = cosign.generate_key("broken.witness.test")
+        settings.CUSTODY_WITNESSES = [(f"http://127.0.0.1:{server.server_port}", vkey)]
+        [outcome] = witnessing.witness_checkpoints()
+        assert outcome.state == "unreachable" and outcome.transient and "503" in outcome.message
+    finally:
+        server.shutdown()
+        server.server_close()
