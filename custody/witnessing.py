@@ -218,8 +218,14 @@ def submit(witness: Witness, checkpoint: Checkpoint) -> Outcome:
         if timestamp > time.time() + MAX_FUTURE_SECONDS:
             raise Refused(f"cosignature is dated {timestamp}, in the future")
     except Unreachable as exc:
-        message = f"witness unreachable at {witness.url}: {exc}"
-        logger.warning("%s (checkpoint %d not cosigned by it yet)", message, size)
+        message = f"witness unreachable: {exc}"  # no URL: this text is public (log/witnesses)
+        logger.warning(
+            "witness %s at %s: %s (checkpoint %d not cosigned by it yet)",
+            witness.name,
+            witness.url,
+            message,
+            size,
+        )
         _record_failure(row, WitnessStatus.State.UNREACHABLE, message)
         return Outcome(witness, WitnessStatus.State.UNREACHABLE, size, message)
     except (Refused, ValueError) as exc:
