@@ -5,6 +5,9 @@ the admin never edits them directly.
 """
 
 from django.contrib import admin, messages
+from django.db.models import Case as CaseWhen  # not custody's Case model
+from django.db.models import IntegerField, Value, When
+from django.utils.html import format_html
 
 from . import services
 from .models import (
@@ -12,6 +15,7 @@ from .models import (
     Blob,
     Case,
     Checkpoint,
+    Cosignature,
     Evidence,
     LogEntry,
     Membership,
@@ -19,6 +23,7 @@ from .models import (
     SigningKey,
     Timestamp,
     User,
+    WitnessStatus,
 )
 
 
@@ -104,6 +109,43 @@ class TimestampAdmin(ReadOnlyAdmin):
     list_display = ["checkpoint", "tsa_url", "gen_time", "created_at"]
     list_filter = ["tsa_url"]
     exclude = ["token"]
+
+
+@admin.register(WitnessStatus)
+class WitnessStatusAdmin(ReadOnlyAdmin):
+    """Where each witness stands; refusals (rollback, fork) are shown first and in red."""
+
+    list_display = [
+        "witness_name",
+        "state_shown",
+        "last_cosigned_size",
+        "last_attempt_at",
+        "last_success_at",
+        "last_error",
+        "url",
+    ]
+    list_filter = ["state"]
+
+    def get_queryset(self, request):
+        order = CaseWhen(
+            When(state=WitnessStatus.State.REFUSED, then=Value(0)),
+            When(state=WitnessStatus.State.UNREACHABLE, then=Value(1)),
+            default=Value(2),
+            output_field=IntegerField(),
+        )
+        return super().get_queryset(request).annotate(urgency=order).order_by("urgency", "witness_name")
+
+    @admin.display(description="state", ordering="state")
+    def state_shown(self, obj):
+        if obj.state == WitnessStatus.State.REFUSED:
+            return format_html('<strong style="color:#ba2121">{}</strong>', obj.get_state_display())
+        return obj.get_state_display()
+
+
+@admin.register(Cosignature)
+class CosignatureAdmin(ReadOnlyAdmin):
+    list_display = ["checkpoint", "witness_name", "signed_at", "received_at"]
+    list_filter = ["witness_name"]
 
 
 @admin.register(SigningKey)

@@ -19,7 +19,7 @@ from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, permissions, services, signing, trustroot
+from . import keys, log, permissions, services, signing, trustroot, witnessing
 from .auth import HashedTokenAuthentication
 from .models import ApiToken, LogEntry, SigningKey, Transfer, TrustRoot, User
 from .permissions import (
@@ -321,12 +321,43 @@ class CheckpointView(APIView):
     authentication_classes = []
     throttle_classes = [PublicThrottle]
 
-    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "final",
+                bool,
+                description="1: the newest checkpoint cosigned by a quorum of witnesses (404 if none yet)",
+            )
+        ],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
     def get(self, request):
+        """The newest checkpoint, with the witnesses' cosignature lines appended (C2SP signed note)."""
         from django.http import HttpResponse
 
-        checkpoint = log.latest_checkpoint()
-        response = HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+        if request.query_params.get("final") in ("1", "true"):
+            checkpoint = witnessing.latest_final_checkpoint()
+            if checkpoint is None:
+                raise Http404("no checkpoint has been cosigned by a quorum of witnesses yet")
+        else:
+            checkpoint = log.latest_checkpoint()
+        response = HttpResponse(
+            witnessing.cosigned_note(checkpoint), content_type="text/plain; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        return response
+
+
+class WitnessesView(APIView):
+    """Each witness's status and whether the current checkpoint is final (cosigned by the quorum)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [PublicThrottle]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        response = Response(witnessing.status_report())
         response["Cache-Control"] = "no-cache"
         return response
 

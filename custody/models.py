@@ -332,3 +332,55 @@ class ResumableUpload(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.id} ({self.offset}/{self.length} bytes)"
+
+
+class Cosignature(models.Model):
+    """A witness's cosignature on a checkpoint (C2SP tlog-cosignature), checked on receipt.
+
+    ``line`` is the signature line as the witness sent it (no newline):
+    appended to the checkpoint's note it makes the witnessed checkpoint.
+    """
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="cosignatures")
+    witness_name = models.CharField(max_length=255)
+    witness_vkey = models.CharField(max_length=500, help_text="C2SP cosigner verifier key")
+    line = models.TextField(help_text="signature line: — <name> base64(key id || timestamp || signature)")
+    signed_at = models.DateTimeField(help_text="the timestamp inside the cosignature")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["checkpoint", "witness_name"]
+        constraints = [
+            # One cosignature per witness and checkpoint: the first one received is kept.
+            models.UniqueConstraint(fields=["checkpoint", "witness_vkey"], name="one_cosignature_per_witness")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.witness_name} on checkpoint {self.checkpoint_id}"
+
+
+class WitnessStatus(models.Model):
+    """Where the log stands with one configured witness: what it last cosigned, what went wrong."""
+
+    class State(models.TextChoices):
+        NEW = "new", "not contacted yet"
+        OK = "ok", "cosigned"
+        REFUSED = "refused", "REFUSED the log's checkpoint"
+        UNREACHABLE = "unreachable", "unreachable"
+
+    witness_vkey = models.CharField(max_length=500, unique=True)
+    witness_name = models.CharField(max_length=255)
+    url = models.CharField(max_length=500)
+    last_cosigned_size = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["witness_name"]
+        verbose_name_plural = "witness statuses"
+
+    def __str__(self) -> str:
+        return f"{self.witness_name} ({self.state})"

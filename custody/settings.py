@@ -48,6 +48,25 @@ def env_secret(name: str) -> str | None:
     return None
 
 
+def env_witnesses(name: str) -> list[tuple[str, str]]:
+    """``URL VKEY`` pairs separated by ``;`` (C2SP cosigner verifier keys); checked here, loudly."""
+    from custody import cosign  # pure module: no Django, no settings
+
+    pairs = []
+    for item in (os.getenv(name) or "").split(";"):
+        if not item.strip():
+            continue
+        parts = item.split()
+        if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name}: each witness is 'URL VKEY', got {item.strip()!r}")
+        try:
+            cosign.parse_verifier_key(parts[1])
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from None
+        pairs.append((parts[0].rstrip("/"), parts[1]))
+    return pairs
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 DATA_DIR = Path(os.getenv("CUSTODY_DATA_DIR") or BASE_DIR / "var").resolve()
@@ -294,7 +313,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Periodic work, run by the Procfile's `beat` process: re-hash every blob
-# (fixity), sign a checkpoint whenever the log has grown, time-stamp it.
+# (fixity), sign a checkpoint whenever the log has grown, time-stamp it, and
+# ask the witnesses to cosign the newest one.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Analyzer modules beyond the built-in ones (dotted paths, comma-separated).
 CUSTODY_EXTRA_ANALYZERS = [
@@ -304,6 +324,16 @@ CUSTODY_EXTRA_ANALYZERS = [
 CUSTODY_ANALYSIS_STALE_SECONDS = env_int("CUSTODY_ANALYSIS_STALE_SECONDS", 120)
 # Unfinished resumable (tus) uploads untouched this long are removed.
 CUSTODY_UPLOAD_EXPIRY_SECONDS = env_int("CUSTODY_UPLOAD_EXPIRY_SECONDS", 7 * 24 * 3600)
+# Witnesses (C2SP tlog-witness) that cosign checkpoints; a checkpoint is
+# final once CUSTODY_WITNESS_QUORUM of them (default: all) have cosigned it.
+CUSTODY_WITNESSES = env_witnesses("CUSTODY_WITNESSES")
+CUSTODY_WITNESS_QUORUM = env_int("CUSTODY_WITNESS_QUORUM", len(CUSTODY_WITNESSES))
+if CUSTODY_WITNESSES and not 1 <= CUSTODY_WITNESS_QUORUM <= len(CUSTODY_WITNESSES):
+    raise ImproperlyConfigured(
+        f"CUSTODY_WITNESS_QUORUM must be between 1 and the {len(CUSTODY_WITNESSES)} configured witnesses"
+    )
+# Seconds to wait for a witness: a slow witness must not hold the task for long.
+CUSTODY_WITNESS_TIMEOUT = env_int("CUSTODY_WITNESS_TIMEOUT", 5)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-analyses": {
         "task": "forensics.sweep_stale",
@@ -316,6 +346,10 @@ CELERY_BEAT_SCHEDULE = {
     "checkpoint": {
         "task": "custody.sign_checkpoint",
         "schedule": float(env_int("CUSTODY_CHECKPOINT_INTERVAL", 60)),
+    },
+    "witness": {
+        "task": "custody.witness_checkpoints",
+        "schedule": float(env_int("CUSTODY_WITNESS_INTERVAL", 60)),
     },
     "expired-uploads": {
         "task": "custody.sweep_expired_uploads",

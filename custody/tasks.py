@@ -62,3 +62,26 @@ def timestamp_checkpoints(self) -> int:
         delay = TSA_RETRY_DELAYS[min(self.request.retries, len(TSA_RETRY_DELAYS) - 1)]
         raise self.retry(countdown=delay, exc=timestamps.TSAError("; ".join(run.failed.values())))
     return len(run.stamped)
+
+
+@shared_task(
+    name="custody.witness_checkpoints", bind=True, acks_late=True, max_retries=3, default_retry_delay=20
+)
+def witness_checkpoints(self) -> dict:
+    """Ask the witnesses to cosign the newest checkpoint (the periodic schedule calls this).
+
+    Retried soon when a witness could not be reached; a refusal is not
+    retried (it is reported, and the next scheduled run tries again).
+    """
+    from celery.exceptions import MaxRetriesExceededError
+
+    from . import witnessing
+
+    outcomes = witnessing.witness_checkpoints()
+    summary = {o.witness.name: o.state for o in outcomes}
+    if any(o.transient for o in outcomes):
+        try:
+            raise self.retry()
+        except MaxRetriesExceededError:
+            pass  # the beat schedule will try again; finality waits, intake does not
+    return summary

@@ -123,6 +123,7 @@ urlpatterns = [
         name="api-public-artifact",
     ),
     path("api/v1/log/checkpoint", api.CheckpointView.as_view(), name="api-log-checkpoint"),
+    path("api/v1/log/witnesses/", api.WitnessesView.as_view(), name="api-log-witnesses"),
     path("api/v1/log/entries/", api.LogEntriesView.as_view(), name="api-log-entries"),
     path("api/v1/log/proof/inclusion/", api.InclusionProofView.as_view(), name="api-log-inclusion"),
     path("api/v1/log/proof/consistency/", api.ConsistencyProofView.as_view(), name="api-log-consistency"),

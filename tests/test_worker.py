@@ -57,6 +57,7 @@ def test_beat_schedule_runs_fixity_and_checkpoints():
         "custody.sign_checkpoint",
         "custody.sweep_expired_uploads",
         "custody.timestamp_checkpoints",
+        "custody.witness_checkpoints",
         "forensics.sweep_stale",
     }
     app.loader.import_default_modules()
