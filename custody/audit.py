@@ -35,6 +35,7 @@ class Report:
     receipts: int = 0
     results: int = 0
     timestamps: int = 0
+    cosignatures: int = 0
     trust_root: str = ""
 
     def problem(self, text: str) -> None:
@@ -248,7 +249,11 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
                 report.problem(f"{label}: no consistency proof from size {previous[0]} ({exc})")
         previous = (size, note_root)
 
-    # 5. RFC 3161 time-stamps: each token over its checkpoint's body, chaining to a configured TSA CA.
+    # 5. Witnesses: every stored cosignature verifies; a witness that refused the log is a problem.
+    say("checking witness cosignatures")
+    _verify_witnesses(report)
+
+    # 5b. RFC 3161 time-stamps: each token over its checkpoint's body, chaining to a configured TSA CA.
     say("checking time-stamps")
     _verify_timestamps(report)
 
@@ -257,6 +262,25 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     replay.compare()
     report.receipts = replay.receipts
     report.results = replay.results
+
+
+def _verify_witnesses(report: Report) -> None:
+    from . import cosign
+    from .models import Cosignature, WitnessStatus
+
+    rows = Cosignature.objects.select_related("checkpoint").order_by("checkpoint_id", "witness_name")
+    for row in rows.iterator(chunk_size=1000):
+        report.cosignatures += 1
+        try:
+            body, _ = cosign.split_note(row.checkpoint.note)
+            cosign.verify(body, row.line, row.witness_vkey)
+        except ValueError as exc:
+            report.problem(f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}: {exc}")
+    for status in WitnessStatus.objects.filter(state=WitnessStatus.State.REFUSED):
+        report.problem(
+            f"witness {status.witness_name} REFUSED the log's checkpoint (it had cosigned "
+            f"{status.last_cosigned_size} entries): {status.last_error} -- a rollback or a fork of the log"
+        )
 
 
 def _verify_timestamps(report: Report) -> None:

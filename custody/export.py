@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import mimetypes
 import os
 import shutil
@@ -29,9 +30,11 @@ from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from . import keys, log, signing, timestamps
+from . import keys, log, signing, timestamps, witnessing
 from .models import Checkpoint, Evidence, LogEntry, SigningKey, TrustRoot
 from .storage import blob_store
+
+logger = logging.getLogger(__name__)
 
 TOOL = {"name": "custody-server", "version": "0.1.0"}
 BAG_ALGORITHMS = ("sha256", "sha512")
@@ -63,12 +66,13 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
             )
         checkpoint = log.checkpoint_at(exported.index + 1)
         timestamps.stamp_for_export(checkpoint)
+        witnessed = _witnessed_for_export(checkpoint)
         bag_dir = workdir / f"evidence-{evidence.pk}"
         (bag_dir / "data").mkdir(parents=True)
         entries = list(
             LogEntry.objects.filter(evidence=evidence, index__lte=exported.index).order_by("index")
         )
-        _write_payload(bag_dir / "data", evidence, include_file, checkpoint, entries, analyses)
+        _write_payload(bag_dir / "data", evidence, include_file, checkpoint, entries, analyses, witnessed)
         make_bag(
             bag_dir,
             {
@@ -86,6 +90,22 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _witnessed_for_export(checkpoint: Checkpoint) -> Checkpoint | None:
+    """The newest checkpoint a witness quorum cosigned, at or beyond the export's (asking them now).
+
+    A witness that is down only leaves the bundle not final: the verifier says
+    so, and a later export of the same item will be.
+    """
+    if not witnessing.configured_witnesses():
+        return None
+    try:
+        witnessing.witness_checkpoints()
+    except Exception:  # noqa: BLE001 - witnesses never stop an export; their state is on the status page
+        logger.exception("witnesses could not be asked during an export")
+    final = witnessing.latest_final_checkpoint()
+    return final if final is not None and final.size >= checkpoint.size else None
+
+
 def _write_payload(
     root: Path,
     evidence: Evidence,
@@ -93,6 +113,7 @@ def _write_payload(
     checkpoint: Checkpoint,
     entries: list[LogEntry],
     analyses,
+    witnessed: Checkpoint | None = None,
 ) -> None:
     blob = evidence.blob
     item = {
@@ -128,7 +149,20 @@ def _write_payload(
             shutil.copyfile(blob_store().path(blob.sha256), target)
 
     (root / "log").mkdir()
-    (root / "log" / "checkpoint.txt").write_text(checkpoint.note, encoding="utf-8")
+    (root / "log" / "checkpoint.txt").write_text(witnessing.cosigned_note(checkpoint), encoding="utf-8")
+    if witnessed is not None and witnessed.size != checkpoint.size:
+        # The witnesses cosigned a later tree: it and a consistency proof make this checkpoint final.
+        (root / "log" / "witnessed-checkpoint.txt").write_text(
+            witnessing.cosigned_note(witnessed), encoding="utf-8"
+        )
+        _json(
+            root / "log" / "consistency.json",
+            {
+                "first": checkpoint.size,
+                "second": witnessed.size,
+                "hashes": [signing.b64(h) for h in log.consistency_proof(checkpoint.size, witnessed.size)],
+            },
+        )
     with open(root / "log" / "entries.jsonl", "w", encoding="utf-8") as f:
         for entry in entries:
             proof = log.inclusion_proof(entry.index, checkpoint.size)

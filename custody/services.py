@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import keys, log, projection, signing, trustroot
+from . import cosign, keys, log, projection, signing, trustroot
 from .hashing import hash_file, is_sha256_hex
 from .models import (
     ApiToken,
@@ -289,10 +289,9 @@ def trust_root_document(version: int, previous: TrustRoot | None) -> dict:
             )
         key_list.append(item)
     witnesses = [
-        {"name": signing.parse_note_vkey_name(vkey), "vkey": vkey, "url": url}
-        for url, vkey in getattr(settings, "CUSTODY_WITNESSES", [])
+        {"name": cosign.parse_verifier_key(vkey).name, "vkey": vkey, "url": url}
+        for url, vkey in settings.CUSTODY_WITNESSES
     ]
-    quorum = getattr(settings, "CUSTODY_WITNESS_QUORUM", None)
     return {
         "_type": trustroot.DOCUMENT_TYPE,
         "version": version,
@@ -301,7 +300,7 @@ def trust_root_document(version: int, previous: TrustRoot | None) -> dict:
         "previous": f"sha256:{trustroot.fingerprint(previous.envelope)}" if previous else None,
         "keys": key_list,
         "witnesses": witnesses,
-        "witness_quorum": (quorum if quorum is not None else len(witnesses)) if witnesses else 0,
+        "witness_quorum": settings.CUSTODY_WITNESS_QUORUM if witnesses else 0,
         "tsa": {
             "urls": list(settings.CUSTODY_TSA_URLS),
             "certificates": [path.read_text() for path in settings.CUSTODY_TSA_CA_FILES],

@@ -242,11 +242,6 @@ def parse_verifier_key(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
     return name, key_id, public_key
 
 
-def parse_note_vkey_name(vkey: str) -> str:
-    """The name part of a C2SP verifier key (any algorithm)."""
-    return vkey.split("+", 1)[0]
-
-
 def sign_note(text: str, name: str, key: Ed25519PrivateKey) -> str:
     """Sign a note body (must end with a newline) as a C2SP signed note."""
     if not text.endswith("\n"):

@@ -219,13 +219,13 @@ def check_checkpoint(note: str, trust: Trust, report: Report) -> tuple[int, byte
             f"checkpoint is for origin {origin!r}, the trust root's log is {trust.root.doc['origin']!r}",
         ):
             return None
-        _check_witnesses(note, trust, report)
         return size, root
     report.fail("checkpoint: not signed by any log key of the trust root")
     return None
 
 
-def _check_witnesses(note: str, trust: Trust, report: Report) -> None:
+def check_finality(data: Path, note: str, size: int, root: bytes, trust: Trust, report: Report) -> None:
+    """Final: a quorum of the trust root's witnesses cosigned this checkpoint, or a later one consistent with it."""
     witnesses = trust.root.doc.get("witnesses") or []
     if not witnesses:
         report.ok("the trust root names no witnesses: the checkpoint rests on the log key alone")
@@ -233,19 +233,36 @@ def _check_witnesses(note: str, trust: Trust, report: Report) -> None:
     from . import cosign
 
     quorum = trust.root.doc.get("witness_quorum") or len(witnesses)
-    cosigned = []
-    for witness in witnesses:
+    cosigners = [cosign.parse_verifier_key(w["vkey"]) for w in witnesses]
+    witnessed, how = note, f"this checkpoint ({size} entries)"
+    later = data / "log" / "witnessed-checkpoint.txt"
+    if later.is_file():
         try:
-            cosign.verify_cosignature(note, witness["vkey"])
-            cosigned.append(witness["name"])
-        except ValueError:
-            continue
+            witnessed = later.read_text(encoding="utf-8")
+            w_size, w_root = check_checkpoint(witnessed, trust, Report()) or (None, None)
+            proof = json.loads((data / "log" / "consistency.json").read_text())
+            hashes = [base64.b64decode(h, validate=True) for h in proof["hashes"]]
+            if w_size is None or not merkle.verify_consistency(size, w_size, root, w_root, hashes):
+                report.fail(
+                    "the later witnessed checkpoint is not signed by the log, or not consistent with this one"
+                )
+                return
+            how = f"the later checkpoint of {w_size} entries, proven consistent with this one"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            report.fail(f"witnessed checkpoint: {exc}")
+            return
+    try:
+        found = cosign.cosignatures_by(witnessed, cosigners)
+    except ValueError as exc:
+        report.fail(f"witness cosignature: {exc}")
+        return
+    names = sorted(c.name for c in cosigners if c.vkey in found)
     report.check(
-        len(cosigned) >= quorum,
-        f"checkpoint final: cosigned by {len(cosigned)} of {len(witnesses)} witnesses "
-        f"(quorum {quorum}): {', '.join(cosigned)}",
-        f"checkpoint NOT final: cosigned by {len(cosigned)} of {len(witnesses)} witnesses, "
-        f"the trust root requires {quorum} ({', '.join(cosigned) or 'none'})",
+        len(found) >= quorum,
+        f"final: {how} is cosigned by {len(found)} of {len(witnesses)} witnesses of the trust root "
+        f"(quorum {quorum}): {', '.join(names)}",
+        f"NOT final: {how} is cosigned by {len(found)} of {len(witnesses)} witnesses, the trust root "
+        f"requires {quorum} ({', '.join(names) or 'none'}); export again once the witnesses have cosigned",
     )
 
 
@@ -359,6 +376,7 @@ def verify_bundle(bundle: Path, own_file: Path | None = None, pinned: dict | Non
         if head is None:
             return report
         size, tree_root = head
+        check_finality(data, note, size, tree_root, trust, report)
         _check_timestamps(data, note, trust, report)
         entries = check_entries(data / "log" / "entries.jsonl", size, tree_root, trust, report)
         chain = check_chain(entries, size, report)

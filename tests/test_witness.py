@@ -523,3 +523,68 @@ def test_witness_server_error_counts_as_unreachable_not_refusal(custody_db, sett
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- what an auditor sees: verify_log, bundles, the offline verifier ---------------
+
+
+def test_verify_log_reports_a_refusal_and_checks_every_cosignature(witnesses, as_alice, case_a):
+    from custody import audit
+
+    grow(as_alice, case_a, 2)
+    witnessing.witness_checkpoints()
+    report = audit.verify(check_blobs=False)
+    assert report.ok and report.cosignatures == 2, report.problems
+    row = Cosignature.objects.first()
+    line = row.line[:-4] + ("AAA=" if row.line[-4:] != "AAA=" else "BBB=")
+    Cosignature.objects.filter(pk=row.pk).update(line=line)
+    problems = audit.verify(check_blobs=False).problems
+    assert any(
+        f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}" in p for p in problems
+    ), problems
+
+
+def test_verify_log_reports_a_witness_refusal(witnesses, as_alice, case_a):
+    from custody import audit
+
+    grow(as_alice, case_a, 2)
+    size, _ = log.tree_head()
+    assert witnesses[1].post("old 0\n\n" + forged_checkpoint(size + 50, b"\x07" * 32))[0] == 200
+    witnessing.witness_checkpoints()
+    problems = audit.verify(check_blobs=False).problems
+    assert any(
+        "witness w2.witness.test REFUSED the log's checkpoint" in p and "ROLLBACK" in p for p in problems
+    )
+
+
+def _export(client, evidence_id, tmp_path) -> Path:
+    response = client.get(f"/api/v1/evidence/{evidence_id}/export/", {"include_file": "1"})
+    assert response.status_code == 200
+    path = tmp_path / f"bundle-{time.monotonic_ns()}.zip"
+    path.write_bytes(b"".join(response.streaming_content))
+    return path
+
+
+def test_bundle_is_final_once_the_quorum_cosigned_and_says_so_otherwise(
+    witnesses, as_alice, case_a, tmp_path
+):
+    import json
+
+    from custody import services
+    from custody.models import TrustRoot
+
+    from .test_export import run_verifier
+
+    services.update_trust_root()  # the witnesses are part of the root auditors pin
+    pinned = tmp_path / "root.json"
+    pinned.write_text(json.dumps(TrustRoot.objects.order_by("-version").first().envelope))
+    item = upload(as_alice, case_a, b"witnessed bytes").json()["id"]
+    result = run_verifier(_export(as_alice, item, tmp_path), pinned=pinned)
+    assert result.returncode == 0, result.stdout
+    assert "final: this checkpoint" in result.stdout and "cosigned by 2 of 2 witnesses" in result.stdout
+    assert "w1.witness.test, w2.witness.test" in result.stdout
+
+    witnesses[1].stop()  # one witness down: the export works, the bundle is not final
+    result = run_verifier(_export(as_alice, item, tmp_path), pinned=pinned)
+    assert result.returncode == 1, result.stdout
+    assert "NOT final: this checkpoint" in result.stdout and "cosigned by 1 of 2 witnesses" in result.stdout

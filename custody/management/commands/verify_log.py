@@ -36,7 +36,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{report.entries} entries, {report.nodes} tree nodes, {report.checkpoints} checkpoints, "
             f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results, "
-            f"{report.timestamps} time-stamps checked"
+            f"{report.cosignatures} witness cosignatures, {report.timestamps} time-stamps checked"
         )
         if report.trust_root:
             self.stdout.write(
