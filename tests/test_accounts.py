@@ -131,3 +131,24 @@ def test_manage_py_createsuperuser_is_the_refusing_one(custody_db, monkeypatch):
     with pytest.raises(CommandError, match=r"create_user NAME --role admin"):
         call_command("createsuperuser", "--noinput", "--username", "mallory", "--email", "m@example.org")
     assert not User.objects.exists()
+
+
+def test_deactivated_account_cannot_sign_in_and_the_change_is_logged(alice, case_a):
+    client = APIClient()
+    call_command("create_user", "alice", "--update", "--deactivate", stdout=io.StringIO())
+    alice.refresh_from_db()
+    assert not alice.is_active
+    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code in (400, 401)
+    entry = LogEntry.objects.order_by("-index").first()
+    assert entry.action == "user.deactivated" and entry.decoded["details"]["user"]["username"] == "alice"
+    call_command("create_user", "alice", "--update", "--activate", stdout=io.StringIO())
+    assert LogEntry.objects.order_by("-index").first().action == "user.activated"
+    assert (
+        client.post(
+            "/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+        ).status_code
+        == 201
+    )
+    with pytest.raises(CommandError, match="add --update"):
+        call_command("create_user", "zed", "--deactivate", stdout=io.StringIO())

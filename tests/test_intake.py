@@ -216,3 +216,32 @@ def test_chunked_upload_without_length_is_411_not_a_misleading_400(as_alice, cas
         CONTENT_LENGTH="",
     )
     assert response.status_code == 411 and "Content-Length" in response.json()["detail"]
+
+
+def test_receipt_carries_the_digests_computed_for_this_upload(as_alice, case_a):
+    """A second upload of the same bytes is signed over its own digests, never over a stored record's."""
+    import base64
+    import json
+
+    data = b"the same bytes twice\n" * 40
+    first = upload(as_alice, case_a, data, name="a.bin").json()
+    second = upload(as_alice, case_a, data, name="b.bin").json()
+    for body in (first, second):
+        digest = json.loads(base64.b64decode(body["receipt"]["payload"]))["subject"][0]["digest"]
+        assert digest == {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha1": hashlib.sha1(data).hexdigest(),  # noqa: S324 - the evidence digest, not security
+            "md5": hashlib.md5(data).hexdigest(),  # noqa: S324
+        }
+
+
+def test_a_stored_blob_record_that_disagrees_with_the_bytes_refuses_intake(as_alice, case_a):
+    """The blob row's SHA-1 was changed behind the log: the same bytes arrive again; nothing new is kept."""
+    data = b"bytes whose record was tampered with\n"
+    first = upload(as_alice, case_a, data).json()
+    Blob.objects.filter(sha256=first["sha256"]).update(sha1="0" * 40)
+    before = (Evidence.objects.count(), LogEntry.objects.count())
+    response = upload(as_alice, case_a, data)
+    assert response.status_code == 409
+    assert "disagrees with the received bytes" in response.json()["detail"]
+    assert (Evidence.objects.count(), LogEntry.objects.count()) == before

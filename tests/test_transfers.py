@@ -7,7 +7,8 @@ import stat
 import pytest
 
 from custody import services
-from custody.models import LogEntry, Transfer
+from custody.models import Evidence, LogEntry, Transfer
+from custody.permissions import Forbidden
 from custody.storage import blob_store
 
 from .conftest import api_client_for
@@ -158,3 +159,28 @@ def test_web_handover_and_printable_report(client, alice, erin, evidence_a):
     assert "received in person" in html and "second opinion" in html
     assert "@media print" in html and "\u2014 custody.localhost/log " in html
     assert evidence_a.sha256 in html
+
+
+def test_release_checks_the_custodian_again_under_the_row_lock(alice, erin, evidence_a):
+    """A release decided on a stale view (custody moved meanwhile) must not hand over someone else's item."""
+    stale = Evidence.objects.get(pk=evidence_a.pk)  # alice holds it in this view
+    transfer = services.release_custody(
+        actor=alice, evidence=evidence_a, to_user=erin, purpose="lab", location="2"
+    )
+    services.decide_transfer(actor=erin, transfer=transfer, accept=True)
+    assert Evidence.objects.get(pk=evidence_a.pk).custodian == erin
+    with pytest.raises(Forbidden, match=r"only the current custodian \(erin\)"):
+        services.release_custody(actor=alice, evidence=stale, to_user=erin, purpose="again", location="2")
+    assert Transfer.objects.count() == 1
+
+
+def test_accept_refuses_when_custody_moved_since_the_release(alice, erin, root, evidence_a):
+    """Accepting re-reads the item under its row lock: if its custodian is not the one who released it, no move."""
+    first = services.release_custody(
+        actor=alice, evidence=evidence_a, to_user=erin, purpose="lab", location="2"
+    )
+    # The handover and the item disagree (a table changed behind the log's back).
+    Transfer.objects.filter(pk=first.pk).update(from_user=root)
+    with pytest.raises(services.ServiceError, match="custodian changed since this handover was released"):
+        services.decide_transfer(actor=erin, transfer=Transfer.objects.get(pk=first.pk), accept=True)
+    assert Evidence.objects.get(pk=evidence_a.pk).custodian == alice

@@ -28,8 +28,25 @@ class Command(BaseCommand):
             action="store_true",
             help="if the user exists, set the role and add memberships instead of failing",
         )
+        active = parser.add_mutually_exclusive_group()
+        active.add_argument(
+            "--deactivate", action="store_true", help="with --update: the account can no longer sign in"
+        )
+        active.add_argument("--activate", action="store_true", help="with --update: reactivate the account")
 
-    def handle(self, username, role, email, cases, password_env, password_stdin, update, **options):
+    def handle(
+        self,
+        username,
+        role,
+        email,
+        cases,
+        password_env,
+        password_stdin,
+        update,
+        deactivate,
+        activate,
+        **options,
+    ):
         found = []
         for reference in cases:
             try:
@@ -44,8 +61,13 @@ class Command(BaseCommand):
                 services.set_role(actor=None, user=existing, role=role)
             for case in found:
                 services.add_member(actor=None, case=case, user=existing)
-            self.stdout.write(f"updated {username} ({role})")
+            if deactivate or activate:
+                services.set_active(actor=None, user=existing, active=activate)
+            state = "" if existing.is_active or activate else ", inactive"
+            self.stdout.write(f"updated {username} ({role}{', inactive' if deactivate else state})")
             return
+        if deactivate or activate:
+            raise CommandError("--deactivate and --activate apply to an existing user: add --update")
         if password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
