@@ -50,7 +50,9 @@ class Replay:
             """
         )
         self._public_keys: dict[str, Any] = {}
+        # Log keys valid for the next entry; recomputed after a key entry.
         self._log_signers: list | None = None
+        self._log_signers_at = -1
         self.receipts = 0
         self.results = 0
 
