@@ -1,0 +1,566 @@
+"""More of the insider's changes, beyond tests/test_tamper.py: what else a database administrator
+(raw SQL, the shell's ORM, write access to the data directory but not to keys/ or the passphrase)
+can change in what a page, a report, an export, a permission check or the public pages show.
+
+Each test makes one change and asserts what should happen: verify_log (run
+with the blob check, unless said otherwise) exits 1 and names the change.
+Where the defence holds the test is an ordinary regression test. Where it does
+not, the test is marked ``xfail(strict=True)`` with what is missing, so the
+gap is on record and the suite stays green.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from custody import cosign, dbguard, log, merkle, services, witnessing
+from custody.models import (
+    Checkpoint,
+    Cosignature,
+    Evidence,
+    LogEntry,
+    LogHead,
+    SigningKey,
+    Timestamp,
+    TreeNode,
+    TrustRoot,
+    User,
+    WitnessStatus,
+)
+from custody.storage import blob_store
+from forensics.models import Analysis, Artifact
+
+from . import test_tamper as tamper
+from .conftest import PASSWORD, api_client_for, upload
+
+history = tamper.history  # the busy history of tests/test_tamper.py (every kind of entry)
+sql = tamper.sql
+
+
+def verify(blobs: bool = True) -> tuple[int, str]:
+    out = io.StringIO()
+    args = ["--quiet"] if blobs else ["--quiet", "--skip-blobs"]
+    try:
+        call_command("verify_log", *args, stdout=out)
+        return 0, out.getvalue()
+    except SystemExit as exc:
+        return exc.code, out.getvalue()
+
+
+def reported(*phrases: str, blobs: bool = True) -> str:
+    code, out = verify(blobs)
+    assert code == 1, out
+    for phrase in phrases:
+        assert phrase in out, f"{phrase!r} not in:\n{out}"
+    return out
+
+
+def _rewrite_file(path, data: bytes) -> None:
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+
+
+def _sqlite_only():
+    if connection.vendor != "sqlite":
+        pytest.skip("UUIDs are stored as hex text only on SQLite")
+
+
+# --- the defence holds -----------------------------------------------------------------
+
+
+def test_untouched_database_passes_with_the_blob_check(history):
+    code, out = verify(blobs=True)
+    assert code == 0, out
+
+
+def test_evidence_blob_file_rewritten(history):
+    item = history["item"]
+    _rewrite_file(blob_store().path(item.blob_id), b"a different recording\n" * 50)
+    reported(f"blob {item.blob_id}: content no longer matches its recorded digests")
+
+
+def test_artifact_blob_file_rewritten(history):
+    artifact = Artifact.objects.filter(analysis=history["done"]).first()
+    _rewrite_file(blob_store().path(artifact.blob_id), b"0" * 64)
+    reported(f"blob {artifact.blob_id}: content no longer matches its recorded digests")
+
+
+def test_artifact_blob_file_deleted(history):
+    artifact = Artifact.objects.filter(analysis=history["done"]).first()
+    blob_store().path(artifact.blob_id).unlink()
+    reported(f"blob {artifact.blob_id}: file is missing")
+
+
+def test_two_checkpoint_notes_swapped(history, alice):
+    first = Checkpoint.objects.order_by("-size").first()
+    services.check_fixity(evidence=history["item"], actor=alice)
+    second = log.latest_checkpoint()
+    assert second.size > first.size
+    dbguard.remove(connection)
+    Checkpoint.objects.filter(size=first.size).update(note=second.note)
+    Checkpoint.objects.filter(size=second.size).update(note=first.note)
+    reported(
+        f"checkpoint at size {first.size}: signed body does not match the stored size/root",
+        f"checkpoint at size {second.size}: signed body does not match the stored size/root",
+    )
+
+
+def test_public_entry_pointed_at_another_item(history):
+    """result.published names the file by SHA-256 only; its evidence column is still checked."""
+    row = LogEntry.objects.get(action="result.published")
+    other = history["other"]
+    dbguard.remove(connection)
+    sql("UPDATE custody_logentry SET evidence_id = %s WHERE index = %s", [tamper._pk(other.pk), row.index])
+    reported(f"entry {row.index}: the row's evidence column says '{other.pk}'")
+
+
+def test_trailing_whitespace_in_a_text_field(history):
+    item = history["item"]
+    Evidence.objects.filter(pk=item.pk).update(source="witness B ")
+    reported(f"evidence {item.pk}: source: log says 'witness B', table says 'witness B '")
+
+
+def test_time_moved_by_one_microsecond(history):
+    item = history["item"]
+    Evidence.objects.filter(pk=item.pk).update(received_at=item.received_at + dt.timedelta(microseconds=1))
+    reported(f"evidence {item.pk}: received_at: log says '")
+
+
+def test_username_case_changed(history, alice):
+    User.objects.filter(pk=alice.pk).update(username="Alice")
+    reported(f"user {alice.pk} (alice): username: log says 'alice', table says 'Alice'")
+
+
+def test_signing_key_renamed(history):
+    key = SigningKey.objects.filter(purpose="log").first()
+    SigningKey.objects.filter(pk=key.pk).update(name="someone else's key")
+    reported(f"key {key.keyid}: name: log says")
+
+
+def test_newest_trust_root_row_deleted(history):
+    newest = TrustRoot.objects.order_by("-version").first()
+    TrustRoot.objects.filter(pk=newest.pk).delete()
+    reported(f"trust root version {newest.version}: the log records it, the table has no such row")
+
+
+# --- witnesses and rollbacks ---------------------------------------------------------------
+
+
+@pytest.fixture
+def two_witnesses(tmp_path, settings, custody_db):
+    from custody import keys
+
+    from .test_witness import WitnessProc
+
+    log_vkey = keys.log_verifier_key()
+    procs = [
+        WitnessProc("w1.witness.test", tmp_path / "w1", log_vkey),
+        WitnessProc("w2.witness.test", tmp_path / "w2", log_vkey),
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        settings.CUSTODY_WITNESSES = [(p.url, p.vkey) for p in procs]
+        settings.CUSTODY_WITNESS_QUORUM = 2
+        settings.CUSTODY_WITNESS_TIMEOUT = 3
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def _roll_back_to(size: int, checkpoints: bool = True) -> None:
+    """Delete the newest entries, their tree nodes and (unless told) every checkpoint past ``size``; fix the head."""
+    dbguard.remove(connection)
+    if checkpoints:
+        doomed = Checkpoint.objects.filter(size__gt=size)
+        Cosignature.objects.filter(checkpoint__in=doomed).delete()
+        Timestamp.objects.filter(checkpoint__in=doomed).delete()
+        doomed.delete()
+    LogEntry.objects.filter(index__gte=size).delete()
+    for level in range(1, 64):
+        TreeNode.objects.filter(level=level, index__gte=size >> level).delete()
+    frontier: list[bytes] = []
+    for i, leaf_hash in enumerate(LogEntry.objects.order_by("index").values_list("leaf_hash", flat=True)):
+        frontier, _ = merkle.append_to_frontier(frontier, i, bytes(leaf_hash))
+    LogHead.objects.filter(pk=1).update(
+        size=size, frontier=b"".join(frontier), root=merkle.root_from_frontier(frontier)
+    )
+
+
+def test_rollback_that_keeps_the_checkpoints(history):
+    size, _ = log.tree_head()
+    third = Evidence.objects.get(original_name="late.wav")
+    _roll_back_to(third.log_index, checkpoints=False)
+    Evidence.objects.filter(pk=third.pk).delete()
+    reported(f"checkpoint at size {size}: the log has only {size - 1} entries")
+
+
+def _witnessed_then_rolled_back(history) -> tuple[int, Evidence]:
+    """Both witnesses cosign the log; then the newest intake (the 'third' item) is undone everywhere."""
+    outcomes = witnessing.witness_checkpoints()
+    assert [o.state for o in outcomes] == ["ok", "ok"], [o.message for o in outcomes]
+    cosigned, _ = log.tree_head()
+    third = Evidence.objects.get(original_name="late.wav")
+    assert third.log_index == cosigned - 1  # the newest entry
+    _roll_back_to(third.log_index)
+    blob = third.blob_id
+    Evidence.objects.filter(pk=third.pk).delete()
+    sql("DELETE FROM custody_blob WHERE sha256 = %s", [blob])
+    return cosigned, third
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log never asks the witnesses what they cosigned and does not require the newest "
+    "checkpoint to be cosigned by the quorum: entries, tree nodes, checkpoints and their cosignatures "
+    "deleted together leave a smaller, self-consistent log",
+)
+def test_rollback_of_the_newest_entries_with_witnesses_configured(history, two_witnesses):
+    cosigned, third = _witnessed_then_rolled_back(history)
+    assert not Evidence.objects.filter(pk=third.pk).exists()
+    reported("w1.witness.test", f"{cosigned}")
+
+
+def test_rollback_is_reported_once_the_server_asks_the_witnesses(history, two_witnesses):
+    cosigned, _ = _witnessed_then_rolled_back(history)
+    outcomes = witnessing.witness_checkpoints()
+    assert [o.state for o in outcomes] == ["refused", "refused"]
+    reported("witness w1.witness.test REFUSED", "witness w2.witness.test REFUSED", "ROLLBACK")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a witness's refusal is known to verify_log only from the WitnessStatus row, which the "
+    "administrator can reset; verify_log should ask the witnesses (or a pinned witnessed checkpoint) "
+    "for their latest cosigned size and check the log is consistent with it",
+)
+def test_witness_refusal_erased_after_a_rollback(history, two_witnesses):
+    cosigned, _ = _witnessed_then_rolled_back(history)
+    witnessing.witness_checkpoints()
+    size, _ = log.tree_head()
+    WitnessStatus.objects.update(state="ok", last_error="", last_error_at=None, last_cosigned_size=size)
+    status = APIClient().get("/api/v1/log/witnesses/").json()
+    assert {w["state"] for w in status["witnesses"]} == {"ok"}  # the public status page looks healthy
+    reported("w1.witness.test", "ROLLBACK")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log checks a stored cosignature against the verifier key stored in the same row, "
+    "not against the witnesses configured or named in the trust root; the served checkpoint "
+    "(/api/v1/log/checkpoint) appends every stored line",
+)
+def test_cosignature_by_a_key_no_witness_holds(history):
+    checkpoint = log.latest_checkpoint()
+    key, vkey = cosign.generate_key("w1.witness.test")
+    body, _ = cosign.split_note(checkpoint.note)
+    line = cosign.sign(body, "w1.witness.test", key)
+    now = dt.datetime.now(dt.UTC)
+    Cosignature.objects.create(
+        checkpoint=checkpoint,
+        witness_name="w1.witness.test",
+        witness_vkey=vkey,
+        line=line,
+        signed_at=now,
+        received_at=now,
+    )
+    served = APIClient().get("/api/v1/log/checkpoint").content.decode()
+    assert line in served
+    reported(f"cosignature by w1.witness.test of checkpoint {checkpoint.size}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log does not require any cosignature: deleting the witnesses' cosignatures of the "
+    "newest checkpoint makes it (and every export) no longer final, unreported",
+)
+def test_cosignatures_of_the_newest_checkpoint_deleted(history, two_witnesses):
+    witnessing.witness_checkpoints()
+    checkpoint = log.latest_checkpoint()
+    assert APIClient().get("/api/v1/log/checkpoint", {"final": "1"}).status_code == 200
+    Cosignature.objects.filter(checkpoint=checkpoint).delete()
+    assert APIClient().get("/api/v1/log/checkpoint", {"final": "1"}).status_code == 404
+    reported(f"checkpoint at size {checkpoint.size}", "cosign")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log checks a cosignature line but not the signed_at column against the time "
+    "inside it (it does compare a time-stamp's gen_time with its token)",
+)
+def test_cosignature_time_changed(history, two_witnesses):
+    witnessing.witness_checkpoints()
+    row = Cosignature.objects.order_by("pk").first()
+    Cosignature.objects.filter(pk=row.pk).update(signed_at=row.signed_at - dt.timedelta(days=30))
+    reported(f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}", "signed_at")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Checkpoint.created_at (shown in the admin) is checked against nothing, not even the time "
+    "of the newest entry it covers",
+)
+def test_checkpoint_dated_before_the_entries_it_covers(history):
+    checkpoint = Checkpoint.objects.order_by("-size").first()
+    dbguard.remove(connection)
+    Checkpoint.objects.filter(size=checkpoint.size).update(created_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    reported(f"checkpoint at size {checkpoint.size}", "created_at")
+
+
+# --- time-stamps ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tsa_pki(tmp_path_factory):
+    from .test_timestamps import make_tsa_pki
+
+    return make_tsa_pki(tmp_path_factory.mktemp("tsa") / "trusted", "Test")
+
+
+@pytest.fixture
+def tsa_server(tsa_pki, settings):
+    from .test_timestamps import TSA, configure
+
+    server = TSA(tsa_pki)
+    configure(settings, server.url, ca=tsa_pki)
+    yield server
+    server.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log checks the Timestamp rows that exist, never that a checkpoint has one while "
+    "TSAs are configured: deleting the tokens (or the newest checkpoint with them) goes unreported",
+)
+def test_time_stamp_rows_deleted(history, tsa_server):
+    from custody import timestamps
+
+    run = timestamps.stamp_newest_checkpoint()
+    assert run.stamped == [tsa_server.url]
+    assert verify()[0] == 0
+    Timestamp.objects.all().delete()
+    reported(f"checkpoint at size {run.size}", "time-stamp")
+
+
+# --- the tree head ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_log compares the head's size and root with the leaves but not its frontier, "
+    "which the next append builds its tree nodes, root and signed checkpoint from",
+)
+def test_log_head_frontier_corrupted(history):
+    head = LogHead.objects.get(pk=1)
+    LogHead.objects.filter(pk=1).update(frontier=b"\x00" * len(bytes(head.frontier)))
+    reported("frontier")
+
+
+# --- SQLite: UUIDs stored as hex text, compared after Django parses them ---------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the replay compares the evidence column after Django parses it into a UUID, so an "
+    "upper-case hex value passes; SQL lookups (evidence page, report, export) compare the text "
+    "and no longer find the entry",
+)
+def test_log_row_evidence_column_in_upper_case_hides_an_entry(history):
+    _sqlite_only()
+    item = history["item"]
+    row = LogEntry.objects.get(action="evidence.downloaded", evidence=item)
+    dbguard.remove(connection)
+    sql("UPDATE custody_logentry SET evidence_id = upper(evidence_id) WHERE index = %s", [row.index])
+    shown = LogEntry.objects.filter(evidence=item).values_list("index", flat=True)
+    assert row.index not in shown  # the download is gone from the item's page, report and export
+    reported(f"entry {row.index}: the row's evidence column")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evidence ids are compared as parsed UUIDs; an upper-case hex id in SQLite makes the "
+    "item unreachable by id (404 on its page, its API, its export) while the case still lists it",
+)
+def test_evidence_id_in_upper_case_hides_an_item(history):
+    _sqlite_only()
+    third = Evidence.objects.get(original_name="late.wav")
+    sql("UPDATE custody_evidence SET id = upper(id) WHERE id = %s", [third.pk.hex])
+    assert not Evidence.objects.filter(pk=third.pk).exists()
+    assert api_client_for(history["root"]).get(f"/api/v1/evidence/{third.pk}/").status_code == 404
+    reported(f"evidence {third.pk}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="times are compared as parsed instants; SQLite keeps the text, so the same instant written "
+    "with another UTC offset passes while every ORDER BY on it (case page, lists, public results) "
+    "sorts it elsewhere",
+)
+def test_same_instant_with_another_offset_reorders_the_case_page(history):
+    _sqlite_only()
+    item = history["item"]
+    case = item.case
+    before = list(case.evidence.order_by("received_at").values_list("pk", flat=True))
+    assert before[0] == item.pk
+    shifted = item.received_at.astimezone(dt.timezone(dt.timedelta(hours=5))).isoformat(sep=" ")
+    sql("UPDATE custody_evidence SET received_at = %s WHERE id = %s", [shifted, item.pk.hex])
+    assert Evidence.objects.get(pk=item.pk).received_at == item.received_at  # the same instant
+    after = list(case.evidence.order_by("received_at").values_list("pk", flat=True))
+    assert after[-1] == item.pk  # listed last on the case page, first received
+    reported(f"evidence {item.pk}: received_at")
+
+
+# --- JSON columns compared loosely ------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="parameters are compared as decoded Python values, where True == 1 == 1.0; the column's "
+    "JSON text (what the API and pages show) is not compared",
+)
+def test_boolean_parameter_turned_into_a_number(history):
+    failed = history["failed"]
+    assert failed.parameters == {"delay": 0.0, "fail": True}
+    Analysis.objects.filter(pk=failed.pk).update(parameters={"delay": False, "fail": 1})
+    shown = api_client_for(history["root"]).get(f"/api/v1/analyses/{failed.pk}/").json()["parameters"]
+    assert json.dumps(shown, sort_keys=True) == '{"delay": false, "fail": 1}'
+    reported(f"analysis {failed.pk}: parameters")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the envelope column is compared through projection.envelope_ref, which keeps only the "
+    "payload digest, payloadType and keyid/sig: any other member survives and is served publicly",
+)
+def test_extra_members_in_a_published_result_envelope(history):
+    done = history["done"]
+    envelope = dict(done.envelope)
+    envelope["reviewed"] = "confirmed by the court's expert"
+    envelope["signatures"] = [{**envelope["signatures"][0], "signer": "Dr. Mallory, court expert"}]
+    Analysis.objects.filter(pk=done.pk).update(envelope=envelope)
+    public = APIClient().get(f"/api/v1/public/results/?sha256={done.evidence.blob_id}").json()
+    assert public["results"][0]["envelope"]["reviewed"] == "confirmed by the court's expert"
+    reported(f"analysis {done.pk}: envelope")
+
+
+# --- blobs without a Blob row -------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="result statements are stored as blobs under their SHA-256 without a Blob row; verify_log "
+    "re-hashes Blob rows only, so a rewritten or deleted statement (the copy rebuild_state reads) "
+    "goes unreported",
+)
+def test_statement_blob_file_rewritten(history):
+    done = history["done"]
+    path = blob_store().path(done.statement_sha256)
+    assert path.is_file()
+    _rewrite_file(path, b"{}")
+    reported(done.statement_sha256)
+
+
+# --- Django's own tables ---------------------------------------------------------------------------
+
+
+def test_group_membership_granted(history, bob):
+    from django.contrib.auth.models import Group
+
+    bob.groups.add(Group.objects.create(name="lab"))
+    reported("1 user group membership row(s) exist; the app never grants any")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="django_admin_log is not compared with anything: the app's admin never changes custody "
+    "rows, so any row there is forged, yet the admin shows it under 'Recent actions'",
+)
+def test_admin_log_row_forged(history, client):
+    from django.contrib.admin.models import CHANGE
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    root, item = history["root"], history["item"]
+    AdminLogEntry.objects.create(
+        user=root,
+        content_type=ContentType.objects.get_for_model(Evidence),
+        object_id=str(item.pk),
+        object_repr="leak.ogg: file replaced by court order",
+        action_flag=CHANGE,
+        change_message="Replaced the file by court order",
+    )
+    client.force_login(root)
+    assert "file replaced by court order" in client.get("/admin/").content.decode()
+    reported("admin log")
+
+
+# --- accounts: not projected -------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="password hashes are outside the projection: an administrator sets one and acts as that "
+    "user, and every entry is then signed by the server as hers; no entry records credential changes",
+)
+def test_password_hash_replaced_to_act_as_another_user(history, alice):
+    from django.contrib.auth.hashers import make_password
+
+    User.objects.filter(pk=alice.pk).update(password=make_password("mallory knows this one"))
+    as_alice = api_client_for(alice, "mallory knows this one")
+    assert upload(as_alice, history["item"].case, b"planted", name="planted.bin").status_code == 201
+    reported(f"user {alice.pk} (alice): password")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sessions are outside the projection, and the secret that signs them can live in the data "
+    "directory (secret_key): a forged django_session row logs anyone in as the administrator",
+)
+def test_session_row_forged_for_the_administrator(history, client, settings):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    root = history["root"]
+    session = SessionStore()
+    session["_auth_user_id"] = str(root.pk)
+    session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
+    session["_auth_user_hash"] = root.get_session_auth_hash()
+    session.create()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+    page = client.get(f"/cases/{history['other'].case_id}/")
+    assert page.status_code == 200  # case B, which only bob and administrators may see
+    reported("session")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="unfinished tus uploads are outside the log; their metadata (name, description, source, "
+    "declared hash) becomes the signed intake entry when the last byte arrives",
+)
+def test_resumable_upload_metadata_rewritten_before_the_last_byte(history, alice):
+    from custody.models import ResumableUpload
+
+    from .test_tus import create, patch, path_of
+
+    as_alice = api_client_for(alice, PASSWORD)
+    data = b"interview, as seized\n" * 100
+    case = history["item"].case
+    created = create(as_alice, case, len(data), filename="interview.wav", source="seized phone")
+    assert created.status_code == 201, created.content
+    url = path_of(created["Location"])
+    assert patch(as_alice, url, data[:1000], 0).status_code == 204
+    ResumableUpload.objects.filter(evidence__isnull=True).update(
+        filename="ringtone.wav", source="downloaded", description="nothing relevant"
+    )
+    assert patch(as_alice, url, data[1000:], 1000).status_code == 204
+    item = Evidence.objects.get(blob_id=__import__("hashlib").sha256(data).hexdigest())
+    assert item.original_name == "ringtone.wav"  # signed in the log as what alice sent
+    reported("interview.wav")
