@@ -28,6 +28,7 @@ BATCH = 5000
 @dataclass
 class Report:
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     entries: int = 0
     nodes: int = 0
     checkpoints: int = 0
@@ -54,6 +55,7 @@ def verify(
     check_blobs: bool = True,
     progress: Callable[[str], None] | None = None,
     trust_root: dict | None = None,
+    ask_witnesses: bool = True,
 ) -> Report:
     """Check everything; ``trust_root`` is a root envelope the auditor pinned (else version 1 is taken)."""
     report = Report()
@@ -62,6 +64,10 @@ def verify(
     # blobs are re-hashed afterwards, outside that transaction.
     with _snapshot():
         _verify_records(report, say, trust_root)
+    # Outside the snapshot: the witnesses are compared with the log as it is now.
+    if ask_witnesses:
+        say("asking the witnesses how large a tree they have cosigned")
+        _ask_witnesses(report)
     if check_blobs:
         say("re-hashing blobs")
         _verify_blobs(report)
@@ -147,6 +153,7 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     checkpoints = list(Checkpoint.objects.order_by("size"))
     wanted_sizes = {c.size for c in checkpoints}
     roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+    times_at: dict[int, object] = {}
 
     # 1. Leaves: dense indexes, exact canonical bytes, stored leaf hashes.
     say("recomputing the tree from the leaves")
@@ -194,6 +201,7 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
         report.entries += 1
         if report.entries in wanted_sizes:
             roots_at[report.entries] = merkle.root_from_frontier(frontier)
+            times_at[report.entries] = time
     root = merkle.root_from_frontier(frontier)
 
     # 2. The tree head the appenders continue from.
@@ -202,6 +210,9 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
         report.problem(f"tree head says {head.size} entries, the table holds {report.entries}")
     elif (bytes(head.root) or merkle.EMPTY_ROOT) != root:
         report.problem("tree head root does not match the root recomputed from the leaves")
+    elif bytes(head.frontier) != b"".join(frontier):
+        # The next append builds its nodes, root and checkpoint from the frontier.
+        report.problem("tree head frontier does not match the one recomputed from the leaves")
 
     # 3. Stored subtree hashes, level by level, each from the level below.
     say("checking stored tree nodes")
@@ -233,6 +244,12 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
             continue
         if size != checkpoint.size or note_root != bytes(checkpoint.root):
             report.problem(f"{label}: signed body does not match the stored size/root")
+        newest = times_at.get(size)
+        if newest is not None and checkpoint.created_at < newest:
+            report.problem(
+                f"{label}: created_at {projection.format_time(checkpoint.created_at)} is before the newest "
+                f"entry it covers ({projection.format_time(newest)})"
+            )
         recomputed = roots_at.get(size)
         if recomputed is None:
             report.problem(f"{label}: the log has only {report.entries} entries")
@@ -264,18 +281,54 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     report.results = replay.results
 
 
-def _verify_witnesses(report: Report) -> None:
-    from . import cosign
-    from .models import Cosignature, WitnessStatus
+def _ask_witnesses(report: Report) -> None:
+    """A log smaller than what a witness cosigned was rolled back: only an outside memory can tell."""
+    from . import log, witnessing
 
+    witnesses = witnessing.configured_witnesses()
+    if not witnesses:
+        return
+    checkpoint = log.latest_checkpoint()
+    for witness in witnesses:
+        try:
+            size = witnessing.witnessed_size(witness, checkpoint)
+        except (witnessing.Unreachable, witnessing.Refused) as exc:
+            report.notes.append(f"witness {witness.name} could not be asked ({exc})")
+            continue
+        head, _ = log.tree_head()
+        if size > head:
+            report.problem(
+                f"witness {witness.name} has cosigned a tree of {size} entries; this log holds only {head}: "
+                "the newest entries were rolled back (ROLLBACK)"
+            )
+
+
+def _verify_witnesses(report: Report) -> None:
+    from django.conf import settings
+
+    from . import cosign
+    from .models import Cosignature, TrustRoot, WitnessStatus
+
+    # Witness keys come from the settings and the trust roots, never from the row itself.
+    known = {vkey for _, vkey in settings.CUSTODY_WITNESSES}
+    for root in TrustRoot.objects.all():
+        doc = json.loads(signing.b64decode(root.envelope["payload"]))
+        known |= {w["vkey"] for w in doc.get("witnesses") or []}
     rows = Cosignature.objects.select_related("checkpoint").order_by("checkpoint_id", "witness_name")
     for row in rows.iterator(chunk_size=1000):
         report.cosignatures += 1
+        label = f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}"
+        if row.witness_vkey not in known:
+            report.problem(f"{label}: by a key that no configured witness or trust root names")
+            continue
         try:
             body, _ = cosign.split_note(row.checkpoint.note)
-            cosign.verify(body, row.line, row.witness_vkey)
+            timestamp = cosign.verify(body, row.line, row.witness_vkey)
         except ValueError as exc:
-            report.problem(f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}: {exc}")
+            report.problem(f"{label}: {exc}")
+            continue
+        if int(row.signed_at.timestamp()) != timestamp:
+            report.problem(f"{label}: signed_at says {row.signed_at}, the cosignature says {timestamp}")
     for status in WitnessStatus.objects.filter(state=WitnessStatus.State.REFUSED):
         report.problem(
             f"witness {status.witness_name} REFUSED the log's checkpoint (it had cosigned "
@@ -359,3 +412,17 @@ def _verify_blobs(report: Report) -> None:
             continue
         if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
             report.problem(f"blob {sha256}: content no longer matches its recorded digests")
+    # Signed result statements are blobs named by their SHA-256 (no Blob row):
+    # rebuild_state reads them, so they are checked as strictly.
+    from forensics.models import Analysis
+
+    rows = Analysis.objects.exclude(statement_sha256="").order_by("pk").values_list("pk", "statement_sha256")
+    for pk, sha256 in rows.iterator(chunk_size=BATCH):
+        report.blobs += 1
+        try:
+            digests, _ = hash_file(store.path(sha256))
+        except FileNotFoundError:
+            report.problem(f"statement blob {sha256} of analysis {pk}: file is missing")
+            continue
+        if digests["sha256"] != sha256:
+            report.problem(f"statement blob {sha256} of analysis {pk}: content no longer matches its name")

@@ -228,6 +228,14 @@ def envelope_ref(envelope: dict | None) -> dict | None:
     ref = {"statement_sha256": hashlib.sha256(payload).hexdigest(), "signatures": signatures}
     if payload_type != signing.IN_TOTO_PAYLOAD_TYPE:
         ref["payloadType"] = payload_type
+    # Anything beyond DSSE's members would be served with the signed result as if part of it.
+    extra = sorted(set(envelope) - {"payload", "payloadType", "signatures"}) + sorted(
+        f"signatures[{i}].{k}"
+        for i, s in enumerate(envelope["signatures"])
+        for k in set(s) - {"keyid", "sig"}
+    )
+    if extra:
+        ref["extra_members"] = extra
     return ref
 
 

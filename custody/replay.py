@@ -28,6 +28,10 @@ from .projection import TABLES, Change, ProjectionError
 BATCH = 2000
 
 
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def _k(key: tuple) -> str:
     return json.dumps([str(part) if not isinstance(part, int) else part for part in key])
 
@@ -296,6 +300,15 @@ class Replay:
             ):
                 key = json.loads(key_text)
                 self.problem(f"{self._label(table, key)}: the log records it, the table has no such row")
+        self._check_storage_forms(using)
+        # The app's admin is read-only and writes no admin log: any row there is made up.
+        from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+        count = AdminLogEntry.objects.using(using).count()
+        if count:
+            self.problem(
+                f"{count} admin log row(s) exist (django_admin_log); the app's admin never writes one"
+            )
         # The app grants no Django groups or permissions: any row there came from elsewhere.
         user_model = apps.get_model("custody.User")
         for through, what in (
@@ -305,6 +318,48 @@ class Replay:
             count = through.objects.using(using).count()
             if count:
                 self.problem(f"{count} user {what} row(s) exist; the app never grants any")
+
+    def _check_storage_forms(self, using: str) -> None:
+        """SQLite keeps ids and times as text: a value stored in another spelling of the same id or
+        instant compares equal once parsed, but SQL lookups and ORDER BY see the text (an item made
+        unreachable, an entry hidden from its item's page, a list reordered)."""
+        import re
+
+        from django.apps import apps
+        from django.db import connections, models
+
+        connection = connections[using]
+        if connection.vendor != "sqlite":
+            return  # PostgreSQL stores uuid and timestamptz as values, not text
+        uuid_form = re.compile(r"[0-9a-f]{32}")
+        time_form = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?")
+        wanted = [apps.get_model(t.model) for t in TABLES.values()] + [apps.get_model("custody.LogEntry")]
+        for model in wanted:
+            checks = []
+            for f in model._meta.concrete_fields:
+                target = f.target_field if f.is_relation else f
+                if isinstance(target, models.UUIDField):
+                    checks.append((f.column, uuid_form))
+                elif isinstance(f, models.DateTimeField):
+                    checks.append((f.column, time_form))
+            if not checks:
+                continue
+            quote = connection.ops.quote_name
+            pk = model._meta.pk.column
+            # CAST: the raw text, before any converter of the driver parses it.
+            sql = "SELECT {}, {} FROM {}".format(
+                quote(pk), ", ".join(f"CAST({quote(c)} AS TEXT)" for c, _ in checks), quote(model._meta.db_table)
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                while rows := cursor.fetchmany(BATCH):
+                    for row in rows:
+                        for (column, form), value in zip(checks, row[1:], strict=True):
+                            if value is not None and not (isinstance(value, str) and form.fullmatch(value)):
+                                self.problem(
+                                    f"{model._meta.db_table} row {row[0]}: {column} is stored as {value!r}, "
+                                    "not in the form the server writes (lookups and sorting see another value)"
+                                )
 
     def _label(self, table, key) -> str:
         key = list(key)
@@ -335,7 +390,8 @@ class Replay:
             return
         self.db.execute("UPDATE rows SET seen = 1 WHERE tbl = ? AND key = ?", (name, _k(key)))
         for column in table.fields:
-            if live[column] != expected.get(column):
+            # As JSON text, types included: in Python True == 1 == 1.0, on a page they differ.
+            if _json(live[column]) != _json(expected.get(column)):
                 self.problem(
                     f"{self._label(table, key)}: {column}: log says {self._show(column, expected.get(column))}, "
                     f"table says {self._show(column, live[column])}"

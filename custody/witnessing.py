@@ -278,12 +278,38 @@ def witness_checkpoints() -> list[Outcome]:
     return [submit(witness, checkpoint) for witness in witnesses]
 
 
+def witnessed_size(witness: Witness, checkpoint: Checkpoint) -> int:
+    """The largest tree of this log the witness has cosigned (asked without changing its state).
+
+    An ``old 0`` request is answered 409 with the witness's size by any
+    witness that has cosigned something; one that has cosigned nothing takes
+    it as a first checkpoint (harmless: the log's own, signed). Raises
+    Unreachable or Refused.
+    """
+    status, _, text = post_add_checkpoint(
+        witness.url, request_body(0, [], checkpoint.note), settings.CUSTODY_WITNESS_TIMEOUT
+    )
+    if status == 200:
+        return checkpoint.size
+    if status == 409:
+        try:
+            return int(text.strip().splitlines()[0])
+        except (ValueError, IndexError):
+            raise Refused(f"witness answered 409 without a size: {text[:200]!r}") from None
+    raise Refused(f"witness answered {status}: {text[:200]!r}")
+
+
 # --- reading ----------------------------------------------------------------
 
 
 def cosigned_note(checkpoint: Checkpoint) -> str:
-    """The checkpoint's signed note with the stored cosignature lines appended."""
-    lines = list(checkpoint.cosignatures.order_by("witness_name", "pk").values_list("line", flat=True))
+    """The checkpoint's signed note with the stored cosignature lines of the configured witnesses appended."""
+    vkeys = [vkey for _, vkey in settings.CUSTODY_WITNESSES]
+    lines = list(
+        checkpoint.cosignatures.filter(witness_vkey__in=vkeys)
+        .order_by("witness_name", "pk")
+        .values_list("line", flat=True)
+    )
     return cosign.add_signature_lines(checkpoint.note, lines)
 
 

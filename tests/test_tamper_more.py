@@ -218,12 +218,6 @@ def _witnessed_then_rolled_back(history) -> tuple[int, Evidence]:
     return cosigned, third
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_log never asks the witnesses what they cosigned and does not require the newest "
-    "checkpoint to be cosigned by the quorum: entries, tree nodes, checkpoints and their cosignatures "
-    "deleted together leave a smaller, self-consistent log",
-)
 def test_rollback_of_the_newest_entries_with_witnesses_configured(history, two_witnesses):
     cosigned, third = _witnessed_then_rolled_back(history)
     assert not Evidence.objects.filter(pk=third.pk).exists()
@@ -237,12 +231,6 @@ def test_rollback_is_reported_once_the_server_asks_the_witnesses(history, two_wi
     reported("witness w1.witness.test REFUSED", "witness w2.witness.test REFUSED", "ROLLBACK")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a witness's refusal is known to verify_log only from the WitnessStatus row, which the "
-    "administrator can reset; verify_log should ask the witnesses (or a pinned witnessed checkpoint) "
-    "for their latest cosigned size and check the log is consistent with it",
-)
 def test_witness_refusal_erased_after_a_rollback(history, two_witnesses):
     cosigned, _ = _witnessed_then_rolled_back(history)
     witnessing.witness_checkpoints()
@@ -253,12 +241,6 @@ def test_witness_refusal_erased_after_a_rollback(history, two_witnesses):
     reported("w1.witness.test", "ROLLBACK")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_log checks a stored cosignature against the verifier key stored in the same row, "
-    "not against the witnesses configured or named in the trust root; the served checkpoint "
-    "(/api/v1/log/checkpoint) appends every stored line",
-)
 def test_cosignature_by_a_key_no_witness_holds(history):
     checkpoint = log.latest_checkpoint()
     key, vkey = cosign.generate_key("w1.witness.test")
@@ -274,8 +256,8 @@ def test_cosignature_by_a_key_no_witness_holds(history):
         received_at=now,
     )
     served = APIClient().get("/api/v1/log/checkpoint").content.decode()
-    assert line in served
-    reported(f"cosignature by w1.witness.test of checkpoint {checkpoint.size}")
+    assert line not in served  # only configured witnesses' lines are served
+    reported(f"cosignature by w1.witness.test of checkpoint {checkpoint.size}: by a key that no configured")
 
 
 @pytest.mark.xfail(
@@ -292,11 +274,6 @@ def test_cosignatures_of_the_newest_checkpoint_deleted(history, two_witnesses):
     reported(f"checkpoint at size {checkpoint.size}", "cosign")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_log checks a cosignature line but not the signed_at column against the time "
-    "inside it (it does compare a time-stamp's gen_time with its token)",
-)
 def test_cosignature_time_changed(history, two_witnesses):
     witnessing.witness_checkpoints()
     row = Cosignature.objects.order_by("pk").first()
@@ -304,11 +281,6 @@ def test_cosignature_time_changed(history, two_witnesses):
     reported(f"cosignature by {row.witness_name} of checkpoint {row.checkpoint_id}", "signed_at")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Checkpoint.created_at (shown in the admin) is checked against nothing, not even the time "
-    "of the newest entry it covers",
-)
 def test_checkpoint_dated_before_the_entries_it_covers(history):
     checkpoint = Checkpoint.objects.order_by("-size").first()
     dbguard.remove(connection)
@@ -354,11 +326,6 @@ def test_time_stamp_rows_deleted(history, tsa_server):
 # --- the tree head ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_log compares the head's size and root with the leaves but not its frontier, "
-    "which the next append builds its tree nodes, root and signed checkpoint from",
-)
 def test_log_head_frontier_corrupted(history):
     head = LogHead.objects.get(pk=1)
     LogHead.objects.filter(pk=1).update(frontier=b"\x00" * len(bytes(head.frontier)))
@@ -368,12 +335,6 @@ def test_log_head_frontier_corrupted(history):
 # --- SQLite: UUIDs stored as hex text, compared after Django parses them ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the replay compares the evidence column after Django parses it into a UUID, so an "
-    "upper-case hex value passes; SQL lookups (evidence page, report, export) compare the text "
-    "and no longer find the entry",
-)
 def test_log_row_evidence_column_in_upper_case_hides_an_entry(history):
     _sqlite_only()
     item = history["item"]
@@ -382,29 +343,18 @@ def test_log_row_evidence_column_in_upper_case_hides_an_entry(history):
     sql("UPDATE custody_logentry SET evidence_id = upper(evidence_id) WHERE index = %s", [row.index])
     shown = LogEntry.objects.filter(evidence=item).values_list("index", flat=True)
     assert row.index not in shown  # the download is gone from the item's page, report and export
-    reported(f"entry {row.index}: the row's evidence column")
+    reported(f"custody_logentry row {row.index}: evidence_id is stored as")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evidence ids are compared as parsed UUIDs; an upper-case hex id in SQLite makes the "
-    "item unreachable by id (404 on its page, its API, its export) while the case still lists it",
-)
 def test_evidence_id_in_upper_case_hides_an_item(history):
     _sqlite_only()
     third = Evidence.objects.get(original_name="late.wav")
     sql("UPDATE custody_evidence SET id = upper(id) WHERE id = %s", [third.pk.hex])
     assert not Evidence.objects.filter(pk=third.pk).exists()
     assert api_client_for(history["root"]).get(f"/api/v1/evidence/{third.pk}/").status_code == 404
-    reported(f"evidence {third.pk}")
+    reported(f"custody_evidence row {third.pk.hex.upper()}: id is stored as")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="times are compared as parsed instants; SQLite keeps the text, so the same instant written "
-    "with another UTC offset passes while every ORDER BY on it (case page, lists, public results) "
-    "sorts it elsewhere",
-)
 def test_same_instant_with_another_offset_reorders_the_case_page(history):
     _sqlite_only()
     item = history["item"]
@@ -416,17 +366,12 @@ def test_same_instant_with_another_offset_reorders_the_case_page(history):
     assert Evidence.objects.get(pk=item.pk).received_at == item.received_at  # the same instant
     after = list(case.evidence.order_by("received_at").values_list("pk", flat=True))
     assert after[-1] == item.pk  # listed last on the case page, first received
-    reported(f"evidence {item.pk}: received_at")
+    reported(f"custody_evidence row {item.pk.hex}: received_at is stored as")
 
 
 # --- JSON columns compared loosely ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parameters are compared as decoded Python values, where True == 1 == 1.0; the column's "
-    "JSON text (what the API and pages show) is not compared",
-)
 def test_boolean_parameter_turned_into_a_number(history):
     failed = history["failed"]
     assert failed.parameters == {"delay": 0.0, "fail": True}
@@ -436,11 +381,6 @@ def test_boolean_parameter_turned_into_a_number(history):
     reported(f"analysis {failed.pk}: parameters")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the envelope column is compared through projection.envelope_ref, which keeps only the "
-    "payload digest, payloadType and keyid/sig: any other member survives and is served publicly",
-)
 def test_extra_members_in_a_published_result_envelope(history):
     done = history["done"]
     envelope = dict(done.envelope)
@@ -455,12 +395,6 @@ def test_extra_members_in_a_published_result_envelope(history):
 # --- blobs without a Blob row -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="result statements are stored as blobs under their SHA-256 without a Blob row; verify_log "
-    "re-hashes Blob rows only, so a rewritten or deleted statement (the copy rebuild_state reads) "
-    "goes unreported",
-)
 def test_statement_blob_file_rewritten(history):
     done = history["done"]
     path = blob_store().path(done.statement_sha256)
@@ -479,11 +413,6 @@ def test_group_membership_granted(history, bob):
     reported("1 user group membership row(s) exist; the app never grants any")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="django_admin_log is not compared with anything: the app's admin never changes custody "
-    "rows, so any row there is forged, yet the admin shows it under 'Recent actions'",
-)
 def test_admin_log_row_forged(history, client):
     from django.contrib.admin.models import CHANGE
     from django.contrib.admin.models import LogEntry as AdminLogEntry

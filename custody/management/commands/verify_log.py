@@ -17,13 +17,18 @@ class Command(BaseCommand):
         parser.add_argument("--skip-blobs", action="store_true", help="do not re-hash blob files")
         parser.add_argument("--quiet", action="store_true")
         parser.add_argument(
+            "--no-witnesses",
+            action="store_true",
+            help="do not ask the configured witnesses how large a tree they cosigned (offline check)",
+        )
+        parser.add_argument(
             "--trust-root",
             metavar="ROOT.json",
             help="the trust root you pinned (from GET /api/v1/trust-root/ at an earlier time); "
             "without it the server's first published root is the starting point",
         )
 
-    def handle(self, skip_blobs, quiet, trust_root, **options):
+    def handle(self, skip_blobs, quiet, trust_root, no_witnesses, **options):
         progress = None if quiet else (lambda text: self.stderr.write(f"... {text}"))
         pinned = None
         if trust_root:
@@ -32,7 +37,11 @@ class Command(BaseCommand):
                     pinned = json.load(f)
             except (OSError, ValueError) as exc:
                 raise CommandError(f"cannot read the trust root {trust_root}: {exc}") from None
-        report = audit.verify(check_blobs=not skip_blobs, progress=progress, trust_root=pinned)
+        report = audit.verify(
+            check_blobs=not skip_blobs, progress=progress, trust_root=pinned, ask_witnesses=not no_witnesses
+        )
+        for note in report.notes:
+            self.stdout.write(f"NOTE: {note}")
         self.stdout.write(
             f"{report.entries} entries, {report.nodes} tree nodes, {report.checkpoints} checkpoints, "
             f"{report.blobs} blobs, {report.receipts} receipts, {report.results} results, "
