@@ -637,3 +637,43 @@ def test_two_exports_at_once_in_one_process_never_change_directory(
         result = run_verifier(zip_path)
         assert result.returncode == 0, result.stdout + result.stderr
     assert len(bundles) == 2
+
+
+@pytest.mark.slow
+def test_monitor_pinned_to_a_trust_root_follows_a_log_key_rotation(gunicorn_server, alice, case_a, tmp_path):
+    """With --vkey the monitor would fail after a rotation; pinned to the trust root it steps over it."""
+    from custody import services
+
+    client = api_client_for(alice)
+    upload(client, case_a, b"before the rotation")
+    pinned = save_trust_root()
+    state = tmp_path / "kept-checkpoint.txt"
+
+    def monitor():
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "custody.verify",
+                "--log",
+                gunicorn_server.url,
+                "--since",
+                str(state),
+                "--trust-root",
+                str(pinned),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+        )
+
+    first = monitor()
+    assert first.returncode == 0 and "first run" in first.stdout, first.stdout + first.stderr
+    services.rotate_signing_key(actor=None, purpose="log")
+    upload(client, case_a, b"after the rotation")
+    second = monitor()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "trust root version 2" in second.stdout and "signed by version 1" in second.stdout
+    assert "consistent with the kept checkpoint" in second.stdout
