@@ -314,31 +314,22 @@ def sign_checkpoint(keyids: list[str]) -> Checkpoint:
 
 def checkpoint_at(size: int) -> Checkpoint:
     """A signed checkpoint for the tree at ``size`` (an earlier size than the head is fine)."""
-    from .keys import active_private_key
-
     found = Checkpoint.objects.filter(size=size).first()
-    if found is not None:
-        return found
-    signer_row, signer = active_private_key("log")
-    root = root_at(size)
-    note = signing.sign_note(
-        checkpoint_text(settings.CUSTODY_LOG_ORIGIN, size, root), signer_row.name, signer
-    )
-    try:
-        with transaction.atomic():
-            return Checkpoint.objects.create(size=size, root=root, note=note, created_at=timezone.now())
-    except IntegrityError:  # another process signed the same size first
-        return Checkpoint.objects.get(size=size)
+    return found if found is not None else _sign_checkpoint(size, root_at(size))
 
 
 def latest_checkpoint() -> Checkpoint:
     """The signed checkpoint for the current tree, signing a new one if the tree grew."""
-    from .keys import active_private_key
-
     size, root = tree_head()
     latest = Checkpoint.objects.order_by("-size").first()
     if latest is not None and latest.size == size:
         return latest
+    return _sign_checkpoint(size, root)
+
+
+def _sign_checkpoint(size: int, root: bytes) -> Checkpoint:
+    from .keys import active_private_key
+
     signer_row, signer = active_private_key("log")
     note = signing.sign_note(
         checkpoint_text(settings.CUSTODY_LOG_ORIGIN, size, root), signer_row.name, signer

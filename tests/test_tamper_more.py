@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
-from custody import cosign, dbguard, log, merkle, services, witnessing
+from custody import cosign, dbguard, keys, log, merkle, services, witnessing
 from custody.models import (
     Checkpoint,
     Cosignature,
@@ -155,26 +155,10 @@ def test_newest_trust_root_row_deleted(history):
 
 
 @pytest.fixture
-def two_witnesses(tmp_path, settings, custody_db):
-    from custody import keys
+def two_witnesses(custody_db, tmp_path, settings):
+    from .test_witness import witness_pair
 
-    from .test_witness import WitnessProc
-
-    log_vkey = keys.log_verifier_key()
-    procs = [
-        WitnessProc("w1.witness.test", tmp_path / "w1", log_vkey),
-        WitnessProc("w2.witness.test", tmp_path / "w2", log_vkey),
-    ]
-    try:
-        for proc in procs:
-            proc.start()
-        settings.CUSTODY_WITNESSES = [(p.url, p.vkey) for p in procs]
-        settings.CUSTODY_WITNESS_QUORUM = 2
-        settings.CUSTODY_WITNESS_TIMEOUT = 3
-        yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
+    yield from witness_pair(keys.log_verifier_key(), tmp_path, settings)
 
 
 def _roll_back_to(size: int, checkpoints: bool = True) -> None:

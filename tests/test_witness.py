@@ -190,8 +190,7 @@ def log_vkey(custody_db) -> str:
     return keys.log_verifier_key()
 
 
-@pytest.fixture
-def witnesses(log_vkey, tmp_path, settings):
+def witness_pair(log_vkey: str, tmp_path: Path, settings):
     """Two witnesses trusting this server's log key, configured on the server (quorum: both)."""
     procs = [
         WitnessProc("w1.witness.test", tmp_path / "w1", log_vkey),
@@ -207,6 +206,11 @@ def witnesses(log_vkey, tmp_path, settings):
     finally:
         for proc in procs:
             proc.stop()
+
+
+@pytest.fixture
+def witnesses(log_vkey, tmp_path, settings):
+    yield from witness_pair(log_vkey, tmp_path, settings)
 
 
 def forged_checkpoint(size: int, root: bytes) -> str:
