@@ -66,6 +66,10 @@ sys.path[0] = str(ROOT)
 TARGET_APPENDS = 5000  # appends/s with 8 writers
 TARGET_PROOF_MS = 5.0  # p99, at --entries
 MP = multiprocessing.get_context("fork")
+ENTRY_STEP = dt.timedelta(milliseconds=137)  # log time between bulk-loaded entries
+# The beat signs a checkpoint every 60 s when the tree grew (CUSTODY_CHECKPOINT_INTERVAL):
+# at ENTRY_STEP, one per 438 entries, ~2,300 at 1M.
+CHECKPOINT_EVERY = round(60 / ENTRY_STEP.total_seconds())
 
 # --- entries that look like the app's -------------------------------------------------
 
@@ -754,7 +758,7 @@ def bulk_load(url: str, target: int, pools: Pools, chunk: int = 20_000) -> dict:
     signer = keys.active_private_key(SigningKey.Purpose.LOG)[1]  # the key log.append signs with
     message = log.entry_message
     t0 = time.perf_counter()
-    step = dt.timedelta(milliseconds=137)
+    step = ENTRY_STEP
     leaf_bytes = 0
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         first, frontier = cur.execute(
@@ -1046,6 +1050,13 @@ def main() -> int:
     parser.add_argument(
         "--small-entries", type=int, default=100_000, help="first verify_log size, for the memory ratio"
     )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=CHECKPOINT_EVERY,
+        help="sign a checkpoint every N bulk-loaded entries (default: every 60 s of log time, as the "
+        "beat does); 0: only at the end of each load",
+    )
     parser.add_argument("--items", type=int, default=1000, help="evidence items made through the services")
     parser.add_argument("--writers", type=int, default=8, help="concurrent appending processes")
     parser.add_argument("--seconds", type=float, default=10, help="length of each append run")
@@ -1088,7 +1099,8 @@ def main() -> int:
 
         connections.close_all()
         if args.keep:
-            print(f"kept: database {dbname} (and {dbname}_proto), data dir {data_dir}")
+            proto = "" if args.no_prototypes else f" and {dbname}_proto"
+            print(f"kept: database {dbname}{proto}, data dir {data_dir}")
         else:
             with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}_proto" WITH (FORCE)')
@@ -1107,6 +1119,7 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
     from django.db import connection, connections
 
     from custody import audit, log, services
+    from custody.models import Checkpoint
     from custody.signing import canonical_json
 
     def say(text: str) -> None:
@@ -1183,7 +1196,13 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
     for goal in sizes:
         say(f"bulk load (COPY) up to {goal} entries")
         connections.close_all()
+        before = log.tree_head()[0]
         load = bulk_load(url, goal, pools)
+        if args.checkpoint_every:
+            for at in range(
+                (before // args.checkpoint_every + 1) * args.checkpoint_every, goal, args.checkpoint_every
+            ):
+                log.checkpoint_at(at)
         checkpoint = log.latest_checkpoint()
         size = log.tree_head()[0]
         if goal == target:
@@ -1193,8 +1212,17 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
         connections.close_all()
         floor = verify_floor(url)
         say(f"manage.py verify_log --skip-blobs at {size}")
-        verifies.append({"size": size, "load": load, "floor": floor, **run_verify_log(env)})
+        verifies.append(
+            {
+                "size": size,
+                "load": load,
+                "floor": floor,
+                "checkpoints": Checkpoint.objects.count(),
+                **run_verify_log(env),
+            }
+        )
     base_rss = run_measured(["check"], env)["rss_mb"]
+    checkpoints = Checkpoint.objects.count()
     verify = verifies[-1]
 
     # --- report ---------------------------------------------------------------------------
@@ -1285,7 +1313,8 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
             f"to {v['size']}: {v['load']['seconds']:.0f} s + VACUUM ANALYZE {v['load']['vacuum']:.0f} s"
             for v in verifies
         )
-        + f"; checkpoints signed at each size, the last at {checkpoint.size}"
+        + f"; {checkpoints} checkpoints signed (every {args.checkpoint_every or 'load'} entries, "
+        f"as the beat signs one per minute), the last at {checkpoint.size}"
     )
     print(
         f"  {'proof (' + str(args.proofs) + ' random)':<40} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -1327,12 +1356,12 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
         "server-side cursor and SHA-256 it"
     )
     print(
-        f"  {'entries':>9} {'wall s':>8} {'entries/s':>10} {'peak RSS MB':>12} {'floor s':>8} "
+        f"  {'entries':>9} {'checkpoints':>11} {'wall s':>8} {'entries/s':>10} {'peak RSS MB':>12} {'floor s':>8} "
         f"{'vs floor':>8}  result"
     )
     for v in verifies:
         print(
-            f"  {v['size']:>9} {v['seconds']:>8.1f} {v['size'] / v['seconds']:>10.0f} {v['rss_mb']:>12.0f} "
+            f"  {v['size']:>9} {v['checkpoints']:>11} {v['seconds']:>8.1f} {v['size'] / v['seconds']:>10.0f} {v['rss_mb']:>12.0f} "
             f"{v['floor']:>8.1f} {v['seconds'] / v['floor']:>8.1f}  "
             f"{'OK' if v['ok'] else 'FAILED: ' + _verdict(v['output'])}"
         )
