@@ -1,12 +1,19 @@
 #!/usr/bin/env python
-"""Custody log benchmark on PostgreSQL: appends/s, and proof and verify_log time at 1M entries.
+"""Custody log benchmark on PostgreSQL: appends/s, and proof and verify_log time and memory at 1M entries.
 
-    python bench/log.py [--entries 1000000] [--writers 8] [--seconds 10] [--no-prototypes]
+    python bench/log.py [--entries 1000000] [--small-entries 100000] [--items 1000]
+                        [--writers 8] [--seconds 10] [--no-prototypes] [--db-prefix custody_bench]
 
-Creates a throwaway database ``custody_bench_<pid>`` on the local PostgreSQL
+Creates a throwaway database ``<db-prefix>_<pid>`` on the local PostgreSQL
 server (``--pg``, default postgres://postgres@127.0.0.1:5432/) and a temp data
-dir, migrates, makes the signing keys, and drops both at the end.
+dir, migrates, makes the signing keys (their ``key.added`` entries and the
+first trust root), and drops both at the end.
 
+0. Seed, through the real services: 12 users, ``--items``/25 cases with
+   members, ``--items`` evidence items (small random files, signed receipts).
+   Every later entry is about one of these items, with an action that changes
+   no table (evidence.viewed, evidence.downloaded, fixity.checked,
+   access.refused), so the custody tables stay the projection of the log.
 1. Appends/s: ``--writers`` processes, each looping
    ``with transaction.atomic(): log.append(...)`` for ``--seconds``; and the same
    with 1 writer. Baseline in the same run: the same number of processes doing
@@ -14,14 +21,22 @@ dir, migrates, makes the signing keys, and drops both at the end.
    Prototypes (not the app; labelled, to size the alternatives): the app append
    with synchronous_commit=off (unsafe), a one-statement PL/pgSQL append function
    (3 round trips, and pipelined in 1), and a queue plus one batching sequencer.
-   Everything appended is then checked with ``audit.verify``.
-2. The log is then bulk-loaded (not through append(): COPY of leaves built as
-   log.append builds them, with merkle.append_to_frontier) up to ``--entries``,
-   and a checkpoint is signed with log.latest_checkpoint().
-3. At that size: inclusion and consistency proofs (log.inclusion_proof /
+   The prototypes run on a copy of the database made after the seed (their
+   entries carry no signature and no ``prev``); the app's entries are checked
+   with ``audit.verify``.
+2. The log is then bulk-loaded (not through append(): COPY of version 2
+   entries built as log.append builds them, each with its item's ``prev`` link
+   and the log key's signature, folded with merkle.append_to_frontier) to
+   ``--small-entries`` and then ``--entries``; a checkpoint is signed at each
+   size with log.latest_checkpoint().
+3. At ``--entries``: inclusion and consistency proofs (log.inclusion_proof /
    log.consistency_proof, DB round trips included; and through the Django test
-   client), their query counts, and ``manage.py verify_log --skip-blobs`` wall
-   time and peak RSS, against a floor (stream every leaf and SHA-256 it).
+   client) and their query counts. At both sizes: ``manage.py verify_log
+   --skip-blobs`` in its own process, wall time, entries/s and peak RSS (VmHWM),
+   against a floor (stream every leaf and SHA-256 it); the ratio of the two
+   peaks says whether its memory is bounded. verify_log must answer OK (the
+   replay of the log into a scratch store matches every table), or the timing
+   means nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +56,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,121 +66,138 @@ sys.path[0] = str(ROOT)
 TARGET_APPENDS = 5000  # appends/s with 8 writers
 TARGET_PROOF_MS = 5.0  # p99, at --entries
 MP = multiprocessing.get_context("fork")
+ENTRY_STEP = dt.timedelta(milliseconds=137)  # log time between bulk-loaded entries
+# The beat signs a checkpoint every 60 s when the tree grew (CUSTODY_CHECKPOINT_INTERVAL):
+# at ENTRY_STEP, one per 438 entries, ~2,300 at 1M.
+CHECKPOINT_EVERY = round(60 / ENTRY_STEP.total_seconds())
 
 # --- entries that look like the app's -------------------------------------------------
 
-ACTIONS = [  # (action, weight): the mix of a working custody log
-    ("evidence.viewed", 30),
-    ("evidence.downloaded", 12),
-    ("fixity.checked", 20),
-    ("custody.released", 8),
-    ("custody.accepted", 8),
-    ("evidence.received", 10),
-    ("case.member_added", 4),
-    ("access.refused", 4),
-    ("case.created", 2),
-    ("token.issued", 2),
+ACTIONS = [  # (action, weight): entries about existing items that change no table
+    ("evidence.viewed", 45),
+    ("evidence.downloaded", 18),
+    ("fixity.checked", 30),
+    ("access.refused", 7),
 ]
-PURPOSES = ["laboratory analysis", "court exhibit", "secure storage", "mobile extraction", "return to owner"]
-LOCATIONS = ["Evidence store B2, shelf 14", "Digital lab, bench 3", "Court 4 exhibits room", "Vault 1"]
-MEDIA = ["application/octet-stream", "image/jpeg", "application/zip", "application/x-ewf", "video/mp4"]
+FIRST_NAMES = ["ana", "ben", "chen", "dana", "emil", "fatima", "goran", "hana", "ivo", "jun", "kofi", "lena"]
+
+
+class _Upload:
+    """What services.receive_evidence reads of an upload (as custody/tus.py's _Received)."""
+
+    def __init__(self, path: Path, name: str, size: int, digests: dict[str, str]):
+        self.path, self.name, self.size, self.digests = path, name, size, digests
+
+    def temporary_file_path(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        pass
+
+
+def seed_custody(rng: random.Random, users: int, cases: int, items: int) -> None:
+    """Users, cases, memberships and evidence items made through the real services.
+
+    Every later entry is about one of these items, with an action that
+    changes no table, so the custody tables stay the projection of the log
+    whatever number of entries follows.
+    """
+    from django.conf import settings
+
+    from custody import services
+    from custody.hashing import hash_file
+
+    # The password hash is not a custody fact; PBKDF2 would cost ~0.5 s per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    people = [
+        services.create_user(
+            actor=None,
+            username=f"{FIRST_NAMES[i % len(FIRST_NAMES)]}.inv{i:03d}",
+            password=secrets.token_urlsafe(12),
+            role="investigator",
+        )
+        for i in range(users)
+    ]
+    opened = []
+    for i in range(cases):
+        owner = people[i % users]
+        case = services.create_case(
+            actor=owner, reference=f"CR-{2021 + i % 5}-{i:06d}", title=f"Operation {rng.getrandbits(13):04d}"
+        )
+        for other in rng.sample(people, min(3, users)):
+            services.add_member(actor=owner, case=case, user=other)
+        opened.append((case, owner))
+    tmp = Path(settings.FILE_UPLOAD_TEMP_DIR)
+    for i in range(items):
+        case, owner = opened[i % cases]
+        path = tmp / f"bench-seed-{i}"
+        path.write_bytes(rng.randbytes(rng.randrange(512, 8192)))
+        digests, size = hash_file(path)
+        services.receive_evidence(
+            actor=owner,
+            case=case,
+            upload=_Upload(path, f"IMG_{i:06d}.E01", size, digests),
+            source="seized at scene",
+            client="10.0.0.1",
+        )
+        path.unlink()
 
 
 class Pools:
-    """Users, cases and evidence the generated entries refer to (ids only; no rows needed)."""
+    """The users and evidence items (with their cases) that the generated entries refer to: real rows."""
 
-    def __init__(self, rng: random.Random, users: int = 300, cases: int = 5000, evidence: int = 50000):
-        first = [
-            "ana",
-            "ben",
-            "chen",
-            "dana",
-            "emil",
-            "fatima",
-            "goran",
-            "hana",
-            "ivo",
-            "jun",
-            "kofi",
-            "lena",
+    def __init__(self, rng: random.Random):
+        from custody.models import Evidence, User
+
+        self.users = [
+            {"id": pk, "username": name}
+            for pk, name in User.objects.order_by("pk").values_list("pk", "username")
         ]
-        self.users = [{"id": i + 2, "username": f"{rng.choice(first)}.inv{i:03d}"} for i in range(users)]
-        self.case_ids = [_uuid(rng) for _ in range(cases)]
-        self.cases = [
-            {"id": str(u), "reference": f"CR-{2021 + i % 5}-{i:06d}"} for i, u in enumerate(self.case_ids)
-        ]
-        self.evidence = []  # (uuid, {"id", "sha256"}, case number)
-        for i in range(evidence):
-            u = _uuid(rng)
-            self.evidence.append((u, {"id": str(u), "sha256": rng.randbytes(32).hex()}, i % cases))
+        self.items = []  # (evidence uuid, entry's evidence, case uuid, entry's case, size)
+        rows = Evidence.objects.order_by("received_at").values_list(
+            "id", "blob_id", "blob__size", "case_id", "case__reference"
+        )
+        for eid, blob, size, cid, reference in rows:
+            self.items.append(
+                (eid, {"id": str(eid), "sha256": blob}, cid, {"id": str(cid), "reference": reference}, size)
+            )
         self.clients = [
             f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(999)
         ]
         self.actions = [a for a, weight in ACTIONS for _ in range(weight)]
 
 
-def _uuid(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-
 def entry_fields(rng: random.Random, pools: Pools) -> dict:
-    """Everything of an entry but index and time, shaped like the services' entries.
+    """Everything of an entry but index, time and prev, as the services write it.
 
     ``ids`` holds LogEntry's query columns: (action, actor_id, case_id, evidence_id).
     """
     action = rng.choice(pools.actions)
     actor = rng.choice(pools.users)
-    evidence_id, evidence, case_no = rng.choice(pools.evidence)
-    case_id, case = pools.case_ids[case_no], pools.cases[case_no]
-    reason, details = None, {}
+    evidence_id, evidence, case_id, case, size = rng.choice(pools.items)
+    client, reason, details = rng.choice(pools.clients), None, {}
     if action == "evidence.downloaded":
         reason = rng.choice(["analysis", "disclosure to defence", "court copy", "peer review"])
-    elif action == "fixity.checked":
-        details = {"ok": True, "sha256": evidence["sha256"], "size": rng.getrandbits(36)}
-    elif action in ("custody.released", "custody.accepted"):
-        details = {
-            "from": actor,
-            "to": rng.choice(pools.users),
-            "purpose": rng.choice(PURPOSES),
-            "location": rng.choice(LOCATIONS),
-            "fixity": {"ok": True, "size": rng.getrandbits(36)},
-        }
-    elif action == "evidence.received":
-        details = {
-            "original_name": f"IMG_{rng.getrandbits(24):08d}.E01",
-            "size": rng.getrandbits(36),
-            "media_type": rng.choice(MEDIA),
-            "sha1": rng.randbytes(20).hex(),
-            "md5": rng.randbytes(16).hex(),
-            "source": "seized at scene",
-            "description": "",
-        }
-    elif action == "case.member_added":
-        evidence = evidence_id = None
-        details = {"user": rng.choice(pools.users), "role": "investigator"}
-    elif action == "case.created":
-        evidence = evidence_id = None
-        details = {"title": f"Operation {rng.getrandbits(13):04d}"}
-    elif action == "token.issued":
-        evidence = evidence_id = case = case_id = None
-        details = {"token": rng.randbytes(4).hex(), "label": "cli"}
+    elif action == "fixity.checked":  # the scheduled check: no actor, no client
+        actor = client = None
+        details = {"ok": True, "sha256": evidence["sha256"], "size": size}
     return {
         "action": action,
         "actor": actor,
         "case": case,
         "evidence": evidence,
-        "client": rng.choice(pools.clients),
+        "client": client,
         "reason": reason,
         "details": details,
-        "ids": (action, actor["id"], case_id, evidence_id),
+        "ids": (action, actor["id"] if actor else None, case_id, evidence_id),
     }
 
 
-def entry_dict(index: int, when: dt.datetime, f: dict) -> dict:
-    """The entry exactly as log.append builds it."""
+def entry_dict(index: int, when: dt.datetime, f: dict, prev: dict | None = None) -> dict:
+    """The entry exactly as log.append builds it (``prev``: the previous entry about the item)."""
     from custody import log
 
-    return {
+    entry = {
         "v": log.ENTRY_VERSION,
         "index": index,
         "time": log.format_time(when),
@@ -178,6 +209,9 @@ def entry_dict(index: int, when: dt.datetime, f: dict) -> dict:
         "reason": f["reason"],
         "details": f["details"],
     }
+    if f["evidence"] is not None:
+        entry["prev"] = prev
+    return entry
 
 
 def split_leaf(entry: dict) -> tuple[bytes, bytes]:
@@ -277,10 +311,10 @@ PROTOTYPE_SQL = [
 ]
 CALL_APPEND = "SELECT bench_log_append(%s, %s, %s, %s, %s::bigint, %s::uuid, %s::uuid)"
 LEAF_COPY = (
-    "COPY custody_logentry (index, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id) "
+    "COPY custody_logentry (index, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id, signature) "
     "FROM STDIN (FORMAT BINARY)"
 )
-LEAF_TYPES = ["int8", "bytea", "bytea", "timestamptz", "text", "int8", "uuid", "uuid"]
+LEAF_TYPES = ["int8", "bytea", "bytea", "timestamptz", "text", "int8", "uuid", "uuid", "bytea"]
 NODE_COPY = "COPY custody_treenode (level, index, hash) FROM STDIN (FORMAT BINARY)"
 NODE_TYPES = ["int2", "int8", "bytea"]
 
@@ -294,7 +328,7 @@ class Writer:
     def __init__(self, url: str, wid: int):
         self.url, self.wid = url, wid
         self.rng = random.Random(1000 + wid)
-        self.pools = Pools(random.Random(7), users=50, cases=200, evidence=2000)
+        self.pools = _POOLS["pools"]  # made from the database before the fork
 
     def setup(self) -> None: ...
 
@@ -373,11 +407,8 @@ class AppAppend(Writer):
                 c.execute("SET synchronous_commit TO off")
         user = get_user_model()
         self.actors = {u["id"]: user(id=u["id"], username=u["username"]) for u in self.pools.users}
-        self.cases = {
-            u: Case(id=u, reference=c["reference"])
-            for u, c in zip(self.pools.case_ids, self.pools.cases, strict=True)
-        }
-        self.evidence = {u: Evidence(id=u, blob_id=e["sha256"]) for u, e, _ in self.pools.evidence}
+        self.cases = {cid: Case(id=cid, reference=c["reference"]) for _, _, cid, c, _ in self.pools.items}
+        self.evidence = {eid: Evidence(id=eid, blob_id=e["sha256"]) for eid, e, _, _, _ in self.pools.items}
         self.timer = _Timer()
         self._wrap = contextlib.ExitStack()
         self._wrap.enter_context(connection.execute_wrapper(self.timer))
@@ -396,9 +427,9 @@ class AppAppend(Writer):
         with transaction.atomic():
             log.append(
                 action,
-                actor=self.actors[actor],
-                case=self.cases.get(case),
-                evidence=self.evidence.get(evidence),
+                actor=self.actors.get(actor),
+                case=self.cases[case],
+                evidence=self.evidence[evidence],
                 client=f["client"],
                 reason=f["reason"],
                 details=f["details"],
@@ -503,7 +534,18 @@ WRITERS = {
 }
 
 
+_POOLS: dict = {}  # {"pools": Pools}, set before the writers fork
+
+
+def _use_database(url: str) -> None:
+    """Point Django's default connection at ``url``'s database (a writer process of the prototypes' copy)."""
+    from django.db import connections
+
+    connections["default"].settings_dict["NAME"] = url.rsplit("/", 1)[1]
+
+
 def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
+    _use_database(url)
     writer = WRITERS[kind](url, wid)
     try:
         writer.setup()
@@ -572,7 +614,7 @@ def _sequencer_main(url, stop, out, batch) -> None:
                         leaf = bytes(prefix) + str(size).encode() + bytes(suffix)
                         h = merkle.leaf_hash(leaf)
                         frontier, done = merkle.append_to_frontier(frontier, size, h)
-                        leaves.append((size, leaf, h, when, action, actor, case, evidence))
+                        leaves.append((size, leaf, h, when, action, actor, case, evidence, b""))
                         nodes.extend(n for n in done if n[0] > 0)
                         size += 1
                     with conn.cursor() as cur:
@@ -692,79 +734,71 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
 # --- the 1M log: bulk load --------------------------------------------------------------
 
 
-_BULK: dict = {}  # what the bulk-load workers inherit at fork: pools, first index, first time
+def bulk_load(url: str, target: int, pools: Pools, chunk: int = 20_000) -> dict:
+    """Append entries up to ``target`` with COPY, exactly as log.append would have written them.
 
-
-def _bulk_chunk(bounds: tuple[int, int]) -> tuple[list[tuple], int]:
-    """Leaves [start, end) as rows for COPY; deterministic per chunk, so any process can make it."""
+    Version 2 entries about the seeded items, each with ``prev`` (index and
+    leaf hash of the previous entry about its item, from the log as it stands
+    and then from the entries made here) and the log key's signature over
+    log.entry_message(leaf hash). One transaction holds the head lock: the
+    leaves are folded into the frontier, the completed nodes collected, both
+    tables COPYed, then the head set. ~40 us per entry in this one process
+    (a quarter of it the Ed25519 signature).
+    """
     from hashlib import sha256
     from json import dumps
 
-    from custody import log
-    from custody.signing import canonical_json
-
-    start, end = bounds
-    pools, first, base = _BULK["pools"], _BULK["first"], _BULK["base"]
-    rng = random.Random(start)
-    step = dt.timedelta(milliseconds=137)
-    rows, nbytes = [], 0
-    for index in range(start, end):
-        when = base + step * (index - first + 1)
-        f = entry_fields(rng, pools)
-        entry = entry_dict(index, when, f)
-        # signing.canonical_json minus its float check (these entries hold no
-        # floats), which is half of its time; checked against it every 1000th
-        # entry here, and audit.verify checks every leaf's canonical form.
-        leaf = dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        if index % 1000 == 0 and (leaf != canonical_json(entry) or entry["time"] != log.format_time(when)):
-            raise AssertionError(f"bulk leaf {index} is not what log.append would build")
-        nbytes += len(leaf)
-        rows.append((index, leaf, sha256(b"\x00" + leaf).digest(), when, *f["ids"]))  # merkle.leaf_hash
-    return rows, nbytes
-
-
-def bulk_load(url: str, target: int, chunk: int = 20_000, procs: int = 2) -> dict:
-    """Append entries up to ``target`` with COPY, exactly as log.append would have built them.
-
-    ``procs`` processes build the leaves (JSON, SHA-256); this one folds them
-    into the frontier, collects the completed nodes and COPYs both tables in
-    one transaction holding the head lock, then sets the head.
-    """
     import psycopg
 
-    from custody import log, merkle
+    from custody import keys, log, merkle
     from custody.merkle import append_to_frontier as append
+    from custody.models import SigningKey
+    from custody.signing import canonical_json
 
+    signer = keys.active_private_key(SigningKey.Purpose.LOG)[1]  # the key log.append signs with
+    message = log.entry_message
     t0 = time.perf_counter()
-    with psycopg.connect(url, autocommit=True) as conn:
-        first, last = conn.execute(
-            "SELECT size, (SELECT max(time) FROM custody_logentry) FROM custody_loghead WHERE id = 1"
-        ).fetchone()
-    _BULK.update(pools=Pools(random.Random(42)), first=first, base=last or dt.datetime.now(dt.UTC))
-    ranges = [(i, min(i + chunk, target)) for i in range(first, target, chunk)]
+    step = ENTRY_STEP
     leaf_bytes = 0
-    with MP.Pool(procs) as pool, psycopg.connect(url) as conn, conn.cursor() as cur:
-        size, frontier = cur.execute(
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        first, frontier = cur.execute(
             "SELECT size, frontier FROM custody_loghead WHERE id = 1 FOR UPDATE"
         ).fetchone()
-        if size != first:
-            raise RuntimeError("the log grew while the bulk load started")
+        base = cur.execute("SELECT max(time) FROM custody_logentry").fetchone()[0] or dt.datetime.now(dt.UTC)
+        prev = {  # item -> (index, leaf hash hex) of its latest entry
+            eid: (index, bytes(h).hex())
+            for eid, index, h in cur.execute(
+                "SELECT DISTINCT ON (evidence_id) evidence_id, index, leaf_hash FROM custody_logentry "
+                "WHERE evidence_id IS NOT NULL ORDER BY evidence_id, index DESC"
+            )
+        }
         frontier = log._split(bytes(frontier))
-        pending = [pool.apply_async(_bulk_chunk, (r,)) for r in ranges[: procs + 2]]
-        for k in range(len(ranges)):
-            leaves, nbytes = pending[k].get()
-            pending[k] = None  # free it
-            if k + procs + 2 < len(ranges):
-                pending.append(pool.apply_async(_bulk_chunk, (ranges[k + procs + 2],)))
-            leaf_bytes += nbytes
-            nodes = []
-            for row in leaves:
-                frontier, done = append(frontier, size, row[2])
+        rng = random.Random(first)
+        size = first
+        for start in range(first, target, chunk):
+            rows, nodes = [], []
+            for index in range(start, min(start + chunk, target)):
+                when = base + step * (index - first + 1)
+                f = entry_fields(rng, pools)
+                eid = f["ids"][3]
+                last = prev.get(eid)
+                entry = entry_dict(index, when, f, {"index": last[0], "hash": last[1]} if last else None)
+                # signing.canonical_json minus its float check (these entries hold no
+                # floats), which is half of its time; checked against it every 1000th
+                # entry here, and verify_log checks every leaf's canonical form.
+                leaf = dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+                if index % 1000 == 0 and leaf != canonical_json(entry):
+                    raise AssertionError(f"bulk leaf {index} is not what log.append would build")
+                leaf_bytes += len(leaf)
+                h = sha256(b"\x00" + leaf).digest()  # merkle.leaf_hash
+                prev[eid] = (index, h.hex())
+                rows.append((index, leaf, h, when, *f["ids"], signer.sign(message(h))))
+                frontier, done = append(frontier, index, h)
                 nodes.extend(n for n in done if n[0] > 0)
-                size += 1
+            size = min(start + chunk, target)
             with cur.copy(LEAF_COPY) as copy:
                 copy.set_types(LEAF_TYPES)
-                for row in leaves:
+                for row in rows:
                     copy.write_row(row)
             with cur.copy(NODE_COPY) as copy:
                 copy.set_types(NODE_TYPES)
@@ -930,6 +964,14 @@ def run_measured(command: list[str], env: dict) -> dict:
     }
 
 
+def _verdict(output: str) -> str:
+    """The OK / FAILED line of verify_log's output, and its first problem."""
+    lines = output.splitlines()
+    found = [line for line in lines if line.startswith(("OK:", "FAILED:"))]
+    problems = [line for line in lines if line.startswith("PROBLEM:")]
+    return "; ".join(found[-1:] + problems[:2]) or (lines[-1] if lines else "(no output)")
+
+
 def run_verify_log(env: dict) -> dict:
     """``manage.py verify_log --skip-blobs --quiet`` in its own process."""
     res = run_measured(["verify_log", "--skip-blobs", "--quiet"], env)
@@ -1005,19 +1047,31 @@ def ms(seconds: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000, help="log size for proofs and verify")
+    parser.add_argument(
+        "--small-entries", type=int, default=100_000, help="first verify_log size, for the memory ratio"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=CHECKPOINT_EVERY,
+        help="sign a checkpoint every N bulk-loaded entries (default: every 60 s of log time, as the "
+        "beat does); 0: only at the end of each load",
+    )
+    parser.add_argument("--items", type=int, default=1000, help="evidence items made through the services")
     parser.add_argument("--writers", type=int, default=8, help="concurrent appending processes")
     parser.add_argument("--seconds", type=float, default=10, help="length of each append run")
     parser.add_argument("--proofs", type=int, default=1000, help="timed proofs of each kind")
     parser.add_argument("--batch", type=int, default=1000, help="largest batch of the sequencer prototype")
     parser.add_argument("--no-prototypes", action="store_true", help="only the app and the baseline")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/", help="server (trust auth)")
+    parser.add_argument("--db-prefix", default="custody_bench", help="database name: PREFIX_<pid>")
     parser.add_argument("--keep", action="store_true", help="keep the database and data dir")
     args = parser.parse_args()
 
     import psycopg
 
     server = args.pg.rstrip("/")
-    dbname = f"custody_bench_{os.getpid()}"
+    dbname = f"{args.db_prefix}_{os.getpid()}"
     url = f"{server}/{dbname}"
     data_dir = Path(tempfile.mkdtemp(prefix="custody-bench-log-"))
     os.environ.update(
@@ -1039,45 +1093,61 @@ def main() -> int:
         )
     started = time.perf_counter()
     try:
-        return run(args, url, pg_version, pg_settings, started)
+        return run(args, server, dbname, pg_version, pg_settings, started)
     finally:
         from django.db import connections
 
         connections.close_all()
         if args.keep:
-            print(f"kept: database {dbname}, data dir {data_dir}")
+            proto = "" if args.no_prototypes else f" and {dbname}_proto"
+            print(f"kept: database {dbname}{proto}, data dir {data_dir}")
         else:
             with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{dbname}_proto" WITH (FORCE)')
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> int:
+def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, started: float) -> int:
     import django
+    import psycopg
 
+    url = f"{server}/{dbname}"
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     django.setup()
     from django.core.management import call_command
     from django.db import connection, connections
 
     from custody import audit, log, services
+    from custody.models import Checkpoint
     from custody.signing import canonical_json
-
-    call_command("migrate", verbosity=0)
-    services.ensure_signing_keys()
-    with connection.cursor() as c:
-        for sql in PROTOTYPE_SQL:
-            c.execute(sql)
-    # The prototypes' leaves must be log.append's bytes exactly.
-    sample = entry_dict(123, dt.datetime.now(dt.UTC), entry_fields(random.Random(1), Pools(random.Random(2))))
-    prefix, suffix = split_leaf(sample)
-    assert prefix + b"123" + suffix == canonical_json(sample)
-
-    n = args.writers
 
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
+    call_command("migrate", verbosity=0)
+    services.ensure_signing_keys()
+    say(f"seeding users, cases and {args.items} evidence items through the services")
+    t0 = time.perf_counter()
+    seed_custody(random.Random(5), users=12, cases=max(1, args.items // 25), items=args.items)
+    seed_seconds, seeded = time.perf_counter() - t0, log.tree_head()[0]
+    pools = _POOLS["pools"] = Pools(random.Random(42))
+    with connection.cursor() as c:
+        for sql in PROTOTYPE_SQL:
+            c.execute(sql)
+    # The prototypes' leaves must be log.append's bytes exactly.
+    sample = entry_dict(123, dt.datetime.now(dt.UTC), entry_fields(random.Random(1), pools))
+    prefix, suffix = split_leaf(sample)
+    assert prefix + b"123" + suffix == canonical_json(sample)
+    proto_url = f"{url}_proto"
+    if not args.no_prototypes:
+        # The prototypes write entries that are not the app's (no signature, no
+        # prev): they run on a copy, so the log verified below is the app's alone.
+        connections.close_all()
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{dbname}_proto" TEMPLATE "{dbname}"')
+
+    n = args.writers
     runs = []
     plan = [("baseline", n, 0), ("baseline", 1, 0), ("app", n, 0), ("app", 1, 0)]
     if not args.no_prototypes:
@@ -1089,14 +1159,15 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
         ]
     app_ranges = []  # [start, end) of the indexes the app's own append wrote
     for kind, writers, batch in plan:
+        on = url if kind in ("baseline", "app") else proto_url
         say(f"append run: {kind}, {writers} writer(s), {args.seconds:g} s")
         start = log.tree_head()[0]
         connection.close()  # nothing open across the writers' fork
-        runs.append(run_writers(kind, url, writers, args.seconds, batch))
+        runs.append(run_writers(kind, on, writers, args.seconds, batch))
         if kind == "app":
             app_ranges.append((start, log.tree_head()[0]))
     appended = log.tree_head()[0]
-    say(f"audit.verify of the {appended} appended entries")
+    say(f"audit.verify of the {appended} entries so far")
     t0 = time.perf_counter()
     report = audit.verify(check_blobs=False)
     small_verify = time.perf_counter() - t0
@@ -1107,7 +1178,7 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
         )
         rows, lo, hi, inversions = c.fetchone()
         # The app takes an entry's time under the head lock: within its runs
-        # times never go backwards. (The prototypes take it before the lock.)
+        # times never go backwards.
         app_inversions = 0
         for start, end in app_ranges:
             c.execute(
@@ -1118,20 +1189,41 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
             app_inversions += c.fetchone()[0]
     dense = rows == appended and lo == 0 and hi == appended - 1
 
-    target = max(args.entries, appended)
-    say(f"bulk load (COPY) up to {target} entries")
-    connections.close_all()  # nothing open across the bulk loader's fork
-    load = bulk_load(url, target)
-    checkpoint = log.latest_checkpoint()
-    size = log.tree_head()[0]
-    say(f"proofs at size {size}")
-    proofs = bench_proofs(size, args.proofs, not args.no_prototypes)
-    say("verify floor: stream + SHA-256 every leaf")
-    floor = verify_floor(url)
-    say("manage.py verify_log --skip-blobs")
     env = dict(os.environ)
-    verify = run_verify_log(env)
+    target = max(args.entries, appended)
+    sizes = [x for x in (args.small_entries,) if appended < x < target] + [target]
+    verifies = []  # per size: load, verify_log, floor
+    for goal in sizes:
+        say(f"bulk load (COPY) up to {goal} entries")
+        connections.close_all()
+        before = log.tree_head()[0]
+        load = bulk_load(url, goal, pools)
+        if args.checkpoint_every:
+            for at in range(
+                (before // args.checkpoint_every + 1) * args.checkpoint_every, goal, args.checkpoint_every
+            ):
+                log.checkpoint_at(at)
+        checkpoint = log.latest_checkpoint()
+        size = log.tree_head()[0]
+        if goal == target:
+            say(f"proofs at size {size}")
+            proofs = bench_proofs(size, args.proofs, not args.no_prototypes)
+        say(f"verify floor at {size}: stream + SHA-256 every leaf")
+        connections.close_all()
+        floor = verify_floor(url)
+        say(f"manage.py verify_log --skip-blobs at {size}")
+        verifies.append(
+            {
+                "size": size,
+                "load": load,
+                "floor": floor,
+                "checkpoints": Checkpoint.objects.count(),
+                **run_verify_log(env),
+            }
+        )
     base_rss = run_measured(["check"], env)["rss_mb"]
+    checkpoints = Checkpoint.objects.count()
+    verify = verifies[-1]
 
     # --- report ---------------------------------------------------------------------------
     by = {(r["kind"], r["writers"]): r for r in runs}
@@ -1200,17 +1292,29 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
         )
     print(f"    1 writer, baseline INSERT (one round trip + commit): {base_1['p50'] * 1000:.3f} ms p50")
     print(
-        f"  check: audit.verify of the {appended} appended entries: "
+        f"  check: audit.verify of the {appended} entries so far (seed + the app's runs): "
         f"{'OK' if report.ok else 'PROBLEMS: ' + '; '.join(report.problems[:3])} ({small_verify:.1f} s); "
         f"indexes dense 0..{appended - 1}: {'yes' if dense else 'NO'}; "
         f"entries whose time is earlier than the previous entry's: {app_inversions} in the app's runs, "
-        f"{inversions} in all (the prototypes take the time before the lock)"
+        f"{inversions} in all"
     )
+    if not args.no_prototypes:
+        print("  (the PROTO runs appended to a copy of the database, made after the seed: not verified)")
     print()
+    loaded = sum(v["load"]["loaded"] for v in verifies)
     print(
-        f"Log of {size} entries: {appended} appended above, {load['loaded']} BULK-LOADED with COPY "
-        f"(leaves built as log.append builds them; mean leaf {load['avg_leaf']:.0f} bytes; "
-        f"{load['seconds']:.0f} s + VACUUM ANALYZE {load['vacuum']:.0f} s); checkpoint signed at {checkpoint.size}"
+        f"Log of {size} entries: {seeded} from the seed ({args.items} items, 12 users, "
+        f"{max(1, args.items // 25)} cases made through the services in {seed_seconds:.0f} s), "
+        f"{appended - seeded} appended above, {loaded} BULK-LOADED with COPY: version {log.ENTRY_VERSION} "
+        f"entries as log.append writes them (evidence.viewed / downloaded, fixity.checked, access.refused "
+        f"about the seeded items, which change no table), each with its item's prev link and signed "
+        f"by the log key; mean leaf {verify['load']['avg_leaf']:.0f} bytes; "
+        + ", ".join(
+            f"to {v['size']}: {v['load']['seconds']:.0f} s + VACUUM ANALYZE {v['load']['vacuum']:.0f} s"
+            for v in verifies
+        )
+        + f"; {checkpoints} checkpoints signed (every {args.checkpoint_every or 'load'} entries, "
+        f"as the beat signs one per minute), the last at {checkpoint.size}"
     )
     print(
         f"  {'proof (' + str(args.proofs) + ' random)':<40} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -1247,14 +1351,28 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
     )
     print()
     print(
-        f"  manage.py verify_log --skip-blobs: {verify['seconds']:.1f} s, peak RSS {verify['rss_mb']:.0f} MB "
-        f"(manage.py check: {base_rss:.0f} MB); {'OK' if verify['ok'] else 'FAILED'}: "
-        f"{verify['output'].splitlines()[0] if verify['output'] else ''}"
+        "  manage.py verify_log --skip-blobs, in its own process (peak RSS: its VmHWM; "
+        f"manage.py check peaks at {base_rss:.0f} MB); floor: stream every leaf with one psycopg "
+        "server-side cursor and SHA-256 it"
     )
     print(
-        f"  floor (stream + SHA-256 every leaf, one psycopg cursor): {floor:.1f} s; "
-        f"verify_log / floor = {verify['seconds'] / floor:.1f}"
+        f"  {'entries':>9} {'checkpoints':>11} {'wall s':>8} {'entries/s':>10} {'peak RSS MB':>12} {'floor s':>8} "
+        f"{'vs floor':>8}  result"
     )
+    for v in verifies:
+        print(
+            f"  {v['size']:>9} {v['checkpoints']:>11} {v['seconds']:>8.1f} {v['size'] / v['seconds']:>10.0f} {v['rss_mb']:>12.0f} "
+            f"{v['floor']:>8.1f} {v['seconds'] / v['floor']:>8.1f}  "
+            f"{'OK' if v['ok'] else 'FAILED: ' + _verdict(v['output'])}"
+        )
+    print(f"  verify_log at {verify['size']}: {verify['output'].splitlines()[0] if verify['output'] else ''}")
+    if len(verifies) > 1:
+        a, b = verifies[0], verifies[-1]
+        print(
+            f"  {b['size']} vs {a['size']} entries ({b['size'] / a['size']:.1f} x): peak RSS "
+            f"{b['rss_mb'] / a['rss_mb']:.2f} x (bounded memory: ~1), wall time {b['seconds'] / a['seconds']:.1f} x "
+            f"(linear: {b['size'] / a['size']:.1f})"
+        )
     print()
     ok_appends = app_n["rate"] >= TARGET_APPENDS
     print(
@@ -1267,12 +1385,18 @@ def run(args, url: str, pg_version: str, pg_settings: str, started: float) -> in
         f"consistency p99 {pct(proofs['consistency'], 0.99) * 1000:.2f} ms, target < {TARGET_PROOF_MS:g} ms: "
         f"{'PASS' if ok_proofs else 'FAIL'}"
     )
+    ratio = (
+        f", peak RSS {verify['rss_mb'] / verifies[0]['rss_mb']:.2f} x that at {verifies[0]['size']}"
+        if len(verifies) > 1
+        else ""
+    )
     print(
-        f"RESULT verify_log at {size}: {verify['seconds']:.1f} s, peak RSS {verify['rss_mb']:.0f} MB "
-        f"({'OK' if verify['ok'] else 'FAILED'})"
+        f"RESULT verify_log at {size}: {verify['seconds']:.1f} s ({size / verify['seconds']:.0f} entries/s, "
+        f"{verify['seconds'] / verify['floor']:.1f} x the floor), peak RSS {verify['rss_mb']:.0f} MB{ratio} "
+        f"({'OK' if all(v['ok'] for v in verifies) else 'FAILED'})"
     )
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
-    sane = report.ok and dense and verify["ok"] and proofs["bad"] == 0
+    sane = report.ok and dense and all(v["ok"] for v in verifies) and proofs["bad"] == 0
     return 0 if sane and ok_appends and ok_proofs else 1
 
 
