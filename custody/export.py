@@ -256,7 +256,11 @@ def _write_payload(
                 "evidence": evidence,
                 "rows": report_rows,
                 "latest": checkpoint,
-                "covering": [checkpoint],
+                # The bundle's checkpoint, and the later one the witnesses cosigned if that is what makes it final.
+                "covering": witnessing.checkpoint_panels(
+                    [checkpoint]
+                    + ([witnessed] if witnessed is not None and witnessed.size != checkpoint.size else [])
+                ),
                 "standalone": True,
             },
         ),

@@ -382,8 +382,15 @@ def finality(checkpoint: Checkpoint) -> dict:
         "quorum": quorum(),
         "cosigned": len(cosigned),
         "cosigned_by": [
-            {"name": c["name"], "vkey": c["vkey"], "signed_at": log.format_time(c["signed_at"])} for c in cosigned
+            {"name": c["name"], "vkey": c["vkey"], "signed_at": log.format_time(c["signed_at"])}
+            for c in cosigned
         ],
+        "not_cosigned": [w.name for w in configured if w.vkey not in {c["vkey"] for c in cosigned}],
         "final": final,
         "extended_by": extended_by,
     }
+
+
+def checkpoint_panels(checkpoints) -> list[dict]:
+    """For a page showing checkpoints: each one's note with its cosignatures, and its finality."""
+    return [{"size": c.size, "note": cosigned_note(c), "w": finality(c)} for c in checkpoints]
