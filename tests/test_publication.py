@@ -250,3 +250,17 @@ def test_publication_fails_closed_when_an_id_would_slip_through(as_alice, contex
     assert response.status_code == 409 and "identifier" in response.json()["detail"]
     assert Analysis.objects.get(pk=r["analysis"]).published_at is None
     assert _public(r["clip"]["sha256"])[0]["results"] == []
+
+
+def test_the_log_still_verifies_after_publishing(as_alice, context_result):
+    """The publication entry, with its public statement, projects and audits like any other."""
+    from .test_verify_log import run_verify
+
+    response = as_alice.post(
+        f"/api/v1/analyses/{context_result['analysis']}/publish/",
+        {"disclose_references": True},
+        format="json",
+    )
+    assert response.status_code == 200 and response.json()["published"] is True
+    code, out = run_verify()
+    assert code == 0, out
