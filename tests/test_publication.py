@@ -264,3 +264,21 @@ def test_the_log_still_verifies_after_publishing(as_alice, context_result):
     assert response.status_code == 200 and response.json()["published"] is True
     code, out = run_verify()
     assert code == 0, out
+
+
+def test_the_export_bundle_holds_both_statements_linked(as_alice, context_result):
+    """For a court: the full result and what the public saw, linked by the internal statement's digest."""
+    import io
+    import zipfile
+
+    r = context_result
+    as_alice.post(f"/api/v1/analyses/{r['analysis']}/publish/")
+    response = as_alice.get(f"/api/v1/evidence/{r['clip']['id']}/export/")
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as z:
+        folder = next(n for n in z.namelist() if n.endswith(f"analyses/{r['analysis']}/result.dsse.json"))
+        internal = json.loads(z.read(folder))
+        public = json.loads(z.read(folder.replace("result.dsse.json", "published.dsse.json")))
+    internal_payload = base64.b64decode(internal["payload"])
+    public_statement = json.loads(base64.b64decode(public["payload"]))
+    linked = public_statement["predicate"]["internal_statement"]["digest"]["sha256"]
+    assert linked == hashlib.sha256(internal_payload).hexdigest()
