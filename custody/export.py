@@ -214,6 +214,10 @@ def _write_payload(
         folder = root / "analyses" / str(analysis.pk)
         (folder / "artifacts").mkdir(parents=True)
         _json(folder / "result.dsse.json", analysis.envelope)
+        published = _published_envelope(analysis)
+        if published is not None:
+            # What the public was shown: its predicate's internal_statement digest links it to this result.
+            _json(folder / "published.dsse.json", published)
         artifacts = []
         for artifact in analysis.artifacts.all():
             ext = mimetypes.guess_extension(artifact.media_type) or ".bin"
@@ -256,7 +260,11 @@ def _write_payload(
                 "evidence": evidence,
                 "rows": report_rows,
                 "latest": checkpoint,
-                "covering": [checkpoint],
+                # The bundle's checkpoint, and the later one the witnesses cosigned if that is what makes it final.
+                "covering": witnessing.checkpoint_panels(
+                    [checkpoint]
+                    + ([witnessed] if witnessed is not None and witnessed.size != checkpoint.size else [])
+                ),
                 "standalone": True,
             },
         ),
@@ -273,6 +281,16 @@ def _write_payload(
         ),
         encoding="utf-8",
     )
+
+
+def _published_envelope(analysis) -> dict | None:
+    """The public statement of a published analysis (forensics/publication.py), from its log entry."""
+    from forensics import publication
+
+    if analysis.publish_log_index is None:
+        return None
+    entry = LogEntry.objects.get(index=analysis.publish_log_index).decoded
+    return publication.envelope_from_entry(entry.get("details") or {})
 
 
 def make_bag(bag_dir: Path, info: dict[str, str]) -> None:

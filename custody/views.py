@@ -210,7 +210,7 @@ def transfer_decide(request, transfer_id, accept):
 @login_required
 def evidence_report(request, evidence_id):
     """Chain-of-custody report: every entry about the item and the checkpoint that covers it."""
-    from . import log
+    from . import log, witnessing
 
     evidence = get_evidence_for(request, evidence_id)
     # Sign a checkpoint for the current tree first, so every entry is covered.
@@ -228,7 +228,7 @@ def evidence_report(request, evidence_id):
             "evidence": evidence,
             "rows": rows,
             "latest": latest,
-            "covering": covering,
+            "covering": witnessing.checkpoint_panels(covering),
         },
     )
 
@@ -266,5 +266,15 @@ def evidence_export(request, evidence_id):
 
 
 def verify_page(request):
-    """The public verification page: the checks run in the visitor's browser (static/custody/verify.js)."""
-    return render(request, "public/verify.html")
+    """The public verification page: the checks run in the visitor's browser (static/custody/verify.js).
+
+    With ``?sha256=`` the published results are also rendered here, so the
+    page reads without JavaScript; the script re-checks them and replaces them.
+    """
+    from forensics import publication
+
+    from .hashing import is_sha256_hex
+
+    sha256 = (request.GET.get("sha256") or "").strip().lower().removeprefix("sha256:")
+    public = publication.public_results(sha256) if is_sha256_hex(sha256) else None
+    return render(request, "public/verify.html", {"public": public, "sha256": sha256})

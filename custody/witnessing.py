@@ -377,3 +377,46 @@ def status_report() -> dict:
         "latest_final_size": final.size if final else None,
         "witnesses": witnesses,
     }
+
+
+def finality(checkpoint: Checkpoint) -> dict:
+    """Who cosigned ``checkpoint`` and whether that makes it final, for the pages (JSON-ready).
+
+    Only cosignatures by the witnesses configured now count towards the
+    quorum, as in ``is_final``. ``extended_by`` names the newest final
+    checkpoint when this one is not final itself but a final one extends it:
+    a consistency proof between the two then makes it final for anyone who
+    checks that proof.
+    """
+    configured = configured_witnesses()
+    names = {w.vkey: w.name for w in configured}
+    rows = checkpoint.cosignatures.filter(witness_vkey__in=list(names)).order_by("witness_name", "pk")
+    cosigned = []
+    for row in rows:
+        if row.witness_vkey not in {c["vkey"] for c in cosigned}:
+            cosigned.append({"name": row.witness_name, "vkey": row.witness_vkey, "signed_at": row.signed_at})
+    final = bool(configured) and is_final(checkpoint)
+    extended_by = None
+    if configured and not final:
+        later = latest_final_checkpoint()
+        if later is not None and later.size > checkpoint.size:
+            extended_by = later.size
+    return {
+        "size": checkpoint.size,
+        "configured": len(configured),
+        "witnesses": [w.name for w in configured],
+        "quorum": quorum(),
+        "cosigned": len(cosigned),
+        "cosigned_by": [
+            {"name": c["name"], "vkey": c["vkey"], "signed_at": log.format_time(c["signed_at"])}
+            for c in cosigned
+        ],
+        "not_cosigned": [w.name for w in configured if w.vkey not in {c["vkey"] for c in cosigned}],
+        "final": final,
+        "extended_by": extended_by,
+    }
+
+
+def checkpoint_panels(checkpoints) -> list[dict]:
+    """For a page showing checkpoints: each one's note with its cosignatures, and its finality."""
+    return [{"size": c.size, "note": cosigned_note(c), "w": finality(c)} for c in checkpoints]

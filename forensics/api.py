@@ -13,14 +13,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from custody import log, signing
+from custody import signing
 from custody.api import PublicThrottle
 from custody.hashing import is_sha256_hex
-from custody.models import LogEntry
 from custody.permissions import client_address, get_case_for, get_evidence_for, visible_evidence
 from custody.storage import blob_store
 
-from . import services
+from . import publication, services
 from .models import Analysis, Artifact
 
 
@@ -150,12 +149,23 @@ class AnalysisDetailView(APIView):
         return Response(AnalysisSerializer(get_analysis_for(request.user, analysis_id)).data)
 
 
+class PublishRequestSerializer(serializers.Serializer):
+    # Off by default: the public statement then names other items read (the
+    # reference recording) by a label only; on, by their SHA-256 too.
+    disclose_references = serializers.BooleanField(required=False, default=False)
+
+
 class AnalysisPublishView(APIView):
-    @extend_schema(request=None, responses=AnalysisSerializer)
+    @extend_schema(request=PublishRequestSerializer, responses=AnalysisSerializer)
     def post(self, request, analysis_id):
         analysis = get_analysis_for(request.user, analysis_id)
+        data = PublishRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         analysis = services.publish_result(
-            actor=request.user, analysis=analysis, client=client_address(request)
+            actor=request.user,
+            analysis=analysis,
+            client=client_address(request),
+            disclose_references=data.validated_data["disclose_references"],
         )
         return Response(AnalysisSerializer(analysis).data)
 
@@ -181,7 +191,10 @@ class AnalysisArtifactView(APIView):
 
 
 class PublicResultsView(APIView):
-    """Published results for a file hash. Unpublished ones are indistinguishable from absent."""
+    """Published results for a file hash: their public statements only (forensics/publication.py).
+
+    Unpublished ones are indistinguishable from absent.
+    """
 
     permission_classes = [AllowAny]
     authentication_classes = []
@@ -194,47 +207,7 @@ class PublicResultsView(APIView):
         sha256 = (request.query_params.get("sha256") or "").strip().lower().removeprefix("sha256:")
         if not is_sha256_hex(sha256):
             return Response({"detail": "sha256 must be 64 hexadecimal characters"}, status=400)
-        rows = list(
-            Analysis.objects.filter(evidence__blob_id=sha256, published_at__isnull=False)
-            .prefetch_related("artifacts__blob")
-            .order_by("published_at")
-        )
-        checkpoint = log.latest_checkpoint() if rows else None
-        leaves = dict(
-            LogEntry.objects.filter(index__in=[a.publish_log_index for a in rows]).values_list(
-                "index", "leaf"
-            )
-        )
-        results = []
-        for a in rows:
-            results.append(
-                {
-                    "analysis": str(a.pk),
-                    "analyzer": a.analyzer,
-                    "analyzer_version": a.analyzer_version,
-                    "published_at": a.published_at,
-                    "envelope": a.envelope,
-                    "statement_sha256": a.statement_sha256,
-                    "artifacts": ArtifactSerializer(a.artifacts.all(), many=True).data,
-                    # The public log entry that records the publication, and its
-                    # inclusion proof in the tree of the checkpoint below.
-                    "log": {
-                        "index": a.publish_log_index,
-                        "leaf": signing.b64(bytes(leaves[a.publish_log_index])),
-                        "size": checkpoint.size,
-                        "inclusion_proof": [
-                            signing.b64(h) for h in log.inclusion_proof(a.publish_log_index, checkpoint.size)
-                        ],
-                    },
-                }
-            )
-        return Response(
-            {
-                "sha256": sha256,
-                "results": results,
-                "checkpoint": checkpoint.note if checkpoint else None,
-            }
-        )
+        return Response(publication.public_results(sha256))
 
 
 class PublicArtifactView(APIView):

@@ -30,7 +30,7 @@ from custody.permissions import require_write
 from custody.services import ServiceError
 from custody.storage import blob_store
 
-from . import analyzers
+from . import analyzers, publication
 from .analyzers.base import AnalysisContext, AnalysisError, validate_parameters
 from .models import Analysis
 
@@ -440,8 +440,15 @@ def sweep_stale() -> list[str]:
 # --- publishing ---------------------------------------------------------------
 
 
-def publish_result(*, actor: User, analysis: Analysis, client: str | None = None) -> Analysis:
-    """Make a signed result visible on the public page and API, by the evidence's SHA-256."""
+def publish_result(
+    *, actor: User, analysis: Analysis, client: str | None = None, disclose_references: bool = False
+) -> Analysis:
+    """Make a signed result visible on the public page and API, by the evidence's SHA-256.
+
+    What becomes public is a separate public statement (forensics/publication.py),
+    never the internal one; ``disclose_references`` adds the SHA-256 of the
+    other items the analysis read (e.g. the reference recording) to it.
+    """
     require_write(actor, analysis.evidence.case)
     if analysis.status != Analysis.Status.SUCCEEDED:
         raise ServiceError(f"only a succeeded analysis can be published (this one is {analysis.status})", 409)
@@ -449,6 +456,7 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
         locked = Analysis.objects.select_for_update().get(pk=analysis.pk)
         if locked.published_at is not None:
             return locked
+        public = publication.build(locked, disclose_references=disclose_references)
         # A public entry: anyone may read it (it names the evidence by its
         # SHA-256 only), so outsiders can check that this exact statement was
         # published, and when, against the signed log.
@@ -463,6 +471,8 @@ def publish_result(*, actor: User, analysis: Analysis, client: str | None = None
                 "analyzer": {"name": locked.analyzer, "version": locked.analyzer_version},
                 "statement_sha256": locked.statement_sha256,
                 "result_entry": locked.result_log_index,
+                **public.log_details(),
+                "disclosed_references": disclose_references,
             },
         )
         projection.apply(entry)

@@ -112,7 +112,12 @@ def analysis_artifact(request, analysis_id, sha256):
 def publish(request, analysis_id):
     analysis = get_analysis_for(request.user, analysis_id)
     try:
-        services.publish_result(actor=request.user, analysis=analysis, client=client_address(request))
+        services.publish_result(
+            actor=request.user,
+            analysis=analysis,
+            client=client_address(request),
+            disclose_references=request.POST.get("disclose_references") in {"1", "on", "true"},
+        )
     except Forbidden as exc:
         raise PermissionDenied(str(exc)) from None
     except ServiceError as exc:

@@ -166,7 +166,8 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
     response = as_alice.post(f"/api/v1/analyses/{analysis_id}/publish/")
     assert response.status_code == 200 and response.json()["published"] is True
     body = public.get("/api/v1/public/results/", {"sha256": evidence_a.sha256.upper()}).json()
-    assert [r["analysis"] for r in body["results"]] == [analysis_id]
+    # One result (the published one), and no analysis id in what the public sees.
+    assert len(body["results"]) == 1 and analysis_id not in json.dumps(body)
     result = body["results"][0]
     payload, _ = signing.dsse_verify(
         result["envelope"],
@@ -176,6 +177,7 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
         },
     )
     assert json.loads(payload)["subject"][0]["digest"]["sha256"] == evidence_a.sha256
+    assert json.loads(payload)["predicateType"] == "urn:custody-server:published-result:v1"
     # The publication is a public log entry, provably in the signed tree.
     from .test_log_api import parse_and_verify_checkpoint, verify_inclusion
 
@@ -187,7 +189,7 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
         and entry["evidence"] == {"sha256": evidence_a.sha256}
         and entry["client"] is None
     )
-    assert entry["details"]["statement_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert entry["details"]["public_statement_sha256"] == hashlib.sha256(payload).hexdigest()
     _, size, root = parse_and_verify_checkpoint(
         body["checkpoint"], public.get("/api/v1/keys/").json()["log_vkey"]
     )

@@ -460,6 +460,10 @@ def test_visitor_checks_a_file_without_uploading_it(gunicorn_server, published, 
     assert result.locator(".checks li.fail").count() == 0
     assert "sha256_recomputed" in result.locator("table.findings").inner_text()
     assert "What this proves" in result.inner_text()
+    assert (
+        "no witnesses configured: the checkpoint rests on the server's log key alone"
+        in page.locator("#witnesses").inner_text()
+    )
 
 
 def test_unpublished_and_unknown_look_the_same(gunicorn_server, published, new_page):

@@ -224,10 +224,23 @@ async function show(sha) {
   }
   const checkpoint = await verifyCheckpoint(body.checkpoint, keys.log_vkey);
   for (const result of body.results) out.append(await renderResult(result, sha, keys, checkpoint));
+  out.append(witnessParagraph(body.witnesses));
   out.append(el("p", { class: "keynote" },
     "The signing keys come from this server (/api/v1/keys/). Compare the log key below with one published " +
     "elsewhere, or kept from an earlier visit, to rule out a server that swaps its keys:", el("br"),
     el("code", {}, keys.log_vkey)));
+}
+
+// Who cosigned the checkpoint shown (the server's account: the cosignature lines are in body.checkpoint).
+function witnessParagraph(w) {
+  if (!w || !w.configured) {
+    return el("p", { class: "fail", id: "witnesses" },
+      `Checkpoint of size ${w ? w.size : "?"}: no witnesses configured: the checkpoint rests on the server's log key alone.`);
+  }
+  const who = w.cosigned_by.map((c) => c.name).join(", ") || "none";
+  return el("p", { class: w.final ? "pass" : "fail", id: "witnesses" },
+    `Checkpoint of size ${w.size}: cosigned by ${w.cosigned} of ${w.configured} configured witnesses (${who}); ` +
+    (w.final ? `final (quorum ${w.quorum} reached).` : `not final (quorum ${w.quorum} not reached).`));
 }
 
 async function renderResult(result, sha, keys, checkpoint) {
@@ -239,14 +252,19 @@ async function renderResult(result, sha, keys, checkpoint) {
   const statementSha = hex(await sha256(payload));
   const leaf = b64bytes(result.log.leaf);
   const entry = JSON.parse(new TextDecoder().decode(leaf));
-  const entryOk = entry.action === "result.published" && entry.details.statement_sha256 === statementSha &&
+  // The entry names the public statement (the internal one stays with the case).
+  const entryOk = entry.action === "result.published" && entry.details.public_statement_sha256 === statementSha &&
     entry.evidence && entry.evidence.sha256 === sha;
   const included = await verifyInclusion(await sha256(concat([0], leaf)), result.log.index, result.log.size,
                                          result.log.inclusion_proof.map(b64bytes), checkpoint.root);
   const sizeOk = result.log.size === checkpoint.size;
   section.append(el("h2", {}, `${p.analyzer.name} ${p.analyzer.version}`));
-  section.append(el("p", {}, `Analysed ${p.started_at} to ${p.finished_at}; published ${entry.time}` +
-    (entry.actor ? ` by ${entry.actor.username}` : "") + "."));
+  section.append(el("p", {}, `Analysed ${p.started_at} to ${p.finished_at}; published ${entry.time}.`));
+  const refs = Object.values(p.references || {});
+  if (refs.length) {
+    section.append(el("p", {}, "Also read: " + refs.map((r) => r.digest ? `${r.label} (SHA-256 ${r.digest.sha256})`
+      : `${r.label} (not identified in the public result)`).join("; ") + "."));
+  }
   section.append(el("ul", { class: "checks" },
     check(signatureOk, `Signature valid: signed by the results key ${key ? key.keyid.slice(0, 16) : ""}…`,
           "The signature does NOT verify: this result was altered or not signed by the server's results key."),
@@ -276,7 +294,7 @@ async function renderResult(result, sha, keys, checkpoint) {
       "recording or whether it was edited before it reached the investigators, or that the server's keys are " +
       "honest (compare the log key with one published elsewhere).")));
   section.append(el("p", {}, el("a", { href: "data:application/json," + encodeURIComponent(JSON.stringify(result.envelope)),
-    download: `result-${result.analysis}.dsse.json` }, "Download the signed result (DSSE envelope)")));
+    download: `published-result-${statementSha.slice(0, 16)}.dsse.json` }, "Download the signed result (DSSE envelope)")));
   return section;
 }
 
