@@ -412,6 +412,19 @@ def _verify_blobs(report: Report) -> None:
             continue
         if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
             report.problem(f"blob {sha256}: content no longer matches its recorded digests")
+    # Public statements of published results too (named by their announcements).
+    for leaf in LogEntry.objects.filter(action="result.announced").values_list("leaf", flat=True).iterator():
+        sha256 = (json.loads(bytes(leaf)).get("details") or {}).get("public_statement_sha256")
+        if not sha256:
+            continue
+        report.blobs += 1
+        try:
+            digests, _ = hash_file(store.path(sha256))
+        except FileNotFoundError:
+            report.problem(f"public statement blob {sha256}: file is missing")
+            continue
+        if digests["sha256"] != sha256:
+            report.problem(f"public statement blob {sha256}: content no longer matches its name")
     # Signed result statements are blobs named by their SHA-256 (no Blob row):
     # rebuild_state reads them, so they are checked as strictly.
     from forensics.models import Analysis

@@ -110,7 +110,7 @@ def require_investigator_or_admin(user) -> None:
 # --- who may read which log entries ------------------------------------------
 
 # Actions whose entries are written with public=True and readable by anyone.
-PUBLIC_ACTIONS = {"result.published"}
+PUBLIC_ACTIONS = {"result.announced"}
 
 
 def visible_case_ids(user) -> set | None:

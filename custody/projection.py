@@ -520,12 +520,15 @@ def _analysis_completed(e, d, origin):
 
 
 def _result_published(e, d, origin):
+    # The public announcement is the next entry (same transaction, under the
+    # log lock); it is what outsiders get with its inclusion proof. verify_log
+    # checks that it is there and says the same.
     return [
         Change(
             "update",
             "analysis",
             (d["analysis"],),
-            {"published_at": e["time"], "publish_log_index": e["index"]},
+            {"published_at": e["time"], "publish_log_index": e["index"] + 1},
         )
     ]
 

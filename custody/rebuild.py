@@ -68,7 +68,7 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
                 store.apply(change)
             # The entry's signature is the server's attestation, not derivable: kept as it is
             # (verify_log on the rebuilt database checks it against the log's keys).
-            entries.append(_row(entry, leaf, leaf_hash, bytes(signature), target))
+            entries.append(_row(entry, leaf, leaf_hash, bytes(signature), target, entries))
             count += 1
             if len(entries) >= BATCH:
                 _flush(target, entries, nodes)
@@ -88,22 +88,25 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
     return count
 
 
-def _row(entry: dict, leaf: bytes, leaf_hash: bytes, signature: bytes, target: str) -> LogEntry:
+def _row(
+    entry: dict, leaf: bytes, leaf_hash: bytes, signature: bytes, target: str, pending: list
+) -> LogEntry:
     """A log row whose lookup columns come from its leaf, never from the source's columns."""
     evidence = entry.get("evidence") or {}
     case_id = (entry.get("case") or {}).get("id")
     evidence_id = evidence.get("id")
     if entry.get("public") and evidence:
-        from forensics.models import Analysis
-
-        analysis = (
-            Analysis.objects.using(target)
-            .filter(pk=(entry.get("details") or {}).get("analysis"))
-            .select_related("evidence")
+        # A public announcement: the publication it announces names the item.
+        published = (entry.get("details") or {}).get("published_entry")
+        row = (
+            LogEntry.objects.using(target)
+            .filter(index=published)
+            .values_list("evidence_id", "case_id")
             .first()
         )
-        if analysis is not None:
-            evidence_id, case_id = analysis.evidence_id, analysis.evidence.case_id
+        if row is None:  # still in this batch, not flushed yet
+            row = next(((e.evidence_id, e.case_id) for e in pending if e.index == published), (None, None))
+        evidence_id, case_id = row
     return LogEntry(
         index=entry["index"],
         leaf=leaf,

@@ -57,6 +57,9 @@ class Replay:
         # Log keys valid for the next entry; recomputed after a key entry.
         self._log_signers: list | None = None
         self._log_signers_at = -1
+        # A result.published entry waiting for its public announcement (the next entry).
+        self._announcement_due: tuple[int, str | None, dict] | None = None
+        self._announced_item: str | None = None
         self.receipts = 0
         self.results = 0
 
@@ -204,6 +207,7 @@ class Replay:
             self.problem(f"entry {index} ({action}): {exc}")
             return
         self._check_signature(index, leaf_hash, columns.pop("signature"))
+        self._check_announcement(index, entry)
         self._track_keys(index, entry)
         evidence_id = self._evidence_of(entry)
         self._check_columns(index, entry, columns, evidence_id)
@@ -214,15 +218,41 @@ class Replay:
         for change in changes:
             self._apply(index, action, change)
 
+    def _check_announcement(self, index: int, entry: dict) -> None:
+        """Each result.published entry is followed by its public announcement, saying the same."""
+        d = entry.get("details") or {}
+        due, self._announcement_due = self._announcement_due, None
+        self._announced_item = due[1] if due is not None else None
+        if due is not None:
+            published, _, said = due
+            fields = ("public_statement_sha256", "public_keyid", "public_sig", "analyzer")
+            if (
+                entry.get("action") != "result.announced"
+                or d.get("published_entry") != published
+                or any(d.get(f) != said.get(f) for f in fields)
+            ):
+                self.problem(
+                    f"entry {index}: is not the public announcement of the publication in entry {published}"
+                )
+        elif entry.get("action") == "result.announced":
+            self.problem(f"entry {index}: announces a publication that the previous entry does not record")
+        if entry.get("action") == "result.published":
+            evidence = (entry.get("evidence") or {}).get("id")
+            self._announcement_due = (index, evidence, d)
+
+    def finish(self) -> None:
+        if self._announcement_due is not None:
+            self.problem(f"entry {self._announcement_due[0]}: a publication without its public announcement")
+
     def _evidence_of(self, entry: dict) -> str | None:
         evidence = entry.get("evidence")
         if not evidence:
             return None
         if "id" in evidence:
             return evidence["id"]
-        # Public entries name the item by SHA-256 only; the analysis says which item.
-        analysis = self.get("analysis", ((entry.get("details") or {}).get("analysis"),))
-        return analysis["evidence_id"] if analysis else None
+        # Public announcements name the item by SHA-256 only; the publication
+        # they announce (the entry before, checked above) says which item.
+        return self._announced_item
 
     def _check_columns(self, index: int, entry: dict, columns: dict, evidence_id: str | None) -> None:
         actor = (entry.get("actor") or {}).get("id")
@@ -282,6 +312,7 @@ class Replay:
     def compare(self, using: str = "default") -> None:
         from django.apps import apps
 
+        self.finish()
         for name, table in TABLES.items():
             model = apps.get_model(table.model)
             columns = [*table.key, *table.fields]

@@ -457,15 +457,18 @@ def publish_result(
         if locked.published_at is not None:
             return locked
         public = publication.build(locked, disclose_references=disclose_references)
-        # A public entry: anyone may read it (it names the evidence by its
-        # SHA-256 only), so outsiders can check that this exact statement was
-        # published, and when, against the signed log.
+        # Two entries in one transaction, so consecutive under the log lock.
+        # The first is the custody record, read by the case: who published
+        # which analysis. The second is the announcement anyone may read: the
+        # evidence by SHA-256 only and the public statement's digest and
+        # signature, with no analysis id, case or user name (an outsider can
+        # check that this exact statement was published, and when).
         entry = log.append(
             "result.published",
             actor=actor,
             case=analysis.evidence.case,
             evidence=analysis.evidence,
-            public=True,
+            client=client,
             details={
                 "analysis": str(analysis.pk),
                 "analyzer": {"name": locked.analyzer, "version": locked.analyzer_version},
@@ -476,6 +479,18 @@ def publish_result(
             },
         )
         projection.apply(entry)
+        announcement = log.append(
+            "result.announced",
+            case=analysis.evidence.case,
+            evidence=analysis.evidence,
+            public=True,
+            details={
+                "published_entry": entry.index,
+                "analyzer": {"name": locked.analyzer, "version": locked.analyzer_version},
+                **public.log_details(),
+            },
+        )
+        projection.apply(announcement)
         locked.refresh_from_db()
         return locked
 

@@ -183,12 +183,14 @@ def test_publish_makes_the_result_public_by_file_hash_only(as_alice, evidence_a,
 
     leaf = base64.b64decode(result["log"]["leaf"])
     entry = json.loads(leaf)
-    assert entry["action"] == "result.published" and entry["public"] is True
+    assert entry["action"] == "result.announced" and entry["public"] is True
     assert (
         entry["case"] is None
         and entry["evidence"] == {"sha256": evidence_a.sha256}
         and entry["client"] is None
+        and entry["actor"] is None  # who published is in the case's own entry, not the public one
     )
+    assert "analysis" not in entry["details"]
     assert entry["details"]["public_statement_sha256"] == hashlib.sha256(payload).hexdigest()
     _, size, root = parse_and_verify_checkpoint(
         body["checkpoint"], public.get("/api/v1/keys/").json()["log_vkey"]

@@ -40,6 +40,7 @@ EVERY_ACTION = {
     "analysis.requeued",
     "analysis.completed",
     "result.published",
+    "result.announced",
 }
 
 

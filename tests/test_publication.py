@@ -138,28 +138,36 @@ def test_published_context_result_names_no_ids_no_reference_no_user(as_alice, co
 
 
 def test_the_publication_entry_names_only_what_the_readme_says(as_alice, context_result):
-    """The public log leaf: no case, no client, no evidence id, no reference; the analysis and publisher (documented)."""
+    """The public log leaf: no case, no client, no evidence id, no reference, no analysis id, no publisher."""
     r = context_result
     as_alice.post(f"/api/v1/analyses/{r['analysis']}/publish/")
     body, _ = _public(r["clip"]["sha256"])
     entry = json.loads(base64.b64decode(body["results"][0]["log"]["leaf"]))
     leaf = json.dumps(entry)
-    for what in ("reference id", "reference sha256", "clip evidence id", "case id", "case reference"):
+    for what in (
+        "reference id",
+        "reference sha256",
+        "clip evidence id",
+        "case id",
+        "case reference",
+        "analysis id",
+    ):
         assert _secrets(r)[what] not in leaf, what
+    assert "alice" not in leaf
+    assert entry["action"] == "result.announced" and entry["actor"] is None
     assert entry["case"] is None and entry["client"] is None
     assert entry["evidence"] == {"sha256": r["clip"]["sha256"]}
-    # README "What a published result reveals": the log's projection and verify_log need these two.
-    assert entry["details"]["analysis"] == r["analysis"] and entry["actor"]["username"] == "alice"
     assert set(entry["details"]) == {
-        "analysis",
+        "published_entry",
         "analyzer",
-        "statement_sha256",
-        "result_entry",
         "public_statement_sha256",
         "public_keyid",
         "public_sig",
-        "disclosed_references",
     }
+    # Who published which analysis is the case's own entry, just before (not public).
+    record = LogEntry.objects.get(index=entry["details"]["published_entry"]).decoded
+    assert record["action"] == "result.published" and record["actor"]["username"] == "alice"
+    assert record["details"]["analysis"] == r["analysis"] and "public" not in record
 
 
 def test_disclosing_the_reference_publishes_its_sha256_never_its_id(as_alice, context_result):
@@ -182,8 +190,9 @@ def test_disclosing_the_reference_publishes_its_sha256_never_its_id(as_alice, co
     assert r["reference"]["sha256"] in page
     for what in ("reference id", "clip evidence id", "analysis id", "user name", "case reference"):
         assert _secrets(r)[what] not in json.dumps(body) + page, what
-    entry = LogEntry.objects.get(index=Analysis.objects.get(pk=r["analysis"]).publish_log_index).decoded
-    assert entry["details"]["disclosed_references"] is True
+    # The custody record of the publication is the case's entry just before the public announcement.
+    entry = LogEntry.objects.get(index=Analysis.objects.get(pk=r["analysis"]).publish_log_index - 1).decoded
+    assert entry["action"] == "result.published" and entry["details"]["disclosed_references"] is True
 
 
 def test_public_statement_verifies_with_openssl_and_is_named_by_the_public_entry(
@@ -223,8 +232,9 @@ def test_web_form_offers_disclosure_only_when_the_result_read_another_item(
     assert 'id="publish"' in page and 'id="disclose-references"' not in page
     response = client.post(f"/analyses/{r['analysis']}/publish/", {"disclose_references": "1"})
     assert response.status_code == 302
-    entry = LogEntry.objects.get(index=Analysis.objects.get(pk=r["analysis"]).publish_log_index).decoded
-    assert entry["details"]["disclosed_references"] is True
+    # The custody record of the publication is the case's entry just before the public announcement.
+    entry = LogEntry.objects.get(index=Analysis.objects.get(pk=r["analysis"]).publish_log_index - 1).decoded
+    assert entry["action"] == "result.published" and entry["details"]["disclosed_references"] is True
 
 
 def test_a_result_with_no_references_publishes_the_same_shape(as_alice, evidence_a):

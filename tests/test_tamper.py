@@ -353,3 +353,14 @@ def _append_behind_the_back(leaf: bytes) -> None:
     LogHead.objects.filter(pk=1).update(
         size=head.size + 1, frontier=b"".join(frontier), root=merkle.root_from_frontier(frontier)
     )
+
+
+def test_public_announcement_that_says_other_than_its_publication(history):
+    """An insider edits the public announcement (its leaf, with the tree recomputed): reported."""
+    row = LogEntry.objects.get(action="result.announced")
+    entry = json.loads(bytes(row.leaf))
+    entry["details"]["public_statement_sha256"] = "0" * 64
+    leaf = signing.canonical_json(entry)
+    dbguard.remove(connection)
+    LogEntry.objects.filter(index=row.index).update(leaf=leaf, leaf_hash=merkle.leaf_hash(leaf))
+    reported(f"entry {row.index}: is not the public announcement of the publication in entry {row.index - 1}")

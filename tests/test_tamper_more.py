@@ -115,7 +115,7 @@ def test_two_checkpoint_notes_swapped(history, alice):
 
 def test_public_entry_pointed_at_another_item(history):
     """result.published names the file by SHA-256 only; its evidence column is still checked."""
-    row = LogEntry.objects.get(action="result.published")
+    row = LogEntry.objects.get(action="result.announced")
     other = history["other"]
     dbguard.remove(connection)
     sql("UPDATE custody_logentry SET evidence_id = %s WHERE index = %s", [tamper._pk(other.pk), row.index])
@@ -371,8 +371,8 @@ def test_extra_members_in_a_published_result_envelope(history):
     envelope["reviewed"] = "confirmed by the court's expert"
     envelope["signatures"] = [{**envelope["signatures"][0], "signer": "Dr. Mallory, court expert"}]
     Analysis.objects.filter(pk=done.pk).update(envelope=envelope)
-    public = APIClient().get(f"/api/v1/public/results/?sha256={done.evidence.blob_id}").json()
-    assert public["results"][0]["envelope"]["reviewed"] == "confirmed by the court's expert"
+    shown = api_client_for(history["root"]).get(f"/api/v1/analyses/{done.pk}/").json()
+    assert shown["envelope"]["reviewed"] == "confirmed by the court's expert"
     reported(f"analysis {done.pk}: envelope")
 
 

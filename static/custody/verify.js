@@ -253,7 +253,7 @@ async function renderResult(result, sha, keys, checkpoint) {
   const leaf = b64bytes(result.log.leaf);
   const entry = JSON.parse(new TextDecoder().decode(leaf));
   // The entry names the public statement (the internal one stays with the case).
-  const entryOk = entry.action === "result.published" && entry.details.public_statement_sha256 === statementSha &&
+  const entryOk = entry.action === "result.announced" && entry.details.public_statement_sha256 === statementSha &&
     entry.evidence && entry.evidence.sha256 === sha;
   const included = await verifyInclusion(await sha256(concat([0], leaf)), result.log.index, result.log.size,
                                          result.log.inclusion_proof.map(b64bytes), checkpoint.root);
