@@ -150,10 +150,11 @@ def _verify_trust_roots(report: Report, replay: Replay, pinned: dict | None) -> 
 
 
 def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
-    checkpoints = list(Checkpoint.objects.order_by("size"))
-    wanted_sizes = {c.size for c in checkpoints}
-    roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
-    times_at: dict[int, object] = {}
+    # Checkpoint sizes are walked in step with the leaves and the roots kept
+    # in the scratch store: a year of one checkpoint a minute is half a
+    # million rows, which must not sit in memory.
+    sizes = _stream(Checkpoint.objects.order_by("size"), "size")
+    next_size = next(sizes, (None,))[0]
 
     # 1. Leaves: dense indexes, exact canonical bytes, stored leaf hashes.
     say("recomputing the tree from the leaves")
@@ -199,9 +200,10 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
             report.problem(f"entry {index}: leaf is not valid JSON ({exc})")
         frontier, _ = merkle.append_to_frontier(frontier, report.entries, leaf_hash)
         report.entries += 1
-        if report.entries in wanted_sizes:
-            roots_at[report.entries] = merkle.root_from_frontier(frontier)
-            times_at[report.entries] = time
+        while next_size is not None and next_size <= report.entries:
+            if next_size == report.entries:
+                replay.keep_root(next_size, merkle.root_from_frontier(frontier), time)
+            next_size = next(sizes, (None,))[0]
     root = merkle.root_from_frontier(frontier)
 
     # 2. The tree head the appenders continue from.
@@ -223,7 +225,7 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     # Log keys as the log announced them (key.added entries), never from the table alone.
     vkeys = replay.log_verifier_keys()
     previous = None
-    for checkpoint in checkpoints:
+    for checkpoint in Checkpoint.objects.order_by("size").iterator(chunk_size=BATCH):
         report.checkpoints += 1
         label = f"checkpoint at size {checkpoint.size}"
         text = None
@@ -244,13 +246,12 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
             continue
         if size != checkpoint.size or note_root != bytes(checkpoint.root):
             report.problem(f"{label}: signed body does not match the stored size/root")
-        newest = times_at.get(size)
+        recomputed, newest = replay.root_at(size)
         if newest is not None and checkpoint.created_at < newest:
             report.problem(
                 f"{label}: created_at {projection.format_time(checkpoint.created_at)} is before the newest "
                 f"entry it covers ({projection.format_time(newest)})"
             )
-        recomputed = roots_at.get(size)
         if recomputed is None:
             report.problem(f"{label}: the log has only {report.entries} entries")
         elif recomputed != note_root:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from . import projection, signing
+from . import merkle, projection, signing
 from .projection import TABLES, Change, ProjectionError
 
 BATCH = 2000
@@ -49,6 +49,7 @@ class Replay:
             PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
             CREATE TABLE rows (tbl TEXT, key TEXT, data TEXT, seen INTEGER DEFAULT 0, PRIMARY KEY (tbl, key));
             CREATE TABLE chain (evidence TEXT PRIMARY KEY, idx INTEGER, hash TEXT);
+            CREATE TABLE roots (size INTEGER PRIMARY KEY, root BLOB, time TEXT);
             CREATE TABLE keys (keyid TEXT PRIMARY KEY, purpose TEXT, pem TEXT, vkey TEXT,
                                added INTEGER, retired INTEGER);
             """
@@ -109,6 +110,20 @@ class Replay:
                 self.problem(f"entry {index} ({action}) removes {where}, which does not exist")
                 return
             self.db.execute("DELETE FROM rows WHERE tbl = ? AND key = ?", (change.table, _k(change.key)))
+
+    # --- roots at checkpoint sizes -----------------------------------------------
+
+    def keep_root(self, size: int, root: bytes, time) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO roots VALUES (?, ?, ?)", (size, root, projection.format_time(time))
+        )
+
+    def root_at(self, size: int) -> tuple[bytes | None, object]:
+        """(root recomputed at ``size``, time of the newest entry under it), or (None, None)."""
+        if size == 0:
+            return merkle.EMPTY_ROOT, None
+        row = self.db.execute("SELECT root, time FROM roots WHERE size = ?", (size,)).fetchone()
+        return (bytes(row[0]), projection.parse_time(row[1])) if row else (None, None)
 
     # --- keys -------------------------------------------------------------------
 
