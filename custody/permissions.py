@@ -10,6 +10,7 @@ import uuid
 
 from django.db import transaction
 from django.http import Http404
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from . import log, projection
 from .models import Case, Evidence, LogEntry, Role
@@ -105,6 +106,42 @@ def require_write(user, case: Case) -> None:
 def require_investigator_or_admin(user) -> None:
     if not user.can_write:
         raise Forbidden("auditors have read-only access")
+
+
+READ_ONLY_MESSAGE = "auditors have read-only access"
+
+
+class ReadOnlyForAuditors(BasePermission):
+    """API default: a write (POST, PUT, PATCH, DELETE) by a read-only user is 403 before anything else.
+
+    Checked before the body is parsed or validated, so an auditor learns
+    nothing from a malformed write that a well-formed one would not tell.
+    The role is read per request, so a user made auditor mid-upload stops
+    there. Views that take POST for reading (a download with a CSRF token)
+    set ``permission_classes`` without this one.
+    """
+
+    message = READ_ONLY_MESSAGE
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        return bool(request.user and request.user.is_authenticated and request.user.can_write)
+
+
+def writers_only(view):
+    """Web UI: the same rule for the views' POSTs (403 before the form is read)."""
+    import functools
+
+    from django.core.exceptions import PermissionDenied
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in SAFE_METHODS and not request.user.can_write:
+            raise PermissionDenied(READ_ONLY_MESSAGE)
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 # --- who may read which log entries ------------------------------------------

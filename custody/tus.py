@@ -306,6 +306,10 @@ class UploadView(_TusView):
     )
     def patch(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
+        # Who may write is checked now, not only when the upload began: a user
+        # made auditor or taken off the case since then sends no more bytes.
+        # (ReadOnlyForAuditors has refused an auditor already; this also covers the case.)
+        require_write(request.user, upload.case)
         if request.content_type.split(";")[0].strip() != OFFSET_TYPE:
             raise TusError(415, f"send the bytes as Content-Type: {OFFSET_TYPE}")
         offset = _int_header(request, "Upload-Offset")

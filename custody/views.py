@@ -28,6 +28,7 @@ from .permissions import (
     get_case_for,
     get_evidence_for,
     visible_cases,
+    writers_only,
 )
 
 
@@ -39,6 +40,7 @@ def case_list(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@writers_only
 def case_create(request):
     form = CaseForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -58,6 +60,7 @@ def case_create(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@writers_only
 def case_detail(request, case_id):
     case = get_case_for(request, case_id)
     writable = can_write_case(request.user, case)
@@ -102,6 +105,7 @@ def case_detail(request, case_id):
 
 @login_required
 @require_POST
+@writers_only
 def case_add_member(request, case_id):
     case = get_case_for(request, case_id)
     form = AddMemberForm(request.POST)
@@ -162,6 +166,7 @@ def evidence_detail(request, evidence_id):
 
 @login_required
 @require_POST
+@writers_only
 def evidence_transfer(request, evidence_id):
     evidence = get_evidence_for(request, evidence_id)
     form = TransferForm(request.POST, case=evidence.case, exclude=evidence.custodian)
@@ -188,6 +193,7 @@ def evidence_transfer(request, evidence_id):
 
 @login_required
 @require_POST
+@writers_only
 def transfer_decide(request, transfer_id, accept):
     from .api import get_transfer_for
 
@@ -257,11 +263,12 @@ def evidence_receipt(request, evidence_id):
 
 
 @login_required
+@require_POST  # it is logged: a POST with the CSRF token, never a link another site can offer
 def evidence_export(request, evidence_id):
     from .api import export_response
 
     evidence = get_evidence_for(request, evidence_id)
-    include = request.GET.get("include_file") in {"1", "on", "true"}
+    include = request.POST.get("include_file") in {"1", "on", "true"}
     return export_response(request.user, evidence, include, client_address(request))
 
 
