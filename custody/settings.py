@@ -10,6 +10,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from custody.storage import private_dir  # pure module: no Django settings needed
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -238,8 +240,16 @@ WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_HANDLERS = ["custody.uploads.HashingUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = DATA_DIR / "tmp"
 # Django's checks insist the upload directory exists; create the data dir's
-# skeleton here so a fresh checkout starts without a setup step.
-FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+# skeleton here so a fresh checkout starts without a setup step. The data
+# dir holds evidence, keys and the database: its owner's only (0700),
+# whatever the umask, and so are the directories made in it.
+try:
+    private_dir(DATA_DIR)
+    private_dir(FILE_UPLOAD_TEMP_DIR)
+except PermissionError as exc:
+    raise ImproperlyConfigured(
+        f"CUSTODY_DATA_DIR ({DATA_DIR}) must belong to the server's user, who makes it mode 0700: {exc}"
+    ) from None
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
 # Resumable (tus) uploads in progress; on the blobs' filesystem, so a finished
