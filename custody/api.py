@@ -19,8 +19,9 @@ from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, permissions, services, signing, trustroot, witnessing
+from . import keys, log, permissions, services, signing, trustroot, uploads, witnessing
 from .auth import HashedTokenAuthentication
+from .limits import UploadRefused
 from .models import ApiToken, LogEntry, SigningKey, Transfer, TrustRoot, User
 from .permissions import (
     Forbidden,
@@ -60,7 +61,7 @@ class PublicThrottle(AnonRateThrottle):
 
 def exception_handler(exc, context):
     """Every error is JSON ``{"detail": ...}`` with the right 4xx."""
-    if isinstance(exc, services.ServiceError):
+    if isinstance(exc, (services.ServiceError, UploadRefused)):
         return Response({"detail": exc.detail}, status=exc.status)
     if isinstance(exc, Forbidden):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
@@ -180,6 +181,8 @@ class EvidenceListView(APIView):
                 status=status.HTTP_411_LENGTH_REQUIRED,
             )
         data = EvidenceInputSerializer(data=request.data)
+        if refused := uploads.refusal(request):
+            raise refused
         if "file" not in request.FILES:
             raise exceptions.ValidationError(
                 {"file": ["no file received: send the evidence as a multipart part named 'file'"]}

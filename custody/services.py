@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import cosign, keys, log, projection, signing, trustroot
+from . import cosign, keys, limits, log, projection, signing, trustroot
 from .hashing import hash_file, is_sha256_hex
 from .models import (
     ApiToken,
@@ -410,6 +410,13 @@ def receive_evidence(
             f"(sha256 {digests['sha256']}, {upload.size} bytes); nothing was stored",
             status=422,
         )
+    resumable = getattr(upload, "resumable_id", None)  # its own length is not counted twice
+    try:
+        limits.check_size(upload.size)
+        limits.check_case_quota(case, upload.size, exclude_upload=resumable)
+    except limits.UploadRefused as exc:
+        upload.close()
+        raise ServiceError(exc.detail, status=exc.status) from None
     path = upload.temporary_file_path()
     media_type = detect_media_type(path)
     name = sanitize_name(upload.name)
@@ -443,6 +450,14 @@ def receive_evidence(
         "description": description,
     }
     with transaction.atomic():
+        if settings.CUSTODY_CASE_QUOTA_BYTES:
+            # Again under the case row's lock: two intakes into one case must
+            # not both fit in the quota that only one of them fits in.
+            Case.objects.select_for_update().filter(pk=case.pk).first()
+            try:
+                limits.check_case_quota(case, upload.size, exclude_upload=resumable)
+            except limits.UploadRefused as exc:
+                raise ServiceError(exc.detail, status=exc.status) from None
         known = Blob.objects.filter(sha256=digests["sha256"]).first()
         if known is not None and (known.sha1, known.md5, known.size) != (
             digests["sha1"],

@@ -257,6 +257,12 @@ CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
 CUSTODY_RESUMABLE_DIR = DATA_DIR / "resumable"
 CUSTODY_KEY_DIR = DATA_DIR / "keys"
 CUSTODY_UPLOAD_CHUNK_SIZE = env_int("CUSTODY_UPLOAD_CHUNK_SIZE", 1024 * 1024)
+# Upload limits (custody/limits.py), each refused with 413: the largest file
+# accepted and the bytes a case may hold (0: no limit), and the free space
+# an upload must leave on the data dir's disk for everything else.
+CUSTODY_MAX_UPLOAD_BYTES = env_int("CUSTODY_MAX_UPLOAD_BYTES", 0)
+CUSTODY_CASE_QUOTA_BYTES = env_int("CUSTODY_CASE_QUOTA_BYTES", 0)
+CUSTODY_FREE_SPACE_RESERVE_BYTES = env_int("CUSTODY_FREE_SPACE_RESERVE_BYTES", 256 * 1024 * 1024)
 CUSTODY_LOG_ORIGIN = os.getenv("CUSTODY_LOG_ORIGIN", "custody.localhost/log")
 CUSTODY_KEY_PASSPHRASE = env_secret("CUSTODY_KEY_PASSPHRASE")
 # Without a passphrase the server keeps a generated one in this file (mode

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from forensics import analyzers as analyzer_registry
 
-from . import services
+from . import services, uploads
 from .api import evidence_file_response
 from .forms import (
     AddMemberForm,
@@ -65,12 +65,16 @@ def case_detail(request, case_id):
     case = get_case_for(request, case_id)
     writable = can_write_case(request.user, case)
     form = EvidenceUploadForm()
+    status = 200
     if request.method == "POST":
         # Refuse before touching request.POST: reading it receives the whole upload.
         if not writable:
             raise PermissionDenied("read-only access to this case")
         form = EvidenceUploadForm(request.POST, request.FILES)
-        if form.is_valid():
+        if refused := uploads.refusal(request):
+            form.add_error(None, refused.detail)
+            status = refused.status
+        elif form.is_valid():
             try:
                 evidence = services.receive_evidence(
                     actor=request.user,
@@ -83,6 +87,7 @@ def case_detail(request, case_id):
                 )
             except services.ServiceError as exc:
                 form.add_error(None, exc.detail)
+                status = exc.status if exc.status == 413 else 400
             else:
                 messages.success(request, f"Received {evidence.original_name}: sha256 {evidence.sha256}")
                 return redirect("evidence-detail", evidence_id=evidence.pk)
@@ -99,7 +104,7 @@ def case_detail(request, case_id):
             "member_form": AddMemberForm(),
             "analyzers": sorted(analyzer_registry.registry().values(), key=lambda m: m.NAME),
         },
-        status=400 if form.errors else 200,
+        status=400 if form.errors and status == 200 else status,
     )
 
 
