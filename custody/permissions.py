@@ -68,14 +68,30 @@ def get_evidence_for(request, evidence_id) -> Evidence:
         raise Http404("evidence not found") from None
 
 
+def from_another_site(request) -> bool:
+    """The browser says a page of another site started this request (Fetch Metadata, Sec-Fetch-Site).
+
+    A link or image on another site makes the browser send the session
+    cookie with its GET; such a request must not write log entries in the
+    user's name. Browsers that send no Sec-Fetch-Site (old ones, scripts)
+    are taken as same-site: the API's logged reads refuse a session GET
+    outright (custody/api.py), this covers the web pages.
+    """
+    return request.META.get("HTTP_SEC_FETCH_SITE", "") in {"cross-site", "same-site"}
+
+
 def _log_refusal(request, case=None, evidence=None) -> None:
     """An authenticated user asked for something that exists but is not theirs to see: log it.
 
     The requester still gets the same 404 as for a miss. Misses are not logged,
-    so scanning random ids cannot flood the log.
+    so scanning random ids cannot flood the log; nor are reads another site's
+    page made the user's browser send, which would put knocks in the log in
+    the user's name.
     """
     user = request.user
     if not user.is_authenticated or (case is None and evidence is None):
+        return
+    if request.method in SAFE_METHODS and from_another_site(request):
         return
     # Appended here, not through services (which import this module): the
     # refusal changes no table, it only records who knocked.

@@ -25,6 +25,7 @@ from .permissions import (
     Forbidden,
     can_write_case,
     client_address,
+    from_another_site,
     get_case_for,
     get_evidence_for,
     visible_cases,
@@ -132,6 +133,11 @@ def case_add_member(request, case_id):
 
 @login_required
 def evidence_detail(request, evidence_id):
+    if from_another_site(request):
+        # Opening the page is logged (evidence.viewed): a link on another site
+        # gets a page that asks first, the same for any id, so it neither
+        # writes an entry in the user's name nor tells whether the item exists.
+        return render(request, "custody/confirm_open.html", {"url": request.path})
     evidence = get_evidence_for(request, evidence_id)
     services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
     entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")

@@ -216,3 +216,36 @@ def test_investigator_removed_from_case_cannot_continue_an_upload(as_alice, alic
     response = patch(as_alice, url, b"67890", 5)
     assert response.status_code in (403, 404)
     assert ResumableUpload.objects.get().offset == 5
+
+
+# --- web pages: a link from another site writes nothing in the user's name --------------
+
+
+def test_web_evidence_page_from_another_site_asks_first_and_logs_nothing(client, alice, evidence_a):
+    client.force_login(alice)
+    before = LogEntry.objects.count()
+    response = client.get(f"/evidence/{evidence_a.pk}/", HTTP_SEC_FETCH_SITE="cross-site")
+    assert response.status_code == 200
+    assert b"confirm-open-link" in response.content and b"meeting.wav" not in response.content
+    assert LogEntry.objects.count() == before
+    # The same page for an id that does not exist: it tells nothing.
+    other = client.get("/evidence/00000000-0000-0000-0000-000000000000/", HTTP_SEC_FETCH_SITE="cross-site")
+    assert other.status_code == 200 and b"confirm-open-link" in other.content
+    # Following the page's own link (same origin) opens and logs the view.
+    response = client.get(f"/evidence/{evidence_a.pk}/", HTTP_SEC_FETCH_SITE="same-origin")
+    assert response.status_code == 200 and b"meeting.wav" in response.content
+    assert LogEntry.objects.order_by("-index").first().action == "evidence.viewed"
+
+
+def test_refusal_from_another_site_is_not_logged_in_the_users_name(client, dave, evidence_a):
+    client.force_login(dave)
+    before = LogEntry.objects.count()
+    for path in (f"/evidence/{evidence_a.pk}/receipt/", f"/api/v1/evidence/{evidence_a.pk}/receipt/"):
+        assert client.get(path, HTTP_SEC_FETCH_SITE="cross-site").status_code == 404
+    assert LogEntry.objects.count() == before
+    # Asked from the server's own pages, the knock is logged as before.
+    assert (
+        client.get(f"/evidence/{evidence_a.pk}/receipt/", HTTP_SEC_FETCH_SITE="same-origin").status_code
+        == 404
+    )
+    assert LogEntry.objects.order_by("-index").first().action == "access.refused"
