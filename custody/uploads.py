@@ -25,12 +25,12 @@ from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.handlers.wsgi import LimitedStream
 from django.core.signals import request_finished
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
 
 from . import limits
 from .hashing import MultiHasher
 from .limits import UploadRefused
-
-__all__ = ["HashingUploadHandler", "HashedUploadedFile", "UploadRefused", "refusal"]
 
 
 def refusal(request) -> UploadRefused | None:
@@ -68,9 +68,6 @@ class HashingUploadHandler(FileUploadHandler):
                 limits.check_free_space(settings.FILE_UPLOAD_TEMP_DIR, self.body_length)
             except UploadRefused as exc:
                 self._refuse(exc)
-                from django.http import QueryDict
-                from django.utils.datastructures import MultiValueDict
-
                 return QueryDict(), MultiValueDict()  # parsed as empty: the body is not read
         # Django's multipart parser still does the parsing; this only gives
         # it a faster source of bytes when the server is gunicorn.
@@ -95,7 +92,7 @@ class HashingUploadHandler(FileUploadHandler):
 
     def receive_data_chunk(self, raw_data, start):
         size = self.hasher.size + len(raw_data)
-        self.received = getattr(self, "received", 0) + len(raw_data)
+        self.received = getattr(self, "received", 0) + len(raw_data)  # file bytes so far, this request
         try:
             limits.check_size(size)
             remaining = max(getattr(self, "body_length", 0) - self.received, 0)
