@@ -204,9 +204,10 @@ class EvidenceListView(APIView):
 # --- reads that are logged ------------------------------------------------------
 #
 # Viewing, downloading and exporting an item each write a log entry. A browser
-# sends its session cookie with any GET a page of another site makes it send
-# (a link, an image), so a GET with only a session would let that site write
-# entries in the user's name (a download with its own "reason"). These reads
+# sends its session cookie with the GET of a link on another site's page (a
+# SameSite=Lax cookie goes with top-level navigations), so a GET with only a
+# session would let that site write entries in the user's name (a download
+# with its own "reason"). These reads
 # take GET with an API token, or POST: DRF checks the CSRF token of a POST
 # made with a session. POST here reads, so auditors may use it.
 
