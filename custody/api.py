@@ -13,14 +13,15 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, permissions, services, signing, trustroot, witnessing
+from . import keys, log, permissions, services, signing, trustroot, uploads, witnessing
 from .auth import HashedTokenAuthentication
+from .limits import UploadRefused
 from .models import ApiToken, LogEntry, SigningKey, Transfer, TrustRoot, User
 from .permissions import (
     Forbidden,
@@ -33,8 +34,10 @@ from .permissions import (
 from .serializers import (
     CaseInputSerializer,
     CaseSerializer,
+    DownloadRequestSerializer,
     EvidenceInputSerializer,
     EvidenceSerializer,
+    ExportRequestSerializer,
     KeysSerializer,
     SigningKeySerializer,
     TokenRequestSerializer,
@@ -58,7 +61,7 @@ class PublicThrottle(AnonRateThrottle):
 
 def exception_handler(exc, context):
     """Every error is JSON ``{"detail": ...}`` with the right 4xx."""
-    if isinstance(exc, services.ServiceError):
+    if isinstance(exc, (services.ServiceError, UploadRefused)):
         return Response({"detail": exc.detail}, status=exc.status)
     if isinstance(exc, Forbidden):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
@@ -178,6 +181,8 @@ class EvidenceListView(APIView):
                 status=status.HTTP_411_LENGTH_REQUIRED,
             )
         data = EvidenceInputSerializer(data=request.data)
+        if refused := uploads.refusal(request):
+            raise refused
         if "file" not in request.FILES:
             raise exceptions.ValidationError(
                 {"file": ["no file received: send the evidence as a multipart part named 'file'"]}
@@ -196,12 +201,50 @@ class EvidenceListView(APIView):
         return Response(EvidenceSerializer(evidence).data, status=status.HTTP_201_CREATED)
 
 
-class EvidenceDetailView(APIView):
+# --- reads that are logged ------------------------------------------------------
+#
+# Viewing, downloading and exporting an item each write a log entry. A browser
+# sends its session cookie with the GET of a link on another site's page (a
+# SameSite=Lax cookie goes with top-level navigations), so a GET with only a
+# session would let that site write entries in the user's name (a download
+# with its own "reason"). These reads
+# take GET with an API token, or POST: DRF checks the CSRF token of a POST
+# made with a session. POST here reads, so auditors may use it.
+
+SESSION_GET_REFUSED = (
+    "this read is recorded in the custody log: authenticate with an API token "
+    "(Authorization: Token ...), or from a browser session send it as a POST with the CSRF token"
+)
+
+
+def refuse_session_get(request) -> None:
+    """Before anything is looked up (a refusal would be logged too): a logged GET needs a token."""
+    if request.method in ("GET", "HEAD") and not isinstance(request.auth, ApiToken):
+        raise Forbidden(SESSION_GET_REFUSED)
+
+
+class LoggedReadView(APIView):
+    permission_classes = [IsAuthenticated]  # not ReadOnlyForAuditors: POST reads here
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        refuse_session_get(request)
+
+
+class EvidenceDetailView(LoggedReadView):
     @extend_schema(responses=EvidenceSerializer)
     def get(self, request, evidence_id):
         evidence = get_evidence_for(request, evidence_id)
         services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
         return Response(EvidenceSerializer(evidence).data)
+
+    @extend_schema(
+        request=None,
+        responses=EvidenceSerializer,
+        description="The same as GET, for a browser session (with the CSRF token).",
+    )
+    def post(self, request, evidence_id):
+        return self.get(request, evidence_id)
 
 
 def evidence_file_response(user, evidence, reason: str, client: str | None) -> FileResponse:
@@ -220,7 +263,7 @@ def evidence_file_response(user, evidence, reason: str, client: str | None) -> F
     return response
 
 
-class EvidenceContentView(APIView):
+class EvidenceContentView(LoggedReadView):
     @extend_schema(
         parameters=[OpenApiParameter("reason", str, description="why the bytes are needed (logged)")],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
@@ -229,6 +272,19 @@ class EvidenceContentView(APIView):
         evidence = get_evidence_for(request, evidence_id)
         return evidence_file_response(
             request.user, evidence, request.query_params.get("reason", ""), client_address(request)
+        )
+
+    @extend_schema(
+        request=DownloadRequestSerializer,
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        description="The same as GET, for a browser session (with the CSRF token); the reason in the body.",
+    )
+    def post(self, request, evidence_id):
+        evidence = get_evidence_for(request, evidence_id)
+        data = DownloadRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return evidence_file_response(
+            request.user, evidence, data.validated_data["reason"], client_address(request)
         )
 
 
@@ -477,13 +533,15 @@ class EvidenceTransfersView(APIView):
         evidence = get_evidence_for(request, evidence_id)
         data = TransferInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        to_user = User.objects.filter(username=data.validated_data["to_user"], is_active=True).first()
-        if to_user is None:
-            raise services.ServiceError(f"no active user {data.validated_data['to_user']!r}")
+        # An unknown name goes to the service as it is: it is refused there, at
+        # the same step and in the same words as a user who cannot take custody,
+        # so the answer does not tell which user names exist.
+        username = data.validated_data["to_user"]
+        to_user = User.objects.filter(username=username).first()
         transfer = services.release_custody(
             actor=request.user,
             evidence=evidence,
-            to_user=to_user,
+            to_user=to_user or username,
             purpose=data.validated_data["purpose"],
             location=data.validated_data["location"],
             client=client_address(request),
@@ -531,7 +589,7 @@ class TransferDecisionView(APIView):
         return Response(TransferSerializer(transfer).data)
 
 
-class EvidenceExportView(APIView):
+class EvidenceExportView(LoggedReadView):
     """A BagIt export bundle (zip) of the item, checkable offline (logged: evidence.exported)."""
 
     @extend_schema(
@@ -542,8 +600,23 @@ class EvidenceExportView(APIView):
     )
     def get(self, request, evidence_id):
         evidence = get_evidence_for(request, evidence_id)
-        include = request.query_params.get("include_file", "").lower() in {"1", "true", "yes", "on"}
+        include = request.query_params.get("include_file", "").lower() in TRUE_WORDS
         return export_response(request.user, evidence, include, client_address(request))
+
+    @extend_schema(
+        request=ExportRequestSerializer,
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        description="The same as GET, for a browser session (with the CSRF token).",
+    )
+    def post(self, request, evidence_id):
+        evidence = get_evidence_for(request, evidence_id)
+        data = ExportRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        include = data.validated_data["include_file"]
+        return export_response(request.user, evidence, include, client_address(request))
+
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 def export_response(user, evidence, include_file: bool, client: str | None) -> FileResponse:

@@ -5,6 +5,10 @@ import os
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "custody.settings")
+# Defence in depth: whatever a worker or beat process creates is its user's only. Files
+# that matter get their modes set explicitly anyway (custody/storage.py,
+# custody/apps.py, custody/keys.py, custody/tus.py).
+os.umask(0o077)
 
 app = Celery("custody")
 app.config_from_object("django.conf:settings", namespace="CELERY")

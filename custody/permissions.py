@@ -10,6 +10,7 @@ import uuid
 
 from django.db import transaction
 from django.http import Http404
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from . import log, projection
 from .models import Case, Evidence, LogEntry, Role
@@ -67,14 +68,30 @@ def get_evidence_for(request, evidence_id) -> Evidence:
         raise Http404("evidence not found") from None
 
 
+def from_another_site(request) -> bool:
+    """The browser says a page of another site started this request (Fetch Metadata, Sec-Fetch-Site).
+
+    A link or image on another site makes the browser send the session
+    cookie with its GET; such a request must not write log entries in the
+    user's name. Browsers that send no Sec-Fetch-Site (old ones, scripts)
+    are taken as same-site: the API's logged reads refuse a session GET
+    outright (custody/api.py), this covers the web pages.
+    """
+    return request.META.get("HTTP_SEC_FETCH_SITE", "") in {"cross-site", "same-site"}
+
+
 def _log_refusal(request, case=None, evidence=None) -> None:
     """An authenticated user asked for something that exists but is not theirs to see: log it.
 
     The requester still gets the same 404 as for a miss. Misses are not logged,
-    so scanning random ids cannot flood the log.
+    so scanning random ids cannot flood the log; nor are reads another site's
+    page made the user's browser send, which would put knocks in the log in
+    the user's name.
     """
     user = request.user
     if not user.is_authenticated or (case is None and evidence is None):
+        return
+    if request.method in SAFE_METHODS and from_another_site(request):
         return
     # Appended here, not through services (which import this module): the
     # refusal changes no table, it only records who knocked.
@@ -105,6 +122,42 @@ def require_write(user, case: Case) -> None:
 def require_investigator_or_admin(user) -> None:
     if not user.can_write:
         raise Forbidden("auditors have read-only access")
+
+
+READ_ONLY_MESSAGE = "auditors have read-only access"
+
+
+class ReadOnlyForAuditors(BasePermission):
+    """API default: a write (POST, PUT, PATCH, DELETE) by a read-only user is 403 before anything else.
+
+    Checked before the body is parsed or validated, so an auditor learns
+    nothing from a malformed write that a well-formed one would not tell.
+    The role is read per request, so a user made auditor mid-upload stops
+    there. Views that take POST for reading (a download with a CSRF token)
+    set ``permission_classes`` without this one.
+    """
+
+    message = READ_ONLY_MESSAGE
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        return bool(request.user and request.user.is_authenticated and request.user.can_write)
+
+
+def writers_only(view):
+    """Web UI: the same rule for the views' POSTs (403 before the form is read)."""
+    import functools
+
+    from django.core.exceptions import PermissionDenied
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in SAFE_METHODS and not request.user.can_write:
+            raise PermissionDenied(READ_ONLY_MESSAGE)
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 # --- who may read which log entries ------------------------------------------

@@ -117,6 +117,14 @@ class TransferInputSerializer(serializers.Serializer):
     location = serializers.CharField(max_length=500)
 
 
+class DownloadRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ExportRequestSerializer(serializers.Serializer):
+    include_file = serializers.BooleanField(required=False, default=False)
+
+
 class TransferDecisionSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import cosign, keys, log, projection, signing, trustroot
+from . import cosign, keys, limits, log, projection, signing, trustroot
 from .hashing import hash_file, is_sha256_hex
 from .models import (
     ApiToken,
@@ -410,6 +410,13 @@ def receive_evidence(
             f"(sha256 {digests['sha256']}, {upload.size} bytes); nothing was stored",
             status=422,
         )
+    resumable = getattr(upload, "resumable_id", None)  # its own length is not counted twice
+    try:
+        limits.check_size(upload.size)
+        limits.check_case_quota(case, upload.size, exclude_upload=resumable)
+    except limits.UploadRefused as exc:
+        upload.close()
+        raise ServiceError(exc.detail, status=exc.status) from None
     path = upload.temporary_file_path()
     media_type = detect_media_type(path)
     name = sanitize_name(upload.name)
@@ -443,6 +450,14 @@ def receive_evidence(
         "description": description,
     }
     with transaction.atomic():
+        if settings.CUSTODY_CASE_QUOTA_BYTES:
+            # Again under the case row's lock: two intakes into one case must
+            # not both fit in the quota that only one of them fits in.
+            Case.objects.select_for_update().filter(pk=case.pk).first()
+            try:
+                limits.check_case_quota(case, upload.size, exclude_upload=resumable)
+            except limits.UploadRefused as exc:
+                raise ServiceError(exc.detail, status=exc.status) from None
         known = Blob.objects.filter(sha256=digests["sha256"]).first()
         if known is not None and (known.sha1, known.md5, known.size) != (
             digests["sha1"],
@@ -549,28 +564,40 @@ def _refuse_on_bad_fixity(evidence: Evidence, fixity: dict, actor, client) -> No
     )
 
 
+def _cannot_take_custody(username: str) -> ServiceError:
+    # The same words whether the user is unknown, inactive, an auditor or
+    # outside the case: the answer must not tell which user names exist.
+    return ServiceError(
+        f"{username} cannot take custody: the receiver must be an active investigator or "
+        "administrator who is a member of the case"
+    )
+
+
 def release_custody(
     *,
     actor: User,
     evidence: Evidence,
-    to_user: User,
+    to_user: User | str,
     purpose: str,
     location: str,
     client: str | None = None,
 ) -> Transfer:
-    """First step of a handover: the current custodian releases the item to ``to_user``."""
+    """First step of a handover: the current custodian releases the item to ``to_user``.
+
+    ``to_user`` may be a user name no account has (as a client gave it): it
+    is refused like a user who cannot take custody, after the actor's own checks.
+    """
     from .permissions import can_write_case
 
     require_write(actor, evidence.case)
     if evidence.custodian_id != actor.pk and not actor.is_custody_admin:
         raise Forbidden(f"only the current custodian ({evidence.custodian.username}) can release this item")
+    if isinstance(to_user, str):
+        raise _cannot_take_custody(to_user)
     if to_user.pk == evidence.custodian_id:
         raise ServiceError(f"{to_user.username} already has custody")
     if not to_user.is_active or not can_write_case(to_user, evidence.case):
-        raise ServiceError(
-            f"{to_user.username} cannot take custody: the receiver must be an investigator or "
-            "administrator who is a member of the case"
-        )
+        raise _cannot_take_custody(to_user.username)
     purpose, location = purpose.strip(), location.strip()
     if not purpose or not location:
         raise ServiceError("a handover needs a purpose and a location")

@@ -10,6 +10,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from custody.storage import private_dir  # pure module: no Django settings needed
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -238,8 +240,16 @@ WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_HANDLERS = ["custody.uploads.HashingUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = DATA_DIR / "tmp"
 # Django's checks insist the upload directory exists; create the data dir's
-# skeleton here so a fresh checkout starts without a setup step.
-FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+# skeleton here so a fresh checkout starts without a setup step. The data
+# dir holds evidence, keys and the database: its owner's only (0700),
+# whatever the umask, and so are the directories made in it.
+try:
+    private_dir(DATA_DIR)
+    private_dir(FILE_UPLOAD_TEMP_DIR)
+except PermissionError as exc:
+    raise ImproperlyConfigured(
+        f"CUSTODY_DATA_DIR ({DATA_DIR}) must belong to the server's user, who makes it mode 0700: {exc}"
+    ) from None
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
 # Resumable (tus) uploads in progress; on the blobs' filesystem, so a finished
@@ -247,6 +257,12 @@ CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
 CUSTODY_RESUMABLE_DIR = DATA_DIR / "resumable"
 CUSTODY_KEY_DIR = DATA_DIR / "keys"
 CUSTODY_UPLOAD_CHUNK_SIZE = env_int("CUSTODY_UPLOAD_CHUNK_SIZE", 1024 * 1024)
+# Upload limits (custody/limits.py), each refused with 413: the largest file
+# accepted and the bytes a case may hold (0: no limit), and the free space
+# an upload must leave on the data dir's disk for everything else.
+CUSTODY_MAX_UPLOAD_BYTES = env_int("CUSTODY_MAX_UPLOAD_BYTES", 0)
+CUSTODY_CASE_QUOTA_BYTES = env_int("CUSTODY_CASE_QUOTA_BYTES", 0)
+CUSTODY_FREE_SPACE_RESERVE_BYTES = env_int("CUSTODY_FREE_SPACE_RESERVE_BYTES", 256 * 1024 * 1024)
 CUSTODY_LOG_ORIGIN = os.getenv("CUSTODY_LOG_ORIGIN", "custody.localhost/log")
 CUSTODY_KEY_PASSPHRASE = env_secret("CUSTODY_KEY_PASSPHRASE")
 # Without a passphrase the server keeps a generated one in this file (mode
@@ -279,7 +295,10 @@ REST_FRAMEWORK = {
         "custody.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "custody.permissions.ReadOnlyForAuditors",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "custody.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {

@@ -22,6 +22,10 @@ from .hashing import is_sha256_hex
 
 logger = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
+# Evidence is for the server's user alone: directories 0700, blobs read-only
+# to their owner. Set explicitly, never left to the umask.
+PRIVATE_DIR_MODE = 0o700
+BLOB_MODE = stat.S_IRUSR  # 0400
 
 
 class BlobError(Exception):
@@ -51,13 +55,24 @@ def make_dirs_durable(path: Path | str) -> None:
         path = path.parent
     for directory in reversed(missing):
         try:
-            os.mkdir(directory)
+            os.mkdir(directory, PRIVATE_DIR_MODE)
+            # The mode given to mkdir is masked by the umask: set it outright.
+            os.chmod(directory, PRIVATE_DIR_MODE)
         except FileExistsError:
             if not directory.is_dir():
                 raise
             # Made meanwhile by a concurrent writer, which may not have synced
             # its parent yet: syncing it again is cheap, relying on it is not.
         fsync_dir(directory.parent)
+
+
+def private_dir(path: Path | str) -> Path:
+    """``path`` as a directory only its owner may enter (0700), made if missing, whatever the umask."""
+    path = Path(path)
+    make_dirs_durable(path)
+    if stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
 
 
 class LocalBlobStore:
@@ -131,7 +146,7 @@ class LocalBlobStore:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             stage(tmp)
-            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.chmod(tmp, BLOB_MODE)
             if not damaged:
                 try:
                     # link, not rename: it fails if the name exists, so a concurrent

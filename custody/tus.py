@@ -35,7 +35,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -48,7 +47,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from . import limits, services
 from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
@@ -306,6 +305,10 @@ class UploadView(_TusView):
     )
     def patch(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
+        # Who may write is checked now, not only when the upload began: a user
+        # made auditor or taken off the case since then sends no more bytes.
+        # (ReadOnlyForAuditors has refused an auditor already; this also covers the case.)
+        require_write(request.user, upload.case)
         if request.content_type.split(";")[0].strip() != OFFSET_TYPE:
             raise TusError(415, f"send the bytes as Content-Type: {OFFSET_TYPE}")
         offset = _int_header(request, "Upload-Offset")
@@ -320,7 +323,14 @@ class UploadView(_TusView):
             raise TusError(
                 413, f"these bytes would end at {offset + count}, past Upload-Length {upload.length}"
             )
-        return receive(request, upload, offset, count, checksum)
+        try:
+            limits.check_free_space(upload_dir(), count)
+            return receive(request, upload, offset, count, checksum)
+        except limits.UploadRefused:
+            # Over a limit now (the disk filled meanwhile, or the settings
+            # changed): the upload goes, as a multipart upload over a limit does.
+            _discard_if_unfinished(upload)
+            raise
 
     @extend_schema(summary="Abandon a resumable upload (tus termination)", responses={204: None})
     def delete(self, request, upload_id):
@@ -348,9 +358,10 @@ def start_upload(
     case = find_case(actor, case_ref)
     require_write(actor, case)
     declared = services.normalize_declared_sha256(declared_sha256)
-    free = shutil.disk_usage(upload_dir()).free
-    if length > free:
-        raise TusError(413, f"Upload-Length {length} is more than the {free} bytes free on the server")
+    # Every limit, from Upload-Length, before anything is made (receive() checks the disk again).
+    limits.check_size(length)
+    limits.check_case_quota(case, length)
+    limits.check_free_space(upload_dir(), length)
     upload = ResumableUpload.objects.create(
         case=case,
         created_by=actor,
@@ -498,6 +509,8 @@ def _copy_body(
                 return received, True, None  # the client went away; what arrived is kept
             if not data:
                 return received, True, None
+            # The disk's reserve, as the bytes arrive: others may be filling it too.
+            limits.check_free_space(upload_dir(), count - received)
             # A write that stores less than it was given (a full disk, a file
             # size limit) or fails must not be counted: the offset would then
             # be a receipt for bytes the disk never took, and the hash would
@@ -537,6 +550,7 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
     """All bytes are in: make them evidence, through the same service as any intake."""
     path = data_path(upload.pk)
     received = _Received(path, upload.filename, upload.length, state.hasher.hexdigests())
+    received.resumable_id = upload.pk  # the quota counts this upload once, as the evidence it becomes
 
     def mark_finished(evidence) -> None:
         # Inside the intake's transaction: the upload is finished exactly when
@@ -560,8 +574,8 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
             on_recorded=mark_finished,
         )
     except services.ServiceError as exc:
-        if exc.status == 422:
-            discard(upload)  # a declared hash that does not match: nothing is kept
+        if exc.status in (413, 422):
+            discard(upload)  # a declared hash that does not match, or over a limit: nothing is kept
         raise
     upload.evidence, upload.offset = evidence, upload.length
     path.unlink(missing_ok=True)  # the blob store holds the bytes now
@@ -585,6 +599,16 @@ def answer_finished(upload: ResumableUpload, offset: int, count: int) -> HttpRes
     for name, value in headers.items():
         response[name] = value
     return response
+
+
+def _discard_if_unfinished(upload: ResumableUpload) -> None:
+    try:
+        with _locked(upload):
+            upload.refresh_from_db()
+            if upload.evidence_id is None:
+                discard(upload)
+    except (TusError, ResumableUpload.DoesNotExist):
+        pass  # gone already, or another request holds it and will meet the same limit
 
 
 def discard(upload: ResumableUpload) -> None:

@@ -22,11 +22,20 @@ import weakref
 
 from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
-from django.core.files.uploadhandler import FileUploadHandler
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.handlers.wsgi import LimitedStream
 from django.core.signals import request_finished
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
 
+from . import limits
 from .hashing import MultiHasher
+from .limits import UploadRefused
+
+
+def refusal(request) -> UploadRefused | None:
+    """The limit an upload in this request went over, if any (the view answers 413 with it)."""
+    return getattr(request, "custody_upload_refused", None)
 
 
 class HashedUploadedFile(TemporaryUploadedFile):
@@ -51,10 +60,26 @@ class HashingUploadHandler(FileUploadHandler):
         self.chunk_size = settings.CUSTODY_UPLOAD_CHUNK_SIZE
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        self.body_length = content_length or 0
+        self.received = 0
+        if self.body_length:
+            # The body is at least as large as the file: refuse before reading it.
+            try:
+                limits.check_free_space(settings.FILE_UPLOAD_TEMP_DIR, self.body_length)
+            except UploadRefused as exc:
+                self._refuse(exc)
+                return QueryDict(), MultiValueDict()  # parsed as empty: the body is not read
         # Django's multipart parser still does the parsing; this only gives
         # it a faster source of bytes when the server is gunicorn.
         _read_socket_directly(input_data, META)
         return None
+
+    def _refuse(self, exc: UploadRefused) -> None:
+        # Raising the refusal itself from here would surface in whatever
+        # first reads request.POST (the CSRF middleware, a form) as a 500:
+        # it is noted on the request, and the view answers 413 with it.
+        if self.request is not None:
+            self.request.custody_upload_refused = exc
 
     def new_file(self, *args, **kwargs):
         super().new_file(*args, **kwargs)
@@ -66,6 +91,17 @@ class HashingUploadHandler(FileUploadHandler):
         _unfinished_uploads().add(self)
 
     def receive_data_chunk(self, raw_data, start):
+        size = self.hasher.size + len(raw_data)
+        self.received = getattr(self, "received", 0) + len(raw_data)  # file bytes so far, this request
+        try:
+            limits.check_size(size)
+            remaining = max(getattr(self, "body_length", 0) - self.received, 0)
+            limits.check_free_space(settings.FILE_UPLOAD_TEMP_DIR, len(raw_data) + remaining)
+        except UploadRefused as exc:
+            # Over a limit as the bytes arrive: drop what came, read no more.
+            self._refuse(exc)
+            self.upload_interrupted()
+            raise StopUpload(connection_reset=True) from None
         self.file.write(raw_data)
         self.hasher.update(raw_data)
         self.writeback.wrote(len(raw_data))

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from forensics import analyzers as analyzer_registry
 
-from . import services
+from . import services, uploads
 from .api import evidence_file_response
 from .forms import (
     AddMemberForm,
@@ -25,9 +25,11 @@ from .permissions import (
     Forbidden,
     can_write_case,
     client_address,
+    from_another_site,
     get_case_for,
     get_evidence_for,
     visible_cases,
+    writers_only,
 )
 
 
@@ -39,6 +41,7 @@ def case_list(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@writers_only
 def case_create(request):
     form = CaseForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -58,16 +61,21 @@ def case_create(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@writers_only
 def case_detail(request, case_id):
     case = get_case_for(request, case_id)
     writable = can_write_case(request.user, case)
     form = EvidenceUploadForm()
+    status = 200
     if request.method == "POST":
         # Refuse before touching request.POST: reading it receives the whole upload.
         if not writable:
             raise PermissionDenied("read-only access to this case")
         form = EvidenceUploadForm(request.POST, request.FILES)
-        if form.is_valid():
+        if refused := uploads.refusal(request):
+            form.add_error(None, refused.detail)
+            status = refused.status
+        elif form.is_valid():
             try:
                 evidence = services.receive_evidence(
                     actor=request.user,
@@ -80,6 +88,7 @@ def case_detail(request, case_id):
                 )
             except services.ServiceError as exc:
                 form.add_error(None, exc.detail)
+                status = exc.status if exc.status == 413 else 400
             else:
                 messages.success(request, f"Received {evidence.original_name}: sha256 {evidence.sha256}")
                 return redirect("evidence-detail", evidence_id=evidence.pk)
@@ -96,12 +105,13 @@ def case_detail(request, case_id):
             "member_form": AddMemberForm(),
             "analyzers": sorted(analyzer_registry.registry().values(), key=lambda m: m.NAME),
         },
-        status=400 if form.errors else 200,
+        status=400 if form.errors and status == 200 else status,
     )
 
 
 @login_required
 @require_POST
+@writers_only
 def case_add_member(request, case_id):
     case = get_case_for(request, case_id)
     form = AddMemberForm(request.POST)
@@ -123,6 +133,11 @@ def case_add_member(request, case_id):
 
 @login_required
 def evidence_detail(request, evidence_id):
+    if from_another_site(request):
+        # Opening the page is logged (evidence.viewed): a link on another site
+        # gets a page that asks first, the same for any id, so it neither
+        # writes an entry in the user's name nor tells whether the item exists.
+        return render(request, "custody/confirm_open.html", {"url": request.path})
     evidence = get_evidence_for(request, evidence_id)
     services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
     entries = LogEntry.objects.filter(evidence=evidence).select_related("actor").order_by("index")
@@ -162,6 +177,7 @@ def evidence_detail(request, evidence_id):
 
 @login_required
 @require_POST
+@writers_only
 def evidence_transfer(request, evidence_id):
     evidence = get_evidence_for(request, evidence_id)
     form = TransferForm(request.POST, case=evidence.case, exclude=evidence.custodian)
@@ -188,6 +204,7 @@ def evidence_transfer(request, evidence_id):
 
 @login_required
 @require_POST
+@writers_only
 def transfer_decide(request, transfer_id, accept):
     from .api import get_transfer_for
 
@@ -257,11 +274,12 @@ def evidence_receipt(request, evidence_id):
 
 
 @login_required
+@require_POST  # it is logged: a POST with the CSRF token, never a link another site can offer
 def evidence_export(request, evidence_id):
     from .api import export_response
 
     evidence = get_evidence_for(request, evidence_id)
-    include = request.GET.get("include_file") in {"1", "on", "true"}
+    include = request.POST.get("include_file") in {"1", "on", "true"}
     return export_response(request.user, evidence, include, client_address(request))
 
 

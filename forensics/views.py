@@ -11,7 +11,14 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from custody.permissions import Forbidden, can_write_case, client_address, get_case_for, get_evidence_for
+from custody.permissions import (
+    Forbidden,
+    can_write_case,
+    client_address,
+    get_case_for,
+    get_evidence_for,
+    writers_only,
+)
 from custody.services import ServiceError
 
 from . import services
@@ -31,6 +38,7 @@ def _parameters(request) -> dict:
 
 @login_required
 @require_POST
+@writers_only
 def request_for_evidence(request, evidence_id):
     evidence = get_evidence_for(request, evidence_id)
     try:
@@ -52,6 +60,7 @@ def request_for_evidence(request, evidence_id):
 
 @login_required
 @require_POST
+@writers_only
 def request_for_case(request, case_id):
     case = get_case_for(request, case_id)
     try:
@@ -109,6 +118,7 @@ def analysis_artifact(request, analysis_id, sha256):
 
 @login_required
 @require_POST
+@writers_only
 def publish(request, analysis_id):
     analysis = get_analysis_for(request.user, analysis_id)
     try:

@@ -182,7 +182,7 @@ def test_same_content_twice_keeps_one_read_only_blob_and_two_records(as_alice, c
     assert first["id"] != second["id"] and first["sha256"] == second["sha256"]
     assert Blob.objects.count() == 1 and Evidence.objects.count() == 2
     path = blob_store().path(first["sha256"])
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400  # its owner may read it; nobody may write it
     assert path.relative_to(settings.CUSTODY_BLOB_DIR).as_posix() == (
         f"sha256/{first['sha256'][:2]}/{first['sha256'][2:4]}/{first['sha256']}"
     )

@@ -96,7 +96,7 @@ def test_only_custodian_releases_and_only_receiver_decides(as_alice, as_carol, e
     [
         ({"to_user": "carol"}, "cannot take custody"),  # an auditor
         ({"to_user": "dave"}, "cannot take custody"),  # not in the case
-        ({"to_user": "nobody"}, "no active user"),
+        ({"to_user": "nobody"}, "cannot take custody"),  # no such user: the same words
         ({"to_user": "alice"}, "already has custody"),
         ({"purpose": "  "}, "purpose"),
     ],

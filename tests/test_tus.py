@@ -206,7 +206,9 @@ def test_malformed_declared_sha256_is_refused_at_creation(as_alice, case_a):
 
 def test_too_large_for_the_disk_is_413(as_alice, case_a):
     response = create(as_alice, case_a, 1 << 62)
-    assert response.status_code == 413 and "free" in response.json()["detail"]
+    # The answer says the upload cannot be taken, never how much room the disk has.
+    assert response.status_code == 413 and "cannot take" in response.json()["detail"]
+    assert "free" not in response.json()["detail"] and not ResumableUpload.objects.exists()
 
 
 def test_bad_patches_get_a_clear_4xx_and_change_nothing(as_alice, case_a):
