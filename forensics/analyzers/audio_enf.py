@@ -50,7 +50,7 @@ from ._audio import decode
 from .base import AnalysisError, finding
 
 NAME = "audio.enf"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding; decoding stops are stated
 ACCEPTS = ["audio/*", "video/*"]
 DESCRIPTION = (
     "Mains hum (ENF, 50/60 Hz and harmonics) traced over time and plotted; "
@@ -276,6 +276,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
         finding(
             "decoder", "fact", decoded.decoder_info(), note="how the audio was decoded for this analysis"
         ),
+        decoded.coverage(),
         finding(
             "enf_snr",
             "measurement",
