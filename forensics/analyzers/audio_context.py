@@ -50,6 +50,8 @@ from .base import AnalysisError, finding
 
 NAME = "audio.context"
 VERSION = "1.1.0"  # 1.1.0: decoded_coverage findings for the clip and the reference
+TIME_LIMIT = 7200  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 6 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg"]
 DESCRIPTION = (
     "Finds where each part of an audio clip occurs in a longer reference recording of the same "

@@ -51,6 +51,8 @@ from .base import AnalysisError, finding
 
 NAME = "audio.enf"
 VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding; decoding stops are stated
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
 DESCRIPTION = (
     "Mains hum (ENF, 50/60 Hz and harmonics) traced over time and plotted; "

@@ -39,6 +39,8 @@ from .base import AnalysisError, finding
 
 NAME = "audio.signal"
 VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 3 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg", "application/octet-stream"]
 DESCRIPTION = (
     "Measurements on the decoded samples at their native rate: effective bandwidth (a cutoff that "
