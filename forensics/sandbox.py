@@ -68,6 +68,7 @@ def run(
     """
     workdir = Path(ctx.workdir or tempfile.mkdtemp(prefix="analysis-"))
     request, answer = workdir / ".sandbox-request.pickle", workdir / ".sandbox-answer.pickle"
+    errors = workdir / ".sandbox-stderr.txt"  # a file, not a pipe: FFmpeg may say a lot about a bad file
     job = {
         "sys_path": [p for p in sys.path if p],
         "module": module_name,
@@ -83,19 +84,20 @@ def run(
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
     # Not multiprocessing: Celery's pool processes are daemonic, and those may
     # not start multiprocessing children. A plain interpreter, started fresh.
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-        [sys.executable, "-m", "forensics.sandbox", str(request)],
-        env=env,
-        cwd=str(workdir),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with open(errors, "wb") as stderr_file:
+        child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", "forensics.sandbox", str(request)],
+            env=env,
+            cwd=str(workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
     try:
-        _, stderr = child.communicate(timeout=time_limit)
+        child.wait(timeout=time_limit)
     except subprocess.TimeoutExpired:
         child.kill()
-        child.communicate()
+        child.wait()
         raise LimitExceeded(
             f"the analysis went past its time limit of {time_limit:g} s and was stopped"
         ) from None
@@ -107,10 +109,11 @@ def run(
     try:
         kind, payload = pickle.loads(answer.read_bytes())  # noqa: S301 - written by our own child
     except (OSError, EOFError, pickle.UnpicklingError):
-        reason = _death_reason(child.returncode, memory_limit, stderr)
+        reason = _death_reason(child.returncode, memory_limit, _tail(errors))
         raise (LimitExceeded if "out of memory" in reason else ChildDied)(reason) from None
     finally:
         answer.unlink(missing_ok=True)
+        errors.unlink(missing_ok=True)
     if kind == "ok":
         return payload
     if kind == "memory":
@@ -122,6 +125,15 @@ def run(
 
 def _mib(limit: int | None) -> str:
     return f"{limit / (1 << 20):g} MiB" if limit else "the machine's memory"
+
+
+def _tail(path: Path, size: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _death_reason(exitcode: int | None, memory_limit: int | None, stderr: bytes = b"") -> str:
