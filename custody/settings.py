@@ -50,6 +50,26 @@ def env_secret(name: str) -> str | None:
     return None
 
 
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def env_limits(name: str, sizes: bool = False) -> dict[str, int]:
+    """``analyzer=value`` pairs separated by ``,`` (``*`` for every analyzer); sizes may end in K, M or G."""
+    limits = {}
+    for item in (os.getenv(name) or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        raw = raw.strip().upper()
+        suffix = raw[-1:] if sizes and raw[-1:] in _SIZE_SUFFIXES else ""
+        number = raw[: len(raw) - len(suffix)]
+        if not sep or not key.strip() or not number.isdigit() or int(number) <= 0:
+            unit = "a size in bytes (or with K, M, G)" if sizes else "whole seconds"
+            raise ImproperlyConfigured(f"{name}: each item is 'analyzer=value' with {unit} > 0, got {item!r}")
+        limits[key.strip()] = int(number) * _SIZE_SUFFIXES[suffix]
+    return limits
+
+
 def env_witnesses(name: str) -> list[tuple[str, str]]:
     """``URL VKEY`` pairs separated by ``;`` (C2SP cosigner verifier keys); checked here, loudly."""
     from custody import cosign  # pure module: no Django, no settings
@@ -341,6 +361,16 @@ CUSTODY_EXTRA_ANALYZERS = [
 ]
 # A running analysis whose heartbeat is older than this is re-queued.
 CUSTODY_ANALYSIS_STALE_SECONDS = env_int("CUSTODY_ANALYSIS_STALE_SECONDS", 120)
+# Each analysis runs in a child process with a wall-clock time limit and an
+# address-space limit; the defaults are each analyzer's TIME_LIMIT (seconds)
+# and MEMORY_LIMIT (bytes), overridden here per analyzer name (or "*"), e.g.
+# CUSTODY_ANALYSIS_TIME_LIMITS="audio.context=7200" and
+# CUSTODY_ANALYSIS_MEMORY_LIMITS="audio.enf=6G,*=4G".
+CUSTODY_ANALYSIS_TIME_LIMITS = env_limits("CUSTODY_ANALYSIS_TIME_LIMITS")
+CUSTODY_ANALYSIS_MEMORY_LIMITS = env_limits("CUSTODY_ANALYSIS_MEMORY_LIMITS", sizes=True)
+# A run whose worker dies (killed, out of memory, machine lost) is re-queued
+# by the sweeper until it has been started this many times; then it fails.
+CUSTODY_ANALYSIS_MAX_ATTEMPTS = env_int("CUSTODY_ANALYSIS_MAX_ATTEMPTS", 3)
 # Unfinished resumable (tus) uploads untouched this long are removed.
 CUSTODY_UPLOAD_EXPIRY_SECONDS = env_int("CUSTODY_UPLOAD_EXPIRY_SECONDS", 7 * 24 * 3600)
 # Witnesses (C2SP tlog-witness) that cosign checkpoints; a checkpoint is

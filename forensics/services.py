@@ -30,8 +30,14 @@ from custody.permissions import require_write
 from custody.services import ServiceError
 from custody.storage import blob_store
 
-from . import analyzers, publication
-from .analyzers.base import AnalysisContext, AnalysisError, validate_parameters
+from . import analyzers, publication, sandbox
+from .analyzers.base import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_TIME_LIMIT,
+    AnalysisContext,
+    AnalysisError,
+    validate_parameters,
+)
 from .models import Analysis
 
 RESULT_PREDICATE_TYPE = "urn:custody-server:analysis-result:v1"
@@ -235,9 +241,23 @@ def run_analysis(analysis_id, worker: str) -> str:
                 size=evidence.blob.size,
                 workdir=workdir,
             )
+            time_limit, memory_limit = limits_for(module)
             try:
                 call_params = _resolve_evidence_parameters(module, params, ctx)
-                output = module.analyze(str(path), call_params, ctx)
+                # In a child process, so that no input can outlive its time
+                # limit, exhaust the worker's memory or take the worker down.
+                output, ctx = sandbox.run(
+                    module.__name__,
+                    str(path),
+                    call_params,
+                    ctx,
+                    time_limit=time_limit,
+                    memory_limit=memory_limit,
+                )
+            except sandbox.ChildDied as exc:
+                # Perhaps the machine, not the input (the OOM killer takes the
+                # largest process): another attempt, up to the cap.
+                return retry_or_fail(analysis, str(exc))
             except AnalysisError as exc:
                 return fail(analysis, str(exc) or exc.__class__.__name__)
             except MemoryError:
@@ -247,6 +267,15 @@ def run_analysis(analysis_id, worker: str) -> str:
         return complete(analysis, module, output, ctx, started, timezone.now())
     finally:
         beat.stop()
+
+
+def limits_for(module) -> tuple[int, int]:
+    """(seconds, bytes) for a run of this analyzer: the settings' override, else the module's own."""
+    name = module.NAME
+    times, sizes = settings.CUSTODY_ANALYSIS_TIME_LIMITS, settings.CUSTODY_ANALYSIS_MEMORY_LIMITS
+    time_limit = times.get(name) or times.get("*") or getattr(module, "TIME_LIMIT", DEFAULT_TIME_LIMIT)
+    memory_limit = sizes.get(name) or sizes.get("*") or getattr(module, "MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    return time_limit, memory_limit
 
 
 def _resolve_evidence_parameters(module, params: dict, ctx: AnalysisContext) -> dict:
@@ -295,12 +324,14 @@ class _Heartbeat:
             connection.close()
 
 
-def fail(analysis: Analysis, reason: str) -> str:
+def fail(analysis: Analysis, reason: str, *, stale_before=None) -> str:
+    """End the run as failed; ``stale_before``: only if its heartbeat is older (the sweeper's check)."""
     reason = reason[:2000]
     with transaction.atomic():
-        if not _still_ours(analysis).update(
-            status=Analysis.Status.FAILED, finished_at=timezone.now(), error=reason
-        ):
+        ours = _still_ours(analysis)
+        if stale_before is not None:
+            ours = ours.filter(heartbeat_at__lt=stale_before)
+        if not ours.update(status=Analysis.Status.FAILED, finished_at=timezone.now(), error=reason):
             return "skipped"  # re-queued meanwhile: the newer run decides
         entry = log.append(
             "analysis.failed",
@@ -401,39 +432,73 @@ def _digest(name: str, data: bytes) -> str:
     return hashlib.new(name, data).hexdigest()
 
 
+def _requeue(analysis: Analysis, *, stale_before=None, reason: str | None = None) -> bool:
+    """Put the run back in the queue for another attempt; False if it is no longer ours."""
+    with transaction.atomic():
+        ours = _still_ours(analysis)
+        if stale_before is not None:
+            ours = ours.filter(heartbeat_at__lt=stale_before)
+        if not ours.update(status=Analysis.Status.QUEUED, worker=""):
+            return False
+        details = {
+            "analysis": str(analysis.pk),
+            "stale_worker": analysis.worker,
+            "attempt": analysis.attempts,
+        }
+        if reason:
+            details["reason"] = reason[:2000]
+        entry = log.append(
+            "analysis.requeued", case=analysis.evidence.case, evidence=analysis.evidence, details=details
+        )
+        projection.apply(entry)
+        _enqueue(analysis.pk)
+    return True
+
+
+def _attempts_used_up(analysis: Analysis) -> str | None:
+    """The reason to give up on a run, once it has been started the allowed number of times."""
+    cap = settings.CUSTODY_ANALYSIS_MAX_ATTEMPTS
+    if analysis.attempts < cap:
+        return None
+    return f"gave up after {analysis.attempts} attempts (the cap is {cap})"
+
+
+def retry_or_fail(analysis: Analysis, reason: str) -> str:
+    """A run whose analysis process died: re-queue it, or fail it once the attempts are used up."""
+    used_up = _attempts_used_up(analysis)
+    if used_up:
+        return fail(analysis, f"{reason}; {used_up}")
+    return Analysis.Status.QUEUED if _requeue(analysis, reason=reason) else "skipped"
+
+
 def sweep_stale() -> list[str]:
-    """Re-queue runs whose worker stopped sending heartbeats (killed, machine lost)."""
+    """Re-queue runs whose worker stopped sending heartbeats (killed, machine lost).
+
+    A run that has already been started CUSTODY_ANALYSIS_MAX_ATTEMPTS times
+    is failed instead: an input that keeps killing its workers must not be
+    handed to one worker after another forever.
+    """
     cutoff = timezone.now() - dt.timedelta(seconds=settings.CUSTODY_ANALYSIS_STALE_SECONDS)
     requeued = []
     for analysis in Analysis.objects.filter(
         status=Analysis.Status.RUNNING, heartbeat_at__lt=cutoff
     ).select_related("evidence__case"):
-        with transaction.atomic():
-            if (
-                not _still_ours(analysis)
-                .filter(heartbeat_at__lt=cutoff)
-                .update(status=Analysis.Status.QUEUED, worker="")
-            ):
-                continue
-            entry = log.append(
-                "analysis.requeued",
-                case=analysis.evidence.case,
-                evidence=analysis.evidence,
-                details={
-                    "analysis": str(analysis.pk),
-                    "stale_worker": analysis.worker,
-                    "attempt": analysis.attempts,
-                },
-            )
-            projection.apply(entry)
-            _enqueue(analysis.pk)
+        used_up = _attempts_used_up(analysis)
+        if used_up:
+            reason = f"the worker stopped (killed, out of memory or lost) during every attempt; {used_up}"
+            ended = fail(analysis, reason, stale_before=cutoff) != "skipped"
+        else:
+            ended = _requeue(analysis, stale_before=cutoff)
+        if not ended:
+            continue
         # The dead attempt's scratch directory (it never reached its cleanup);
         # named by attempt, so a new run's directory is never touched.
         for leftover in Path(settings.FILE_UPLOAD_TEMP_DIR).glob(
             f"analysis-{analysis.pk}-{analysis.attempts}-*"
         ):
             shutil.rmtree(leftover, ignore_errors=True)
-        requeued.append(str(analysis.pk))
+        if not used_up:
+            requeued.append(str(analysis.pk))
     return requeued
 
 

@@ -227,8 +227,11 @@ def start_gunicorn(log_path, port: int | None = None):
     )
 
 
-def start_worker(log_path) -> subprocess.Popen:
-    """A real Celery worker process (its own process group), on the configured broker and test DB."""
+def start_worker(log_path, **env) -> subprocess.Popen:
+    """A real Celery worker process (its own process group), on the configured broker and test DB.
+
+    ``env``: extra environment variables (settings) for this worker only.
+    """
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "a") as log:
         proc = subprocess.Popen(
@@ -249,7 +252,7 @@ def start_worker(log_path) -> subprocess.Popen:
                 f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
             ],
             cwd=ROOT,
-            env=subprocess_env(),
+            env=subprocess_env(**env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

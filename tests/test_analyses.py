@@ -43,7 +43,7 @@ def actions_for(analysis_id) -> list[str]:
 def test_analyzer_registry_lists_name_version_accepts_description_limits(as_carol):
     body = as_carol.get("/api/v1/analyzers/").json()
     digest = next(a for a in body if a["name"] == "test.digest")
-    assert digest["version"] == "1.0.0" and digest["accepts"] == ["*/*"]
+    assert digest["version"] == "1.1.0" and digest["accepts"] == ["*/*"]
     assert digest["description"] and digest["limits"] and "delay" in digest["parameters"]
 
 
@@ -62,8 +62,8 @@ def test_request_run_and_signed_result(as_alice, evidence_a):
         {"name": f"evidence/{evidence_a.pk}", "digest": {"sha256": evidence_a.sha256}}
     ]
     p = statement["predicate"]
-    assert p["analyzer"] == {"name": "test.digest", "version": "1.0.0"}
-    assert p["parameters"] == {"delay": 0.0, "fail": False}
+    assert p["analyzer"] == {"name": "test.digest", "version": "1.1.0"}
+    assert p["parameters"] == {"delay": 0.0, "fail": False, "hog_mb": 0, "kill_self": False}
     assert p["libraries"]["python"] and p["started_at"] <= p["finished_at"]
     assert p["limits"] == ["for tests of the pipeline; says nothing about the file's authenticity"]
     assert {f["class"] for f in p["findings"]} <= {"fact", "measurement", "indicator", "visual"}

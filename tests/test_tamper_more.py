@@ -358,7 +358,7 @@ def test_same_instant_with_another_offset_reorders_the_case_page(history):
 
 def test_boolean_parameter_turned_into_a_number(history):
     failed = history["failed"]
-    assert failed.parameters == {"delay": 0.0, "fail": True}
+    assert failed.parameters == {"delay": 0.0, "fail": True, "hog_mb": 0, "kill_self": False}
     Analysis.objects.filter(pk=failed.pk).update(parameters={"delay": False, "fail": 1})
     shown = api_client_for(history["root"]).get(f"/api/v1/analyses/{failed.pk}/").json()["parameters"]
     assert json.dumps(shown, sort_keys=True) == '{"delay": false, "fail": 1}'

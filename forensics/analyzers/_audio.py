@@ -9,12 +9,12 @@ result says exactly how its numbers were obtained.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
 
-from .base import AnalysisError
+from .base import AnalysisError, finding
 
 # Refuse to decode more than this (an hour of audio at 48 kHz stereo is
 # ~1.4 GB of float32): analyzers choose a rate suited to what they measure.
@@ -30,6 +30,9 @@ class Decoded:
     source_sample_rate: int
     codec: str
     container: str
+    declared_seconds: float | None = None  # what the headers say, before decoding
+    start_seconds: float = 0.0  # the file's time of the first decoded sample
+    errors: list = field(default_factory=list)  # [(time_s, message)] that ended the decoding
 
     @property
     def duration(self) -> float:
@@ -41,6 +44,110 @@ class Decoded:
 
     def decoder_info(self) -> dict:
         return decoder_info(self.codec, self.container, self.sample_rate, self.channels, self.sample_count)
+
+    def coverage(self, subject: str = "") -> dict:
+        """The ``decoded_coverage`` finding: what of the file this result is about."""
+        return coverage_finding(
+            subject=subject,
+            decoded_s=self.duration,
+            start_s=self.start_seconds,
+            end_s=self.start_seconds + self.duration,
+            declared_s=self.declared_seconds,
+            errors=self.errors,
+            stopped=bool(self.errors),
+        )
+
+
+def declared_seconds(container, stream) -> float | None:
+    """The duration the headers declare (stream first, then container), before any decoding."""
+    try:
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration:
+            return container.duration / 1e6
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return None
+
+
+def check_stream(stream) -> None:
+    """Refuse streams whose header gives the decoder nothing to work with (hostile or broken headers)."""
+    cc = stream.codec_context
+    if cc is None:
+        raise AnalysisError(
+            "the audio stream cannot be opened: its header names no decodable codec or sample format "
+            "(e.g. 0 bits per sample)"
+        )
+    if not cc.sample_rate or not cc.channels:
+        raise AnalysisError("the audio stream declares no sample rate or no channels")
+    if cc.format is None:
+        raise AnalysisError(
+            "the audio stream declares no usable sample format (e.g. 0 bits per sample): nothing can be decoded"
+        )
+
+
+# Decoded within this of the declared duration counts as all of it (encoder
+# delay and padding, rounding of header fields).
+COVERAGE_TOLERANCE_S = 0.1
+
+
+def coverage_finding(
+    *,
+    decoded_s: float,
+    start_s: float,
+    end_s: float,
+    declared_s: float | None,
+    errors: list,
+    stopped: bool,
+    subject: str = "",
+) -> dict:
+    """A ``fact`` finding saying what was decoded, from where to where, of how much, and what failed.
+
+    ``errors`` are (time_s, message) pairs; ``stopped`` says decoding ended at
+    the first of them (the rest of the file was not analysed) rather than
+    skipping the damaged packets.
+    """
+    declared = _r(declared_s) if declared_s is not None else None
+    short = declared is not None and decoded_s < declared_s - max(COVERAGE_TOLERANCE_S, 0.001 * declared_s)
+    complete = not errors and not short
+    value = {
+        **({"subject": subject} if subject else {}),
+        "complete": complete,
+        "decoded_s": _r(decoded_s),
+        "from_s": _r(start_s),
+        "to_s": _r(end_s),
+        "declared_s": declared,
+        "error_count": len(errors),
+        "errors": [{"at_s": _r(at), "message": str(message)[:200]} for at, message in errors[:20]],
+    }
+    of = f"{subject}: " if subject else ""
+    if complete:
+        note = f"{of}decoded {decoded_s:.2f} s ({start_s:.2f}-{end_s:.2f} s), all the file declares"
+    else:
+        parts = [f"{of}PARTIAL: decoded {decoded_s:.2f} s ({start_s:.2f}-{end_s:.2f} s)"]
+        parts.append(
+            f"of the {declared_s:.2f} s the headers declare"
+            if declared is not None
+            else "(no declared duration)"
+        )
+        if errors and stopped:
+            at, message = errors[0]
+            parts.append(
+                f"; decoding stopped at {at:.2f} s: {message}; the rest of the file was not analysed"
+            )
+        elif errors:
+            parts.append(
+                f"; {len(errors)} damaged packet(s) skipped, the first at {errors[0][0]:.2f} s ({errors[0][1]})"
+            )
+        if short and not errors:
+            parts.append("; the file ends before the declared duration (truncated, or a false header)")
+        parts.append(". Every duration and rate in this result refers to the decoded part only.")
+        note = " ".join(parts).replace(" ;", ";").replace(" .", ".")
+    return finding("decoded_coverage", "fact", value, unit="s", at=[_r(start_s), _r(end_s)], note=note)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 3)
 
 
 def decoder_info(codec: str, container: str, sample_rate: int, channels: int, sample_count: int) -> dict:
@@ -71,7 +178,9 @@ def decode(
         if not streams:
             raise AnalysisError("the file has no audio stream")
         stream = streams[0]
+        check_stream(stream)
         ctx = stream.codec_context
+        declared = declared_seconds(container, stream)
         source_rate = ctx.sample_rate or 0
         source_channels = ctx.channels or 0
         rate = sample_rate or source_rate
@@ -81,8 +190,12 @@ def decode(
         limit = int(max_seconds * rate)
         chunks: list[np.ndarray] = []
         total = 0
+        start = None
+        errors = []
         try:
             for frame in container.decode(stream):
+                if start is None and frame.time is not None:
+                    start = float(frame.time)
                 for out in resampler.resample(frame):
                     array = out.to_ndarray()
                     chunks.append(array)
@@ -94,8 +207,10 @@ def decode(
         except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
             if not chunks:
                 raise AnalysisError(f"the audio stream cannot be decoded: {_reason(exc)}") from None
-            # Truncated files decode up to the damage; what was decoded is kept
-            # and the structural analyzers report the damage itself.
+            # Damaged or truncated files decode up to the damage, in one piece
+            # (skipping packets would shift every later time); what was decoded
+            # is kept, and the coverage finding says where it stopped and why.
+            errors.append(((start or 0.0) + total / rate, _reason(exc)))
         if not chunks:
             raise AnalysisError("the audio stream holds no samples")
         samples = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
@@ -109,6 +224,9 @@ def decode(
             source_sample_rate=source_rate,
             codec=ctx.name,
             container=container.format.name,
+            declared_seconds=declared,
+            start_seconds=max(0.0, start or 0.0),
+            errors=errors,
         )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from ._audio import MAX_SECONDS, decoder_info
+from ._audio import MAX_SECONDS, check_stream, coverage_finding, declared_seconds, decoder_info
 from .base import AnalysisError
 
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -38,9 +38,26 @@ class StreamInfo:
     expected_seconds: float | None = None  # what the headers say, before decoding
     sample_count: int = 0  # per channel, after decoding
     decode_errors: list = field(default_factory=list)  # [(time_s, message)]
+    start_seconds: float | None = None  # the file's time of the first decoded sample
+    end_seconds: float | None = None  # ...and the end of the last decoded frame
+    stopped: bool = False  # the decoding ended at an error (the rest of the file was not read)
 
     def decoder_info(self) -> dict:
         return decoder_info(self.codec, self.container, self.sample_rate, self.channels, self.sample_count)
+
+    def coverage(self) -> dict:
+        """The ``decoded_coverage`` finding; call after the blocks are consumed."""
+        decoded = self.sample_count / self.sample_rate
+        start = max(0.0, self.start_seconds or 0.0)
+        end = self.end_seconds if self.end_seconds is not None else start + decoded
+        return coverage_finding(
+            decoded_s=decoded,
+            start_s=start,
+            end_s=max(start, end),
+            declared_s=self.expected_seconds,
+            errors=self.decode_errors,
+            stopped=self.stopped,
+        )
 
 
 _DTYPES = {
@@ -99,6 +116,11 @@ def open_blocks(
         container.close()
         raise AnalysisError("the file has no audio stream")
     stream = streams[0]
+    try:
+        check_stream(stream)
+    except AnalysisError:
+        container.close()
+        raise
     cc = stream.codec_context
     info = StreamInfo(
         codec=cc.name,
@@ -107,13 +129,7 @@ def open_blocks(
         channels=cc.channels or 0,
         source_sample_format=cc.format.name if cc.format else "",
     )
-    if stream.duration and stream.time_base:
-        info.expected_seconds = float(stream.duration * stream.time_base)
-    elif container.duration:
-        info.expected_seconds = container.duration / 1e6
-    if not info.sample_rate or not info.channels:
-        container.close()
-        raise AnalysisError("the audio stream declares no sample rate or no channels")
+    info.expected_seconds = declared_seconds(container, stream)
 
     def blocks() -> Iterator[np.ndarray]:
         block = max(1, int(block_seconds * info.sample_rate))
@@ -130,6 +146,7 @@ def open_blocks(
                     break
                 except (av.error.FFmpegError, OSError) as exc:
                     info.decode_errors.append((round(info.sample_count / info.sample_rate, 3), _reason(exc)))
+                    info.stopped = True
                     break  # the demuxer cannot go on (truncated or broken container)
                 try:
                     frames = packet.decode()
@@ -149,10 +166,15 @@ def open_blocks(
                                 "sample rate or channel layout changes; the rest is not analysed",
                             )
                         )
+                        info.stopped = True
                         if pending:
                             yield _to_float(pending_format, pending)
                         return
                     base, x = _raw(frame, info.channels)
+                    if frame.time is not None:
+                        if info.start_seconds is None:
+                            info.start_seconds = float(frame.time)
+                        info.end_seconds = float(frame.time) + x.shape[1] / info.sample_rate
                     if pending and base != pending_format:
                         yield _to_float(pending_format, pending)
                         pending, held = [], 0

@@ -27,11 +27,13 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from . import _audio_struct
+from . import _audio, _audio_struct
 from .base import AnalysisError, finding
 
 NAME = "audio.container"
 VERSION = "1.0.0"
+TIME_LIMIT = 1800  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg", "application/octet-stream"]
 DESCRIPTION = (
     "Container and codec facts (format, codec, bit rate, duration, channels, encoder strings, "
@@ -136,6 +138,8 @@ def payload_hash(container, stream) -> dict:
 def _stream_info(stream) -> dict:
     cc = stream.codec_context
     info = {"index": stream.index, "type": stream.type, "codec": cc.name if cc else None}
+    if cc is None:
+        return info
     if stream.type == "audio":
         info.update(
             sample_rate=cc.sample_rate,
@@ -170,6 +174,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
         if not audio:
             raise AnalysisError("the file has no audio stream")
         stream = audio[0]
+        _audio.check_stream(stream)
         cc = stream.codec_context
         streams = [_stream_info(s) for s in container.streams]
         container_tags = _tags(container.metadata)

@@ -49,7 +49,9 @@ from ._context_plot import render
 from .base import AnalysisError, finding
 
 NAME = "audio.context"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: decoded_coverage findings for the clip and the reference
+TIME_LIMIT = 7200  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 6 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg"]
 DESCRIPTION = (
     "Finds where each part of an audio clip occurs in a longer reference recording of the same "
@@ -284,11 +286,11 @@ def _sha256(path: str) -> str:
 # Fingerprints of the last references used, by SHA-256 of their bytes: a worker that aligns
 # several clips against the same long reference decodes and fingerprints it once. Same
 # bytes, same fingerprints: the cache changes the time an analysis takes, never its result.
-_REFERENCES: OrderedDict[str, tuple[dict, method.Reference]] = OrderedDict()
+_REFERENCES: OrderedDict[str, tuple[dict, method.Reference, dict]] = OrderedDict()
 _REFERENCES_KEPT = 2
 
 
-def _reference(path: str, sha256: str) -> tuple[dict, method.Reference]:
+def _reference(path: str, sha256: str) -> tuple[dict, method.Reference, dict]:
     if sha256 in _REFERENCES:
         _REFERENCES.move_to_end(sha256)
         return _REFERENCES[sha256]
@@ -296,7 +298,9 @@ def _reference(path: str, sha256: str) -> tuple[dict, method.Reference]:
         decoded = decode(path, sample_rate=method.RATE, max_seconds=MAX_REFERENCE_S)
     except AnalysisError as exc:
         raise AnalysisError(f"the reference recording: {exc}") from None
-    entry = (decoded.decoder_info(), method.prepare(decoded.samples))
+    coverage = decoded.coverage(subject="reference")
+    del coverage["at"]  # the reference's own times: in value, not on the clip's time line
+    entry = (decoded.decoder_info(), method.prepare(decoded.samples), coverage)
     _REFERENCES[sha256] = entry
     while len(_REFERENCES) > _REFERENCES_KEPT:
         _REFERENCES.popitem(last=False)
@@ -363,7 +367,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
     clip = decode(path, sample_rate=method.RATE, max_seconds=MAX_CLIP_S)
     if clip.duration < 1.0:
         raise AnalysisError("the clip is shorter than one second: too short to align")
-    ref_info, reference = _reference(reference_path, ref_sha)
+    ref_info, reference, ref_coverage = _reference(reference_path, ref_sha)
+    clip_coverage = clip.coverage(subject="clip")
+    clip_coverage["at"] = [_r(t) for t in clip_coverage["at"]]
 
     al = method.align(clip.samples, reference)
     parts = al.parts
@@ -375,7 +381,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "fact",
             {"clip": clip.decoder_info(), "reference": ref_info},
             note="how both recordings were decoded (mono, 8 kHz) before matching",
-        )
+        ),
+        clip_coverage,
+        ref_coverage,
     ]
 
     if al.speed != 1.0:

@@ -50,7 +50,9 @@ from ._audio import decode
 from .base import AnalysisError, finding
 
 NAME = "audio.enf"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding; decoding stops are stated
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
 DESCRIPTION = (
     "Mains hum (ENF, 50/60 Hz and harmonics) traced over time and plotted; "
@@ -276,6 +278,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
         finding(
             "decoder", "fact", decoded.decoder_info(), note="how the audio was decoded for this analysis"
         ),
+        decoded.coverage(),
         finding(
             "enf_snr",
             "measurement",

@@ -38,7 +38,9 @@ from . import _audio_plot, _audio_stream
 from .base import AnalysisError, finding
 
 NAME = "audio.signal"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 3 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg", "application/octet-stream"]
 DESCRIPTION = (
     "Measurements on the decoded samples at their native rate: effective bandwidth (a cutoff that "
@@ -306,6 +308,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
     decoder = info.decoder_info()
     decoder["source_sample_format"] = info.source_sample_format
     add(finding("decoder", "fact", decoder, note="how the samples measured here were obtained"))
+    add(info.coverage())
     if info.decode_errors:
         add(
             finding(

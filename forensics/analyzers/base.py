@@ -1,5 +1,6 @@
 """What every analyzer is: a module with NAME, VERSION, ACCEPTS, DESCRIPTION,
-LIMITS, PARAMETERS and a pure function ``analyze(path, params, ctx) -> dict``.
+LIMITS, PARAMETERS, TIME_LIMIT, MEMORY_LIMIT and a pure function
+``analyze(path, params, ctx) -> dict``.
 
 The task around it (forensics/tasks.py) claims the run, re-checks the file's
 SHA-256, calls ``analyze``, stores the artifacts as blobs and signs the result.
@@ -24,6 +25,12 @@ import hashlib
 from dataclasses import dataclass, field
 
 FINDING_CLASSES = ("fact", "measurement", "indicator", "visual")
+
+# Each run is a child process bounded by the analyzer's TIME_LIMIT (seconds of
+# wall-clock time) and MEMORY_LIMIT (bytes of address space: interpreter,
+# libraries and data); these apply to a module that declares none.
+DEFAULT_TIME_LIMIT = 3600
+DEFAULT_MEMORY_LIMIT = 4 << 30
 
 
 class AnalysisError(Exception):

@@ -32,6 +32,8 @@ from .base import AnalysisError, finding
 
 NAME = "file.archive"
 VERSION = "1.0.0"
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = [
     "application/zip",
     "application/x-zip-compressed",

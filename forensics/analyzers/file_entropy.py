@@ -18,6 +18,8 @@ from .base import AnalysisError, finding
 
 NAME = "file.entropy"
 VERSION = "1.0.0"
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 1 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["*/*"]
 DESCRIPTION = (
     "Shannon entropy (bits per byte) of the whole file and of each block, the blocks with the "

@@ -19,6 +19,8 @@ from .base import AnalysisError, finding
 
 NAME = "file.hashes"
 VERSION = "1.0.0"
+TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 1 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["*/*"]
 DESCRIPTION = (
     "MD5, SHA-1, SHA-256 and BLAKE3 of the whole file, plus two fuzzy hashes for finding "

@@ -19,6 +19,8 @@ from .base import AnalysisError, finding
 
 NAME = "file.type"
 VERSION = "1.0.0"
+TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 1 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["*/*"]
 DESCRIPTION = (
     "Media type and description read from the content (libmagic), compared with the type the "

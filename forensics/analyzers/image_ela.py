@@ -26,6 +26,8 @@ from .base import finding
 
 NAME = "image.ela"
 VERSION = "1.0.0"
+TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif"]
 DESCRIPTION = (
     "Error level analysis: difference between the image and a JPEG re-save of it, as a picture and levels."

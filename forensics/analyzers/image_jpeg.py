@@ -46,6 +46,8 @@ from .base import AnalysisError, finding
 
 NAME = "image.jpeg"
 VERSION = "1.0.0"
+TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg"]
 DESCRIPTION = (
     "JPEG marker structure, quantization tables, estimated libjpeg quality with a standard-table check, "

@@ -44,6 +44,8 @@ from .base import finding
 
 NAME = "image.metadata"
 VERSION = "1.0.0"
+TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/gif", "image/bmp", "image/x-ms-bmp"]
 DESCRIPTION = "EXIF (all IFDs), GPS position, XMP and IPTC metadata embedded in an image, as parsed facts."
 LIMITS = [

@@ -41,6 +41,8 @@ from .base import AnalysisError, finding
 
 NAME = "image.thumbnail"
 VERSION = "1.0.0"
+TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
+MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/webp"]
 DESCRIPTION = (
     "Extracts the EXIF thumbnail (IFD1) and measures how much it differs from the main image "
