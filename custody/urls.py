@@ -1,7 +1,9 @@
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from forensics import api as forensics_api
 from forensics import views as forensics_views
@@ -129,6 +131,19 @@ urlpatterns = [
     path("api/v1/log/proof/consistency/", api.ConsistencyProofView.as_view(), name="api-log-consistency"),
     path("api/v1/log/timestamps/", api.TimestampsView.as_view(), name="api-log-timestamps"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # The split view serves Swagger UI's setup script from its own URL (?script=), not inline.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Redoc writes its styles into <style> elements (styled-components), runs
+    # its search in a Worker made from a blob: URL and always shows Redocly's
+    # logo from their CDN (no option turns it off; with no network it is just
+    # not shown, and the referrer policy sends no URL with it). The CSP allows
+    # these three on this page only, which shows the public schema and takes
+    # no input; Swagger UI (/api/docs/) needs none of them.
+    path(
+        "api/redoc/",
+        csp_update(
+            {"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"], "img-src": ["https://cdn.redoc.ly"]}
+        )(SpectacularRedocView.as_view(url_name="api-schema")),
+        name="api-redoc",
+    ),
 ]

@@ -76,22 +76,44 @@ def browser():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
 
 
+# Each page reports what its Content-Security-Policy blocked: the event to the
+# console (Chromium also logs its own "Refused to ..." line there).
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`);
+});
+"""
+
+
+def is_csp_violation(text: str) -> bool:
+    return "CSP violation" in text or "Content Security Policy" in text
+
+
 @pytest.fixture
 def new_page(browser):
-    """A factory of pages, each in its own browser context (its own cookies)."""
+    """A factory of pages, each in its own browser context (its own cookies).
+
+    Every test using it fails if any page broke its Content-Security-Policy.
+    """
     contexts = []
+    violations = []
 
     def make(base_url: str):
         context = browser.new_context(
             base_url=base_url, accept_downloads=True, viewport={"width": 1280, "height": 900}
         )
         context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", lambda m: is_csp_violation(m.text) and violations.append(f"{page.url}: {m.text}"))
+        page.on("pageerror", lambda e: is_csp_violation(str(e)) and violations.append(f"{page.url}: {e}"))
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert violations == [], "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 # --- helpers -----------------------------------------------------------------
@@ -587,3 +609,27 @@ def test_a_description_too_long_for_a_header_goes_with_the_plain_form(
         form.locator("button[type=submit]").click()
     assert not [url for url in requests_seen if "/api/v1/uploads/" in url]
     assert fact(page, "Description").startswith("long account of the seizure.")
+
+
+def test_api_docs_render_under_the_content_security_policy(gunicorn_server, alice, new_page):
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    response = page.goto("/api/docs/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#swagger-ui .opblock", timeout=30_000)
+    assert page.locator("#swagger-ui .opblock").count() > 10
+    assert page.locator("text=/api/v1/evidence/").count() > 0
+
+    page.goto("/api/redoc/")
+    page.wait_for_selector("text=Custody server API", timeout=30_000)
+    page.wait_for_selector("text=/api/v1/keys/", state="attached", timeout=30_000)
+
+
+def test_report_print_link_runs_its_script(gunicorn_server, evidence_a, new_page):
+    page = new_page(gunicorn_server.url)
+    log_in(page, "alice")
+    page.goto(f"/evidence/{evidence_a.pk}/report/")
+    page.evaluate("() => { window.print = () => { window.printed = true; }; }")
+    page.click("#print-report")
+    assert page.evaluate("() => window.printed") is True
+    assert page.url.endswith("/report/")  # the "#" link did not navigate
