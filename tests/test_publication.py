@@ -243,7 +243,12 @@ def test_a_result_with_no_references_publishes_the_same_shape(as_alice, evidence
     as_alice.post(f"/api/v1/analyses/{analysis_id}/publish/")
     body, page = _public(evidence_a.sha256)
     p = _payload(body["results"][0])["predicate"]
-    assert p["references"] == {} and p["parameters"] == {"delay": 0.0, "fail": False, "hog_mb": 0, "kill_self": False}
+    assert p["references"] == {} and p["parameters"] == {
+        "delay": 0.0,
+        "fail": False,
+        "hog_mb": 0,
+        "kill_self": False,
+    }
     assert [f["name"] for f in p["findings"]] == ["sha256_recomputed", "digest_file", "size"]
     assert body["results"][0]["artifacts"][0]["sha256"] == p["artifacts"][0]["digest"]["sha256"]
     assert analysis_id not in json.dumps(body) + page and str(evidence_a.pk) not in json.dumps(body) + page
