@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db.models import Q
 from django.http import FileResponse, Http404
@@ -15,13 +16,13 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import keys, log, permissions, services, signing, trustroot, uploads, witnessing
 from .auth import HashedTokenAuthentication
 from .limits import UploadRefused
+from .login_limits import LOCKED_MESSAGE, AuthThrottle, PublicThrottle
 from .models import ApiToken, LogEntry, SigningKey, Transfer, TrustRoot, User
 from .permissions import (
     Forbidden,
@@ -51,12 +52,6 @@ from .serializers import (
 class Pagination(LimitOffsetPagination):
     default_limit = 100
     max_limit = 1000
-
-
-class PublicThrottle(AnonRateThrottle):
-    """Rate limit for the endpoints anyone may call (per client address)."""
-
-    scope = "public"
 
 
 def exception_handler(exc, context):
@@ -99,16 +94,25 @@ def find_case(user, value: str):
 class TokenView(APIView):
     authentication_classes = [HashedTokenAuthentication]
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [AuthThrottle]
     throttle_scope = "auth"
 
     @extend_schema(request=TokenRequestSerializer, responses={201: TokenSerializer})
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        # The Django request, not DRF's wrapper: django-axes counts the
+        # failure and flags a lockout on it, where its middleware looks.
         user = authenticate(
-            request, username=data.validated_data["username"], password=data.validated_data["password"]
+            request._request,
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
         )
+        if getattr(request._request, "axes_locked_out", False):
+            return Response(
+                {"detail": LOCKED_MESSAGE.format(minutes=settings.CUSTODY_LOGIN_COOLOFF_MINUTES)},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+            )
         if user is None or not user.is_active:
             return Response({"detail": "wrong username or password"}, status=status.HTTP_401_UNAUTHORIZED)
         row, token = services.issue_token(

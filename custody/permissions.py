@@ -40,8 +40,10 @@ def _uuid(value) -> uuid.UUID:
 
 
 def client_address(request) -> str | None:
-    """The address the request came from, as recorded in log entries."""
-    return request.META.get("REMOTE_ADDR") or None
+    """The address the request came from, as recorded in log entries (X-Forwarded-For only from a trusted proxy)."""
+    from .login_limits import client_ip
+
+    return client_ip(request)
 
 
 def get_case_for(request, case_id) -> Case:

@@ -5,6 +5,7 @@ CUSTODY_DATA_DIR) so checkout, install, migrate, run works with no server.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -125,6 +126,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "forensics",
@@ -144,7 +146,41 @@ MIDDLEWARE = [
     # After authentication, and after WhiteNoise has answered for static
     # files: those stay cacheable, every answer to a signed-in user does not.
     "custody.middleware.NoStoreForAuthenticatedMiddleware",
+    # Last: turns a login refused by django-axes into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed logins (web, admin, API token) are counted by django-axes in the
+# database, so every server process sees the same count: after
+# CUSTODY_LOGIN_FAILURE_LIMIT failures for one account, or from one client
+# address, logins are refused for CUSTODY_LOGIN_COOLOFF_MINUTES, even with
+# the right password. Its backend goes first so a locked-out login never
+# reaches the password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+CUSTODY_LOGIN_FAILURE_LIMIT = env_int("CUSTODY_LOGIN_FAILURE_LIMIT", 10)
+CUSTODY_LOGIN_COOLOFF_MINUTES = env_int("CUSTODY_LOGIN_COOLOFF_MINUTES", 15)
+if CUSTODY_LOGIN_FAILURE_LIMIT < 1 or CUSTODY_LOGIN_COOLOFF_MINUTES < 1:
+    raise ImproperlyConfigured("CUSTODY_LOGIN_FAILURE_LIMIT and CUSTODY_LOGIN_COOLOFF_MINUTES must be >= 1")
+# Proxies (exact addresses, comma-separated) whose X-Forwarded-For is
+# believed; from anyone else it is ignored and REMOTE_ADDR is the client.
+CUSTODY_TRUSTED_PROXIES = frozenset(
+    p.strip() for p in os.getenv("CUSTODY_TRUSTED_PROXIES", "").split(",") if p.strip()
+)
+AXES_ENABLED = True
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = CUSTODY_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=CUSTODY_LOGIN_COOLOFF_MINUTES)
+# Either limit locks: per account (a spread-out guess at one password) and
+# per address (one client trying many accounts).
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "custody.login_limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "custody.login_limits.lockout_response"
+# A success does not wipe the count: an attacker's own account must not reset its address's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_HTTP_RESPONSE_CODE = 429
 
 ROOT_URLCONF = "custody.urls"
 WSGI_APPLICATION = "custody.wsgi.application"

@@ -184,7 +184,7 @@ def gunicorn_server(transactional_db, tmp_path):
         server.stop()
 
 
-def start_gunicorn(log_path, port: int | None = None):
+def start_gunicorn(log_path, port: int | None = None, workers: int = 1, extra_args: tuple[str, ...] = ()):
     """Start gunicorn on the test database; the result has url, port, proc and stop()."""
     port = port or free_port()
     log = open(log_path, "a")
@@ -197,13 +197,14 @@ def start_gunicorn(log_path, port: int | None = None):
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "1",
+            str(workers),
             "--worker-class",
             "gthread",
             "--threads",
             "2",
             "--timeout",
             "600",
+            *extra_args,
         ],
         cwd=ROOT,
         env=subprocess_env(),

@@ -105,3 +105,29 @@ def test_servers_connect_as_the_app_role_and_only_the_release_step_as_the_owner(
 def test_database_role_misconfigurations_fail_at_startup(tmp_path, env, message):
     done = run_python("import custody.settings", tmp_path, **env)
     assert done.returncode != 0 and message in done.stderr
+
+
+def test_login_limits_come_from_the_environment(tmp_path):
+    code = (
+        "import json, custody.settings as s; print(json.dumps([s.AXES_FAILURE_LIMIT, "
+        "s.AXES_COOLOFF_TIME.total_seconds(), sorted(s.CUSTODY_TRUSTED_PROXIES), s.AXES_HANDLER]))"
+    )
+    done = run_python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [10, 900.0, [], "axes.handlers.database.AxesDatabaseHandler"]
+    done = run_python(
+        code,
+        tmp_path,
+        CUSTODY_LOGIN_FAILURE_LIMIT="5",
+        CUSTODY_LOGIN_COOLOFF_MINUTES="60",
+        CUSTODY_TRUSTED_PROXIES="10.0.0.1, 10.0.0.2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[:3] == [5, 3600.0, ["10.0.0.1", "10.0.0.2"]]
+
+
+@pytest.mark.parametrize("name", ["CUSTODY_LOGIN_FAILURE_LIMIT", "CUSTODY_LOGIN_COOLOFF_MINUTES"])
+def test_login_limits_refuse_zero(tmp_path, name):
+    done = run_python("import custody.settings", tmp_path, **{name: "0"})
+    assert done.returncode != 0
+    assert name in done.stderr
