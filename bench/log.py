@@ -82,19 +82,6 @@ ACTIONS = [  # (action, weight): entries about existing items that change no tab
 FIRST_NAMES = ["ana", "ben", "chen", "dana", "emil", "fatima", "goran", "hana", "ivo", "jun", "kofi", "lena"]
 
 
-class _Upload:
-    """What services.receive_evidence reads of an upload (as custody/tus.py's _Received)."""
-
-    def __init__(self, path: Path, name: str, size: int, digests: dict[str, str]):
-        self.path, self.name, self.size, self.digests = path, name, size, digests
-
-    def temporary_file_path(self) -> str:
-        return str(self.path)
-
-    def close(self) -> None:
-        pass
-
-
 def seed_custody(rng: random.Random, users: int, cases: int, items: int) -> None:
     """Users, cases, memberships and evidence items made through the real services.
 
@@ -106,6 +93,7 @@ def seed_custody(rng: random.Random, users: int, cases: int, items: int) -> None
 
     from custody import services
     from custody.hashing import hash_file
+    from custody.tus import ReceivedFile
 
     # The password hash is not a custody fact; PBKDF2 would cost ~0.5 s per user.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -136,7 +124,7 @@ def seed_custody(rng: random.Random, users: int, cases: int, items: int) -> None
         services.receive_evidence(
             actor=owner,
             case=case,
-            upload=_Upload(path, f"IMG_{i:06d}.E01", size, digests),
+            upload=ReceivedFile(path, f"IMG_{i:06d}.E01", size, digests),
             source="seized at scene",
             client="10.0.0.1",
         )
@@ -740,7 +728,7 @@ def bulk_load(url: str, target: int, pools: Pools, chunk: int = 20_000) -> dict:
     Version 2 entries about the seeded items, each with ``prev`` (index and
     leaf hash of the previous entry about its item, from the log as it stands
     and then from the entries made here) and the log key's signature over
-    log.entry_message(leaf hash). One transaction holds the head lock: the
+    signing.entry_message(leaf hash). One transaction holds the head lock: the
     leaves are folded into the frontier, the completed nodes collected, both
     tables COPYed, then the head set. ~40 us per entry in this one process
     (a quarter of it the Ed25519 signature).
@@ -753,10 +741,10 @@ def bulk_load(url: str, target: int, pools: Pools, chunk: int = 20_000) -> dict:
     from custody import keys, log, merkle
     from custody.merkle import append_to_frontier as append
     from custody.models import SigningKey
-    from custody.signing import canonical_json
+    from custody.signing import canonical_json, entry_message
 
     signer = keys.active_private_key(SigningKey.Purpose.LOG)[1]  # the key log.append signs with
-    message = log.entry_message
+    message = entry_message
     t0 = time.perf_counter()
     step = ENTRY_STEP
     leaf_bytes = 0

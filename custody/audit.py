@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 
 from . import merkle, projection, signing
-from .hashing import hash_file
+from .hashing import hash_file, sha256_file
 from .models import Blob, Checkpoint, LogEntry, LogHead, TreeNode
 from .replay import Replay
 from .storage import blob_store
@@ -413,30 +413,26 @@ def _verify_blobs(report: Report) -> None:
             continue
         if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
             report.problem(f"blob {sha256}: content no longer matches its recorded digests")
-    # Public statements of published results too (named by their announcements).
+    # Signed statements are blobs named by their SHA-256, with no Blob row:
+    # public ones (named by their announcements) and internal result
+    # statements (rebuild_state reads them). Checked as strictly.
     for leaf in LogEntry.objects.filter(action="result.announced").values_list("leaf", flat=True).iterator():
         sha256 = (json.loads(bytes(leaf)).get("details") or {}).get("public_statement_sha256")
-        if not sha256:
-            continue
-        report.blobs += 1
-        try:
-            digests, _ = hash_file(store.path(sha256))
-        except FileNotFoundError:
-            report.problem(f"public statement blob {sha256}: file is missing")
-            continue
-        if digests["sha256"] != sha256:
-            report.problem(f"public statement blob {sha256}: content no longer matches its name")
-    # Signed result statements are blobs named by their SHA-256 (no Blob row):
-    # rebuild_state reads them, so they are checked as strictly.
+        if sha256:
+            _verify_named_blob(report, store, sha256, f"public statement blob {sha256}")
     from forensics.models import Analysis
 
     rows = Analysis.objects.exclude(statement_sha256="").order_by("pk").values_list("pk", "statement_sha256")
     for pk, sha256 in rows.iterator(chunk_size=BATCH):
-        report.blobs += 1
-        try:
-            digests, _ = hash_file(store.path(sha256))
-        except FileNotFoundError:
-            report.problem(f"statement blob {sha256} of analysis {pk}: file is missing")
-            continue
-        if digests["sha256"] != sha256:
-            report.problem(f"statement blob {sha256} of analysis {pk}: content no longer matches its name")
+        _verify_named_blob(report, store, sha256, f"statement blob {sha256} of analysis {pk}")
+
+
+def _verify_named_blob(report: Report, store, sha256: str, label: str) -> None:
+    report.blobs += 1
+    try:
+        actual = sha256_file(store.path(sha256))
+    except FileNotFoundError:
+        report.problem(f"{label}: file is missing")
+        return
+    if actual != sha256:
+        report.problem(f"{label}: content no longer matches its name")

@@ -9,7 +9,6 @@ commit order whatever the database's sequences do.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +19,9 @@ from django.utils import timezone
 
 from . import keys, merkle, signing
 from .models import Checkpoint, LogEntry, LogHead, SigningKey, TreeNode
-from .projection import ENTRY_VERSION
+from .projection import ENTRY_VERSION, format_time
 
 HASH_SIZE = 32
-
-
-def format_time(value: dt.datetime) -> str:
-    """RFC 3339 UTC with microseconds, the one time format in signed documents."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _actor(user) -> dict | None:
@@ -115,7 +109,7 @@ def append(
         # back by someone with database rights alone.
         cursor.execute(sql["log_key"])
         signer = cursor.fetchone()
-        signature = keys.load_private_key(signer[0]).sign(entry_message(leaf_hash)) if signer else b""
+        signature = keys.load_private_key(signer[0]).sign(signing.entry_message(leaf_hash)) if signer else b""
         new_frontier, nodes = merkle.append_to_frontier(_split(bytes(frontier)), index, leaf_hash)
         inner = [node for node in nodes if node[0] > 0]
         ops = connection.ops
@@ -193,14 +187,6 @@ def _write_sql(sql: dict[str, str], node_count: int) -> str:
     if node_count:
         parts.append(f"n AS ({_nodes_sql(sql, node_count)})")
     return "WITH " + ", ".join(parts) + " " + sql["head"]
-
-
-ENTRY_SIGNATURE_CONTEXT = b"custody-log-entry/v1\n"
-
-
-def entry_message(leaf_hash: bytes) -> bytes:
-    """What the log key signs for one entry (a context string keeps it apart from checkpoint notes)."""
-    return ENTRY_SIGNATURE_CONTEXT + leaf_hash
 
 
 _warm = False

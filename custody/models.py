@@ -196,7 +196,7 @@ class LogEntry(models.Model):
         Evidence, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="log_entries"
     )
     # Ed25519 signature by the log key active when the entry was written, over
-    # log.entry_message(leaf_hash); empty only before the first log key exists.
+    # signing.entry_message(leaf_hash); empty only before the first log key exists.
     signature = models.BinaryField(default=b"", db_default=b"")
 
     class Meta:

@@ -21,6 +21,7 @@ a token's last use, an analysis's heartbeat, unfinished resumable uploads.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import uuid
@@ -575,6 +576,7 @@ def parse_time(value: str | None) -> dt.datetime | None:
 
 
 def format_time(value: dt.datetime | None) -> str | None:
+    """RFC 3339 UTC with microseconds, the one time format in signed documents (None stays None)."""
     if value is None:
         return None
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -660,6 +662,12 @@ def materialize_envelope(ref: dict) -> dict:
     }
 
 
+@functools.cache
+def _model_store(using: str) -> ModelStore:
+    """One store per database alias: every service call applies through it (no per-call model lookups)."""
+    return ModelStore(using)
+
+
 def apply(entry_row, using: str = "default", reserved: frozenset = frozenset()) -> None:
     """Write the rows that a just-appended entry implies (services call this after ``log.append``).
 
@@ -668,6 +676,6 @@ def apply(entry_row, using: str = "default", reserved: frozenset = frozenset()) 
     """
     from django.conf import settings
 
-    store = ModelStore(using)
+    store = _model_store(using)
     for change in changes(entry_row.entry, settings.CUSTODY_LOG_ORIGIN):
         store.apply(change, reserved)

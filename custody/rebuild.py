@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from django.apps import apps
 from django.conf import settings
+from django.core.management.color import no_style
 from django.db import connections, transaction
 
 from . import merkle, projection
@@ -131,12 +132,7 @@ def _reset_sequences(target: str) -> None:
     """Rows were written with the log's ids; the database's counters must follow (PostgreSQL)."""
     connection = connections[target]
     models = [apps.get_model(t.model) for t in TABLES.values()]
-    statements = connection.ops.sequence_reset_sql(_NoStyle(), models)
+    statements = connection.ops.sequence_reset_sql(no_style(), models)
     with connection.cursor() as cursor:
         for sql in statements:
             cursor.execute(sql)
-
-
-class _NoStyle:
-    def __getattr__(self, name):
-        return lambda text: text

@@ -188,8 +188,6 @@ class Replay:
 
     def _check_signature(self, index: int, leaf_hash: bytes, signature: bytes) -> None:
         """Each entry is signed by a log key announced before it and not retired before it."""
-        from .log import entry_message
-
         if self._log_signers is None or self._log_signers_at != index:
             rows = self.db.execute(
                 "SELECT keyid, pem FROM keys WHERE purpose = 'log' AND added < ? AND (retired IS NULL OR retired >= ?)",
@@ -203,7 +201,7 @@ class Replay:
             return
         for public in self._log_signers:
             try:
-                public.verify(signature, entry_message(leaf_hash))
+                public.verify(signature, signing.entry_message(leaf_hash))
                 return
             except Exception:  # noqa: BLE001, S112 - try the next valid key (at a rotation there are two)
                 continue

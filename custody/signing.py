@@ -212,6 +212,16 @@ def sign_statement(statement: dict, key: Ed25519PrivateKey) -> dict:
     return dsse_sign(canonical_json(statement, allow_floats=True), IN_TOTO_PAYLOAD_TYPE, key)
 
 
+# --- log entries ------------------------------------------------------------------
+
+ENTRY_SIGNATURE_CONTEXT = b"custody-log-entry/v1\n"
+
+
+def entry_message(leaf_hash: bytes) -> bytes:
+    """What the log key signs for one entry (a context string keeps it apart from checkpoint notes)."""
+    return ENTRY_SIGNATURE_CONTEXT + leaf_hash
+
+
 # --- C2SP signed notes ------------------------------------------------------
 
 

@@ -533,8 +533,8 @@ def _copy_body(
     return received, False, chunk_hash.digest() if chunk_hash else None
 
 
-class _Received:
-    """What receive_evidence needs of an upload: the file, its name and size, its digests."""
+class ReceivedFile:
+    """What receive_evidence needs of an upload: the file, its name and size, its digests (hashed already)."""
 
     def __init__(self, path: Path, name: str, size: int, digests: dict[str, str]):
         self.path, self.name, self.size, self.digests = path, name, size, digests
@@ -549,7 +549,7 @@ class _Received:
 def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
     """All bytes are in: make them evidence, through the same service as any intake."""
     path = data_path(upload.pk)
-    received = _Received(path, upload.filename, upload.length, state.hasher.hexdigests())
+    received = ReceivedFile(path, upload.filename, upload.length, state.hasher.hexdigests())
     received.resumable_id = upload.pk  # the quota counts this upload once, as the evidence it becomes
 
     def mark_finished(evidence) -> None:

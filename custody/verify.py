@@ -300,7 +300,7 @@ def check_entries(path: Path, size: int, root: bytes, trust: Trust, report: Repo
 
 
 def _entry_signed(leaf_hash: bytes, signature: bytes, time: str, trust: Trust) -> bool:
-    message = b"custody-log-entry/v1\n" + leaf_hash
+    message = signing.entry_message(leaf_hash)
     for key in trust.log_keys():
         if not trust.root.key_valid_at(key["keyid"], "log", time)[0]:
             continue
