@@ -7,6 +7,7 @@ Data is made through the services, as users would make it.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -110,6 +111,18 @@ def as_dave(dave):
 @pytest.fixture
 def as_root(root):
     return api_client_for(root)
+
+
+def run_verify_log(*args: str) -> tuple[int, str]:
+    """``manage.py verify_log --quiet ARGS`` as an auditor runs it: (exit code, what it printed)."""
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    try:
+        call_command("verify_log", "--quiet", *args, stdout=out)
+        return 0, out.getvalue()
+    except SystemExit as exc:
+        return exc.code, out.getvalue()
 
 
 def upload(client, case, content: bytes = b"evidence bytes\n", name="clip.bin", **fields):

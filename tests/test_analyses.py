@@ -304,8 +304,8 @@ def _wav(samples, rate=16000) -> bytes:
     return buf.getvalue()
 
 
-def test_context_alignment_through_the_pipeline(as_alice, case_a, case_b, as_bob):
-    """A clip cut from a longer recording: the reference is another item of the case, by id."""
+def meeting_and_clip():
+    """A 60 s "meeting" (samples) and a clip made of two excerpts of it (10-20 s and 30-40 s)."""
     import numpy as np
 
     rng = np.random.default_rng(7)
@@ -325,6 +325,12 @@ def test_context_alignment_through_the_pipeline(as_alice, case_a, case_b, as_bob
         size=t.size
     )
     clip = np.concatenate([reference[10 * rate : 20 * rate], reference[30 * rate : 40 * rate]])
+    return reference, clip
+
+
+def test_context_alignment_through_the_pipeline(as_alice, case_a, case_b, as_bob):
+    """A clip cut from a longer recording: the reference is another item of the case, by id."""
+    reference, clip = meeting_and_clip()
     ref_id = upload(as_alice, case_a, _wav(reference), name="meeting.wav").json()["id"]
     clip_id = upload(as_alice, case_a, _wav(clip), name="leak.wav").json()["id"]
     other_case_item = upload(as_bob, case_b, _wav(reference), name="elsewhere.wav").json()["id"]

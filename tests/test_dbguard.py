@@ -21,7 +21,7 @@ from django.db import DatabaseError, connection, transaction
 from custody import log
 from custody.models import Checkpoint, LogEntry, TreeNode
 
-from .conftest import ROOT
+from .conftest import ROOT, run_verify_log
 
 on_sqlite = pytest.mark.skipif(
     connection.vendor != "sqlite",
@@ -58,12 +58,7 @@ def assert_refused(statement):
 
 
 def run_verify() -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_log", "--quiet", "--skip-blobs", stdout=out)
-        return 0, out.getvalue()
-    except SystemExit as exc:
-        return exc.code, out.getvalue()
+    return run_verify_log("--skip-blobs")
 
 
 # Each statement tries to put a different row where a log row is.

@@ -316,6 +316,18 @@ def rewrite_history() -> None:
     LogHead.objects.filter(pk=1).update(frontier=b"".join(frontier), root=merkle.root_from_frontier(frontier))
 
 
+def run_monitor(url: str, state: Path, *extra) -> subprocess.CompletedProcess:
+    """``python -m custody.verify --log URL --since STATE ...`` as a cron job runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "custody.verify", "--log", url, "--since", str(state), *map(str, extra)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+
+
 @pytest.mark.slow
 def test_monitor_follows_the_log_and_reports_rewritten_history(gunicorn_server, alice, case_a, tmp_path):
     client = api_client_for(alice)
@@ -324,23 +336,7 @@ def test_monitor_follows_the_log_and_reports_rewritten_history(gunicorn_server, 
     state = tmp_path / "kept-checkpoint.txt"
 
     def monitor(*extra):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "custody.verify",
-                "--log",
-                gunicorn_server.url,
-                "--since",
-                str(state),
-                *extra,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=subprocess_env(),
-        )
+        return run_monitor(gunicorn_server.url, state, *extra)
 
     first = monitor("--vkey", vkey)
     assert first.returncode == 0 and "first run" in first.stdout, first.stdout + first.stderr
@@ -491,6 +487,21 @@ def test_receipt_field_changed_even_with_the_servers_own_key_is_refused(
     assert result.returncode == 1 and "intake receipt differs from what log entry" in result.stdout, (
         result.stdout
     )
+
+
+def test_entry_signature_stripped_or_moved_is_refused(as_alice, rich_item, tmp_path):
+    """Each entry must carry the log key's signature over its own leaf: not blank, not another entry's."""
+    bag_dir = unpack(export(as_alice, rich_item["id"], tmp_path))
+    path = bag_dir / "data" / "log" / "entries.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["signature"] = ""
+    records[1]["signature"] = records[2]["signature"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    remanifest(bag_dir)
+    result = run_verifier(bag_dir)
+    assert result.returncode == 1, result.stdout
+    for record in records[:2]:
+        assert f"entry {record['index']}: not signed by a log key of the trust root" in result.stdout
 
 
 def test_dropped_download_entry_is_refused(as_alice, rich_item, tmp_path):
@@ -650,24 +661,7 @@ def test_monitor_pinned_to_a_trust_root_follows_a_log_key_rotation(gunicorn_serv
     state = tmp_path / "kept-checkpoint.txt"
 
     def monitor():
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "custody.verify",
-                "--log",
-                gunicorn_server.url,
-                "--since",
-                str(state),
-                "--trust-root",
-                str(pinned),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=subprocess_env(),
-        )
+        return run_monitor(gunicorn_server.url, state, "--trust-root", pinned)
 
     first = monitor()
     assert first.returncode == 0 and "first run" in first.stdout, first.stdout + first.stderr

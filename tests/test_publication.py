@@ -21,31 +21,13 @@ from forensics import publication, services
 from forensics.models import Analysis
 
 from .conftest import upload
-from .test_analyses import _wav, request, statement_of
+from .test_analyses import _wav, meeting_and_clip, request, statement_of
 from .test_auditor_by_hand import run_block
 
 
 def _recordings():
-    """A 60 s "meeting" and a clip made of two excerpts (10-20 s and 30-40 s) of it."""
-    import numpy as np
-
-    rng = np.random.default_rng(7)
-    rate = 16000
-    t = np.arange(60 * rate) / rate
-    tones = np.sin(
-        2
-        * np.pi
-        * (
-            300
-            + 200 * np.sin(2 * np.pi * 0.3 * t)
-            + 150 * rng.integers(0, 12, t.size // 800).repeat(800)[: t.size]
-        )
-        * t
-    )
-    reference = 0.4 * tones * (rng.random(t.size // 1600).repeat(1600)[: t.size] > 0.3) + 0.01 * rng.normal(
-        size=t.size
-    )
-    clip = np.concatenate([reference[10 * rate : 20 * rate], reference[30 * rate : 40 * rate]])
+    """The meeting and clip of the pipeline test (tests/test_analyses.py), as WAV bytes."""
+    reference, clip = meeting_and_clip()
     return _wav(reference), _wav(clip)
 
 

@@ -9,7 +9,6 @@ says, what the table says) and makes verify_log exit non-zero.
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -21,6 +20,7 @@ from custody.models import ApiToken, Evidence, LogEntry, Membership, SigningKey,
 from forensics.models import Analysis
 
 from .busy import busy_history
+from .conftest import run_verify_log
 
 
 @pytest.fixture
@@ -29,12 +29,7 @@ def history(alice, bob, case_a, case_b):
 
 
 def verify() -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_log", "--quiet", "--skip-blobs", stdout=out)
-        return 0, out.getvalue()
-    except SystemExit as exc:
-        return exc.code, out.getvalue()
+    return run_verify_log("--skip-blobs")
 
 
 def sql(statement: str, params=()) -> None:

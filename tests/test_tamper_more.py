@@ -12,12 +12,10 @@ gap is on record and the suite stays green.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -39,20 +37,14 @@ from custody.storage import blob_store
 from forensics.models import Analysis, Artifact
 
 from . import test_tamper as tamper
-from .conftest import PASSWORD, api_client_for, upload
+from .conftest import PASSWORD, api_client_for, run_verify_log, upload
 
 history = tamper.history  # the busy history of tests/test_tamper.py (every kind of entry)
 sql = tamper.sql
 
 
 def verify(blobs: bool = True) -> tuple[int, str]:
-    out = io.StringIO()
-    args = ["--quiet"] if blobs else ["--quiet", "--skip-blobs"]
-    try:
-        call_command("verify_log", *args, stdout=out)
-        return 0, out.getvalue()
-    except SystemExit as exc:
-        return exc.code, out.getvalue()
+    return run_verify_log() if blobs else run_verify_log("--skip-blobs")
 
 
 def reported(*phrases: str, blobs: bool = True) -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.core.management import call_command
 
 from custody import audit, log, services, signing, trustroot
 from custody.models import Checkpoint, SigningKey, TrustRoot
+
+from .conftest import run_verify_log
 
 
 def newest() -> TrustRoot:
@@ -76,12 +76,7 @@ def test_a_forged_next_version_is_refused(custody_db):
 
 
 def verify_log(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_log", "--quiet", "--skip-blobs", *args, stdout=out)
-        return 0, out.getvalue()
-    except SystemExit as exc:
-        return exc.code, out.getvalue()
+    return run_verify_log("--skip-blobs", *args)
 
 
 def test_verify_log_follows_the_pinned_root(custody_db, tmp_path):

@@ -1,18 +1,16 @@
 """The database refuses log changes; verify_log catches what is done behind its back."""
 
-import io
 import os
 import stat
 
 import pytest
-from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from custody import dbguard, log
 from custody.models import Evidence, LogEntry
 from custody.storage import blob_store
 
-from .conftest import upload
+from .conftest import run_verify_log, upload
 
 
 @pytest.fixture
@@ -26,13 +24,7 @@ def populated(as_alice, case_a):
 
 
 def run_verify() -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_log", "--quiet", stdout=out)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue()
+    return run_verify_log()
 
 
 def sql(statement, params=()):
