@@ -1,0 +1,66 @@
+"""The interval and calibration arithmetic the rate tables rest on, against independent values."""
+
+import json
+
+import pytest
+from scipy import stats as sps
+
+from forensics.analyzers import _rates
+from forensics.evaluation import stats, tables
+
+pytestmark = pytest.mark.nodb
+
+
+def test_wilson_matches_the_textbook_values():
+    # Newcombe (1998), Table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605.
+    lo, hi = stats.wilson(81, 263)
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    lo, hi = stats.wilson(15, 148)
+    assert (round(lo, 4), round(hi, 4)) == (0.0624, 0.1605)
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == 1.0
+    assert stats.wilson(0, 0) is None
+    with pytest.raises(ValueError):
+        stats.wilson(3, 2)
+
+
+def test_poisson_interval_is_the_exact_garwood_interval():
+    lo, hi = stats.poisson_interval(0, 2.0)
+    assert lo == 0.0 and hi == pytest.approx(sps.chi2.ppf(0.975, 2) / 2 / 2.0)
+    lo, hi = stats.poisson_interval(3, 1.0)
+    # Garwood (1936): 3 events -> 0.619-8.767
+    assert (round(lo, 3), round(hi, 3)) == (0.619, 8.767)
+    assert stats.poisson_interval(1, 0) is None
+
+
+def test_isotonic_map_is_monotone_and_reproduces_frequencies():
+    scores = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
+    outcomes = [0, 1, 0, 0, 1, 0, 1, 1]
+    points = stats.isotonic(scores, outcomes)
+    probs = [p for _, p in points]
+    assert probs == sorted(probs)
+    assert stats.apply_map(points, 0.05) == points[0][1]
+    assert stats.apply_map(points, 0.95) == 1.0
+    # the pooled blocks' frequencies average back to the overall rate
+    assert sum(stats.apply_map(points, s) for s in scores) == pytest.approx(sum(outcomes))
+    table = stats.reliability([stats.apply_map(points, s) for s in scores], outcomes, bands=4)
+    assert sum(row["n"] for row in table) == len(scores)
+
+
+def test_rates_lookup_quotes_only_the_measured_condition(tmp_path, monkeypatch):
+    monkeypatch.setattr(_rates, "RATES_DIR", tmp_path)
+    _rates.reload()
+    row = tables.rate_row({"codec": "wav", "band": "12-20 dB"}, 60, 45, 2.5, 1)
+    spec = {"condition": ["codec", "band"], "found_when": "within 0.5 s", "false_alarm_unit": "hour", "rows": [row]}
+    spec["calibration"] = [[0.0, 0.1], [0.5, 0.8]]
+    tables.write("x.test", {"indicators": {"edit": spec}, "set": "a set"}, tmp_path)
+    got = _rates.for_condition("x.test", "edit", {"codec": "wav", "band": "12-20 dB", "other": 1})
+    assert got["measured"] and got["detected"] == 45 and got["detection_ci95"] == [0.628, 0.842]
+    assert got["table_sha256"] and got["false_alarm_unit"] == "hour"
+    missing = _rates.for_condition("x.test", "edit", {"codec": "opus", "band": "12-20 dB"})
+    assert missing["measured"] is False and "never measured" in missing["note"]
+    assert "detection_rate" not in missing
+    assert _rates.for_condition("x.test", "other", {})["measured"] is False
+    assert _rates.calibrated("x.test", "edit", 0.2) == 0.1 and _rates.calibrated("x.test", "edit", 0.7) == 0.8
+    assert any("45/60" in line for line in _rates.limits("x.test"))
+    json.loads((tmp_path / "x.test.json").read_text())
+    _rates.reload()
