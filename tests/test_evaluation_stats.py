@@ -50,7 +50,12 @@ def test_rates_lookup_quotes_only_the_measured_condition(tmp_path, monkeypatch):
     monkeypatch.setattr(_rates, "RATES_DIR", tmp_path)
     _rates.reload()
     row = tables.rate_row({"codec": "wav", "band": "12-20 dB"}, 60, 45, 2.5, 1)
-    spec = {"condition": ["codec", "band"], "found_when": "within 0.5 s", "false_alarm_unit": "hour", "rows": [row]}
+    spec = {
+        "condition": ["codec", "band"],
+        "found_when": "within 0.5 s",
+        "false_alarm_unit": "hour",
+        "rows": [row],
+    }
     spec["calibration"] = [[0.0, 0.1], [0.5, 0.8]]
     tables.write("x.test", {"indicators": {"edit": spec}, "set": "a set"}, tmp_path)
     got = _rates.for_condition("x.test", "edit", {"codec": "wav", "band": "12-20 dB", "other": 1})
