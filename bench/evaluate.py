@@ -4,6 +4,7 @@
     python bench/evaluate.py audio.enf       # one analyzer
     python bench/evaluate.py --quick         # the subsets the test suite reruns
     python bench/evaluate.py --check         # recompute, compare with the tables, write nothing
+    python bench/evaluate.py --markdown      # print the stored tables as Markdown (for the README)
 
 Each module of ``forensics/evaluation`` that defines ``ANALYZER`` and
 ``evaluate(quick: bool, jobs: int) -> dict`` is one evaluation; what it
@@ -47,6 +48,44 @@ def print_table(analyzer: str, block: dict) -> None:
         print("  " + line)
 
 
+def _ci(lo_hi, percent: bool) -> str:
+    lo, hi = lo_hi
+    return f"{100 * lo:.0f}-{100 * hi:.0f}%" if percent else f"{lo:.3g}-{hi:.3g}"
+
+
+def markdown(analyzer: str, data: dict) -> str:
+    """The stored table of one analyzer as Markdown: one row per indicator and condition."""
+    lines = [
+        f"**{analyzer}** (evaluated {data.get('evaluated', '?')}; `{data.get('command', '')}`): {data.get('set', '')}",
+        "",
+    ]
+    lines.append("| indicator | condition | found | rate (95% CI) | false alarms | rate (95% CI) |")
+    lines.append("|---|---|---|---|---|---|")
+    for name, spec in data.get("indicators", {}).items():
+        unit = spec.get("false_alarm_unit", "file")
+        for row in spec["rows"]:
+            cond = ", ".join(f"{k}={v}" for k, v in row["condition"].items())
+            found = rate = fa = fa_rate = "-"
+            if row.get("positives"):
+                found = f"{row['detected']}/{row['positives']}"
+                rate = f"{100 * row['detection_rate']:.0f}% ({_ci(row['detection_ci95'], True)})"
+            if row.get("negatives"):
+                fa = f"{row['false_alarms']} in {row['negatives']:g} {unit}s"
+                per_item = isinstance(row["negatives"], int)
+                value = (
+                    f"{100 * row['false_alarm_rate']:.0f}%"
+                    if per_item
+                    else f"{row['false_alarm_rate']:.3g}/{unit}"
+                )
+                fa_rate = f"{value} ({_ci(row['false_alarm_ci95'], per_item)})"
+            lines.append(f"| {name} | {cond} | {found} | {rate} | {fa} | {fa_rate} |")
+    extras = data.get("report", [])
+    if extras:
+        lines.append("")
+        lines += [f"- {x}" for x in extras]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
 def main(argv=None) -> int:
     import django
 
@@ -59,7 +98,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the subsets the test suite reruns")
     parser.add_argument("--check", action="store_true", help="compare with the stored tables, write nothing")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--markdown", action="store_true", help="print the stored tables, compute nothing")
     args = parser.parse_args(argv)
+    if args.markdown:
+        for name in args.analyzers or sorted(p.stem for p in _rates.RATES_DIR.glob("*.json")):
+            print(markdown(name, _rates.table(name) or {}))
+        return 0
 
     found = evaluations()
     names = args.analyzers or sorted(found)

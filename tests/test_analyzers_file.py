@@ -36,6 +36,7 @@ from PIL import Image
 from forensics import analyzers
 from forensics.analyzers import (
     _filezip,
+    _rates,
     file_archive,
     file_entropy,
     file_hashes,
@@ -129,7 +130,7 @@ def text_corpus(seed: int, words: int) -> bytes:
 @pytest.mark.parametrize("module", FILE_MODULES, ids=lambda m: m.NAME)
 def test_module_constants_follow_the_contract(module):
     assert module.NAME.startswith("file.")
-    assert module.VERSION == "1.0.0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", module.VERSION)
     assert module.ACCEPTS and all(isinstance(a, str) for a in module.ACCEPTS)
     assert isinstance(module.DESCRIPTION, str) and module.DESCRIPTION
     assert module.LIMITS and all(isinstance(x, str) and x for x in module.LIMITS)
@@ -822,3 +823,38 @@ def test_not_an_archive_or_empty_fails_with_a_reason(tmp_path):
         run(file_archive, write(tmp_path, "r.bin", os.urandom(5000)))
     with pytest.raises(AnalysisError, match="empty"):
         run(file_archive, write(tmp_path, "e.zip", b""))
+
+
+# ------------------------------------------------- measured rates of the bomb rule
+
+
+def test_bomb_indicator_quotes_the_rates_measured_for_its_format(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.bin", bytes(16 << 20))
+    out, _ = run(file_archive, path)
+    rates = one(out, "possible_decompression_bomb")["rates"]
+    table = _rates.table("file.archive")
+    row = next(
+        r
+        for r in table["indicators"]["possible_decompression_bomb"]["rows"]
+        if r["condition"] == {"format": "zip"}
+    )
+    assert rates["measured"] is True and rates["condition"] == {"format": "zip"}
+    assert rates["detected"] == row["detected"] and rates["detection_ci95"] == row["detection_ci95"]
+    assert rates["false_alarm_ci95"] == row["false_alarm_ci95"] and len(rates["table_sha256"]) == 64
+    # changed thresholds: the measured rates do not apply, and the finding says so
+    out, _ = run(file_archive, path, {"ratio_threshold": 10.0})
+    rates = one(out, "possible_decompression_bomb")["rates"]
+    assert rates["measured"] is False and "default thresholds" in rates["note"]
+    assert any("format zip" in line and "found" in line for line in file_archive.LIMITS)
+
+
+@pytest.mark.slow
+def test_quick_evaluation_reproduces_the_stored_figures():
+    """The subset of forensics/evaluation/archive.py the suite reruns equals the table's "quick" block."""
+    from forensics.evaluation import archive
+
+    result = archive.evaluate(quick=True, jobs=1)
+    stored = _rates.table("file.archive")["quick"]
+    assert json.loads(json.dumps(result["indicators"])) == stored

@@ -20,10 +20,13 @@ def rate_row(
         lo, hi = stats.wilson(detected, positives)
         row["detection_rate"] = round(detected / positives, 3)
         row["detection_ci95"] = [round(lo, 3), round(hi, 3)]
-    row["negatives"] = round(float(negatives), 3)
+    row["negatives"] = negatives if isinstance(negatives, int) else round(float(negatives), 3)
     row["false_alarms"] = false_alarms
     if negatives:
-        lo, hi = stats.poisson_interval(false_alarms, negatives)
+        if isinstance(negatives, int):
+            lo, hi = stats.wilson(false_alarms, negatives)
+        else:
+            lo, hi = stats.poisson_interval(false_alarms, negatives)
         row["false_alarm_rate"] = round(false_alarms / negatives, 3)
         row["false_alarm_ci95"] = [round(lo, 3), round(hi, 3)]
     row.update(extra)
