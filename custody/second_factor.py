@@ -6,7 +6,9 @@ the admin site included. Everybody else may enrol from their account page.
 Whoever has enrolled must give a code (from the authenticator app, or one of
 the recovery codes) after the password before any other page works. API
 tokens are unchanged: a request with a token needs no code, and a session
-that has not given its code counts for nothing on the API.
+that has not given its code counts for nothing on the API. A new token for
+an account with a second factor needs a code too (api.TokenView), or the
+password alone would buy what the web asks a code for.
 
 Wrong codes are limited by django-otp's throttling: after n wrong codes in a
 row on a device, the next attempt is refused, even with the right code,

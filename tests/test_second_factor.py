@@ -425,3 +425,37 @@ def test_enrolment_and_login_in_chromium(gunicorn_server, new_page):  # noqa: F8
     assert len(entries("account.second_factor_failed", root)) == 1
     assert len(entries("account.second_factor_enrolled", root)) == 1
     assert run_verify_log()[0] == 0
+
+
+def test_reset_command_for_a_lost_device(root):
+    from django.core.management import CommandError, call_command
+
+    enrol_second_factor(root)
+    with pytest.raises(CommandError, match="no user 'nobody'"):
+        call_command("reset_second_factor", "nobody")
+    call_command("reset_second_factor", "root")
+    assert not second_factor.is_enrolled(root)
+    (entry,) = entries("account.second_factor_removed", root)
+    assert entry["actor"] is None
+    with pytest.raises(CommandError, match="no second factor"):
+        call_command("reset_second_factor", "root")
+
+
+def test_one_step_of_clock_difference_is_allowed_either_way(root, alice, bob, dave):
+    """A code from the step before or after now is taken; two steps away is not (tolerance 1, 30 s steps)."""
+    devices = {u.username: second_factor.start_enrolment(u) for u in (root, alice, bob, dave)}
+    step = devices["root"].step
+    assert step == 30
+    if step - time.time() % step < 2:  # not astride a step boundary
+        time.sleep(step - time.time() % step + 0.05)
+    now_t = int(time.time()) // step
+    outcomes = {}
+    for device, offset in zip(devices.values(), (-2, -1, 1, 2), strict=True):
+        app = TOTP(device.bin_key, step)
+        app.time = (now_t + offset) * step
+        try:
+            second_factor.enrol(user=device.user, code=f"{app.token():06d}")
+            outcomes[offset] = True
+        except second_factor.SecondFactorError:
+            outcomes[offset] = False
+    assert outcomes == {-2: False, -1: True, 1: True, 2: False}
