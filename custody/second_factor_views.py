@@ -36,7 +36,7 @@ def _qr_svg(data: str) -> str:
     import qrcode.image.svg
 
     out = io.BytesIO()
-    qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8).save(out)
+    qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=12).save(out)
     svg = out.getvalue().decode()
     return svg[svg.index("<svg") :]
 

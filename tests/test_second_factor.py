@@ -104,6 +104,9 @@ def test_enrolment_needs_a_right_code_and_wrong_codes_are_throttled(root):
     wait_out_throttle(device)
     shown = client.post(ENROL, {"code": right})
     assert shown.status_code == 200
+    # Shown once: not kept by the browser or a cache, and under the CSP like every page.
+    assert shown["Cache-Control"] == "no-store"
+    assert "script-src 'self'" in shown["Content-Security-Policy"]
     codes = CODES_RE.findall(shown.content.decode())
     assert len(codes) == 10 and len(set(codes)) == 10
     # Now enrolled and verified in this session: everything opens.
