@@ -191,7 +191,7 @@ AXES_HTTP_RESPONSE_CODE = 429
 
 # Second factor (README, "Second factor"): the name authenticator apps show,
 # and the throttles on wrong codes: after n wrong codes in a row, the next
-# try waits FACTOR * 2**(n-1) seconds (0 would turn the throttle off).
+# try waits FACTOR * 2**(n-1) seconds (at least 1: django-otp takes 0 as off).
 OTP_TOTP_ISSUER = os.getenv("CUSTODY_OTP_ISSUER", "Custody server")
 OTP_TOTP_THROTTLE_FACTOR = env_int("CUSTODY_OTP_THROTTLE_FACTOR", 1)
 OTP_STATIC_THROTTLE_FACTOR = OTP_TOTP_THROTTLE_FACTOR

@@ -113,6 +113,9 @@ def test_enrolment_needs_a_right_code_and_wrong_codes_are_throttled(root):
     assert client.get("/").status_code == 200
     assert client.get("/admin/").status_code == 200
     assert client.get("/api/v1/cases/").status_code == 200
+    # django-otp's admin pages (which would change devices unlogged, and show keys) are not there.
+    assert client.get("/admin/otp_totp/totpdevice/").status_code == 404
+    assert client.get("/admin/otp_static/staticdevice/").status_code == 404
     assert [e["details"]["method"] for e in entries("account.second_factor_enrolled", root)] == ["totp"]
     generated = entries("account.recovery_codes_generated", root)
     assert [(e["details"]["count"], e["details"]["reason"]) for e in generated] == [(10, "enrolment")]
