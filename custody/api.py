@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import keys, log, permissions, services, signing, trustroot, uploads, witnessing
+from . import keys, log, permissions, second_factor, services, signing, trustroot, uploads, witnessing
 from .auth import HashedTokenAuthentication
 from .limits import UploadRefused
 from .login_limits import LOCKED_MESSAGE, AuthThrottle, PublicThrottle
@@ -115,6 +115,24 @@ class TokenView(APIView):
             )
         if user is None or not user.is_active:
             return Response({"detail": "wrong username or password"}, status=status.HTTP_401_UNAUTHORIZED)
+        if second_factor.is_enrolled(user):
+            # A password alone must not buy a token where it cannot buy a web session.
+            if not data.validated_data.get("otp"):
+                return Response(
+                    {
+                        "detail": "this account has a second factor: send its current code (or a recovery code) as otp"
+                    },
+                    status=status.HTTP_401_UNAUTHORIZED,
+                )
+            try:
+                second_factor.verify(
+                    user=user,
+                    code=data.validated_data["otp"],
+                    client=client_address(request),
+                    purpose="api_token",
+                )
+            except second_factor.SecondFactorError as exc:
+                return Response({"detail": exc.detail}, status=429 if exc.status == 429 else 401)
         row, token = services.issue_token(
             user=user, label=data.validated_data.get("label", ""), client=client_address(request)
         )

@@ -11,6 +11,12 @@ class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
     label = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=40,
+        help_text="for an account with a second factor: the current code from its app, or a recovery code",
+    )
 
 
 class TokenSerializer(serializers.Serializer):

@@ -127,6 +127,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "forensics",
@@ -141,6 +144,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Second factor (custody/second_factor.py): django-otp tells whether this
+    # session gave its code; ours sends whoever owes one to that page.
+    "django_otp.middleware.OTPMiddleware",
+    "custody.second_factor.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # After authentication, and after WhiteNoise has answered for static
@@ -181,6 +188,15 @@ AXES_LOCKOUT_CALLABLE = "custody.login_limits.lockout_response"
 # A success does not wipe the count: an attacker's own account must not reset its address's count.
 AXES_RESET_ON_SUCCESS = False
 AXES_HTTP_RESPONSE_CODE = 429
+
+# Second factor (README, "Second factor"): the name authenticator apps show,
+# and the throttles on wrong codes: after n wrong codes in a row, the next
+# try waits FACTOR * 2**(n-1) seconds (at least 1: django-otp takes 0 as off).
+OTP_TOTP_ISSUER = os.getenv("CUSTODY_OTP_ISSUER", "Custody server")
+OTP_TOTP_THROTTLE_FACTOR = env_int("CUSTODY_OTP_THROTTLE_FACTOR", 1)
+OTP_STATIC_THROTTLE_FACTOR = OTP_TOTP_THROTTLE_FACTOR
+if OTP_TOTP_THROTTLE_FACTOR < 1:
+    raise ImproperlyConfigured("CUSTODY_OTP_THROTTLE_FACTOR must be >= 1: wrong codes must be limited")
 
 ROOT_URLCONF = "custody.urls"
 WSGI_APPLICATION = "custody.wsgi.application"

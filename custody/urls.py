@@ -3,12 +3,22 @@ from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from forensics import api as forensics_api
 from forensics import views as forensics_views
 
 from . import api, tus, views
+from . import second_factor_views as second_factor
+
+# A second factor changes only through custody.second_factor's services,
+# which log it; django-otp's own admin pages would change devices (and show
+# their keys) with no log entry.
+for _model in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
 
 urlpatterns = [
     # Web UI
@@ -16,6 +26,15 @@ urlpatterns = [
     path("verify/", views.verify_page, name="verify"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/", second_factor.account, name="account"),
+    path("account/second-factor/", second_factor.verify, name="second-factor-verify"),
+    path("account/second-factor/enrol/", second_factor.enrol, name="second-factor-enrol"),
+    path(
+        "account/second-factor/recovery-codes/",
+        second_factor.recovery_codes,
+        name="second-factor-recovery-codes",
+    ),
+    path("account/second-factor/remove/", second_factor.remove, name="second-factor-remove"),
     path("cases/new/", views.case_create, name="case-create"),
     path("cases/<uuid:case_id>/", views.case_detail, name="case-detail"),
     path("cases/<uuid:case_id>/members/", views.case_add_member, name="case-add-member"),

@@ -366,3 +366,49 @@ def pytest_collection_modifyitems(config, items):
         names = set(getattr(item, "fixturenames", ()))
         if not names & {"db", "transactional_db", "django_db_setup"}:
             item.add_marker(pytest.mark.nodb)
+
+
+def totp_code(device) -> str:
+    """The code an authenticator app holding ``device``'s key shows for the next step the server accepts.
+
+    Computed from the key (RFC 6238 through django_otp.oath), not asked of the
+    server. A code is accepted once: the server takes only steps after the
+    last one used, within its tolerance of now, so when the next step is
+    still in the future this waits for the clock, as a user would.
+    """
+    from django_otp.oath import TOTP
+
+    device.refresh_from_db()
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits)
+    while True:
+        now_t = totp.t()
+        step = max(now_t + device.drift - device.tolerance, device.last_t + 1)
+        if step <= now_t + device.drift + device.tolerance:
+            break
+        time.sleep(device.step - (time.time() - device.t0) % device.step + 0.05)
+    totp.time = device.t0 + step * device.step
+    return f"{totp.token():0{device.digits}d}"
+
+
+def enrol_second_factor(user) -> tuple[object, list[str]]:
+    """Enrol a TOTP device through the service, as the enrolment page does: (device, recovery codes)."""
+    from custody import second_factor
+
+    return second_factor.enrol(user=user, code=totp_code(second_factor.start_enrolment(user)))
+
+
+def force_login_verified(client, user) -> None:
+    """``client.force_login`` for a user who must have a second factor (administrators).
+
+    Enrols one if the user has none, then marks the session as having given
+    its code, as django_otp.login does after the code page.
+    """
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from custody import second_factor
+
+    device = second_factor.totp_device(user) or enrol_second_factor(user)[0]
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()

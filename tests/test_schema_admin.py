@@ -4,6 +4,8 @@ import yaml
 
 from custody.models import LogEntry
 
+from .conftest import force_login_verified
+
 
 def test_openapi_schema_lists_the_contract(client, custody_db):
     response = client.get("/api/schema/")
@@ -33,7 +35,7 @@ def test_docs_page_is_self_hosted(client, custody_db):
 
 
 def test_admin_works_for_administrators_and_is_read_only_for_the_log(client, root, evidence_a):
-    client.force_login(root)
+    force_login_verified(client, root)
     assert client.get("/admin/").status_code == 200
     for path in [
         "/admin/custody/evidence/",

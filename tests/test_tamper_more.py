@@ -37,7 +37,7 @@ from custody.storage import blob_store
 from forensics.models import Analysis, Artifact
 
 from . import test_tamper as tamper
-from .conftest import PASSWORD, api_client_for, run_verify_log, upload
+from .conftest import PASSWORD, api_client_for, force_login_verified, run_verify_log, upload
 
 history = tamper.history  # the busy history of tests/test_tamper.py (every kind of entry)
 sql = tamper.sql
@@ -403,7 +403,7 @@ def test_admin_log_row_forged(history, client):
         action_flag=CHANGE,
         change_message="Replaced the file by court order",
     )
-    client.force_login(root)
+    force_login_verified(client, root)
     assert "file replaced by court order" in client.get("/admin/").content.decode()
     reported("admin log")
 

@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 from custody import log, tasks, timestamps
 from custody.models import Timestamp
 
-from .conftest import free_port, require_tool, upload
+from .conftest import force_login_verified, free_port, require_tool, upload
 
 OPENSSL_CONFIG = """\
 [ req ]
@@ -395,7 +395,7 @@ def test_real_worker_stamps_the_checkpoint(transactional_db, monkeypatch, tmp_pa
 def test_admin_lists_timestamps_read_only(client, root, settings, tsa, pki, checkpoint):
     configure(settings, tsa.url, ca=pki)
     timestamps.stamp_newest_checkpoint()
-    client.force_login(root)
+    force_login_verified(client, root)
     page = client.get("/admin/custody/timestamp/")
     assert page.status_code == 200 and tsa.url in page.content.decode()
     assert client.get("/admin/custody/timestamp/add/").status_code == 403

@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from custody import cosign, keys, log, signing, tasks, witnessing
 from custody.models import Cosignature, WitnessStatus
 
-from .conftest import ROOT, free_port, require_tool, stop, upload, wait_for_port
+from .conftest import ROOT, force_login_verified, free_port, require_tool, stop, upload, wait_for_port
 
 CHECKPOINT = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
 
@@ -287,6 +287,8 @@ def test_witnesses_cosign_and_checkpoint_serves_cosignatures(witnesses, as_alice
 
 
 def test_rolled_back_log_is_refused_and_reported(witnesses, as_alice, case_a, caplog, settings, client, root):
+    # Signed in first: enrolling root's second factor adds log entries.
+    force_login_verified(client, root)
     grow(as_alice, case_a, 2)
     size, _ = log.tree_head()
     # w1 already cosigned a bigger tree from this log: the log is now showing less.
@@ -303,7 +305,6 @@ def test_rolled_back_log_is_refused_and_reported(witnesses, as_alice, case_a, ca
     w1 = next(w for w in report["witnesses"] if w["name"] == "w1.witness.test")
     assert w1["state"] == "refused" and "ROLLBACK" in w1["last_error"]
     # Administrators see the refusal in the admin, first and flagged.
-    client.force_login(root)
     page = client.get("/admin/custody/witnessstatus/")
     assert page.status_code == 200 and b"REFUSED" in page.content and b"ROLLBACK" in page.content
     assert client.get("/admin/custody/cosignature/").status_code == 200

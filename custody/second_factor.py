@@ -1,0 +1,331 @@
+"""Second factor for web logins: TOTP (django-otp) with single-use recovery codes.
+
+Policy. Administrators (role admin, staff or superuser) must have a second
+factor: until they have enrolled one, every page sends them to enrolment,
+the admin site included. Everybody else may enrol from their account page.
+Whoever has enrolled must give a code (from the authenticator app, or one of
+the recovery codes) after the password before any other page works. API
+tokens are unchanged: a request with a token needs no code, and a session
+that has not given its code counts for nothing on the API. A new token for
+an account with a second factor needs a code too (api.TokenView), or the
+password alone would buy what the web asks a code for.
+
+Wrong codes are limited by django-otp's throttling: after n wrong codes in a
+row on a device, the next attempt is refused, even with the right code,
+until 2**(n-1) seconds (OTP_TOTP_THROTTLE_FACTOR, OTP_STATIC_THROTTLE_FACTOR)
+have passed since the last failure. The count lives in the device's row, so
+every server process sees it. Wrong passwords stay with django-axes.
+
+The log. Enrolment, removal, new recovery codes, each code accepted and each
+code refused are log entries (``account.second_factor_*``,
+``account.recovery_codes_generated``), written in the same transaction as the
+change. They hold no secret. The devices themselves (the TOTP key, the
+recovery codes) are credentials, like password hashes: they are not custody
+facts, so the projection has no table for them (projection.TABLES), these
+entries change no projected row, and ``verify_log`` has nothing of them to
+compare.
+"""
+
+from __future__ import annotations
+
+import secrets
+from base64 import b32encode
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from . import log
+from .models import Role, User
+from .permissions import Forbidden
+
+RECOVERY_CODE_COUNT = 10
+# 10 random bytes: 16 base32 characters (StaticToken's longest), 80 bits.
+RECOVERY_CODE_BYTES = 10
+TOTP_DEVICE_NAME = "authenticator app"
+STATIC_DEVICE_NAME = "recovery codes"
+
+
+class SecondFactorError(Exception):
+    """A refused code or request: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, detail: str, status: int = 400):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+# --- who needs what ---------------------------------------------------------
+
+
+def required_for(user) -> bool:
+    """Administrators must have a second factor."""
+    return bool(
+        user.is_authenticated
+        and user.is_active
+        and (user.role == Role.ADMIN or user.is_staff or user.is_superuser)
+    )
+
+
+def totp_device(user, *, confirmed: bool = True) -> TOTPDevice | None:
+    return TOTPDevice.objects.filter(user=user, confirmed=confirmed).order_by("pk").first()
+
+
+def is_enrolled(user) -> bool:
+    return user.is_authenticated and TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def recovery_codes_left(user) -> int:
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def pending_step(user) -> str | None:
+    """What a signed-in user whose session has given no code must do first: 'verify', 'enrol' or nothing."""
+    if not user.is_authenticated or user.is_verified():
+        return None
+    if is_enrolled(user):
+        return "verify"
+    if required_for(user):
+        return "enrol"
+    return None
+
+
+# --- codes --------------------------------------------------------------------
+
+
+def normalise(code: str) -> str:
+    """What the user typed, without the spaces and dashes codes are shown with."""
+    return "".join(ch for ch in str(code) if ch not in " -\t").lower()
+
+
+def is_totp_code(code: str) -> bool:
+    return len(code) in (6, 8) and code.isascii() and code.isdigit()
+
+
+def new_recovery_code() -> str:
+    return b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
+
+
+def show_code(code: str) -> str:
+    """A recovery code as shown: groups of four."""
+    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+
+
+def base32_secret(device: TOTPDevice) -> str:
+    secret = b32encode(device.bin_key).decode()
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+@dataclass
+class Checked:
+    device: TOTPDevice | StaticDevice
+    method: str  # "totp" or "recovery"
+
+
+def _user_ref(user: User) -> dict:
+    return {"id": user.pk, "username": user.get_username()}
+
+
+def _refuse_if_throttled(device) -> None:
+    allowed, info = device.verify_is_allowed()
+    if not allowed:
+        wait = max(1, int((info["locked_until"] - timezone.now()).total_seconds() + 0.999))
+        raise SecondFactorError(f"too many wrong codes in a row: try again in {wait} seconds", status=429)
+
+
+def _check_code(
+    user: User, code: str, *, purpose: str, client: str | None, totp_only: bool = False
+) -> Checked:
+    """Check a code against the user's TOTP device or recovery codes and log the outcome.
+
+    Runs inside the caller's transaction, which must commit even when the code
+    is wrong (the failure count and the entry): wrong codes return through
+    ``SecondFactorError`` raised by the caller after commit, see ``_outcome``.
+    """
+    code = normalise(code)
+    if not code:
+        raise SecondFactorError("enter the code from your authenticator app or a recovery code")
+    if is_totp_code(code):
+        device, method = (
+            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first(),
+            "totp",
+        )
+    elif totp_only:
+        raise SecondFactorError("enter the current code from your authenticator app (six digits)")
+    else:
+        device, method = (
+            StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).first(),
+            "recovery",
+        )
+    if device is None:
+        if method == "recovery":
+            raise SecondFactorError("this account has no recovery codes left; use the authenticator app")
+        raise SecondFactorError("this account has no second factor")
+    _refuse_if_throttled(device)
+    details = {"user": _user_ref(user), "method": method, "purpose": purpose}
+    if not device.verify_token(code):
+        log.append("account.second_factor_failed", actor=user, client=client, details=details)
+        return Checked(device=None, method=method)
+    if method == "recovery":
+        details["recovery_codes_left"] = device.token_set.count()
+    log.append("account.second_factor_used", actor=user, client=client, details=details)
+    return Checked(device=device, method=method)
+
+
+def _wrong(checked: Checked) -> None:
+    if checked.device is None:
+        what = "recovery code" if checked.method == "recovery" else "code"
+        raise SecondFactorError(f"wrong or already used {what}")
+
+
+# --- services: check, change, log; one transaction ------------------------------
+
+
+def start_enrolment(user: User) -> TOTPDevice:
+    """The unconfirmed TOTP device the enrolment page shows (made on first visit).
+
+    Not a log entry: an unconfirmed device does nothing until its first code
+    confirms it, and that is the enrolment entry.
+    """
+    if is_enrolled(user):
+        raise SecondFactorError("you already have a second factor", status=409)
+    device = totp_device(user, confirmed=False)
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False)
+    return device
+
+
+def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevice, list[str]]:
+    """Confirm the pending TOTP device with its first code; make recovery codes. Returns (device, codes)."""
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        if not locked.is_active:
+            raise Forbidden("inactive account")
+        if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+            raise SecondFactorError("you already have a second factor", status=409)
+        device = (
+            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk").first()
+        )
+        if device is None:
+            raise SecondFactorError("open the enrolment page first: it shows the key to add to your app")
+        code = normalise(code)
+        if not is_totp_code(code):
+            raise SecondFactorError("enter the six-digit code your authenticator app shows")
+        _refuse_if_throttled(device)
+        ok = device.verify_token(code)
+        if ok:
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+            log.append(
+                "account.second_factor_enrolled",
+                actor=user,
+                client=client,
+                details={"user": _user_ref(user), "method": "totp"},
+            )
+            codes = _replace_recovery_codes(user, client=client, reason="enrolment")
+    if not ok:
+        # Not logged: no second factor is in force yet; the throttle still counts.
+        raise SecondFactorError("wrong code: check the app's clock and that you added this key")
+    return device, codes
+
+
+def _replace_recovery_codes(user: User, *, client: str | None, reason: str) -> list[str]:
+    StaticDevice.objects.filter(user=user).delete()
+    device = StaticDevice.objects.create(user=user, name=STATIC_DEVICE_NAME, confirmed=True)
+    codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=c) for c in codes)
+    log.append(
+        "account.recovery_codes_generated",
+        actor=user,
+        client=client,
+        details={"user": _user_ref(user), "count": len(codes), "reason": reason},
+    )
+    return codes
+
+
+def verify(*, user: User, code: str, client: str | None = None, purpose: str = "login") -> Checked:
+    """A code given after the password (web login, or ``api_token``). Returns the device that took it; wrong codes raise."""
+    with transaction.atomic():
+        checked = _check_code(user, code, purpose=purpose, client=client)
+    _wrong(checked)
+    return checked
+
+
+def regenerate_recovery_codes(*, user: User, code: str, client: str | None = None) -> list[str]:
+    """New recovery codes (the old ones stop working), after a code from the authenticator app."""
+    with transaction.atomic():
+        checked = _check_code(user, code, purpose="recovery_codes", client=client, totp_only=True)
+        if checked.device is not None:
+            codes = _replace_recovery_codes(user, client=client, reason="regenerated")
+    _wrong(checked)
+    return codes
+
+
+def remove(*, actor: User | None, user: User, code: str = "", client: str | None = None) -> None:
+    """Remove a user's second factor: the user with a code, or an administrator (or the CLI) for another user.
+
+    An administrator who removes their own is sent to enrol a new one at once.
+    """
+    if actor is not None and actor.pk != user.pk and not actor.is_custody_admin:
+        raise Forbidden("only administrators remove another user's second factor")
+    with transaction.atomic():
+        checked = None
+        if actor is not None and actor.pk == user.pk:
+            checked = _check_code(user, code, purpose="removal", client=client)
+        if checked is None or checked.device is not None:
+            if not TOTPDevice.objects.filter(user=user).exists():
+                raise SecondFactorError("this account has no second factor", status=404)
+            TOTPDevice.objects.filter(user=user).delete()
+            StaticDevice.objects.filter(user=user).delete()
+            log.append(
+                "account.second_factor_removed",
+                actor=actor,
+                client=client,
+                details={"user": _user_ref(user)},
+            )
+    if checked is not None:
+        _wrong(checked)
+
+
+# --- the gate -------------------------------------------------------------------
+
+
+class SecondFactorMiddleware:
+    """Sends a signed-in user who still owes a code (or an enrolment) to that page, and nowhere else.
+
+    After django-otp's OTPMiddleware, which tells whether this session gave a
+    code. On the API the session of such a user is dropped (the request is
+    anonymous): a token still works, as it needs no second factor.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            step = pending_step(user)
+            if step is not None:
+                answer = self._gate(request, step)
+                if answer is not None:
+                    return answer
+        return self.get_response(request)
+
+    def _gate(self, request, step: str):
+        if request.path.startswith("/api/"):
+            request.user = AnonymousUser()
+            return None
+        target = reverse("second-factor-verify" if step == "verify" else "second-factor-enrol")
+        if request.path in (target, reverse("logout")):
+            return None
+        url = target
+        if request.method == "GET":
+            url += "?next=" + quote(request.get_full_path(), safe="/")
+        return redirect(url)
