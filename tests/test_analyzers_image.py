@@ -407,10 +407,15 @@ def metadata_test_files(tmp_path) -> list[Path]:
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", XMP.decode())
     info.add_text("Comment", "made by the test")
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     for name, kwargs in (
         ("meta.png", {"format": "PNG", "exif": camera_exif(), "pnginfo": info}),
         ("meta.webp", {"format": "WEBP", "quality": 90, "exif": camera_exif(), "xmp": XMP}),
         ("meta.tif", {"format": "TIFF", "exif": camera_exif()}),
+        ("icc.jpg", {"format": "JPEG", "quality": 85, "icc_profile": srgb, "exif": camera_exif()}),
+        ("icc.png", {"format": "PNG", "icc_profile": srgb}),
     ):
         buf = io.BytesIO()
         small.save(buf, **kwargs)
@@ -622,6 +627,8 @@ def test_quantization_tables_and_quality(tmp_path, quality):
         assert table["precision"] == 8
     assert found["jpeg_quality"]["value"] == quality
     assert found["jpeg_quality"]["standard_table"] is True
+    assert found["jpeg_quality"]["uncertainty"]["value"] == 0  # exact for libjpeg's own tables:
+    assert len({image_jpeg._STD_TABLES[q, 0].tobytes() for q in range(100)}) == 100  # one table per quality
     assert "standard libjpeg" in found["jpeg_quality"]["note"]
     tool = subprocess.run(
         [shutil.which("exiftool") or "exiftool", "-j", "-JPEGQualityEstimate", str(path)],
@@ -645,6 +652,7 @@ def test_non_standard_and_16_bit_tables(tmp_path):
     assert found["jpeg_quality"]["standard_table"] is False
     assert abs(found["jpeg_quality"]["value"] - 80) <= 3
     assert "non-standard" in found["jpeg_quality"]["note"]
+    assert found["jpeg_quality"]["uncertainty"]["value"] is None  # not measured for non-standard tables
 
     # rewrite the first DQT table with 16-bit precision: same values, Pq = 1
     data = bytearray(jpeg_bytes(img, 75))

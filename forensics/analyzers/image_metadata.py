@@ -49,7 +49,7 @@ from .base import finding
 
 NAME = "image.metadata"
 # 1.1.0: the XMP toolkit, and a "tags" finding listing every tag under ExifTool's names (JFIF, comment,
-# frame, PrintIM, IPTC digest included), checked against exiftool on real camera photos.
+# frame, PrintIM, IPTC digest, ICC header and tags included), checked against exiftool on real camera photos.
 VERSION = "1.1.0"
 TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
@@ -65,6 +65,14 @@ LIMITS = [
     "Lists longer than 64 items and strings longer than 4096 characters are shortened (the count or "
     "length is kept). GPS coordinates are rounded to 7 decimals (about 1 cm) and assume the recorded "
     "datum (GPSMapDatum, usually WGS-84). Only the first frame of a multi-frame file is decoded. "
+    "The tags finding names every tag as exiftool -G1 does; the tests check it tag by tag against exiftool "
+    "(-j -G1 -a -u, values as -n prints them) on their JPEG, PNG, WebP and TIFF files (with an lcms sRGB "
+    "ICC profile) and seven real camera photographs (Canon, Minolta and Sony EXIF, PrintIM, XMP, IPTC, "
+    "JFIF, comments). It leaves out exiftool's System (filesystem), ExifTool and Composite (derived) "
+    "groups and decoded maker notes; ICC curves and lookup tables are given by length only; it does not "
+    "decode Adobe APP14, MPF, Photoshop resources other than IPTC, PNG chunks other than IHDR, iCCP, tEXt, "
+    "eXIf and the XMP iTXt, or the VP8L (lossless WebP) header, so files carrying those show fewer tags "
+    "than exiftool. "
     f"Images over {_imageio.MAX_PIXELS:,} pixels or files over {_imageio.MAX_FILE_BYTES:,} bytes are refused."
 ]
 PARAMETERS: dict = {}
@@ -725,6 +733,8 @@ def _png_file_tags(data: bytes, exif_order: str | None) -> dict:
                 ("BitDepth", "ColorType", "Compression", "Filter", "Interlace"), body[8:13], strict=True
             ):
                 out[f"PNG:{name}"] = value
+        elif kind == b"iCCP" and b"\x00" in body:
+            out["PNG:ProfileName"] = _render_str(body.split(b"\x00", 1)[0].decode("latin-1"))
         elif kind == b"tEXt" and b"\x00" in body:
             keyword, text = body.split(b"\x00", 1)
             out.setdefault(f"PNG:{keyword.decode('latin-1')}", _render_str(text.decode("latin-1")))
@@ -847,6 +857,116 @@ def _iptc_tags(im) -> dict:
     return out
 
 
+# ICC profile tags as exiftool names them (ICC.1:2010 signatures); others are listed as ICC_Profile:<sig>.
+_ICC_TAGS = {
+    b"desc": "ProfileDescription",
+    b"cprt": "ProfileCopyright",
+    b"wtpt": "MediaWhitePoint",
+    b"bkpt": "MediaBlackPoint",
+    b"chad": "ChromaticAdaptation",
+    b"rXYZ": "RedMatrixColumn",
+    b"gXYZ": "GreenMatrixColumn",
+    b"bXYZ": "BlueMatrixColumn",
+    b"rTRC": "RedTRC",
+    b"gTRC": "GreenTRC",
+    b"bTRC": "BlueTRC",
+    b"kTRC": "GrayTRC",
+    b"lumi": "Luminance",
+    b"dmnd": "DeviceMfgDesc",
+    b"dmdd": "DeviceModelDesc",
+    b"vued": "ViewingCondDesc",
+    b"tech": "Technology",
+    b"A2B0": "AToB0",
+    b"A2B1": "AToB1",
+    b"A2B2": "AToB2",
+    b"B2A0": "BToA0",
+    b"B2A1": "BToA1",
+    b"B2A2": "BToA2",
+    b"gamt": "Gamut",
+    b"meas": "Measurement",
+    b"view": "ViewingConditions",
+}
+
+
+def _s15(raw: bytes) -> str:
+    """s15Fixed16Number values as exiftool prints them (5 decimals, trailing zeros dropped)."""
+    values = [int.from_bytes(raw[k : k + 4], "big", signed=True) / 65536 for k in range(0, len(raw) - 3, 4)]
+    return " ".join((f"{v:.5f}".rstrip("0").rstrip(".") or "0") if v else "0" for v in values)
+
+
+def _icc_text(body: bytes):
+    kind = body[:4]
+    if kind == b"desc" and len(body) >= 12:
+        n = int.from_bytes(body[8:12], "big")
+        return _render_str(body[12 : 12 + n].split(b"\x00", 1)[0].decode("latin-1"))
+    if kind == b"text":
+        return _render_str(body[8:].split(b"\x00", 1)[0].decode("latin-1"))
+    if kind == b"mluc" and len(body) >= 28:
+        size, offset = int.from_bytes(body[20:24], "big"), int.from_bytes(body[24:28], "big")
+        return _render_str(body[offset : offset + size].decode("utf-16-be", "replace"))
+    return None
+
+
+def _icc_tags(icc: bytes) -> dict:
+    """The ICC profile's header (ICC-header group) and tags (ICC_Profile, ICC-chrm) as exiftool -n prints them."""
+    if len(icc) < 132:
+        return {}
+    h = icc[:128]
+    y, mo, d, hh, mi, ss = (int.from_bytes(h[24 + 2 * k : 26 + 2 * k], "big") for k in range(6))
+
+    def sig(raw: bytes) -> str:
+        return "" if raw == b"\x00\x00\x00\x00" else raw.decode("latin-1")
+
+    out = {
+        "ICC-header:ProfileCMMType": sig(h[4:8]),
+        "ICC-header:ProfileVersion": int.from_bytes(h[8:10], "big"),  # major, minor.bugfix (BCD)
+        "ICC-header:ProfileClass": sig(h[12:16]),
+        "ICC-header:ColorSpaceData": sig(h[16:20]),
+        "ICC-header:ProfileConnectionSpace": sig(h[20:24]),
+        "ICC-header:ProfileDateTime": f"{y:04d}:{mo:02d}:{d:02d} {hh:02d}:{mi:02d}:{ss:02d}",
+        "ICC-header:ProfileFileSignature": sig(h[36:40]),
+        "ICC-header:PrimaryPlatform": sig(h[40:44]),
+        "ICC-header:CMMFlags": int.from_bytes(h[44:48], "big"),
+        "ICC-header:DeviceManufacturer": sig(h[48:52]),
+        "ICC-header:DeviceModel": sig(h[52:56]),
+        "ICC-header:DeviceAttributes": f"{int.from_bytes(h[56:60], 'big')} {int.from_bytes(h[60:64], 'big')}",
+        "ICC-header:RenderingIntent": int.from_bytes(h[64:68], "big"),
+        "ICC-header:ConnectionSpaceIlluminant": _s15(h[68:80]),
+        "ICC-header:ProfileCreator": sig(h[80:84]),
+        "ICC-header:ProfileID": " ".join(str(b) for b in h[84:100]),
+    }
+    count = int.from_bytes(icc[128:132], "big")
+    for k in range(min(count, 256)):
+        entry = icc[132 + 12 * k : 144 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, offset, size = entry[:4], int.from_bytes(entry[4:8], "big"), int.from_bytes(entry[8:12], "big")
+        body = icc[offset : offset + size]
+        kind = body[:4]
+        if tag == b"chrm" and kind == b"chrm" and len(body) >= 12:
+            channels = int.from_bytes(body[8:10], "big")
+            out["ICC-chrm:ChromaticityChannels"] = channels
+            out["ICC-chrm:ChromaticityColorant"] = int.from_bytes(body[10:12], "big")
+            for c in range(channels):
+                xy = body[12 + 8 * c : 20 + 8 * c]
+                values = [int.from_bytes(xy[j : j + 4], "big") / 65536 for j in (0, 4)]
+                out[f"ICC-chrm:ChromaticityChannel{c + 1}"] = " ".join(
+                    f"{v:.5f}".rstrip("0").rstrip(".") or "0" for v in values
+                )
+            continue
+        name = f"ICC_Profile:{_ICC_TAGS.get(tag) or tag.decode('latin-1')}"
+        text = _icc_text(body)
+        if text is not None:
+            out[name] = text
+        elif kind in (b"XYZ ", b"sf32"):
+            out[name] = _s15(body[8:])
+        elif kind == b"sig " and len(body) >= 12:
+            out[name] = sig(body[8:12])
+        else:
+            out[name] = f"(Binary data {size} bytes, use -b option to extract)"
+    return out
+
+
 def exiftool_tags(data: bytes, im, raw_exif: dict) -> dict:
     """Every tag found, keyed "Group:Name" as exiftool -G1 names it, valued as exiftool -n prints it."""
     out: dict = {}
@@ -880,6 +1000,9 @@ def exiftool_tags(data: bytes, im, raw_exif: dict) -> dict:
         except Exception:  # noqa: BLE001, S110 - the "xmp" finding reports why the packet is unusable
             pass
     out.update(_iptc_tags(im))
+    icc = im.info.get("icc_profile")
+    if icc:
+        out.update(_icc_tags(bytes(icc)))
     return dict(sorted(out.items()))
 
 

@@ -289,6 +289,8 @@ def evaluate(quick: bool = False, jobs: int = 1) -> dict:
         f"{100 * TARGET_FALSE_ALARMS:g}% false alarms, at least {MIN_THRESHOLD}) and calibration fitted on "
         f"the {len(fit)} of the even patches; every rate below and in the table measured on the {len(held)} "
         "of the odd patches",
+        f"estimated quality equals the quality written for "
+        f"{sum(c['estimated_q2'] == c['q2'] for c in results)}/{len(results)} pictures",
         "thresholds: " + "; ".join(f"{k}: {v}" for k, v in thresholds.items()),
         "held-out detection by true first quality band x second quality band, grid aligned / shifted "
         "(detected/n, rate, Wilson 95% CI):",
