@@ -1,9 +1,11 @@
 """The image analyzers (pure functions): metadata, thumbnail, JPEG tables and ELA.
 
-Every test makes its own images with Pillow and numpy (synthetic content,
-recompression chains, edits with known ground truth, appended payloads);
-nothing is downloaded. The metadata tests compare with exiftool run on the
-same files (Debian's libimage-exiftool-perl, installed by ./scripts/test).
+Most tests make their own images with Pillow and numpy (synthetic content,
+recompression chains, edits with known ground truth, appended payloads); the
+metadata and double-compression evaluations also use real camera photographs
+from Debian's mate-backgrounds package. Nothing is downloaded. The metadata
+tests compare with exiftool run on the same files (Debian's
+libimage-exiftool-perl; ./scripts/test installs both packages).
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ from PIL import Image, ImageDraw
 from PIL.TiffImagePlugin import IFDRational
 
 from forensics import analyzers
-from forensics.analyzers import _imageio, image_ela, image_jpeg, image_metadata, image_thumbnail
+from forensics.analyzers import _imageio, _rates, image_ela, image_jpeg, image_metadata, image_thumbnail
 from forensics.analyzers.base import FINDING_CLASSES, AnalysisContext, AnalysisError, validate_parameters
+from forensics.evaluation import jpeg as jpeg_evaluation
 
 IMAGE_MODULES = (image_metadata, image_thumbnail, image_jpeg, image_ela)
+EXPECTED_VERSIONS = {
+    image_metadata: "1.1.0",
+    image_thumbnail: "1.0.0",
+    image_jpeg: "1.1.0",
+    image_ela: "1.0.0",
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -172,12 +181,15 @@ def check_findings(result) -> None:
         if f["class"] == "visual":
             assert f["artifact"].startswith("sha256:"), f
         if f["class"] == "indicator" and f["value"] is not None:
-            assert 0.0 <= f["score"] <= 1.0
+            if f.get("rates", {}).get("measured") is False:
+                assert f.get("score") is None  # no calibrated probability outside the measured conditions
+            else:
+                assert 0.0 <= f["score"] <= 1.0
     json.dumps(result, allow_nan=False)  # JSON-safe, no NaN
 
 
 XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
-<x:xmpmeta xmlns:x="adobe:ns:meta/">
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="Adobe XMP Core 5.6-c140 79.160451, 2017/05/06-01:08:21">
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
   <rdf:Description rdf:about=""
     xmlns:dc="http://purl.org/dc/elements/1.1/"
@@ -227,7 +239,7 @@ def test_modules_are_registered_and_follow_the_contract():
         short = module.__name__.rsplit(".", 1)[1]
         assert short in analyzers.MODULES
         assert importlib.import_module(f"forensics.analyzers.{short}") is module
-        assert module.NAME.startswith("image.") and module.VERSION == "1.0.0"
+        assert module.NAME.startswith("image.") and module.VERSION == EXPECTED_VERSIONS[module]
         assert module.ACCEPTS and all(a.startswith("image/") for a in module.ACCEPTS)
         assert module.DESCRIPTION and module.LIMITS and isinstance(module.PARAMETERS, dict)
         validate_parameters(module.PARAMETERS, {})
@@ -280,6 +292,9 @@ def test_metadata_matches_exiftool_on_jpeg(tmp_path):
     assert gps["latitude"] == round(gps["latitude"], 7)
 
     xmp = found["xmp"]["value"]
+    assert (
+        xmp["x:xmptk"] == tool["XMP:XMPToolkit"] == "Adobe XMP Core 5.6-c140 79.160451, 2017/05/06-01:08:21"
+    )
     assert xmp["dc:subject"] == tool["XMP:Subject"] == ["harbour", "night", "cr\u00e8me"]
     assert xmp["dc:description"] == tool["XMP:Description"]
     assert xmp["xmp:CreatorTool"] == tool["XMP:CreatorTool"]
@@ -331,6 +346,127 @@ def test_metadata_png_webp_and_tiff_match_exiftool(tmp_path):
             assert found["gps_position"]["value"]["latitude"] == pytest.approx(
                 tool["Composite:GPSLatitude"], abs=5e-8
             )
+
+
+# Groups of `exiftool -G1` that the "tags" finding deliberately leaves out, with the reason.
+NOT_LISTED = {
+    "System": "the filesystem's name, directory, size, dates and permissions, not the file's content",
+    "ExifTool": "exiftool's own version and warnings",
+    "Composite": "values exiftool derives from other tags (GPS position, shutter speed, image size...); not stored",
+    "Canon": "decoded maker note (vendor-specific; reported by length and SHA-256)",
+    "CanonCustom": "decoded maker note (vendor-specific; reported by length and SHA-256)",
+    "Sony": "decoded maker note (vendor-specific; reported by length and SHA-256)",
+    "Minolta": "decoded maker note (vendor-specific; reported by length and SHA-256)",
+}
+# Real camera photographs shipped by Debian's mate-backgrounds (./scripts/test installs it): Canon and
+# Minolta EXIF with maker notes, PrintIM, RenRot XMP, a Sony file with an XMP exif dump, GIMP comments,
+# JFIF headers, an IFD1 thumbnail without IFD0.
+REAL_PHOTOS = (
+    "nature/Blinds.jpg",
+    "nature/Dune.jpg",
+    "nature/Storm.jpg",
+    "nature/Wood.jpg",
+    "nature/RainDrops.jpg",
+    "nature/LadyBird.jpg",
+    "abstract/Elephants_3840x2160.jpg",
+)
+
+
+def exiftool_all(path) -> tuple[dict, dict]:
+    """exiftool -j -G1 -a -u: (names with print conversion, the same with -n values)."""
+    exiftool(path)  # fails with the install hint when exiftool is missing
+    out = []
+    for extra in ([], ["-n"]):
+        cmd = [shutil.which("exiftool"), "-j", "-G1", "-a", "-u", *extra, str(path)]
+        out.append(json.loads(subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout)[0])
+    return out[0], out[1]
+
+
+def same_value(ours, theirs) -> bool:
+    if isinstance(ours, list) or isinstance(theirs, list):
+        ours = ours if isinstance(ours, list) else [ours]
+        theirs = theirs if isinstance(theirs, list) else [theirs]
+        return len(ours) == len(theirs) and all(same_value(a, b) for a, b in zip(ours, theirs, strict=True))
+    try:
+        a, b = float(ours), float(theirs)
+    except (TypeError, ValueError):
+        return str(ours) == str(theirs)
+    return a == b or abs(a - b) <= 1e-9 + 1e-6 * abs(b) or (np.isinf(a) and np.isinf(b))
+
+
+def metadata_test_files(tmp_path) -> list[Path]:
+    img = synthetic(1, 320, 240)
+    data = jpeg_bytes(img, 90, exif=camera_exif(), xmp=XMP)
+    data = insert_after_soi(
+        data, iptc_segment([(1, 90, b"\x1b%G"), (2, 0, b"\x00\x04"), (2, 25, b"harbour")])
+    )
+    files = [write(tmp_path, "camera.jpg", data)]
+    small = synthetic(2, 200, 150)
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+    info.add_text("Comment", "made by the test")
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, kwargs in (
+        ("meta.png", {"format": "PNG", "exif": camera_exif(), "pnginfo": info}),
+        ("meta.webp", {"format": "WEBP", "quality": 90, "exif": camera_exif(), "xmp": XMP}),
+        ("meta.tif", {"format": "TIFF", "exif": camera_exif()}),
+        ("icc.jpg", {"format": "JPEG", "quality": 85, "icc_profile": srgb, "exif": camera_exif()}),
+        ("icc.png", {"format": "PNG", "icc_profile": srgb}),
+    ):
+        buf = io.BytesIO()
+        small.save(buf, **kwargs)
+        files.append(write(tmp_path, name, buf.getvalue()))
+    base = Path("/usr/share/backgrounds/mate")
+    if not base.is_dir():
+        pytest.fail(
+            "the real test photos are missing: install the Debian package mate-backgrounds (./scripts/test)"
+        )
+    return files + [base / name for name in REAL_PHOTOS]
+
+
+def test_metadata_lists_every_tag_exiftool_shows(tmp_path):
+    """Every tag of `exiftool -j -G1 -a -u` is in the "tags" finding with the value exiftool -n gives."""
+    checked = 0
+    for path in metadata_test_files(tmp_path):
+        named, numeric = exiftool_all(path)
+        assert set(named) == set(numeric), path  # -n changes values, never which tags are shown
+        result, _ = run(image_metadata, path)
+        check_findings(result)
+        tags = by_name(result)["tags"]["value"]
+        assert by_name(result)["tags"]["count"] == len(tags)
+        problems = []
+        for key, value in numeric.items():
+            if key == "SourceFile" or key.split(":", 1)[0] in NOT_LISTED:
+                continue
+            checked += 1
+            if key not in tags:
+                problems.append(f"missing {key} = {value!r}")
+            elif not same_value(tags[key], value):
+                problems.append(f"{key}: ours {tags[key]!r}, exiftool {value!r}")
+        extra = sorted(k for k in tags if k not in numeric)
+        assert not problems and not extra, (path.name, problems, extra)
+    assert checked > 300  # the comparison covered the real photos' tags, not only the fixtures'
+
+
+def test_metadata_reports_the_xmp_toolkit_and_camera_exif_of_real_photos():
+    photos = Path("/usr/share/backgrounds/mate")
+    if not photos.is_dir():
+        pytest.fail(
+            "the real test photos are missing: install the Debian package mate-backgrounds (./scripts/test)"
+        )
+    found = by_name(run(image_metadata, photos / "nature/Storm.jpg")[0])
+    assert found["camera_make"]["value"] == "Canon"
+    assert found["exif"]["value"]["Exif"]["MakerNote"]["length"] > 0
+    tags = found["tags"]["value"]
+    assert tags["ExifIFD:ShutterSpeedValue"] == pytest.approx(0.4, rel=1e-5)  # APEX 1.32 -> 0.4 s
+    assert tags["IFD1:ThumbnailOffset"] == 6162  # from the start of the file, as exiftool counts
+    sony = by_name(run(image_metadata, photos / "abstract/Elephants_3840x2160.jpg")[0])["tags"]["value"]
+    assert sony["XMP-exif:ExifImageWidth"] == "5640" and sony["IFD0:Make"] == "SONY"
+    assert sony["PrintIM:PrintIMVersion"] == "0300"
 
 
 def test_metadata_absent_is_reported_as_facts(tmp_path):
@@ -491,6 +627,8 @@ def test_quantization_tables_and_quality(tmp_path, quality):
         assert table["precision"] == 8
     assert found["jpeg_quality"]["value"] == quality
     assert found["jpeg_quality"]["standard_table"] is True
+    assert found["jpeg_quality"]["uncertainty"]["value"] == 0  # exact for libjpeg's own tables:
+    assert len({image_jpeg._STD_TABLES[q, 0].tobytes() for q in range(100)}) == 100  # one table per quality
     assert "standard libjpeg" in found["jpeg_quality"]["note"]
     tool = subprocess.run(
         [shutil.which("exiftool") or "exiftool", "-j", "-JPEGQualityEstimate", str(path)],
@@ -514,6 +652,7 @@ def test_non_standard_and_16_bit_tables(tmp_path):
     assert found["jpeg_quality"]["standard_table"] is False
     assert abs(found["jpeg_quality"]["value"] - 80) <= 3
     assert "non-standard" in found["jpeg_quality"]["note"]
+    assert found["jpeg_quality"]["uncertainty"]["value"] is None  # not measured for non-standard tables
 
     # rewrite the first DQT table with 16-bit precision: same values, Pq = 1
     data = bytearray(jpeg_bytes(img, 75))
@@ -548,73 +687,63 @@ def test_appended_payload_and_progressive(tmp_path):
 # ---------------------------------------------------------------- double compression
 
 
-def labelled_set():
-    """The labelled set behind image_jpeg's stated rates: (label, q1, q2, jpeg bytes).
+def test_double_compression_quick_evaluation_reproduces_the_stored_table():
+    """The quick subset of forensics/evaluation/jpeg.py (real photographs) gives exactly the stored block.
 
-    256 x 256 synthetic images; a quarter grey; subsampling 4:4:4, 4:2:2, 4:2:0
-    or (singles) a perturbed, non-standard table; qualities 50-100, |Q1-Q2| >= 5.
+    The full set is rerun by `python bench/evaluate.py image.jpeg --check`.
     """
-    counts = image_jpeg.DQ_EVAL_COUNTS
-    rng = np.random.default_rng(20260512)
-    cases = []
-    for i in range(counts["single"]):
-        img = synthetic(500_000 + i)
-        img = img.convert("L") if i % 4 == 1 else img
-        q2 = int(rng.integers(50, 101))
-        if i % 4 == 3:
-            base = image_jpeg.scale_table(image_jpeg.STD_LUMINANCE, q2)
-            table = [max(1, v + int(d)) for v, d in zip(base, rng.integers(-2, 3, 64), strict=True)]
-            data = jpeg_bytes(img, None, qtables=[table, table])
-        else:
-            data = jpeg_bytes(img, q2, subsampling=i % 3)
-        cases.append(("single", None, q2, data))
-    for label, i0 in (("double_up", 600_000), ("double_down", 700_000)):
-        for i in range(counts[label]):
-            img = synthetic(i0 + i)
-            img = img.convert("L") if i % 4 == 1 else img
-            low = int(rng.integers(50, 96))
-            high = int(rng.integers(low + 5, 101))
-            q1, q2 = (low, high) if label == "double_up" else (high, low)
-            data = recompress(jpeg_bytes(img, q1, subsampling=i % 3), q2, subsampling=i % 3)
-            cases.append((label, q1, q2, data))
-    return cases
-
-
-def test_double_compression_rates_agree_with_the_stated_limits(tmp_path):
-    detected: dict[str, list[bool]] = {
-        "single": [],
-        "double_up": [],
-        "double_down": [],
-        "down_q1_below_90": [],
-    }
-    scores = []
-    for n, (label, q1, _q2, data) in enumerate(labelled_set()):
-        found = by_name(run(image_jpeg, write(tmp_path, f"{n}.jpg", data))[0])
-        indicator = found["double_compression"]
-        assert indicator["class"] == "indicator" and indicator["threshold"] == image_jpeg.DQ_THRESHOLD
-        assert indicator["value"] == (indicator["score"] >= 0.5)
-        detected[label].append(indicator["value"])
-        if label == "double_down" and q1 < 90:
-            detected["down_q1_below_90"].append(indicator["value"])
-        scores.append((label, indicator["statistic"]))
-    rates = {k: sum(v) / len(v) for k, v in detected.items()}
-    print("measured double-compression rates:", rates)
-    tolerance = 0.05  # other libjpeg builds round a few coefficients differently
-    assert rates["single"] == pytest.approx(image_jpeg.DQ_FALSE_ALARM_RATE, abs=tolerance)
-    assert rates["double_up"] == pytest.approx(image_jpeg.DQ_DETECTION_RATE_UP, abs=tolerance)
-    assert rates["double_down"] == pytest.approx(image_jpeg.DQ_DETECTION_RATE_DOWN, abs=tolerance)
-    assert rates["down_q1_below_90"] == pytest.approx(
-        image_jpeg.DQ_DETECTION_RATE_DOWN_Q1_BELOW_90, abs=tolerance
+    table = _rates.table(image_jpeg.NAME)
+    assert table and "quick" in table and "indicators" in table, (
+        "run bench/evaluate.py image.jpeg (and --quick)"
     )
-    for value in (
-        image_jpeg.DQ_FALSE_ALARM_RATE,
-        image_jpeg.DQ_DETECTION_RATE_UP,
-        image_jpeg.DQ_DETECTION_RATE_DOWN,
-    ):
-        assert f"{100 * value:.0f}%" in " ".join(image_jpeg.LIMITS)
-    for label in ("single", "double_up", "double_down"):
-        assert len(detected[label]) == image_jpeg.DQ_EVAL_COUNTS[label]
-    assert len(detected["down_q1_below_90"]) == image_jpeg.DQ_EVAL_COUNTS["double_down_q1_below_90"]
+    result = jpeg_evaluation.evaluate(quick=True, jobs=1)
+    assert json.dumps(result["indicators"], sort_keys=True) == json.dumps(table["quick"], sort_keys=True)
+    for row in table["indicators"]["double_compression"]["rows"]:
+        assert (
+            row["condition"]["tables"] == "standard IJG" and row["threshold"] >= jpeg_evaluation.MIN_THRESHOLD
+        )
+        assert row["positives"] > 0 and row["negatives"] > 0
+
+
+def test_double_compression_carries_the_rates_of_its_quality_band(tmp_path):
+    spec = _rates.table(image_jpeg.NAME)["indicators"]["double_compression"]
+    seen = set()
+    for photo in (0, 4, 8):
+        for case in jpeg_evaluation.cases(photo, 1):
+            found = by_name(run(image_jpeg, write(tmp_path, f"{photo}.jpg", case["data"]))[0])
+            indicator = found["double_compression"]
+            rates = indicator["rates"]
+            band = image_jpeg.q2_band(found["jpeg_quality"]["value"])
+            assert rates["measured"] and rates["condition"] == {"q2_band": band, "tables": "standard IJG"}
+            row = next(r for r in spec["rows"] if r["condition"]["q2_band"] == band)
+            assert indicator["threshold"] == row["threshold"] == rates["threshold"]
+            assert rates["detection_rate"] == row["detection_rate"] and rates["table_sha256"]
+            assert indicator["value"] == (indicator["raw_score"] >= indicator["threshold"])
+            ratio = indicator["raw_score"] / indicator["threshold"]
+            assert indicator["score"] == _rates.calibrated(image_jpeg.NAME, "double_compression", ratio)
+            assert 0.0 <= indicator["score"] <= 1.0
+            seen.add(band)
+    assert len(seen) >= 2
+
+
+def test_double_compression_in_an_unmeasured_condition_says_so(tmp_path):
+    img = synthetic(7, 320, 320)
+    base = image_jpeg.scale_table(image_jpeg.STD_LUMINANCE, 85)
+    table = [max(1, v + (1 if k % 5 == 0 else 0)) for k, v in enumerate(base)]  # camera-like: not libjpeg's
+    found = by_name(
+        run(image_jpeg, write(tmp_path, "cam.jpg", jpeg_bytes(img, None, qtables=[table, table])))[0]
+    )
+    indicator = found["double_compression"]
+    assert found["jpeg_quality"]["standard_table"] is False
+    assert indicator["rates"]["measured"] is False and "never measured" in indicator["rates"]["note"]
+    assert indicator.get("score") is None and indicator["threshold"] == image_jpeg.DQ_THRESHOLD
+
+
+def test_double_compression_limits_quote_the_table():
+    quoted = _rates.limits(image_jpeg.NAME)
+    assert image_jpeg.LIMITS[-len(quoted) :] == quoted
+    assert len(quoted) == 1 + len(_rates.table(image_jpeg.NAME)["indicators"]["double_compression"]["rows"])
+    assert "synthetic" not in " ".join(quoted)
 
 
 def test_double_compression_examples(tmp_path):
@@ -622,8 +751,9 @@ def test_double_compression_examples(tmp_path):
     single = by_name(run(image_jpeg, write(tmp_path, "s.jpg", jpeg_bytes(img, 90)))[0])["double_compression"]
     double = by_name(run(image_jpeg, write(tmp_path, "d.jpg", recompress(jpeg_bytes(img, 60), 90)))[0])
     double = double["double_compression"]
-    assert single["value"] is False and single["score"] < 0.5
-    assert double["value"] is True and double["score"] > 0.8
+    assert single["value"] is False and single["raw_score"] < single["threshold"]
+    assert double["value"] is True and double["raw_score"] > 5 * double["threshold"]
+    assert double["score"] > single["score"]
     assert double["first_steps"], "the likely earlier steps are reported"
 
 
