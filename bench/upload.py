@@ -13,7 +13,7 @@ resumable upload instead (tus 1.0: create, one PATCH streamed by curl, then
 the evidence record), through the same intake. ``--proxy`` measures the
 production path instead (README, "Production: nginx in front"): nginx with
 deploy/nginx.py's configuration in front of gunicorn run as the Procfile's
-``upload`` line, which is where nginx streams uploads.
+``transfer`` line, which is where nginx streams uploads.
 
 The upload figure is end to end as a client sees it: from curl's start to the
 201 response, so it includes the server's work after the last byte (libmagic,
@@ -55,7 +55,7 @@ GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "4"
 
 
 def procfile_gunicorn_args(process: str = "web") -> tuple[list[str], str]:
-    """gunicorn's arguments from a Procfile line (web, upload), without --bind; (args, where from)."""
+    """gunicorn's arguments from a Procfile line (web, transfer), without --bind; (args, where from)."""
     try:
         lines = (ROOT / "Procfile").read_text().splitlines()
     except OSError:
@@ -364,7 +364,7 @@ def main() -> int:
     parser.add_argument(
         "--proxy",
         action="store_true",
-        help="through nginx (deploy/nginx.py) to the Procfile's upload pool: the production path",
+        help="through nginx (deploy/nginx.py) to the Procfile's transfer pool: the production path",
     )
     parser.add_argument(
         "--gunicorn-arg",
@@ -393,7 +393,7 @@ def main() -> int:
     if args.gunicorn_arg:
         gunicorn_args, args_from = args.gunicorn_arg, "command line"
     else:
-        gunicorn_args, args_from = procfile_gunicorn_args("upload" if args.proxy else "web")
+        gunicorn_args, args_from = procfile_gunicorn_args("transfer" if args.proxy else "web")
     proc = proxy = None
     log = None
     try:
@@ -423,7 +423,7 @@ def main() -> int:
                 env,
                 PROXY_LISTEN=f"127.0.0.1:{proxy_port}",
                 APP_BIND=f"127.0.0.1:{port}",
-                UPLOAD_BIND=f"127.0.0.1:{port}",
+                TRANSFER_BIND=f"127.0.0.1:{port}",
                 PROXY_ACCESS_LOG="off",
             )
             proxy = subprocess.Popen(

@@ -9,11 +9,12 @@ settings come from the environment, with the same defaults as the Procfile:
 
     PROXY_LISTEN      where nginx listens ("${WEB_BIND:-0.0.0.0}:${PORT:-8000}")
     APP_BIND          the `app` gunicorn pool (127.0.0.1:8001)
-    UPLOAD_BIND       the `upload` gunicorn pool (127.0.0.1:8002)
+    TRANSFER_BIND     the `transfer` gunicorn pool: uploads and downloads (127.0.0.1:8002)
     PROXY_DIR         config, pid and temporary files (CUSTODY_DATA_DIR/nginx)
     CUSTODY_MAX_UPLOAD_BYTES   the largest upload (0: no maximum)
     PROXY_HEADER_TIMEOUT, PROXY_BODY_TIMEOUT, PROXY_SEND_TIMEOUT  (10s, 30s, 30s)
-    PROXY_CONNECTIONS_PER_ADDRESS (64), PROXY_UPLOADS_PER_ADDRESS (2)
+    PROXY_CONNECTIONS_PER_ADDRESS (64), PROXY_UPLOADS_PER_ADDRESS (2),
+    PROXY_DOWNLOADS_PER_ADDRESS (4)
     PROXY_ACCESS_LOG  "/dev/stdout" (honcho shows it) or "off"
 
 Standard library only: it runs before anything else is imported.
@@ -97,7 +98,7 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "access_log": access_log if access_log == "off" else f"{access_log} combined",
         "listen": _address("PROXY_LISTEN", listen),
         "app": _address("APP_BIND", env.get("APP_BIND") or "127.0.0.1:8001"),
-        "upload": _address("UPLOAD_BIND", env.get("UPLOAD_BIND") or "127.0.0.1:8002"),
+        "transfer": _address("TRANSFER_BIND", env.get("TRANSFER_BIND") or "127.0.0.1:8002"),
         "header_timeout": _duration("PROXY_HEADER_TIMEOUT", env.get("PROXY_HEADER_TIMEOUT") or "10s"),
         "body_timeout": _duration("PROXY_BODY_TIMEOUT", env.get("PROXY_BODY_TIMEOUT") or "30s"),
         "send_timeout": _duration("PROXY_SEND_TIMEOUT", env.get("PROXY_SEND_TIMEOUT") or "30s"),
@@ -106,6 +107,9 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "per_address": str(per_address),
         "uploads_per_address": str(
             _count("PROXY_UPLOADS_PER_ADDRESS", env.get("PROXY_UPLOADS_PER_ADDRESS") or "2")
+        ),
+        "downloads_per_address": str(
+            _count("PROXY_DOWNLOADS_PER_ADDRESS", env.get("PROXY_DOWNLOADS_PER_ADDRESS") or "4")
         ),
         "body_max": BODY_MAX,
         # 0 is nginx's "no limit" too; the application refuses an oversized

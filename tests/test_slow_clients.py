@@ -1,12 +1,12 @@
 """Slow clients against the production setup (issue 12, part 1).
 
-The Procfile's `proxy`, `app` and `upload` processes, started by honcho as
+The Procfile's `proxy`, `app` and `transfer` processes, started by honcho as
 `./scripts/serve --production` starts them (nginx from deploy/nginx.py in
 front of two gunicorn pools), on loopback and the test database. Then 400
 connections trickle requests at it: 200 send their header one line a second
 and never finish it, 100 send an ordinary body (POST /api/v1/cases/) one byte
 a second, and 100 send an evidence upload one byte a second, which nginx
-streams to the `upload` pool as it arrives; each reconnects when the server
+streams to the `transfer` pool as it arrives; each reconnects when the server
 drops it. They come from 50 loopback addresses (127.0.1.x), so the
 per-address connection limits are not what keeps the server answering.
 Meanwhile another client makes sequential GET /api/v1/keys/ requests: the
@@ -17,11 +17,15 @@ Meanwhile another client makes sequential GET /api/v1/keys/ requests: the
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import http.client
 import json
 import os
 import resource
+import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -196,7 +200,7 @@ class Attack:
         while self.open < total and time.monotonic() < deadline:
             time.sleep(0.1)
         assert self.open == total, f"only {self.open} of {total} attacking connections opened"
-        # Let the uploads reach the upload pool and the trickles settle in.
+        # Let the uploads reach the transfer pool and the trickles settle in.
         time.sleep(3 * TRICKLE_INTERVAL)
         return self
 
@@ -253,20 +257,26 @@ def attack_setup(transactional_db, alice, case_a):
     return alice, case_a
 
 
-def test_production_stack_answers_others_while_400_connections_trickle(attack_setup, tmp_path):
-    alice, case_a = attack_setup
+def production_stack(tmp_path: Path, **extra) -> tuple[Honcho, int]:
+    """The Procfile's proxy, app and transfer processes as ./scripts/serve --production runs them; (them, nginx's port)."""
     proxy_port, app_port, upload_port = free_port(), free_port(), free_port()
     env = _env(
         PROXY_LISTEN=f"127.0.0.1:{proxy_port}",
         APP_BIND=f"127.0.0.1:{app_port}",
-        UPLOAD_BIND=f"127.0.0.1:{upload_port}",
+        TRANSFER_BIND=f"127.0.0.1:{upload_port}",
         PROXY_DIR=str(tmp_path / "nginx"),
-        PROXY_ACCESS_LOG="off",
         CUSTODY_TRUSTED_PROXIES="127.0.0.1",  # as ./scripts/serve --production sets it
+        **extra,
     )
     stack = Honcho(
-        ["proxy", "app", "upload"], env, tmp_path / "honcho.log", [proxy_port, app_port, upload_port]
+        ["proxy", "app", "transfer"], env, tmp_path / "honcho.log", [proxy_port, app_port, upload_port]
     )
+    return stack, proxy_port
+
+
+def test_production_stack_answers_others_while_400_connections_trickle(attack_setup, tmp_path):
+    alice, case_a = attack_setup
+    stack, proxy_port = production_stack(tmp_path, PROXY_ACCESS_LOG="off")
     try:
         probe(proxy_port, 30)  # each pool's first request loads Django
         token = token_for(proxy_port, alice.username, PASSWORD)
@@ -331,3 +341,118 @@ def test_gunicorn_alone_is_starved_by_the_same_attack(attack_setup, tmp_path):
         assert statistics.median(times) >= CONTRAST_TIMEOUT, times
     finally:
         web.stop()
+
+
+def _exchange(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None, source="127.0.0.3"
+):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_production_stack_streams_uploads_to_the_transfer_pool(attack_setup, tmp_path):
+    """Uploads (multipart, tus) and downloads pass through nginx unbuffered, in the `transfer` pool; two uploads per address."""
+    alice, case_a = attack_setup
+    stack, port = production_stack(tmp_path)
+    try:
+        token = token_for(port, alice.username, PASSWORD)
+        auth = {"Authorization": f"Token {token}"}
+        content = os.urandom(8 << 20)
+        digest = hashlib.sha256(content).hexdigest()
+
+        boundary = "b" + secrets.token_hex(8)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="case"\r\n\r\n{case_a.pk}\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        status, _, answer = _exchange(
+            port,
+            "POST",
+            "/api/v1/evidence/",
+            body,
+            {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert status == 201, answer[:500]
+        assert json.loads(answer)["sha256"] == digest
+        evidence_id = json.loads(answer)["id"]
+        status, _, answer = _exchange(
+            port, "GET", f"/api/v1/evidence/{evidence_id}/content/?reason=check", b"", auth
+        )
+        assert status == 200 and answer == content
+
+        changed = b"\x00" + content[1:]
+        tus = {**auth, "Tus-Resumable": "1.0.0"}
+        metadata = ",".join(
+            f"{k} {base64.b64encode(v.encode()).decode()}"
+            for k, v in (("case", str(case_a.pk)), ("filename", "b.bin"))
+        )
+        status, headers, answer = _exchange(
+            port,
+            "POST",
+            "/api/v1/uploads/",
+            b"",
+            {**tus, "Upload-Length": str(len(changed)), "Upload-Metadata": metadata},
+        )
+        assert status == 201, answer[:500]
+        path = "/" + headers["Location"].split("/", 3)[3]
+        status, _, answer = _exchange(
+            port,
+            "PATCH",
+            path,
+            changed,
+            {**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        )
+        assert status == 204, answer[:500]
+        status, _, answer = _exchange(port, "GET", path, b"", tus)
+        assert (
+            status == 200 and json.loads(answer)["evidence"]["sha256"] == hashlib.sha256(changed).hexdigest()
+        )
+
+        # Two unfinished uploads from one address: a third is refused at once.
+        held = []
+        head = (
+            f"POST /api/v1/evidence/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Token {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
+        ).encode()
+        try:
+            for _ in range(3):
+                sock = socket.create_connection(
+                    ("127.0.0.1", port), timeout=10, source_address=("127.0.0.4", 0)
+                )
+                held.append(sock)
+                sock.sendall(head)
+                time.sleep(0.5)  # nginx has taken it in before the next one
+            assert held[2].recv(200).startswith(b"HTTP/1.1 429 ")
+            # An ordinary request from the same address is not limited by it.
+            assert _exchange(port, "GET", "/api/v1/keys/", source="127.0.0.4")[0] == 200
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        stack.stop()
+    log = (tmp_path / "honcho.log").read_text(errors="replace")
+    pools = {
+        request: {
+            line.split("|", 1)[0].split()[-1] for line in log.splitlines() if f'"{request} HTTP/1.1" ' in line
+        }
+        for request in (
+            "POST /api/v1/evidence/",
+            f"PATCH {path}",
+            f"GET /api/v1/evidence/{evidence_id}/content/?reason=check",
+            "GET /api/v1/keys/",
+        )
+    }
+    assert pools["POST /api/v1/evidence/"] == {"transfer.1", "proxy.1"}
+    assert pools[f"PATCH {path}"] == {"transfer.1", "proxy.1"}
+    assert pools[f"GET /api/v1/evidence/{evidence_id}/content/?reason=check"] == {"transfer.1", "proxy.1"}
+    assert pools["GET /api/v1/keys/"] == {"app.1", "proxy.1"}
