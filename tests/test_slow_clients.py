@@ -39,8 +39,6 @@ from django.db import connections
 
 from tests.conftest import PASSWORD, ROOT, free_port, require_tool, subprocess_env, wait_for_port
 
-pytestmark = pytest.mark.slow
-
 HEADER_TRICKLERS = 200
 BODY_TRICKLERS = 100
 UPLOAD_TRICKLERS = 100
@@ -274,6 +272,7 @@ def production_stack(tmp_path: Path, **extra) -> tuple[Honcho, int]:
     return stack, proxy_port
 
 
+@pytest.mark.slow
 def test_production_stack_answers_others_while_400_connections_trickle(attack_setup, tmp_path):
     alice, case_a = attack_setup
     stack, proxy_port = production_stack(tmp_path, PROXY_ACCESS_LOG="off")
@@ -324,6 +323,7 @@ def test_production_stack_answers_others_while_400_connections_trickle(attack_se
         stack.stop()
 
 
+@pytest.mark.slow
 def test_gunicorn_alone_is_starved_by_the_same_attack(attack_setup, tmp_path):
     """The contrast: the quick-start `web` process with no proxy answers nobody."""
     alice, case_a = attack_setup
@@ -355,6 +355,7 @@ def _exchange(
         conn.close()
 
 
+@pytest.mark.slow
 def test_production_stack_streams_uploads_to_the_transfer_pool(attack_setup, tmp_path):
     """Uploads (multipart, tus) and downloads pass through nginx unbuffered, in the `transfer` pool; two uploads per address."""
     alice, case_a = attack_setup
@@ -456,3 +457,55 @@ def test_production_stack_streams_uploads_to_the_transfer_pool(attack_setup, tmp
     assert pools[f"PATCH {path}"] == {"transfer.1", "proxy.1"}
     assert pools[f"GET /api/v1/evidence/{evidence_id}/content/?reason=check"] == {"transfer.1", "proxy.1"}
     assert pools["GET /api/v1/keys/"] == {"app.1", "proxy.1"}
+
+
+def _render(tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "nginx.py"), "--render"],
+        env={"PATH": os.environ["PATH"], "CUSTODY_DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_nginx_config_follows_the_settings(tmp_path):
+    require_tool("nginx")
+    result = _render(
+        tmp_path,
+        PROXY_LISTEN="127.0.0.1:18000",
+        APP_BIND="127.0.0.1:18001",
+        TRANSFER_BIND="127.0.0.1:18002",
+        CUSTODY_MAX_UPLOAD_BYTES="5000000",
+        PROXY_HEADER_TIMEOUT="7s",
+    )
+    assert result.returncode == 0, result.stderr
+    conf = Path(result.stdout.strip())
+    assert conf == tmp_path / "nginx" / "nginx.conf"
+    text = conf.read_text()
+    assert "listen 127.0.0.1:18000;" in text
+    assert "server 127.0.0.1:18001;" in text and "server 127.0.0.1:18002;" in text
+    assert "client_header_timeout 7s;" in text
+    # the largest file plus 1 MiB for the multipart framing, on the three upload locations
+    assert text.count(f"client_max_body_size {5000000 + (1 << 20)};") == 3
+    assert f"client_body_temp_path {tmp_path}/nginx/client_body;" in text
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "nginx").stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PROXY_LISTEN", "localhost:", "expected host:port"),
+        ("TRANSFER_BIND", "127.0.0.1:70000", "port out of range"),
+        ("CUSTODY_MAX_UPLOAD_BYTES", "1G", "expected a number of bytes"),
+        ("PROXY_BODY_TIMEOUT", "soon", "expected a duration"),
+        ("PROXY_UPLOADS_PER_ADDRESS", "0", "expected a whole number >= 1"),
+        ("PROXY_DIR", "/tmp/a dir", "no spaces"),
+    ],
+)
+def test_nginx_config_refuses_bad_settings(tmp_path, name, value, message):
+    result = _render(tmp_path, **{name: value})
+    assert result.returncode == 2
+    assert f"deploy/nginx.py: {name}=" in result.stderr and message in result.stderr
+    assert not (tmp_path / "nginx" / "nginx.conf").exists()
