@@ -14,7 +14,7 @@ settings come from the environment, with the same defaults as the Procfile:
     CUSTODY_MAX_UPLOAD_BYTES   the largest upload (0: no maximum)
     PROXY_HEADER_TIMEOUT, PROXY_BODY_TIMEOUT, PROXY_SEND_TIMEOUT  (10s, 30s, 30s)
     PROXY_CONNECTIONS_PER_ADDRESS (64), PROXY_UPLOADS_PER_ADDRESS (2),
-    PROXY_DOWNLOADS_PER_ADDRESS (4)
+    PROXY_DOWNLOADS_PER_ADDRESS (2)
     PROXY_ACCESS_LOG  "/dev/stdout" (honcho shows it) or "off"
 
 Standard library only: it runs before anything else is imported.
@@ -109,7 +109,7 @@ def settings(env: dict[str, str]) -> dict[str, str]:
             _count("PROXY_UPLOADS_PER_ADDRESS", env.get("PROXY_UPLOADS_PER_ADDRESS") or "2")
         ),
         "downloads_per_address": str(
-            _count("PROXY_DOWNLOADS_PER_ADDRESS", env.get("PROXY_DOWNLOADS_PER_ADDRESS") or "4")
+            _count("PROXY_DOWNLOADS_PER_ADDRESS", env.get("PROXY_DOWNLOADS_PER_ADDRESS") or "2")
         ),
         "body_max": BODY_MAX,
         # 0 is nginx's "no limit" too; the application refuses an oversized
