@@ -16,6 +16,9 @@ settings come from the environment, with the same defaults as the Procfile:
     PROXY_CONNECTIONS_PER_ADDRESS (64), PROXY_UPLOADS_PER_ADDRESS (2),
     PROXY_DOWNLOADS_PER_ADDRESS (2)
     PROXY_ACCESS_LOG  "/dev/stdout" (honcho shows it) or "off"
+    PROXY_FRONT       proxies in front of nginx whose X-Forwarded-For and
+                      X-Forwarded-Proto are believed (addresses or CIDR
+                      ranges, comma-separated; default none)
 
 Standard library only: it runs before anything else is imported.
 """
@@ -23,6 +26,7 @@ Standard library only: it runs before anything else is imported.
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -83,6 +87,12 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         raise ConfigError(f"PROXY_ACCESS_LOG={access_log!r}: expected an absolute path or 'off'")
     per_address = _count("PROXY_CONNECTIONS_PER_ADDRESS", env.get("PROXY_CONNECTIONS_PER_ADDRESS") or "64")
     connections = max(1024, per_address * 16)
+    front = [f.strip() for f in (env.get("PROXY_FRONT") or "").split(",") if f.strip()]
+    for item in front:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"PROXY_FRONT={item!r}: expected an IP address or a CIDR range") from None
     user = ""
     if os.geteuid() == 0:
         # Started as root (as in a container): the workers keep the identity
@@ -112,6 +122,11 @@ def settings(env: dict[str, str]) -> dict[str, str]:
             _count("PROXY_DOWNLOADS_PER_ADDRESS", env.get("PROXY_DOWNLOADS_PER_ADDRESS") or "2")
         ),
         "body_max": BODY_MAX,
+        "front_realip": "\n".join(
+            [f"    set_real_ip_from {item};" for item in front]
+            + (["    real_ip_header X-Forwarded-For;", "    real_ip_recursive on;"] if front else [])
+        ),
+        "front_geo": "\n".join(f"        {item} 1;" for item in front),
         # 0 is nginx's "no limit" too; the application refuses an oversized
         # file itself (413, nothing kept), nginx only stops it earlier.
         "upload_max": str(int(max_upload) + MULTIPART_ALLOWANCE) if int(max_upload) else "0",

@@ -305,20 +305,6 @@ def test_production_stack_answers_others_while_400_connections_trickle(attack_se
         )
         assert worst < P99_LIMIT, (worst, sorted(times)[-5:], log[-3000:])
 
-        # The client address the application records is the one nginx saw,
-        # not what the client wrote into X-Forwarded-For.
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", proxy_port, timeout=30, source_address=("127.0.0.7", 0)
-        )
-        conn.request(
-            "POST",
-            "/api/v1/auth/token/",
-            '{"username": "alice", "password": "wrong"}',
-            {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9"},
-        )
-        assert conn.getresponse().status in (400, 401)
-        conn.close()
-        assert list(AccessAttempt.objects.values_list("ip_address", flat=True)) == ["127.0.0.7"]
     finally:
         stack.stop()
 
@@ -359,9 +345,35 @@ def _exchange(
 def test_production_stack_streams_uploads_to_the_transfer_pool(attack_setup, tmp_path):
     """Uploads (multipart, tus) and downloads pass through nginx unbuffered, in the `transfer` pool; two uploads per address."""
     alice, case_a = attack_setup
-    stack, port = production_stack(tmp_path)
+    # 127.0.0.5 stands for a TLS terminator in front of nginx.
+    stack, port = production_stack(
+        tmp_path, PROXY_FRONT="127.0.0.5", CUSTODY_TLS="1", CUSTODY_BEHIND_TLS_PROXY="1"
+    )
     try:
         token = token_for(port, alice.username, PASSWORD)
+
+        # The client address the application records and the scheme it sees:
+        # a client's own X-Forwarded-For and X-Forwarded-Proto are replaced by
+        # what nginx saw; the front proxy's are believed.
+        forwarded = {"Content-Type": "application/json", "X-Forwarded-Proto": "https"}
+        wrong = b'{"username": "alice", "password": "wrong"}'
+        for source, xff in (("127.0.0.7", "203.0.113.9"), ("127.0.0.5", "192.0.2.1, 198.51.100.7")):
+            status, headers, _ = _exchange(
+                port,
+                "POST",
+                "/api/v1/auth/token/",
+                wrong,
+                {**forwarded, "X-Forwarded-For": xff},
+                source=source,
+            )
+            assert status in (400, 401)
+            # HSTS (CUSTODY_TLS=1) is sent only on what Django takes for https.
+            assert ("Strict-Transport-Security" in headers) == (source == "127.0.0.5")
+        assert sorted(AccessAttempt.objects.values_list("ip_address", flat=True)) == [
+            "127.0.0.7",
+            "198.51.100.7",
+        ]
+
         auth = {"Authorization": f"Token {token}"}
         content = os.urandom(8 << 20)
         digest = hashlib.sha256(content).hexdigest()
@@ -406,6 +418,7 @@ def test_production_stack_streams_uploads_to_the_transfer_pool(attack_setup, tmp
         )
         assert status == 201, answer[:500]
         path = "/" + headers["Location"].split("/", 3)[3]
+        assert headers["Location"].startswith(f"http://127.0.0.1:{port}/")
         status, _, answer = _exchange(
             port,
             "PATCH",
@@ -502,6 +515,7 @@ def test_nginx_config_follows_the_settings(tmp_path):
         ("PROXY_BODY_TIMEOUT", "soon", "expected a duration"),
         ("PROXY_UPLOADS_PER_ADDRESS", "0", "expected a whole number >= 1"),
         ("PROXY_DIR", "/tmp/a dir", "no spaces"),
+        ("PROXY_FRONT", "10.0.0.1,lb.example", "expected an IP address or a CIDR range"),
     ],
 )
 def test_nginx_config_refuses_bad_settings(tmp_path, name, value, message):
