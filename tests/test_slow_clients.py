@@ -257,17 +257,17 @@ def attack_setup(transactional_db, alice, case_a):
 
 def production_stack(tmp_path: Path, **extra) -> tuple[Honcho, int]:
     """The Procfile's proxy, app and transfer processes as ./scripts/serve --production runs them; (them, nginx's port)."""
-    proxy_port, app_port, upload_port = free_port(), free_port(), free_port()
+    proxy_port, app_port, transfer_port = free_port(), free_port(), free_port()
     env = _env(
         PROXY_LISTEN=f"127.0.0.1:{proxy_port}",
         APP_BIND=f"127.0.0.1:{app_port}",
-        TRANSFER_BIND=f"127.0.0.1:{upload_port}",
+        TRANSFER_BIND=f"127.0.0.1:{transfer_port}",
         PROXY_DIR=str(tmp_path / "nginx"),
         CUSTODY_TRUSTED_PROXIES="127.0.0.1",  # as ./scripts/serve --production sets it
         **extra,
     )
     stack = Honcho(
-        ["proxy", "app", "transfer"], env, tmp_path / "honcho.log", [proxy_port, app_port, upload_port]
+        ["proxy", "app", "transfer"], env, tmp_path / "honcho.log", [proxy_port, app_port, transfer_port]
     )
     return stack, proxy_port
 
@@ -304,7 +304,6 @@ def test_production_stack_answers_others_while_400_connections_trickle(attack_se
             f"max {max(times) * 1000:.0f} ms; {attack.opened} connections opened, {attack.dropped} dropped by the server"
         )
         assert worst < P99_LIMIT, (worst, sorted(times)[-5:], log[-3000:])
-
     finally:
         stack.stop()
 
