@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Upload benchmark: a large file through the real web process, against sha256sum.
 
-    python bench/upload.py [--size-mib 1024] [--runs 3] [--tus]
+    python bench/upload.py [--size-mib 1024] [--runs 3] [--tus] [--proxy]
 
 Sets up a throwaway data dir (SQLite, keys, one investigator), starts gunicorn
 with the Procfile's arguments, and uploads the same file with curl. Prints
@@ -10,7 +10,10 @@ upload MB/s divided by ``sha256sum`` MB/s on the same file in the same run
 (master + workers, target <= 100 MB). Every upload's digests are checked
 against sha256sum / sha1sum / md5sum. ``--tus`` sends the file as a
 resumable upload instead (tus 1.0: create, one PATCH streamed by curl, then
-the evidence record), through the same intake.
+the evidence record), through the same intake. ``--proxy`` measures the
+production path instead (README, "Production: nginx in front"): nginx with
+deploy/nginx.py's configuration in front of gunicorn run as the Procfile's
+``transfer`` line, which is where nginx streams uploads.
 
 The upload figure is end to end as a client sees it: from curl's start to the
 201 response, so it includes the server's work after the last byte (libmagic,
@@ -51,17 +54,19 @@ TARGET_GROWTH_MB = 100
 GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "600"]
 
 
-def procfile_gunicorn_args() -> tuple[list[str], str]:
-    """gunicorn's arguments from the Procfile's web line, without --bind; (args, where from)."""
+def procfile_gunicorn_args(process: str = "web") -> tuple[list[str], str]:
+    """gunicorn's arguments from a Procfile line (web, transfer), without --bind; (args, where from)."""
     try:
         lines = (ROOT / "Procfile").read_text().splitlines()
     except OSError:
         return GUNICORN_ARGS, "built-in default (no Procfile)"
     for line in lines:
-        if line.startswith("web:"):
+        if line.startswith(f"{process}:"):
             # ${NAME:-default} as the shell would expand it here.
             expanded = re.sub(
-                r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), line[4:]
+                r"\$\{(\w+):-([^}]*)\}",
+                lambda m: os.environ.get(m.group(1)) or m.group(2),
+                line[len(process) + 1 :],
             )
             words = shlex.split(expanded)
             if "custody.wsgi" not in words:
@@ -75,7 +80,9 @@ def procfile_gunicorn_args() -> tuple[list[str], str]:
                     skip = True
                 elif not word.startswith("--bind="):
                     args.append(word)
-            return args, "Procfile"
+            return args, f"Procfile {process}"
+    if process != "web":
+        raise RuntimeError(f"no {process} line in the Procfile")
     return GUNICORN_ARGS, "built-in default (no web line in the Procfile)"
 
 
@@ -186,11 +193,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60, name: str = "gunicorn") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -355,13 +362,18 @@ def main() -> int:
         help="upload over tus 1.0 (/api/v1/uploads/, one PATCH) instead of multipart",
     )
     parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="through nginx (deploy/nginx.py) to the Procfile's transfer pool: the production path",
+    )
+    parser.add_argument(
         "--gunicorn-arg",
         action="append",
         default=None,
         help="instead of the Procfile's gunicorn arguments (repeatable: --gunicorn-arg=--workers=1)",
     )
     args = parser.parse_args()
-    for tool in ("curl", "sha256sum", "sha1sum", "md5sum"):
+    for tool in ("curl", "sha256sum", "sha1sum", "md5sum", *(["nginx"] if args.proxy else [])):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
@@ -381,8 +393,8 @@ def main() -> int:
     if args.gunicorn_arg:
         gunicorn_args, args_from = args.gunicorn_arg, "command line"
     else:
-        gunicorn_args, args_from = procfile_gunicorn_args()
-    proc = None
+        gunicorn_args, args_from = procfile_gunicorn_args("transfer" if args.proxy else "web")
+    proc = proxy = None
     log = None
     try:
         manage = [sys.executable, str(ROOT / "manage.py")]
@@ -403,6 +415,26 @@ def main() -> int:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(port, proc)
         url = f"http://127.0.0.1:{port}"
+        if args.proxy:
+            # nginx as `./scripts/serve --production` starts it; the one gunicorn
+            # here stands for both pools (only uploads are timed).
+            proxy_port = free_port()
+            proxy_env = dict(
+                env,
+                PROXY_LISTEN=f"127.0.0.1:{proxy_port}",
+                APP_BIND=f"127.0.0.1:{port}",
+                TRANSFER_BIND=f"127.0.0.1:{port}",
+                PROXY_ACCESS_LOG="off",
+            )
+            proxy = subprocess.Popen(
+                [sys.executable, str(ROOT / "deploy" / "nginx.py")],
+                cwd=ROOT,
+                env=proxy_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            wait_for_port(proxy_port, proxy, name="nginx")
+            url = f"http://127.0.0.1:{proxy_port}"
         token = api(f"{url}/api/v1/auth/token/", {"username": "bench", "password": PASSWORD})["token"]
         case = api(f"{url}/api/v1/cases/", {"reference": "BENCH-1", "title": "upload benchmark"}, token)["id"]
 
@@ -416,7 +448,8 @@ def main() -> int:
         warmed: set[int] = set()
         for _ in range(10):
             before = {pid: sum(cpu_seconds(pid)) for pid in workers}
-            with ThreadPoolExecutor(4) as pool:
+            # (two at a time: nginx allows two uploads per client address)
+            with ThreadPoolExecutor(2) as pool:
                 for code, payload, _ in pool.map(lambda _: curl_upload(url, token, small, case), range(4)):
                     if code != 201:
                         raise RuntimeError(f"warm-up upload failed: {code} {payload}")
@@ -444,7 +477,8 @@ def main() -> int:
             expected["sha1"], _, _ = tool_digest("sha1sum", path)
             expected["md5"], _, _ = tool_digest("md5sum", path)
 
-            master_cpu_before = {pid: cpu_seconds(pid) for pid in tree(proc.pid)}
+            server_pids = lambda: tree(proc.pid) + (tree(proxy.pid) if proxy else [])  # noqa: E731
+            master_cpu_before = {pid: cpu_seconds(pid) for pid in server_pids()}
             curl_cpu_before = children_cpu()
             machine_before = busy_cpu_seconds()
             sampler = Sampler(proc.pid, data_dir / ("resumable" if args.tus else "tmp"), size)
@@ -454,7 +488,7 @@ def main() -> int:
             machine_busy = busy_cpu_seconds() - machine_before
             curl_cpu_after = children_cpu()
             server_cpu = [0.0, 0.0]
-            for pid in tree(proc.pid):
+            for pid in server_pids():
                 user, system = cpu_seconds(pid)
                 before = master_cpu_before.get(pid, (0.0, 0.0))
                 server_cpu[0] += user - before[0]
@@ -505,6 +539,10 @@ def main() -> int:
         print(
             f"server:   gunicorn custody.wsgi --bind 127.0.0.1:{port} {' '.join(gunicorn_args)} ({args_from})"
         )
+        if proxy:
+            print(
+                f"proxy:    nginx ({shutil.which('nginx')}) on {url}, deploy/nginx.py; its CPU counts as the server's"
+            )
         print(f"warm-up:  {len(warmed)} of {len(workers)} workers served a small upload first")
         print(
             f"file:     {size / MB:.0f} MB ({args.size_mib} MiB), made in {made:.1f} s; "
@@ -568,6 +606,13 @@ def main() -> int:
         print("RESULT: " + ("PASS" if ok_ratio and ok_growth else "FAIL"))
         return 0 if ok_ratio and ok_growth else 1
     finally:
+        if proxy is not None and proxy.poll() is None:
+            proxy.send_signal(signal.SIGQUIT)  # nginx: graceful shutdown
+            try:
+                proxy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
