@@ -28,7 +28,8 @@ Findings:
   to another offset: material before and after was not contiguous in the
   AAC-encoded audio (a span deleted, other material inserted or spliced).
   ``at`` is the interval between the last frame on the old grid and the
-  first on the new one; the change is in it.
+  first on the new one (short runs next to the change included); the
+  change is in it.
 """
 
 from __future__ import annotations
@@ -190,6 +191,24 @@ def _grids(x: np.ndarray, probe_step: int, min_run: int, exclude: int | None):
     return label, excess, _frames.segments(label, excess, min_run)
 
 
+def _refine(label: np.ndarray, a, b) -> tuple[int, int]:
+    """Narrow the gap between two runs with shorter runs (two slots or more) on the same grids.
+
+    Pairs of adjacent slots on grid ``a`` (or ``b``) in runs too short to count
+    still bound the change, as long as they keep the order (all of a's before
+    all of b's); single slots are left out (one frame can match a wrong grid
+    by chance).
+    """
+    j = np.arange(a.last + 1, b.first)
+    pair_b = j[(label[j] == b.label) & (label[j + 1] == b.label)]
+    limit = int(pair_b[0]) if len(pair_b) else b.first
+    pair_a = j[(label[j] == a.label) & (label[j - 1] == a.label) & (j < limit)]
+    last_a = int(pair_a[-1]) if len(pair_a) else a.last
+    pair_b = pair_b[pair_b > last_a]
+    first_b = int(pair_b[0]) if len(pair_b) else b.first
+    return last_a, first_b
+
+
 def _t(slot: float, sr: int) -> float:
     return round(slot * _frames.HOP / sr, 3)
 
@@ -292,7 +311,8 @@ def analyze(path: str, params: dict, ctx) -> dict:
         )
     rates_change = _rates.for_condition(NAME, "frame_grid_change", cond)
     for a, b in zip(gridded, gridded[1:], strict=False):
-        lo, hi = sorted((_t(a.last + 1, sr), _t(b.first, sr)))
+        last_a, first_b = _refine(label, a, b)
+        lo, hi = sorted((_t(last_a + 1, sr), _t(first_b, sr)))
         raw = float(min(a.support, b.support, 200))
         shift = (b.label - a.label) % _frames.HOP
         unc = rates_change.get("localisation_p90_s")

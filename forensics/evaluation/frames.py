@@ -169,6 +169,10 @@ def _match(record: dict) -> tuple[list[bool], list[tuple[float, int]], list[floa
     return found, scored, errors
 
 
+def _describe(condition: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in condition.items())
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
@@ -246,6 +250,26 @@ def summarise(records: list[dict]) -> dict:
                 f"edits found {sum(ev_found)}/{len(ev_found)}"
                 + (f" (95% CI {100 * ci[0]:.0f}-{100 * ci[1]:.0f}%)" if ci else "")
             )
+    # localisation per kind of edit (an insertion of material without a grid
+    # gives one change spanning it: its estimate is the middle, its interval
+    # holds both ends)
+    for cd in [dict(c) for c in conditions]:
+        for kind in EDITS[1:]:
+            rs = [r for r in records if r["condition"] == cd and r["aac_before"] and r["edit"] == kind]
+            found, errors, widths = 0, [], []
+            total = 0
+            for r in rs:
+                f, _, err = _match(r)
+                total += len(f)
+                found += sum(f)
+                errors += err
+                widths += [c[1] - c[0] for c in r["changes"]]
+            if total:
+                report.append(
+                    f"{_describe(cd)}, {kind}: found {found}/{total}; |estimate - edit| p50 "
+                    f"{_pct(errors, 50)} s, p90 {_pct(errors, 90)} s; reported interval width median "
+                    f"{_pct(widths, 50)} s"
+                )
     e_map, e_rel = _calibration(earlier_pairs)
     c_map, c_rel = _calibration(change_pairs)
     indicators = {
