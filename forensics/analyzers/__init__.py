@@ -22,6 +22,7 @@ MODULES: list[str] = [
     "audio_signal",
     "audio_enf",
     "audio_context",
+    "audio_frames",
 ]
 
 

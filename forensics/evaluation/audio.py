@@ -188,9 +188,13 @@ CODECS = {
 }
 
 
-def encode(x: np.ndarray, codec: str, sr: int) -> bytes:
-    """Encode mono float samples through ``CODECS[codec]``; returns the file's bytes."""
-    fmt, _suffix, name, rate, bit_rate, options = CODECS[codec]
+def encode(x: np.ndarray, codec: str, sr: int, bit_rate: int | None = None) -> bytes:
+    """Encode mono float samples through ``CODECS[codec]``; returns the file's bytes.
+
+    ``bit_rate`` (bits per second) replaces the codec's default bit rate.
+    """
+    fmt, _suffix, name, rate, default_rate, options = CODECS[codec]
+    bit_rate = bit_rate or default_rate
     pcm = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
