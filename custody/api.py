@@ -368,9 +368,22 @@ def evidence_file_response(user, evidence, reason: str, client: str | None) -> F
     return response
 
 
+REPR_DIGEST = OpenApiParameter(
+    "Repr-Digest",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    response=[200],
+    description="RFC 9530: sha-256=:<base64 of the SHA-256 of the bytes>:",
+)
+
+
 class EvidenceContentView(LoggedReadView):
     @extend_schema(
-        parameters=[OpenApiParameter("reason", str, description="why the bytes are needed (logged)")],
+        parameters=[
+            OpenApiParameter("reason", str, description="why the bytes are needed (logged)"),
+            REPR_DIGEST,
+        ],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request, evidence_id):
@@ -381,6 +394,7 @@ class EvidenceContentView(LoggedReadView):
 
     @extend_schema(
         request=DownloadRequestSerializer,
+        parameters=[REPR_DIGEST],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
         description="The same as GET, for a browser session (with the CSRF token); the reason in the body.",
     )
