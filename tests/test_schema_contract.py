@@ -28,7 +28,7 @@ CALLED: set[tuple[str, str]] = set()
 
 
 @pytest.fixture(scope="module")
-def schema(django_db_blocker):
+def schema(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         response = APIClient().get("/api/schema/")
     assert response.status_code == 200
