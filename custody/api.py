@@ -482,6 +482,7 @@ class TrustRootChainView(APIView):
 # --- the custody log ---------------------------------------------------------
 
 MAX_ENTRIES_PAGE = 1000
+COUNT = {"type": "integer", "minimum": 0}  # a log index or size (a negative one is a 400)
 
 
 def _int_param(request, name: str, default: int | None = None) -> int:
@@ -557,7 +558,10 @@ class LogEntriesView(APIView):
     """
 
     @extend_schema(
-        parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int, description="exclusive")],
+        parameters=[
+            OpenApiParameter("start", COUNT),
+            OpenApiParameter("end", COUNT, description="exclusive"),
+        ],
         responses=LogEntryItemSerializer(many=True),
     )
     def get(self, request):
@@ -585,7 +589,7 @@ class InclusionProofView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("index", int, required=True), OpenApiParameter("size", int)],
+        parameters=[OpenApiParameter("index", COUNT, required=True), OpenApiParameter("size", COUNT)],
         responses=InclusionProofSerializer,
     )
     def get(self, request):
@@ -604,7 +608,10 @@ class ConsistencyProofView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("first", int, required=True), OpenApiParameter("second", int)],
+        parameters=[
+            OpenApiParameter("first", {"type": "integer", "minimum": 1}, required=True),
+            OpenApiParameter("second", {"type": "integer", "minimum": 1}),
+        ],
         responses=ConsistencyProofSerializer,
     )
     def get(self, request):
@@ -629,7 +636,7 @@ class TimestampsView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("size", int)], responses={200: TimestampsSerializer, **errors(404)}
+        parameters=[OpenApiParameter("size", COUNT)], responses={200: TimestampsSerializer, **errors(404)}
     )
     def get(self, request):
         from . import timestamps

@@ -219,7 +219,16 @@ class PublicResultsView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("sha256", str, required=True)], responses=PublicResultsSerializer
+        parameters=[
+            OpenApiParameter(
+                "sha256",
+                str,
+                required=True,
+                pattern=r"^(sha256:)?[0-9a-fA-F]{64}$",
+                description="the file's SHA-256 (hex, optionally prefixed sha256:)",
+            )
+        ],
+        responses=PublicResultsSerializer,
     )
     def get(self, request):
         sha256 = (request.query_params.get("sha256") or "").strip().lower().removeprefix("sha256:")
