@@ -9,8 +9,10 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db.models import Q
 from django.http import FileResponse, Http404
+from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -35,18 +37,110 @@ from .permissions import (
 from .serializers import (
     CaseInputSerializer,
     CaseSerializer,
+    ConsistencyProofSerializer,
     DownloadRequestSerializer,
+    DsseEnvelopeSerializer,
+    ErrorSerializer,
     EvidenceInputSerializer,
     EvidenceSerializer,
     ExportRequestSerializer,
+    InclusionProofSerializer,
     KeysSerializer,
+    LogEntryItemSerializer,
+    PaginatedEvidenceSerializer,
     SigningKeySerializer,
+    TimestampsSerializer,
     TokenRequestSerializer,
     TokenSerializer,
     TransferDecisionSerializer,
     TransferInputSerializer,
     TransferSerializer,
+    TrustRootChainSerializer,
 )
+
+# --- the schema is the contract ----------------------------------------------
+#
+# Every answer an operation can give is in the OpenAPI schema: the success
+# body and the errors (JSON ``{"detail": ...}``, see exception_handler). The
+# errors common to a kind of view are added here, from what the view is (its
+# authentication, permissions, throttles, parameters); those particular to an
+# operation are named on it with errors(...). tests/test_schema_contract.py
+# and scripts/contract (schemathesis on a live server) hold the server to it.
+
+ERROR_MEANINGS = {
+    400: "malformed or refused input",
+    401: "no credentials, or a wrong, revoked or inactive user's token",
+    403: "not allowed (an auditor's write, a case you may not change, a logged read by session GET)",
+    404: "not found, or not visible to you (the same answer)",
+    409: "conflicts with the current state",
+    410: "expired or gone",
+    411: "Content-Length required",
+    412: "Tus-Resumable missing or not 1.0.0",
+    413: "over a size limit, a quota or the disk's reserve; nothing is kept",
+    415: "unsupported Content-Type",
+    422: "the declared SHA-256 does not match the bytes received; nothing is kept",
+    423: "another request is writing to this upload",
+    429: "too many requests (throttled or locked out)",
+    460: "Upload-Checksum does not match (tus checksum extension)",
+    503: "the bytes could not be stored (not a full disk); resume later",
+    507: "the disk is full; resume later",
+}
+
+
+def errors(*codes: int) -> dict:
+    """Error responses for extend_schema(responses=...): each a JSON ``{"detail": ...}``."""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code]) for code in codes}
+
+
+class ContractSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, plus the error answers every view of a kind can give."""
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        view = self.view
+        codes = set()
+        if getattr(view, "authentication_classes", None):
+            codes.add(401)  # a wrong or revoked token is refused on any view that reads one
+        if any(issubclass(p, IsAuthenticated) for p in getattr(view, "permission_classes", ())):
+            codes.update({401, 403})
+        if "{" in self.path:
+            codes.add(404)
+        has_body = self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        if has_body:
+            codes.update({400, 415})
+        if any(
+            isinstance(p, OpenApiParameter) and p.location == OpenApiParameter.QUERY and not p.response
+            for p in self.get_override_parameters()
+        ):
+            codes.add(400)
+        if getattr(view, "throttle_classes", None):
+            codes.add(429)
+        for code in sorted(codes):
+            if str(code) not in responses:
+                responses[str(code)] = self._get_response_for_code(
+                    OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code]), str(code)
+                )
+        if self.method == "HEAD":  # the same answers, without a body
+            for response in responses.values():
+                response.pop("content", None)
+        return dict(sorted(responses.items()))
+
+
+class ContractEndpoints(EndpointEnumerator):
+    """drf-spectacular's endpoints, plus HEAD where a view answers it itself (tus), not as GET."""
+
+    def get_allowed_methods(self, callback):
+        methods = super().get_allowed_methods(callback)
+        cls = getattr(callback, "cls", None)
+        if cls is not None and "head" in vars(cls):
+            methods.append("HEAD")
+        return methods
+
+
+class ContractSchemaGenerator(SchemaGenerator):
+    endpoint_inspector_cls = ContractEndpoints
 
 
 class Pagination(LimitOffsetPagination):
@@ -138,7 +232,7 @@ class TokenView(APIView):
         )
         return Response({"token": token, "prefix": row.prefix}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **errors(400)})
     def delete(self, request):
         """Revoke the token used to authenticate this request."""
         if not isinstance(request.auth, ApiToken):
@@ -153,7 +247,7 @@ class CaseListView(APIView):
         cases = visible_cases(request.user).select_related("created_by").order_by("reference")
         return Response(CaseSerializer(cases, many=True).data)
 
-    @extend_schema(request=CaseInputSerializer, responses={201: CaseSerializer})
+    @extend_schema(request=CaseInputSerializer, responses={201: CaseSerializer, **errors(409)})
     def post(self, request):
         data = CaseInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -171,11 +265,14 @@ class EvidenceListView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
+        operation_id="v1_evidence_list",
         parameters=[
             OpenApiParameter("case", str, description="case id or reference"),
             OpenApiParameter("sha256", str, description="only items with these bytes"),
+            OpenApiParameter("limit", int, description=f"items per page (at most {Pagination.max_limit})"),
+            OpenApiParameter("offset", int, description="items to skip"),
         ],
-        responses=EvidenceSerializer(many=True),
+        responses={200: PaginatedEvidenceSerializer, **errors(404)},
     )
     def get(self, request):
         items = visible_evidence(request.user).select_related("case", "blob", "submitted_by", "custodian")
@@ -187,7 +284,10 @@ class EvidenceListView(APIView):
         page = paginator.paginate_queryset(items.order_by("received_at"), request, view=self)
         return paginator.get_paginated_response(EvidenceSerializer(page, many=True).data)
 
-    @extend_schema(request=EvidenceInputSerializer, responses={201: EvidenceSerializer})
+    @extend_schema(
+        request=EvidenceInputSerializer,
+        responses={201: EvidenceSerializer, **errors(404, 409, 411, 413, 422)},
+    )
     def post(self, request):
         # Refuse read-only users before the body is parsed: parsing receives the whole upload.
         if not request.user.can_write:
@@ -261,6 +361,7 @@ class EvidenceDetailView(LoggedReadView):
         return Response(EvidenceSerializer(evidence).data)
 
     @extend_schema(
+        operation_id="v1_evidence_view",
         request=None,
         responses=EvidenceSerializer,
         description="The same as GET, for a browser session (with the CSRF token).",
@@ -285,9 +386,22 @@ def evidence_file_response(user, evidence, reason: str, client: str | None) -> F
     return response
 
 
+REPR_DIGEST = OpenApiParameter(
+    "Repr-Digest",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    response=[200],
+    description="RFC 9530: sha-256=:<base64 of the SHA-256 of the bytes>:",
+)
+
+
 class EvidenceContentView(LoggedReadView):
     @extend_schema(
-        parameters=[OpenApiParameter("reason", str, description="why the bytes are needed (logged)")],
+        parameters=[
+            OpenApiParameter("reason", str, description="why the bytes are needed (logged)"),
+            REPR_DIGEST,
+        ],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request, evidence_id):
@@ -298,6 +412,7 @@ class EvidenceContentView(LoggedReadView):
 
     @extend_schema(
         request=DownloadRequestSerializer,
+        parameters=[REPR_DIGEST],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
         description="The same as GET, for a browser session (with the CSRF token); the reason in the body.",
     )
@@ -311,7 +426,7 @@ class EvidenceContentView(LoggedReadView):
 
 
 class EvidenceReceiptView(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses=DsseEnvelopeSerializer)
     def get(self, request, evidence_id):
         evidence = get_evidence_for(request, evidence_id)
         return Response(evidence.receipt)
@@ -347,8 +462,18 @@ class TrustRootView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("version", int, required=False)],
-        responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("version", int, required=False),
+            OpenApiParameter(
+                "Custody-Trust-Root-Fingerprint",
+                str,
+                location=OpenApiParameter.HEADER,
+                required=True,
+                response=[200],
+                description="SHA-256 fingerprint of the trust root, to compare with the pinned one",
+            ),
+        ],
+        responses={200: DsseEnvelopeSerializer, **errors(404)},
     )
     def get(self, request):
         rows = TrustRoot.objects.order_by("-version")
@@ -367,7 +492,7 @@ class TrustRootChainView(APIView):
     authentication_classes = []
     throttle_classes = [PublicThrottle]
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses=TrustRootChainSerializer)
     def get(self, request):
         return Response({"versions": [row.envelope for row in TrustRoot.objects.order_by("version")]})
 
@@ -375,6 +500,7 @@ class TrustRootChainView(APIView):
 # --- the custody log ---------------------------------------------------------
 
 MAX_ENTRIES_PAGE = 1000
+COUNT = {"type": "integer", "minimum": 0}  # a log index or size (a negative one is a 400)
 
 
 def _int_param(request, name: str, default: int | None = None) -> int:
@@ -407,7 +533,7 @@ class CheckpointView(APIView):
                 description="1: the newest checkpoint cosigned by a quorum of witnesses (404 if none yet)",
             )
         ],
-        responses={(200, "text/plain"): OpenApiTypes.STR},
+        responses={(200, "text/plain"): OpenApiTypes.STR, **errors(404)},
     )
     def get(self, request):
         """The newest checkpoint, with the witnesses' cosignature lines appended (C2SP signed note)."""
@@ -443,13 +569,18 @@ class WitnessesView(APIView):
 class LogEntriesView(APIView):
     """Entries [start, end): the exact leaf bytes (base64) and the decoded entry.
 
-    Entries about a case you cannot see are redacted to their leaf hash, which
-    is all that is needed to recompute the tree.
+    Entries about a case you cannot see, account and token entries (unless you
+    are an administrator) and your own refused requests are redacted to their
+    leaf hash, which is all that is needed to recompute the tree and check an
+    entry's inclusion (permissions.entry_visible_to).
     """
 
     @extend_schema(
-        parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int, description="exclusive")],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("start", COUNT),
+            OpenApiParameter("end", COUNT, description="exclusive"),
+        ],
+        responses=LogEntryItemSerializer(many=True),
     )
     def get(self, request):
         size, _ = log.tree_head()
@@ -476,8 +607,8 @@ class InclusionProofView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("index", int), OpenApiParameter("size", int)],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[OpenApiParameter("index", COUNT, required=True), OpenApiParameter("size", COUNT)],
+        responses=InclusionProofSerializer,
     )
     def get(self, request):
         size_now, _ = log.tree_head()
@@ -495,8 +626,11 @@ class ConsistencyProofView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("first", {"type": "integer", "minimum": 1}, required=True),
+            OpenApiParameter("second", {"type": "integer", "minimum": 1}),
+        ],
+        responses=ConsistencyProofSerializer,
     )
     def get(self, request):
         size_now, _ = log.tree_head()
@@ -519,7 +653,9 @@ class TimestampsView(APIView):
     authentication_classes = []
     throttle_classes = [PublicThrottle]
 
-    @extend_schema(parameters=[OpenApiParameter("size", int)], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[OpenApiParameter("size", COUNT)], responses={200: TimestampsSerializer, **errors(404)}
+    )
     def get(self, request):
         from . import timestamps
         from .models import Checkpoint
@@ -550,7 +686,7 @@ class EvidenceTransfersView(APIView):
         transfers = evidence.transfers.select_related("from_user", "to_user", "evidence")
         return Response(TransferSerializer(transfers, many=True).data)
 
-    @extend_schema(request=TransferInputSerializer, responses={201: TransferSerializer})
+    @extend_schema(request=TransferInputSerializer, responses={201: TransferSerializer, **errors(409)})
     def post(self, request, evidence_id):
         evidence = get_evidence_for(request, evidence_id)
         data = TransferInputSerializer(data=request.data)
@@ -596,7 +732,7 @@ def get_transfer_for(user, transfer_id) -> Transfer:
 class TransferDecisionView(APIView):
     accept = True
 
-    @extend_schema(request=TransferDecisionSerializer, responses=TransferSerializer)
+    @extend_schema(request=TransferDecisionSerializer, responses={200: TransferSerializer, **errors(409)})
     def post(self, request, transfer_id):
         transfer = get_transfer_for(request.user, transfer_id)
         data = TransferDecisionSerializer(data=request.data)

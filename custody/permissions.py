@@ -52,7 +52,7 @@ def get_case_for(request, case_id) -> Case:
     try:
         return visible_cases(request.user).get(pk=pk)
     except Case.DoesNotExist:
-        _log_refusal(request, case=Case.objects.filter(pk=pk).first())
+        _log_refusal(request, "case", pk, case=Case.objects.filter(pk=pk).first())
         raise Http404("case not found") from None
 
 
@@ -66,7 +66,9 @@ def get_evidence_for(request, evidence_id) -> Evidence:
             .get(pk=pk)
         )
     except Evidence.DoesNotExist:
-        _log_refusal(request, evidence=Evidence.objects.select_related("case").filter(pk=pk).first())
+        _log_refusal(
+            request, "evidence", pk, evidence=Evidence.objects.select_related("case").filter(pk=pk).first()
+        )
         raise Http404("evidence not found") from None
 
 
@@ -82,28 +84,35 @@ def from_another_site(request) -> bool:
     return request.META.get("HTTP_SEC_FETCH_SITE", "") in {"cross-site", "same-site"}
 
 
-def _log_refusal(request, case=None, evidence=None) -> None:
-    """An authenticated user asked for something that exists but is not theirs to see: log it.
+def _log_refusal(request, kind: str, pk: uuid.UUID, case=None, evidence=None) -> None:
+    """An authenticated user asked for an id that is not theirs to see: log it, whether it exists or not.
 
-    The requester still gets the same 404 as for a miss. Misses are not logged,
-    so scanning random ids cannot flood the log; nor are reads another site's
-    page made the user's browser send, which would put knocks in the log in
-    the user's name.
+    The requester gets the same 404 either way, and the log grows by one
+    entry either way: were only real ids logged, the public checkpoint's
+    size would tell a prober which ids exist. The entry names the id asked
+    for (``details``) and, for a real one, its case and item, so the case's
+    members and auditors see who knocked; the prober sees neither kind in
+    full (entry_visible_to). Reads that another site's page made the user's
+    browser send are not logged: they would put knocks in the log in the
+    user's name.
     """
     user = request.user
-    if not user.is_authenticated or (case is None and evidence is None):
+    if not user.is_authenticated:
         return
     if request.method in SAFE_METHODS and from_another_site(request):
         return
+    if evidence is not None:
+        case = evidence.case
     # Appended here, not through services (which import this module): the
     # refusal changes no table, it only records who knocked.
     with transaction.atomic():
         entry = log.append(
             "access.refused",
             actor=user,
-            case=case or evidence.case,
+            case=case,
             evidence=evidence,
             client=client_address(request),
+            details={"requested": kind, "id": str(pk)},
         )
         projection.apply(entry)
 
@@ -175,10 +184,29 @@ def visible_case_ids(user) -> set | None:
     return set(visible_cases(user).values_list("pk", flat=True))
 
 
+# Entries about accounts and tokens (usernames, roles, client addresses): in full to administrators only.
+ACCOUNT_ACTION_PREFIXES = ("user.", "token.")
+
+
+def is_account_entry(row: LogEntry) -> bool:
+    return row.action.startswith(ACCOUNT_ACTION_PREFIXES)
+
+
 def entry_visible_to(user, row: LogEntry, visible: set | None) -> bool:
-    """Case entries: members of the case. Other entries: auditors, admins and the actor."""
+    """Who may read an entry in full (others get its leaf hash only).
+
+    Administrators: all. Account and token entries: administrators only.
+    A refusal (``access.refused``): never to the one refused, who would
+    otherwise see the refusal of an id that does not exist (no case) but
+    not that of a real one (a case entry), and so tell which ids exist.
+    Case entries: members of the case. Other entries: auditors and the actor.
+    """
     if visible is None or row.action in PUBLIC_ACTIONS:
         return True
+    if is_account_entry(row):
+        return False
+    if row.action == "access.refused" and row.actor_id == user.pk:
+        return False
     if row.case_id is not None:
         return row.case_id in visible
     return user.role == "auditor" or row.actor_id == user.pk

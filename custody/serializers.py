@@ -156,3 +156,86 @@ class TransferSerializer(serializers.ModelSerializer):
             "decision_log_index",
             "decision_note",
         ]
+
+
+# --- shapes the schema states (custody.api.ContractSchema) ---------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer of the API (custody.api.exception_handler)."""
+
+    detail = serializers.CharField()
+    errors = serializers.JSONField(
+        required=False, help_text="on a 400 for invalid fields: the message list of each field"
+    )
+
+
+class PaginatedEvidenceSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EvidenceSerializer(many=True)
+
+
+class DsseSignatureSerializer(serializers.Serializer):
+    keyid = serializers.CharField(required=False)
+    sig = serializers.CharField()
+
+
+class DsseEnvelopeSerializer(serializers.Serializer):
+    """A DSSE envelope (receipts, the trust root, analysis results)."""
+
+    payloadType = serializers.CharField()  # noqa: N815 (the DSSE field name)
+    payload = serializers.CharField(help_text="base64 of the signed statement")
+    signatures = DsseSignatureSerializer(many=True)
+
+
+class TrustRootChainSerializer(serializers.Serializer):
+    versions = DsseEnvelopeSerializer(many=True)
+
+
+class LogEntryItemSerializer(serializers.Serializer):
+    """One leaf of the log: in full (``leaf`` and ``entry``), or redacted to its leaf hash."""
+
+    index = serializers.IntegerField()
+    leaf = serializers.CharField(required=False, help_text="base64 of the exact leaf bytes")
+    entry = serializers.DictField(required=False, help_text="the leaf decoded")
+    redacted = serializers.BooleanField(required=False)
+    leaf_hash = serializers.CharField(required=False, help_text="base64 of the RFC 6962 leaf hash")
+
+
+class InclusionProofSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    size = serializers.IntegerField()
+    hashes = serializers.ListField(child=serializers.CharField(), help_text="base64 RFC 6962 hashes")
+
+
+class ConsistencyProofSerializer(serializers.Serializer):
+    first = serializers.IntegerField()
+    second = serializers.IntegerField()
+    hashes = serializers.ListField(child=serializers.CharField(), help_text="base64 RFC 6962 hashes")
+
+
+class TimestampTokenSerializer(serializers.Serializer):
+    tsa_url = serializers.CharField()
+    gen_time = serializers.CharField(help_text="RFC 3339, a copy of the time inside the token")
+    token = serializers.CharField(help_text="base64 of the DER TimeStampToken")
+
+
+class TimestampsSerializer(serializers.Serializer):
+    size = serializers.IntegerField()
+    checkpoint = serializers.CharField()
+    stamped = serializers.CharField(help_text="SHA-256 of the bytes each token covers")
+    timestamps = TimestampTokenSerializer(many=True)
+
+
+class UploadStatusSerializer(serializers.Serializer):
+    """A resumable upload's progress, and its evidence once complete."""
+
+    id = serializers.UUIDField()
+    case = serializers.UUIDField()
+    length = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    complete = serializers.BooleanField()
+    expires = serializers.DateTimeField(allow_null=True)
+    evidence = EvidenceSerializer(allow_null=True)

@@ -377,7 +377,7 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "custody.permissions.ReadOnlyForAuditors",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "custody.api.ContractSchema",
     "EXCEPTION_HANDLER": "custody.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": os.getenv("CUSTODY_AUTH_RATE", "30/min"),
@@ -399,6 +399,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema is the contract (custody.api): HEAD for tus, the common errors on every operation.
+    "DEFAULT_GENERATOR_CLASS": "custody.api.ContractSchemaGenerator",
     # No badge fetched from validator.swagger.io: the CSP would block it, and
     # the schema is not to be sent elsewhere.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},

@@ -43,7 +43,8 @@ from django.conf import settings
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.utils.http import http_date
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -51,7 +52,7 @@ from . import limits, services
 from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
-from .serializers import EvidenceSerializer
+from .serializers import EvidenceSerializer, UploadStatusSerializer
 from .storage import fsync_dir, make_dirs_durable
 from .uploads import _read_socket_directly, _Writeback
 
@@ -137,6 +138,50 @@ def _drop_state(upload_id) -> None:
         state.hasher.abort()
 
 
+# --- the schema: tus headers (custody.api.ContractSchema adds the common errors) ----------
+
+
+def _header(name: str, description: str, *, required: bool = False, response=False, **kwargs):
+    return OpenApiParameter(
+        name,
+        str,
+        location=OpenApiParameter.HEADER,
+        required=required,
+        description=description,
+        response=response,
+        **kwargs,
+    )
+
+
+def _tus_schema(*, request_headers=(), response_headers=(), errors=(), **kwargs):
+    """extend_schema for a tus operation: Tus-Resumable both ways, and the operation's own errors."""
+    from .api import errors as error_responses
+
+    responses = kwargs.pop("responses")
+    return extend_schema(
+        parameters=[
+            _header(
+                "Tus-Resumable",
+                f"the tus protocol version: {TUS_VERSION} (412 otherwise)",
+                required=True,
+                enum=[TUS_VERSION],
+            ),
+            *request_headers,
+            _header("Tus-Resumable", "the protocol version this server speaks", required=True, response=True),
+            _header("Tus-Version", "on a 412: the versions this server speaks", response=[412]),
+            *response_headers,
+        ],
+        responses={**responses, **error_responses(412, *errors)},
+        **kwargs,
+    )
+
+
+_OFFSET_PATTERN = r"^[0-9]+$"
+_UPLOAD_ID = OpenApiParameter("upload_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+_EXPIRES = "when the upload expires if no more bytes arrive (HTTP date)"
+_EVIDENCE = "once complete: the evidence's API path"
+
+
 # --- header parsing ----------------------------------------------------------------------
 
 
@@ -211,6 +256,12 @@ class _TusView(APIView):
         if response.status_code == 412 or request.method == "OPTIONS":
             response["Tus-Version"] = TUS_VERSION
         response["Cache-Control"] = "no-store"
+        if request.method == "HEAD":
+            # No body on a HEAD answer, errors included: gunicorn sends what it
+            # is given, and the client would read that body as the next answer.
+            if hasattr(response, "render") and not response.is_rendered:
+                response.render()
+            response.content = b""
         return response
 
     def options(self, request, *args, **kwargs):
@@ -221,6 +272,10 @@ class _TusView(APIView):
 
     def get_upload(self, request, upload_id) -> ResumableUpload:
         """The caller's own upload; anyone else's is a 404, like everything they cannot see."""
+        try:
+            upload_id = uuid.UUID(str(upload_id))
+        except ValueError:
+            raise Http404("upload not found") from None
         upload = (
             ResumableUpload.objects.select_related("case")
             .filter(pk=upload_id, created_by=request.user)
@@ -235,12 +290,24 @@ class _TusView(APIView):
 
 
 class UploadCreateView(_TusView):
-    @extend_schema(
+    @_tus_schema(
         summary="Start a resumable (tus 1.0) upload",
-        description="Headers: Tus-Resumable: 1.0.0, Upload-Length, Upload-Metadata (case, filename, "
-        "description, source, sha256; values base64). Answers 201 with the upload's URL in Location.",
+        description="Upload-Metadata keys: case (required), filename, description, source, sha256; "
+        "values base64. Answers 201 with the upload's URL in Location; an Upload-Length of 0 makes "
+        "the evidence at once (Custody-Evidence).",
         request=None,
+        request_headers=[
+            _header("Upload-Length", "the file's size in bytes", required=True, pattern=_OFFSET_PATTERN),
+            _header("Upload-Metadata", "comma-separated 'key base64(value)' pairs; 'case' is required"),
+        ],
+        response_headers=[
+            _header("Location", "the upload's URL", required=True, response=[201]),
+            _header("Upload-Offset", "bytes kept so far (0)", required=True, response=[201]),
+            _header("Upload-Expires", _EXPIRES, required=True, response=[201]),
+            _header("Custody-Evidence", _EVIDENCE, response=[201]),
+        ],
         responses={201: None},
+        errors=(400, 404, 409, 413, 422),
     )
     def post(self, request):
         if request.headers.get("Upload-Defer-Length"):
@@ -269,7 +336,19 @@ class UploadCreateView(_TusView):
 
 
 class UploadView(_TusView):
-    @extend_schema(exclude=True)
+    @_tus_schema(
+        operation_id="v1_uploads_offset",
+        summary="How many bytes of a resumable upload are kept (tus)",
+        request_headers=[_UPLOAD_ID],
+        response_headers=[
+            _header("Upload-Offset", "bytes kept so far", required=True, response=[200]),
+            _header("Upload-Length", "the file's size", required=True, response=[200]),
+            _header("Upload-Expires", _EXPIRES + "; absent once complete", response=[200]),
+            _header("Custody-Evidence", _EVIDENCE, response=[200]),
+        ],
+        responses={200: None},
+        errors=(410,),
+    )
     def head(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
         response = HttpResponse(status=200)
@@ -281,7 +360,12 @@ class UploadView(_TusView):
             response["Custody-Evidence"] = f"/api/v1/evidence/{upload.evidence_id}/"
         return response
 
-    @extend_schema(summary="Progress of a resumable upload, and its evidence once complete", responses=None)
+    @_tus_schema(
+        summary="Progress of a resumable upload, and its evidence once complete",
+        request_headers=[_UPLOAD_ID],
+        responses={200: UploadStatusSerializer},
+        errors=(410,),
+    )
     def get(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
         return Response(
@@ -296,12 +380,24 @@ class UploadView(_TusView):
             }
         )
 
-    @extend_schema(
+    @_tus_schema(
         summary="Send the next bytes of a resumable upload",
-        description="Content-Type: application/offset+octet-stream; Upload-Offset: where these bytes "
-        "start (the offset HEAD gave); optional Upload-Checksum: '<sha1|md5|sha256> <base64 digest>'.",
-        request=None,
+        description="The body is the bytes from Upload-Offset on (the offset HEAD gave). The answer "
+        "to the last byte names the evidence in Custody-Evidence.",
+        request={OFFSET_TYPE: OpenApiTypes.BINARY},
+        request_headers=[
+            _UPLOAD_ID,
+            _header("Upload-Offset", "where these bytes start", required=True, pattern=_OFFSET_PATTERN),
+            _header("Upload-Checksum", "'<sha1|md5|sha256> <base64 digest>' of this body"),
+        ],
+        response_headers=[
+            _header("Upload-Offset", "bytes kept so far", required=True, response=[204]),
+            _header("Upload-Offset", "bytes kept so far", response=[400, 409, 503, 507]),
+            _header("Upload-Expires", _EXPIRES, response=[204]),
+            _header("Custody-Evidence", _EVIDENCE, response=[204, 409]),
+        ],
         responses={204: None},
+        errors=(400, 409, 410, 411, 413, 415, 422, 423, 460, 503, 507),
     )
     def patch(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
@@ -332,7 +428,12 @@ class UploadView(_TusView):
             _discard_if_unfinished(upload)
             raise
 
-    @extend_schema(summary="Abandon a resumable upload (tus termination)", responses={204: None})
+    @_tus_schema(
+        summary="Abandon a resumable upload (tus termination)",
+        request_headers=[_UPLOAD_ID],
+        responses={204: None},
+        errors=(410, 423),
+    )
     def delete(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
         if upload.evidence_id is None:

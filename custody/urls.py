@@ -77,7 +77,7 @@ urlpatterns = [
     path("api/v1/cases/<str:case_id>/", api.CaseDetailView.as_view(), name="api-case"),
     path("api/v1/evidence/", api.EvidenceListView.as_view(), name="api-evidence-list"),
     path("api/v1/uploads/", tus.UploadCreateView.as_view(), name="api-upload-create"),
-    path("api/v1/uploads/<uuid:upload_id>/", tus.UploadView.as_view(), name="api-upload"),
+    path("api/v1/uploads/<str:upload_id>/", tus.UploadView.as_view(), name="api-upload"),
     path("api/v1/evidence/<str:evidence_id>/", api.EvidenceDetailView.as_view(), name="api-evidence"),
     path(
         "api/v1/evidence/<str:evidence_id>/content/",

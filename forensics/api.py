@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from custody import signing
-from custody.api import PublicThrottle
+from custody.api import PublicThrottle, errors
 from custody.hashing import is_sha256_hex
 from custody.permissions import client_address, get_case_for, get_evidence_for, visible_evidence
 from custody.storage import blob_store
@@ -80,6 +80,24 @@ class AnalysisSerializer(serializers.ModelSerializer):
         return analysis.published_at is not None
 
 
+class AnalyzerSerializer(serializers.Serializer):
+    """An installed analyzer, as forensics.services.describe_analyzers states it."""
+
+    name = serializers.CharField()
+    version = serializers.CharField()
+    accepts = serializers.ListField(child=serializers.CharField(), help_text="media types it reads")
+    description = serializers.CharField()
+    limits = serializers.ListField(child=serializers.CharField(), help_text="what it cannot tell")
+    parameters = serializers.DictField(help_text="its parameters: name -> description")
+
+
+class PublicResultsSerializer(serializers.Serializer):
+    sha256 = serializers.CharField()
+    results = serializers.ListField(child=serializers.DictField(), help_text="published statements")
+    checkpoint = serializers.CharField(allow_null=True, help_text="the cosigned checkpoint note")
+    witnesses = serializers.DictField(allow_null=True, help_text="the checkpoint's finality")
+
+
 def get_analysis_for(user, analysis_id) -> Analysis:
     try:
         pk = uuid.UUID(str(analysis_id))
@@ -96,7 +114,7 @@ def get_analysis_for(user, analysis_id) -> Analysis:
 
 
 class AnalyzerListView(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses=AnalyzerSerializer(many=True))
     def get(self, request):
         return Response(services.describe_analyzers())
 
@@ -156,7 +174,7 @@ class PublishRequestSerializer(serializers.Serializer):
 
 
 class AnalysisPublishView(APIView):
-    @extend_schema(request=PublishRequestSerializer, responses=AnalysisSerializer)
+    @extend_schema(request=PublishRequestSerializer, responses={200: AnalysisSerializer, **errors(409)})
     def post(self, request, analysis_id):
         analysis = get_analysis_for(request.user, analysis_id)
         data = PublishRequestSerializer(data=request.data)
@@ -178,7 +196,7 @@ def _artifact_response(artifact: Artifact) -> FileResponse:
 
 
 class AnalysisArtifactView(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY})
     def get(self, request, analysis_id, sha256):
         analysis = get_analysis_for(request.user, analysis_id)
         artifact = analysis.artifacts.filter(blob_id=sha256.lower()).first()
@@ -201,7 +219,16 @@ class PublicResultsView(APIView):
     throttle_classes = [PublicThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("sha256", str, required=True)], responses={200: OpenApiTypes.OBJECT}
+        parameters=[
+            OpenApiParameter(
+                "sha256",
+                str,
+                required=True,
+                pattern=r"^(sha256:)?[0-9a-fA-F]{64}$",
+                description="the file's SHA-256 (hex, optionally prefixed sha256:)",
+            )
+        ],
+        responses=PublicResultsSerializer,
     )
     def get(self, request):
         sha256 = (request.query_params.get("sha256") or "").strip().lower().removeprefix("sha256:")
@@ -215,7 +242,7 @@ class PublicArtifactView(APIView):
     authentication_classes = []
     throttle_classes = [PublicThrottle]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY})
     def get(self, request, sha256):
         artifact = (
             Artifact.objects.filter(blob_id=sha256.lower(), analysis__published_at__isnull=False)

@@ -134,7 +134,11 @@ def test_refused_access_is_logged_but_still_a_404(as_dave, dave, evidence_a):
     assert entry["client"] == "127.0.0.1"  # who tried, from where
     before = LogEntry.objects.count()
     as_dave.get("/api/v1/evidence/00000000-0000-0000-0000-000000000000/")
-    assert LogEntry.objects.count() == before  # misses are not logged
+    # Misses are logged too, the same way: the log's size must not tell which ids exist.
+    assert LogEntry.objects.count() == before + 1
+    miss = last_entry()
+    assert miss["action"] == "access.refused" and miss["evidence"] is None and miss["case"] is None
+    assert miss["details"] == {"requested": "evidence", "id": "00000000-0000-0000-0000-000000000000"}
 
 
 def test_web_handover_and_printable_report(client, alice, erin, evidence_a):
