@@ -226,9 +226,11 @@ def test_join_in_a_pause_is_reported_as_the_pause(real_scene, tmp_path):
     assert r["value"]["duration_s"] == pytest.approx(cut_in - cut_out, abs=0.25)
     lo, hi = r["at"]
     assert lo - 0.25 <= join <= hi + 0.25
-    assert hi - lo <= (p1[1] - cut_out) + (cut_in - p2[0]) + 0.5  # no wider than the clip's pause
+    assert hi - lo <= (cut_out - p1[0]) + (p2[1] - cut_in) + 0.25  # no wider than the clip's pause
     assert r["rates"]["condition"]["codec"] == "amr_nb"
-    assert r["raw_score"] > 0 and r["score"] == _rates.calibrated(audio_context.NAME, "removed", r["raw_score"])
+    assert r["raw_score"] > 0 and r["score"] == _rates.calibrated(
+        audio_context.NAME, "removed", r["raw_score"]
+    )
     assert r["uncertainty"]["unit"] == "s" and "90th percentile" in r["uncertainty"]["meaning"]
     assert not [f for f in findings if f["name"] in ("inserted", "reordered")]
 

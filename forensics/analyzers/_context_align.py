@@ -11,6 +11,9 @@ the strongest spectral components and drops or smears the rest.
    hash, kept with the anchor's time. Clip hashes are looked up in the sorted
    reference hashes, tolerating one bin / one frame of jitter in each
    coordinate, and every hit votes for an offset (reference time - clip time).
+   Speed first: a clip resampled faster or slower (up to SPEED_MAX) leaves a slanting band
+   of hits instead of a line; its slope is measured (also when no single offset stands out),
+   the clip stretched back and aligned again, before any segmentation.
 2. Candidate offsets: the peaks of the vote histogram that stand far above
    chance. Within a part cut from the reference the offset is constant; it
    jumps at every cut, reordering or insertion.
@@ -26,6 +29,11 @@ the strongest spectral components and drops or smears the rest.
    clip (so that a clip falling silent where the reference speaks counts too),
    each weighed by how often peaks of its strength are found within the part
    (weak peaks are often noise, and a codec loses many of them).
+   A boundary is not only a position but the span of positions whose evidence is within
+   TIE_NATS of the best: in speech a point, in a pause of both recordings the pause
+   (any point of it is equally consistent with both sides), widened as far as the tie
+   goes. Foreign material between two parts is its own span only where its peaks
+   explain the frames clearly better (NONE_COST), so its ends are trimmed peak by peak.
 5. Clean-up: weak short parts (a word that happens to resemble another place)
    are dropped, neighbouring parts at the same offset joined, and clip spans
    that match no part and hold enough peaks reported as foreign material.
@@ -491,6 +499,12 @@ def align(
         return _all_unmatched(cp, empty)
     cands, q_rate = _candidates(votes, n_hashes)
     if cands.size == 0:
+        # a clip several per cent faster or slower spreads its votes over a slanting band, so
+        # that no single offset stands out: measure the speed before giving up
+        if detect_speed:
+            speed = _speed_from_band(reference, ch, chunks, votes, lo, cp.frames, hits)
+            if speed != 1.0:
+                return _restretched(clip, reference, points, speed)
         return _all_unmatched(cp, empty)
 
     # votes of each clip hash for each candidate (a hash counts once per candidate)
@@ -518,11 +532,7 @@ def align(
     if near is not None:
         speed = _speed(np.concatenate(slant_t), np.concatenate(slant_off), cp.frames)
         if speed != 1.0:
-            ratio = Fraction(speed).limit_denominator(4000)
-            stretched = resample_poly(np.asarray(clip, dtype=np.float64), ratio.numerator, ratio.denominator)
-            out = align(stretched.astype(np.float32), reference, points, detect_speed=False)
-            out.rescale(ratio.numerator / ratio.denominator)
-            return out
+            return _restretched(clip, reference, points, speed)
     hk = np.concatenate(found)
     h_idx, h_k = hk // cands.size, hk % cands.size
     tc = ch[3]
@@ -550,6 +560,31 @@ def align(
 
     runs = _clean_runs(_runs(path), k_all, counts, n_block, gain, loss)
     return _refine(runs, cands, cp, reference, k_all, match_rate, points)
+
+
+def _restretched(clip: np.ndarray, reference: Reference, points: int, speed: float) -> Alignment:
+    """Stretch the clip back to the reference's speed, align it, express the result in clip times."""
+    ratio = Fraction(speed).limit_denominator(4000)
+    stretched = resample_poly(np.asarray(clip, dtype=np.float64), ratio.numerator, ratio.denominator)
+    out = align(stretched.astype(np.float32), reference, points, detect_speed=False)
+    out.rescale(ratio.numerator / ratio.denominator)
+    return out
+
+
+def _speed_from_band(reference: Reference, ch, chunks, votes, lo, frames, hits) -> float:
+    """The clip's speed from the hits near the strongest broad humps of votes (see _speed)."""
+    near = _speed_windows(votes, frames)
+    slant_t, slant_off = [], []
+    for part in chunks:
+        if hits is None:
+            ci, off = match(reference.keys, reference.times, tuple(v[part] for v in ch))
+            ci = ci + part.start
+        else:
+            ci, off = hits
+        sel = near[off - lo]
+        slant_t.append(ch[3][ci[sel]])
+        slant_off.append(off[sel])
+    return _speed(np.concatenate(slant_t), np.concatenate(slant_off), frames)
 
 
 def _all_unmatched(cp: Peaks, empty: Alignment) -> Alignment:
@@ -688,7 +723,16 @@ def _refine(runs, cands, cp: Peaks, reference: Reference, none, match_rate, poin
     for left, right in zip(info, info[1:], strict=False):
         lo = max(left["a"], left["b"] - margin)
         hi = min(right["b"], right["a"] + margin)
-        b1, b2, s1, s2 = _split(evidence(left, lo, hi), evidence(right, lo, hi))
+        for _ in range(4):
+            b1, b2, s1, s2 = _split(evidence(left, lo, hi), evidence(right, lo, hi))
+            # a span of equally good positions reaching the window's edge (a long pause, or
+            # silence added at the join) goes on beyond it: widen the window and look again
+            grow_lo = s1[0] == 0 and lo > left["a"]
+            grow_hi = s2[1] == hi - lo and hi < right["b"]
+            if not (grow_lo or grow_hi):
+                break
+            lo = max(left["a"], lo - margin) if grow_lo else lo
+            hi = min(right["b"], hi + margin) if grow_hi else hi
         left["b"], right["a"] = lo + b1, lo + b2
         left["b_span"], right["a_span"] = (lo + s1[0], lo + s1[1]), (lo + s2[0], lo + s2[1])
     # foreign material at the ends of the clip: only where it clearly explains the peaks better

@@ -96,7 +96,14 @@ SCORE_SCALE = 100.0  # nats of evidence for a score of 1 - 1/e
 # clip's codec as its decoder names it, whether a speed change was measured, and for joins
 # whether the join lies in a pause (its span of equally consistent positions is wider than this).
 JOIN_PAUSE_S = 0.1
-_CODECS = {"opus": "opus", "aac": "aac", "mp3": "mp3", "mp3float": "mp3", "amrnb": "amr_nb", "amr_nb": "amr_nb"}
+_CODECS = {
+    "opus": "opus",
+    "aac": "aac",
+    "mp3": "mp3",
+    "mp3float": "mp3",
+    "amrnb": "amr_nb",
+    "amr_nb": "amr_nb",
+}
 
 
 def _codec(decoder: str) -> str:
@@ -140,6 +147,7 @@ def _limits() -> list[str]:
         "join in a pause or in speech), or say that the condition was never measured.",
     ]
     return general + _rates.limits(NAME)
+
 
 LIMITS = _limits()
 
@@ -318,7 +326,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
     plot_parts, plot_removed, plot_inserted = [], [], []
     for i, p in enumerate(parts):
         spans_s = [[_r(x) for x in p.start_span], [_r(x) for x in p.end_span]]
-        worst = max((uncertainty(sp) for sp in (p.start_span, p.end_span)), key=lambda u: u["value"] if u else -1)
+        worst = max(
+            (uncertainty(sp) for sp in (p.start_span, p.end_span)), key=lambda u: u["value"] if u else -1
+        )
         findings.append(
             finding(
                 "segment",
