@@ -309,13 +309,23 @@ def analyze(path: str, params: dict, ctx) -> dict:
 
     def indicator(name, value, at, raw, cond, note, unit=None, extra=None):
         cond = {"codec": codec, "speed": speed, **cond}
+        points = ((_rates.table(NAME) or {}).get("indicators", {}).get(name) or {}).get("calibration")
+        if points and raw < points[0][0]:
+            # weaker than any indicator the calibration saw: no measured probability
+            score = None
+            note += (
+                f" (evidence {raw:.0f} nats, weaker than any {name} indicator of the evaluation set: "
+                "no measured probability)"
+            )
+        else:
+            score = _rates.calibrated(NAME, name, raw)
         out = finding(
             name,
             "indicator",
             value,
             unit=unit,
             at=at,
-            score=_rates.calibrated(NAME, name, raw),
+            score=score,
             raw_score=round(float(raw), 1),
             rates=_rates.for_condition(NAME, name, cond),
             note=note,
