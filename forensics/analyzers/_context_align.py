@@ -11,6 +11,9 @@ the strongest spectral components and drops or smears the rest.
    hash, kept with the anchor's time. Clip hashes are looked up in the sorted
    reference hashes, tolerating one bin / one frame of jitter in each
    coordinate, and every hit votes for an offset (reference time - clip time).
+   Speed first: a clip resampled faster or slower (up to SPEED_MAX) leaves a slanting band
+   of hits instead of a line; its slope is measured (also when no single offset stands out),
+   the clip stretched back and aligned again, before any segmentation.
 2. Candidate offsets: the peaks of the vote histogram that stand far above
    chance. Within a part cut from the reference the offset is constant; it
    jumps at every cut, reordering or insertion.
@@ -26,6 +29,11 @@ the strongest spectral components and drops or smears the rest.
    clip (so that a clip falling silent where the reference speaks counts too),
    each weighed by how often peaks of its strength are found within the part
    (weak peaks are often noise, and a codec loses many of them).
+   A boundary is not only a position but the span of positions whose evidence is within
+   TIE_NATS of the best: in speech a point, in a pause of both recordings the pause
+   (any point of it is equally consistent with both sides), widened as far as the tie
+   goes. Foreign material between two parts is its own span only where its peaks
+   explain the frames clearly better (NONE_COST), so its ends are trimmed peak by peak.
 5. Clean-up: weak short parts (a word that happens to resemble another place)
    are dropped, neighbouring parts at the same offset joined, and clip spans
    that match no part and hold enough peaks reported as foreign material.
@@ -61,7 +69,7 @@ LOOKAHEAD = 40  # peaks scanned ahead of an anchor for its targets
 MAX_OCC = 200  # hashes more common than this in the reference vote for nothing
 OFFSET_TOL = 1  # frames either side of a candidate offset
 MAX_CANDIDATES = 200  # offsets considered at most
-SPEED_MAX, SPEED_STEP = 0.02, 0.0005  # speed differences measured: +/- 2 %, in steps of 0.05 %
+SPEED_MAX, SPEED_STEP = 0.06, 0.0005  # speed differences measured: +/- 6 %, in steps of 0.05 %
 SPEED_SIGMAS = 4.0  # a sloped line must hold clearly more hits than a flat one (Poisson sigmas)
 MATCH_PAIRS = (
     4_000_000  # hits held in memory at a time, about (measured: 1e-4 hit per clip hash per reference hash)
@@ -99,6 +107,10 @@ class Part:
     matched: int  # clip peaks found in the reference at this offset
     peaks: int  # clip peaks in the part
     speed: float = 1.0  # reference seconds per clip second (see align)
+    # clip times (s) between which the part's start / end is equally consistent with the
+    # evidence of both sides (a join in a pause of both recordings: the pause)
+    start_span: tuple[float, float] = (0.0, 0.0)
+    end_span: tuple[float, float] = (0.0, 0.0)
 
     @property
     def reference_start(self) -> float:
@@ -133,6 +145,8 @@ class Alignment:
         self.speed = speed
         for p in self.parts:
             p.clip_start, p.clip_end, p.speed = p.clip_start / speed, p.clip_end / speed, speed
+            p.start_span = (p.start_span[0] / speed, p.start_span[1] / speed)
+            p.end_span = (p.end_span[0] / speed, p.end_span[1] / speed)
         for u in self.unmatched:
             u.clip_start, u.clip_end = u.clip_start / speed, u.clip_end / speed
         self.clip_duration /= speed
@@ -485,6 +499,12 @@ def align(
         return _all_unmatched(cp, empty)
     cands, q_rate = _candidates(votes, n_hashes)
     if cands.size == 0:
+        # a clip several per cent faster or slower spreads its votes over a slanting band, so
+        # that no single offset stands out: measure the speed before giving up
+        if detect_speed:
+            speed = _speed_from_band(reference, ch, chunks, votes, lo, cp.frames, hits)
+            if speed != 1.0:
+                return _restretched(clip, reference, points, speed)
         return _all_unmatched(cp, empty)
 
     # votes of each clip hash for each candidate (a hash counts once per candidate)
@@ -512,11 +532,7 @@ def align(
     if near is not None:
         speed = _speed(np.concatenate(slant_t), np.concatenate(slant_off), cp.frames)
         if speed != 1.0:
-            ratio = Fraction(speed).limit_denominator(4000)
-            stretched = resample_poly(np.asarray(clip, dtype=np.float64), ratio.numerator, ratio.denominator)
-            out = align(stretched.astype(np.float32), reference, points, detect_speed=False)
-            out.rescale(ratio.numerator / ratio.denominator)
-            return out
+            return _restretched(clip, reference, points, speed)
     hk = np.concatenate(found)
     h_idx, h_k = hk // cands.size, hk % cands.size
     tc = ch[3]
@@ -544,6 +560,31 @@ def align(
 
     runs = _clean_runs(_runs(path), k_all, counts, n_block, gain, loss)
     return _refine(runs, cands, cp, reference, k_all, match_rate, points)
+
+
+def _restretched(clip: np.ndarray, reference: Reference, points: int, speed: float) -> Alignment:
+    """Stretch the clip back to the reference's speed, align it, express the result in clip times."""
+    ratio = Fraction(speed).limit_denominator(4000)
+    stretched = resample_poly(np.asarray(clip, dtype=np.float64), ratio.numerator, ratio.denominator)
+    out = align(stretched.astype(np.float32), reference, points, detect_speed=False)
+    out.rescale(ratio.numerator / ratio.denominator)
+    return out
+
+
+def _speed_from_band(reference: Reference, ch, chunks, votes, lo, frames, hits) -> float:
+    """The clip's speed from the hits near the strongest broad humps of votes (see _speed)."""
+    near = _speed_windows(votes, frames)
+    slant_t, slant_off = [], []
+    for part in chunks:
+        if hits is None:
+            ci, off = match(reference.keys, reference.times, tuple(v[part] for v in ch))
+            ci = ci + part.start
+        else:
+            ci, off = hits
+        sel = near[off - lo]
+        slant_t.append(ch[3][ci[sel]])
+        slant_off.append(off[sel])
+    return _speed(np.concatenate(slant_t), np.concatenate(slant_off), frames)
 
 
 def _all_unmatched(cp: Peaks, empty: Alignment) -> Alignment:
@@ -682,20 +723,34 @@ def _refine(runs, cands, cp: Peaks, reference: Reference, none, match_rate, poin
     for left, right in zip(info, info[1:], strict=False):
         lo = max(left["a"], left["b"] - margin)
         hi = min(right["b"], right["a"] + margin)
-        b1, b2 = _split(evidence(left, lo, hi), evidence(right, lo, hi))
+        for _ in range(4):
+            b1, b2, s1, s2 = _split(evidence(left, lo, hi), evidence(right, lo, hi))
+            # a span of equally good positions reaching the window's edge (a long pause, or
+            # silence added at the join) goes on beyond it: widen the window and look again
+            grow_lo = s1[0] == 0 and lo > left["a"]
+            grow_hi = s2[1] == hi - lo and hi < right["b"]
+            if not (grow_lo or grow_hi):
+                break
+            lo = max(left["a"], lo - margin) if grow_lo else lo
+            hi = min(right["b"], hi + margin) if grow_hi else hi
         left["b"], right["a"] = lo + b1, lo + b2
+        left["b_span"], right["a_span"] = (lo + s1[0], lo + s1[1]), (lo + s2[0], lo + s2[1])
     # foreign material at the ends of the clip: only where it clearly explains the peaks better
     first, last = info[0], info[-1]
     if first["a"] > 0:
         hi = min(first["b"], first["a"] + margin)
         suf = np.concatenate([np.cumsum(evidence(first, 0, hi)[::-1])[::-1], [0.0]])
-        b = _plateau_middle(suf)
+        b0, b1 = _plateau(suf)
+        b = (b0 + b1) // 2
         first["a"] = b if suf[b] > suf[0] + NONE_COST else 0
+        first["a_span"] = (b0, b1) if first["a"] else (0, 0)
     if last["b"] < nframes:
         lo = max(last["a"], last["b"] - margin)
         pre = np.concatenate([[0.0], np.cumsum(evidence(last, lo, nframes))])
-        b = _plateau_middle(pre)
+        b0, b1 = _plateau(pre)
+        b = (b0 + b1) // 2
         last["b"] = lo + b if pre[b] > pre[-1] + NONE_COST else nframes
+        last["b_span"] = (lo + b0, lo + b1) if last["b"] < nframes else (nframes, nframes)
 
     # frame index -> seconds at the frame's centre; the clip's own ends stay its ends
     half = NFFT / 2 / RATE
@@ -717,11 +772,13 @@ def _refine(runs, cands, cp: Peaks, reference: Reference, none, match_rate, poin
             continue
         # too short, silent or too like the parts to call foreign: the parts share it
         if left is None:
-            right["a"] = 0
+            right["a"], right["a_span"] = 0, (0, 0)
         elif right is None:
-            left["b"] = nframes
+            left["b"], left["b_span"] = nframes, (nframes, nframes)
         else:
             left["b"] = right["a"] = (a + b) // 2
+            span = (min(a, left["b_span"][0]), max(b, right["a_span"][1]))
+            left["b_span"] = right["a_span"] = span
 
     parts = []
     for item in info:
@@ -732,6 +789,8 @@ def _refine(runs, cands, cp: Peaks, reference: Reference, none, match_rate, poin
             continue
         sel = (t >= a) & (t < b)
         hit, _ = ref.hits(t[sel], f[sel], item["offset"])
+        a_span = item.get("a_span", (a, a))
+        b_span = item.get("b_span", (b, b))
         parts.append(
             Part(
                 clip_start=sec(a),
@@ -741,6 +800,8 @@ def _refine(runs, cands, cp: Peaks, reference: Reference, none, match_rate, poin
                 llr=float(evidence(item, a, b).sum()),
                 matched=int(hit.sum()),
                 peaks=int(sel.sum()),
+                start_span=(sec(min(a_span[0], a)), sec(max(a_span[1], a))),
+                end_span=(sec(min(b_span[0], b)), sec(max(b_span[1], b))),
             )
         )
 
@@ -771,8 +832,8 @@ def _offset(ref: _RefPeaks, t, f, tf, a, b, guess: float) -> float:
     return float(np.median(when[hit] - tf[sel][hit])) if hit.sum() >= 5 else guess
 
 
-def _plateau_middle(score: np.ndarray) -> int:
-    """Index of the best score; among near-equal best ones (a pause), the middle of their run."""
+def _plateau(score: np.ndarray) -> tuple[int, int]:
+    """The run of near-equal best scores (within TIE_NATS) around the best: first and last index."""
     best = int(np.argmax(score))
     ok = score >= score[best] - TIE_NATS
     a = best
@@ -781,16 +842,20 @@ def _plateau_middle(score: np.ndarray) -> int:
     b = best
     while b < score.size - 1 and ok[b + 1]:
         b += 1
-    return (a + b) // 2
+    return a, b
 
 
-def _split(sa: np.ndarray, sb: np.ndarray) -> tuple[int, int]:
-    """Frames [0, b1) follow part A, [b2, n) part B, [b1, b2) neither (foreign), b1 <= b2."""
+def _split(sa: np.ndarray, sb: np.ndarray) -> tuple[int, int, tuple[int, int], tuple[int, int]]:
+    """Frames [0, b1) follow part A, [b2, n) part B, [b1, b2) neither (foreign), b1 <= b2.
+
+    Also the spans of equally good positions of b1 and b2 (a join in a pause: the pause).
+    """
     n = sa.size
     pre = np.concatenate([[0.0], np.cumsum(sa)])  # pre[i]: A over [0, i)
     suf = np.concatenate([np.cumsum(sb[::-1])[::-1], [0.0]])  # suf[i]: B over [i, n)
     single = pre + suf
-    b = _plateau_middle(single)
+    span = _plateau(single)
+    b = (span[0] + span[1]) // 2
     # a foreign stretch between them, if it explains the frames clearly better
     best_pre = np.maximum.accumulate(pre)  # best end of A at or before i
     arg_pre = np.maximum.accumulate(np.where(pre >= best_pre, np.arange(n + 1), 0))
@@ -799,5 +864,7 @@ def _split(sa: np.ndarray, sb: np.ndarray) -> tuple[int, int]:
     if two[i2] > single[b] + NONE_COST:
         b1 = int(arg_pre[i2])
         if (i2 - b1) * FRAME_S >= MIN_INSERT_S:
-            return b1, i2
-    return b, b
+            s1 = _plateau(pre[: i2 + 1])
+            s2 = _plateau(suf[b1:])
+            return b1, i2, (min(s1[0], b1), max(s1[1], b1)), (min(b1 + s2[0], i2), max(b1 + s2[1], i2))
+    return b, b, span, span

@@ -7,26 +7,41 @@ left out between consecutive parts, parts played in another order than in the
 reference, and clip material that the reference does not contain.
 
 The method (``_context_align``) matches spectral-peak fingerprints at 8 kHz,
-which survive re-encoding at low bit rates (Opus 16 kbit/s, AMR-NB 12.2
-kbit/s...), segments the clip where the clip-to-reference offset changes and
-refines each part's offset and boundaries peak by peak. Its error rates were
-measured on a synthetic labelled set (tests/context_fixtures.py) and are
-stated in LIMITS; tests/test_analyzers_context.py measures them again.
+which survive re-encoding at low bit rates (Opus, AMR-NB 12.2 kbit/s...),
+measures the clip's speed first (up to +/- 6 %) and stretches it back,
+segments the clip where the clip-to-reference offset changes and refines each
+part's offset and boundaries peak by peak. A boundary is the span of positions
+equally consistent with the evidence of both sides: a point in speech, the
+pause itself when the join lies in a pause of both recordings.
+
+Its error rates, per condition of the file (codec, speed changed or not, join
+in a pause or in speech, material inserted), come from the evaluation set of
+``forensics/evaluation/context.py`` (real speech of five speakers, rooms,
+noise, devices, leak codecs) through ``forensics/analyzers/rates/audio.context.json``;
+LIMITS quote that table and nothing else measured.
 
 Findings (DESIGN.md, "Analyses and published results"):
 - ``segment`` (measurement), one per matched part: ``at`` = [start, end] in the
   clip, ``value`` = {"reference_at": [start, end], "evidence": reference id,
-  "offset_s": reference time - clip time}, ``score`` = confidence 0-1;
+  "offset_s": reference time - clip time, "start_within" / "end_within": the
+  span of each boundary}, ``score`` = match strength 0-1 (1 - exp(-nats/100),
+  not a probability), ``uncertainty`` = the measured p90 join error of its
+  less certain boundary's condition;
 - ``removed`` (indicator): reference material absent from the clip between two
-  consecutive parts: ``at`` = the join in the clip, ``value`` =
-  {"reference_at": [s, e], "duration_s": d};
+  consecutive parts: ``at`` = the join's span in the clip, ``value`` =
+  {"reference_at": [s, e], "duration_s": d, "join_at": [lo, hi]};
 - ``reordered`` (indicator): a part that comes before or after material it
   follows or precedes in the reference;
 - ``inserted`` (indicator): clip material not found in the reference (``kind``
   "not_in_reference"), or clip time that the reference does not account for at
   a join (``kind`` "overlap": material repeated, or silence added);
-- ``speed_ratio`` (measurement), when the clip plays at another speed than the
-  reference (reference seconds per clip second); clip times stay the clip's own;
+- every indicator carries ``rates`` (the file's condition's measured detection
+  and false-alarm rates with 95 % intervals, or "measured": false), ``score``
+  (the calibrated probability that an indicator of this strength marks a real
+  edit) and ``raw_score`` (nats of evidence of the weaker side);
+- ``speed_ratio`` (measurement, with its measured uncertainty), when the clip
+  plays at another speed than the reference (reference seconds per clip
+  second); clip times stay the clip's own;
 - ``alignment_summary`` (fact), ``not_found`` (fact, when nothing matched),
   ``decoding`` (fact) and ``alignment_plot`` (visual).
 
@@ -44,12 +59,18 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 from . import _context_align as method
+from . import _rates
 from ._audio import decode
 from ._context_plot import render
 from .base import AnalysisError, finding
 
 NAME = "audio.context"
-VERSION = "1.1.0"  # 1.1.0: decoded_coverage findings for the clip and the reference
+# 2.0.0: joins reported as spans (a join in a pause is an interval), foreign speech trimmed
+# peak by peak from the segments' ends, speed measured up to 5 % before segmenting;
+# indicators carry their conditioned rates and a calibrated score, joins an uncertainty,
+# and LIMITS quote the evaluation table (forensics/evaluation/context.py) instead of a
+# synthetic set's figures.
+VERSION = "2.0.0"
 TIME_LIMIT = 7200  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 6 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg"]
@@ -71,197 +92,61 @@ LOOSE_REMOVED_S = 1.0  # ...and pieces of reference bounded by a moved part shor
 MIN_OVERLAP_S = 0.25  # nor clip time unaccounted for at a join smaller than this
 SCORE_SCALE = 100.0  # nats of evidence for a score of 1 - 1/e
 
-# Measured on the labelled set of tests/context_fixtures.py (synthetic speech of four
-# espeak-ng voices with pauses, room reverberation, pink noise at 24 dB SNR, 50 Hz hum;
-# a 4-minute reference; clips of 30-45 s with known cuts, reorderings and insertions,
-# encoded through each codec); tests/test_analyzers_context.py measures them again.
-# "parts": matched parts found at the right offset (+/- 0.1 s) / parts in the clips;
-# "boundary_*": clip-time error of each edit point (s); "offset_max": worst reference
-# offset error of a found part (s); "removed": removals found at their join (+/- 1 s)
-# with the right duration (+/- 0.5 s) / removals; "removed_error_max": worst duration
-# error (s), "removed_error_plain_max" the same where no foreign material sits at the join;
-# "reordered", "inserted": edits of that kind found / made; "false_alarms": removed /
-# inserted / reordered findings on unedited excerpts, per excerpt; "spurious": such
-# findings on edited clips that match no edit, per clip.
-MEASURED = {
-    "wav": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.03,
-        "boundary_max": 0.11,
-        "offset_max": 0.003,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.07,
-        "removed_error_plain_max": 0.02,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
-    "opus16k": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.03,
-        "boundary_max": 0.23,
-        "offset_max": 0.01,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.02,
-        "removed_error_plain_max": 0.02,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
-    "aac32k": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.03,
-        "boundary_max": 0.11,
-        "offset_max": 0.007,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.15,
-        "removed_error_plain_max": 0.02,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
-    "mp3_32k": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.03,
-        "boundary_max": 0.13,
-        "offset_max": 0.003,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.07,
-        "removed_error_plain_max": 0.02,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
-    "amrnb12k": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.04,
-        "boundary_max": 0.12,
-        "offset_max": 0.003,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.15,
-        "removed_error_plain_max": 0.02,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
-    "amrnb12k/aac48k": {
-        "parts": 1.0,
-        "parts_n": "33/33",
-        "boundary_median": 0.04,
-        "boundary_max": 0.15,
-        "offset_max": 0.003,
-        "removed": 1.0,
-        "removed_n": "11/11",
-        "removed_error_max": 0.07,
-        "removed_error_plain_max": 0.01,
-        "reordered": 1.0,
-        "reordered_n": "3/3",
-        "inserted": 1.0,
-        "inserted_n": "3/3",
-        "false_alarms": 0.0,
-        "false_alarms_n": "0 in 5 excerpts",
-        "spurious": 0.0,
-    },
+# Conditions the rate tables (forensics/analyzers/rates/audio.context.json) are kept by: the
+# clip's codec as its decoder names it, whether a speed change was measured, and for joins
+# whether the join lies in a pause (its span of equally consistent positions is wider than this).
+JOIN_PAUSE_S = 0.1
+_CODECS = {
+    "opus": "opus",
+    "aac": "aac",
+    "mp3": "mp3",
+    "mp3float": "mp3",
+    "amrnb": "amr_nb",
+    "amr_nb": "amr_nb",
 }
-# CPU seconds on one core (tests/test_analyzers_context.py checks the 1/30 real-time bound):
-# a 3-minute Opus clip against a 1-hour 16 kHz WAV reference took 11.9 s from cold (decoding
-# 5.2 s and fingerprinting the reference) and 2.1 s with the reference's fingerprints cached.
-SPEED = {"per_reference_hour_s": 10.0, "per_clip_minute_s": 0.7}
 
-_CODEC_NAMES = {
-    "wav": "WAV (PCM) clip",
-    "opus16k": "Opus 16 kbit/s (Ogg) clip",
-    "aac32k": "AAC 32 kbit/s (M4A) clip",
-    "mp3_32k": "MP3 32 kbit/s clip",
-    "amrnb12k": "AMR-NB 12.2 kbit/s (3GP, 8 kHz) clip",
-    "amrnb12k/aac48k": "AMR-NB 12.2 kbit/s clip against an AAC 48 kbit/s reference",
-}
+
+def _codec(decoder: str) -> str:
+    return "wav" if decoder.startswith("pcm_") else _CODECS.get(decoder, decoder)
+
+
+def _speed_uncertainty(codec: str) -> dict | None:
+    rates = _rates.for_condition(NAME, "speed_ratio", {"codec": codec})
+    if not rates.get("measured") or rates.get("speed_error_p90") is None:
+        return None
+    return {
+        "value": rates["speed_error_p90"],
+        "unit": "ratio",
+        "meaning": (
+            "90th percentile of the absolute error of the speed ratio on the evaluation set "
+            f"({rates['positives']} clips resampled 1-5 % faster or slower), codec {codec}"
+        ),
+    }
 
 
 def _limits() -> list[str]:
-    out = [
+    general = [
         "Finds material that the reference contains; says nothing of how the reference itself "
         "was made: a reference edited in the same way as the clip hides those edits.",
-        "A clip playing at another speed than the reference, within +/- 2 %, is measured "
-        "('speed_ratio', to about 0.05 %) and stretched back before matching: in the set, an edited "
-        "clip 1.5 % slow; in checks, clips resampled 1.5 % slow to 2 % fast and time-stretched "
-        "(pitch kept) 0.5 % and 2 % fast. Faster or slower than that, or at a speed that varies "
-        "along the clip (tape wow), parts break up into pieces with false joins; many small evenly "
-        "spaced cuts could pass for a speed change.",
+        f"A clip playing at another speed than the reference (resampled: time and pitch together), within "
+        f"+/- {method.SPEED_MAX * 100:g} %, is measured ('speed_ratio') and stretched back before matching; "
+        "a speed that varies along the clip (tape wow) or a time-stretch keeping the pitch was not "
+        "evaluated; many small evenly spaced cuts could pass for a speed change.",
         f"Not reported: parts shorter than {method.MIN_PART_S:g} s, removals shorter than "
-        f"{MIN_REMOVED_S:g} s, foreign material shorter than {method.MIN_INSERT_S:g} s. In checks "
-        "outside the labelled set (WAV and AMR-NB), a 1.5 s part moved elsewhere and a 0.15 s removal "
-        "were found; 0.7-1 s of foreign speech, or 2 s of silence, added at a join was reported with "
-        "its right duration, as its own span or as an 'overlap' at that join; foreign material "
-        "replacing the same length of reference material was found at 2 s and missed at 1 s.",
-        "A join that falls in a pause of both recordings is placed somewhere in the pause.",
+        f"{MIN_REMOVED_S:g} s, foreign material shorter than {method.MIN_INSERT_S:g} s.",
+        "A join inside a pause of both recordings cannot be placed more precisely than the pause: "
+        "any point of it is equally consistent with both sides. Such a join is reported as a span "
+        "('start_within' / 'end_within' of the segments, 'at' of a removal), not as a point.",
         "Only 250-3500 Hz at 8 kHz is compared: material differing only outside that band "
         "(e.g. a music bed mixed at a low level) is not told apart.",
         "Repeated identical material in the reference (a jingle, a loop) matches at each "
         "repetition; the part is reported at one of them.",
-        "Noise added after the edit (a re-recording in a noisy place): the labelled set holds clips "
-        "at 12 and 15 dB SNR; in a check at 10, 5 and 0 dB SNR (AMR-NB), unedited excerpts gave no "
-        "false alarm, but a moved 3 s part was lost (reported as removed plus inserted material) "
-        "and at 0 dB a join was misplaced by 3 s.",
-        "The labelled set is synthetic (espeak-ng voices, simulated room and noise) and small (per "
-        "codec: 33 parts, 11 removals, 3 reorderings, 3 insertions, 5 unedited excerpts): rates of "
-        "100 % or 0 false alarms on it bound nothing tightly, and real rooms, microphones and "
-        "overlapping talkers are harder than this set.",
-        "Scores are 1 - exp(-E/100) where E is the evidence in nats (spectral peaks of either "
-        "recording found or not found in the other, compared with chance); they measure how "
-        "strongly a part matches, not a probability that the clip is authentic.",
+        "An indicator's 'score' is the probability, measured on the evaluation set, that an "
+        "indicator of its strength ('raw_score': nats of two-sided spectral-peak evidence) marks a "
+        "real edit; its 'rates' are those of the file's condition (codec, speed changed or not, "
+        "join in a pause or in speech), or say that the condition was never measured.",
     ]
-    for key, m in MEASURED.items():
-        if not m:
-            continue
-        out.append(
-            f"Measured on the synthetic labelled set, {_CODEC_NAMES[key]}: parts found "
-            f"{m['parts']:.0%} ({m['parts_n']}); edit points placed within "
-            f"{m['boundary_median']:.2f} s (median), {m['boundary_max']:.2f} s (worst); offsets "
-            f"within {max(m['offset_max'], 0.01) * 1000:.0f} ms; removals found {m['removed']:.0%} "
-            f"({m['removed_n']}), duration error at most {m['removed_error_plain_max']:.2f} s at a plain "
-            f"join, {m['removed_error_max']:.2f} s next to foreign material; "
-            f"reorderings found {m['reordered']:.0%} ({m['reordered_n']}); insertions found "
-            f"{m['inserted']:.0%} ({m['inserted_n']}); false alarms on unedited excerpts "
-            f"{m['false_alarms']:.2f} per excerpt ({m['false_alarms_n']}); findings matching "
-            f"no edit on edited clips {m['spurious']:.2f} per clip."
-        )
-    if SPEED:
-        out.append(
-            f"Speed measured on one core: {SPEED['per_reference_hour_s']:.0f} s per hour of "
-            f"reference plus {SPEED['per_clip_minute_s']:.1f} s per minute of clip, decoding included."
-        )
-    return out
+    return general + _rates.limits(NAME)
 
 
 LIMITS = _limits()
@@ -393,6 +278,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 "speed_ratio",
                 "measurement",
                 round(al.speed, 4),
+                uncertainty=_speed_uncertainty(_codec(clip.codec)),
                 note=(
                     f"the clip plays {abs(al.speed - 1) * 100:.2f} % {'faster' if faster else 'slower'} than "
                     "the reference (reference seconds per clip second); it was stretched back before "
@@ -401,8 +287,58 @@ def analyze(path: str, params: dict, ctx) -> dict:
             )
         )
 
+    codec = _codec(clip.codec)
+    speed = "changed" if al.speed != 1.0 else "same"
+
+    def join_kind(span) -> str:
+        return "pause" if span[1] - span[0] > JOIN_PAUSE_S else "speech"
+
+    def uncertainty(span) -> dict | None:
+        cond = {"codec": codec, "speed": speed, "join": join_kind(span)}
+        rates = _rates.for_condition(NAME, "join", cond)
+        if not rates.get("measured") or rates.get("join_error_p90_s") is None:
+            return None
+        return {
+            "value": rates["join_error_p90_s"],
+            "unit": "s",
+            "meaning": (
+                "90th percentile of the distance from a true edit point to the join span reported, on the "
+                f"evaluation set ({rates['positives']} joins), condition {_rates.describe(cond)}"
+            ),
+        }
+
+    def indicator(name, value, at, raw, cond, note, unit=None, extra=None):
+        cond = {"codec": codec, "speed": speed, **cond}
+        points = ((_rates.table(NAME) or {}).get("indicators", {}).get(name) or {}).get("calibration")
+        if points and raw < points[0][0]:
+            # weaker than any indicator the calibration saw: no measured probability
+            score = None
+            note += (
+                f" (evidence {raw:.0f} nats, weaker than any {name} indicator of the evaluation set: "
+                "no measured probability)"
+            )
+        else:
+            score = _rates.calibrated(NAME, name, raw)
+        out = finding(
+            name,
+            "indicator",
+            value,
+            unit=unit,
+            at=at,
+            score=score,
+            raw_score=round(float(raw), 1),
+            rates=_rates.for_condition(NAME, name, cond),
+            note=note,
+        )
+        out.update(extra or {})
+        return out
+
     plot_parts, plot_removed, plot_inserted = [], [], []
     for i, p in enumerate(parts):
+        spans_s = [[_r(x) for x in p.start_span], [_r(x) for x in p.end_span]]
+        worst = max(
+            (uncertainty(sp) for sp in (p.start_span, p.end_span)), key=lambda u: u["value"] if u else -1
+        )
         findings.append(
             finding(
                 "segment",
@@ -415,13 +351,26 @@ def analyze(path: str, params: dict, ctx) -> dict:
                     "evidence": ref_id,
                     "offset_s": _r(p.reference_start - p.clip_start),
                     "matched_peaks": round(p.matched / max(p.peaks, 1), 3),
+                    "start_within": spans_s[0],
+                    "end_within": spans_s[1],
                 },
                 unit="s",
                 at=[_r(p.clip_start), _r(p.clip_end)],
                 score=_score(p.llr),
+                uncertainty=worst,
                 note=(
                     f"clip {p.clip_start:.2f}-{p.clip_end:.2f} s is reference "
                     f"{p.reference_start:.2f}-{p.reference_end:.2f} s"
+                    + (
+                        f"; its start lies anywhere in {p.start_span[0]:.2f}-{p.start_span[1]:.2f} s (a pause)"
+                        if join_kind(p.start_span) == "pause"
+                        else ""
+                    )
+                    + (
+                        f"; its end anywhere in {p.end_span[0]:.2f}-{p.end_span[1]:.2f} s (a pause)"
+                        if join_kind(p.end_span) == "pause"
+                        else ""
+                    )
                 ),
             )
         )
@@ -438,13 +387,13 @@ def analyze(path: str, params: dict, ctx) -> dict:
         if i in on_chain:
             continue
         indicators.append(
-            finding(
+            indicator(
                 "reordered",
-                "indicator",
                 {"reference_at": [_r(p.reference_start), _r(p.reference_end)], "evidence": ref_id},
-                at=[_r(p.clip_start), _r(p.clip_end)],
-                score=_score(p.llr),
-                note=(
+                [_r(p.clip_start), _r(p.clip_end)],
+                p.llr,
+                {},
+                (
                     f"clip {p.clip_start:.2f}-{p.clip_end:.2f} s (reference {p.reference_start:.2f}-"
                     f"{p.reference_end:.2f} s) is out of the reference's order"
                 ),
@@ -454,6 +403,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
     for i, j in zip(chain, chain[1:], strict=False):
         a, b = parts[i], parts[j]
         jump = b.reference_start - a.reference_end
+        join = (min(a.end_span[0], b.start_span[0]), max(a.end_span[1], b.start_span[1]))
         if jump >= MIN_REMOVED_S:
             for s, e in _uncovered((a.reference_end, b.reference_start), spans):
                 # an end set by another part's boundary (not by this join's offsets) is only
@@ -462,47 +412,59 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 loose = s != a.reference_end or e != b.reference_start or b.clip_start - a.clip_end > 0.05
                 if e - s < (LOOSE_REMOVED_S if loose else MIN_REMOVED_S):
                     continue
+                where = (
+                    f"at clip {join[0]:.2f} s"
+                    if join_kind(join) == "speech"
+                    else f"at a join anywhere in the pause {join[0]:.2f}-{join[1]:.2f} s of the clip"
+                )
                 indicators.append(
-                    finding(
+                    indicator(
                         "removed",
-                        "indicator",
-                        {"reference_at": [_r(s), _r(e)], "duration_s": _r(e - s), "evidence": ref_id},
+                        {
+                            "reference_at": [_r(s), _r(e)],
+                            "duration_s": _r(e - s),
+                            "evidence": ref_id,
+                            "join_at": [_r(join[0]), _r(join[1])],
+                        },
+                        [_r(join[0]), _r(join[1])],
+                        min(a.llr, b.llr),
+                        {"join": join_kind(join)},
+                        f"{e - s:.2f} s of the reference ({s:.2f}-{e:.2f} s) is missing {where}",
                         unit="s",
-                        at=[_r(a.clip_end), _r(b.clip_start)],
-                        score=min(_score(a.llr), _score(b.llr)),
-                        note=f"{e - s:.2f} s of the reference ({s:.2f}-{e:.2f} s) is missing at clip {b.clip_start:.2f} s",
+                        extra={"uncertainty": uncertainty(join)},
                     )
                 )
                 plot_removed.append({"at": (a.clip_end, b.clip_start), "reference_at": (s, e)})
         elif jump <= -MIN_OVERLAP_S and j == i + 1:
             indicators.append(
-                finding(
+                indicator(
                     "inserted",
-                    "indicator",
                     {
                         "kind": "overlap",
                         "duration_s": _r(-jump),
                         "reference_at": [_r(b.reference_start), _r(a.reference_end)],
                     },
-                    unit="s",
-                    at=[_r(b.clip_start), _r(b.clip_start)],
-                    score=min(_score(a.llr), _score(b.llr)),
-                    note=(
-                        f"at clip {b.clip_start:.2f} s the clip runs {-jump:.2f} s longer than the reference: "
-                        "material repeated or added (silence, noise) at this join"
+                    [_r(join[0]), _r(join[1])],
+                    min(a.llr, b.llr),
+                    {"material": "silence"},
+                    (
+                        f"at clip {join[0]:.2f}-{join[1]:.2f} s the clip runs {-jump:.2f} s longer than the "
+                        "reference: material repeated or added (silence, noise) at this join"
                     ),
+                    unit="s",
+                    extra={"uncertainty": uncertainty(join)},
                 )
             )
     for u in al.unmatched if parts else []:  # with no part at all, "not_found" says it
         indicators.append(
-            finding(
+            indicator(
                 "inserted",
-                "indicator",
                 {"kind": "not_in_reference", "duration_s": _r(u.clip_end - u.clip_start)},
+                [_r(u.clip_start), _r(u.clip_end)],
+                u.evidence,
+                {"material": "speech"},
+                f"clip {u.clip_start:.2f}-{u.clip_end:.2f} s was not found in the reference",
                 unit="s",
-                at=[_r(u.clip_start), _r(u.clip_end)],
-                score=_score(u.evidence),
-                note=f"clip {u.clip_start:.2f}-{u.clip_end:.2f} s was not found in the reference",
             )
         )
         plot_inserted.append({"at": (u.clip_start, u.clip_end)})
