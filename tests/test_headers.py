@@ -153,3 +153,20 @@ def test_hsts_header_on_a_request_through_the_trusted_proxy(client, alice, setti
 def test_custody_tls_rejects_a_bad_value(tmp_path, value):
     done = run_python(SECURITY_SETTINGS, tmp_path, CUSTODY_TLS=value)
     assert done.returncode != 0 and "CUSTODY_TLS must be a boolean" in done.stderr
+
+
+def test_head_answers_carry_headers_and_no_body_under_gunicorn(gunicorn_server):
+    """A body after a HEAD answer would be read by a client as the next answer on the connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(gunicorn_server.url)
+    for path in ("/api/v1/keys/", "/verify/", "/api/v1/evidence/"):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode())
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 "), head[:40]
+        assert body == b"", (path, body[:80])
