@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -18,6 +20,21 @@ from forensics import analyzers
 from forensics.analyzers import _rates, image_copymove
 from forensics.analyzers.base import AnalysisContext, AnalysisError, validate_parameters
 from forensics.evaluation import copymove, photos
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header declares width x height pixels (the shape of a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _run(tmp_path, data: bytes, params=None):
@@ -129,15 +146,8 @@ def test_large_images_are_analysed_scaled_and_regions_come_back_in_file_pixels(t
 
 def test_bad_input_is_refused_with_a_reason(tmp_path):
     bomb = tmp_path / "bomb.png"
-    # A PNG header declaring 100,000 x 100,000 pixels (nothing decoded).
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    bomb.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    )
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(100_000, 100_000))
     with pytest.raises(AnalysisError, match="decompression-bomb"):
         image_copymove.analyze(str(bomb), {}, AnalysisContext())
     broken = tmp_path / "broken.jpg"

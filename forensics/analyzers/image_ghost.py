@@ -7,7 +7,8 @@ that history on the image's 8 x 8 grid, so at q1 it changes as much as a
 fresh image would; a region that was compressed on the grid at a quality the
 rest never saw shows a ghost of its own.
 
-Method: the first frame's luma (decoded grey) is re-saved with Pillow's
+Method: the first frame's luma (for a JPEG the decoded Y plane itself, with
+no colour conversion; otherwise converted from RGB) is re-saved with Pillow's
 libjpeg at every quality from ``Q_MIN`` to two below the file's own quality
 (``_jpegq``; up to 98 for a file that is not a JPEG), on the file's own grid.
 For each 16 x 16 block and quality the mean squared difference is divided by
@@ -195,7 +196,8 @@ def _picture(anomaly: np.ndarray, size: tuple[int, int]) -> Image.Image:
 
 
 def analyze(path, params, ctx) -> dict:
-    _data, im = _imageio.open_image(path)
+    # The luma plane exactly as the JPEG decoder produces it (no colour conversion and clipping).
+    _data, im = _imageio.open_image(path, draft_mode="L")
     res = analyse(im)
     quality = res["quality"]
     history = "earlier quality found" if res["history"] is not None else "none found"
