@@ -71,6 +71,26 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int, area: float) -> np.nda
     return mask
 
 
+def calibration_map(pairs: list[tuple[float, int]]) -> list[list[float]]:
+    """Isotonic map from raw score to the frequency of a true detection, equal scores pooled.
+
+    Like ``stats.isotonic``, but candidates with the same raw score (integer
+    inlier counts tie often) form one block before pooling, so that a tie
+    cannot produce two steps at the same score. Same output format.
+    """
+    groups: dict[float, list[int]] = {}
+    for score, outcome in pairs:
+        groups.setdefault(float(score), []).append(int(outcome))
+    blocks: list[list[float]] = []  # [sum of outcomes, count, lowest score]
+    for score in sorted(groups):
+        blocks.append([float(sum(groups[score])), float(len(groups[score])), score])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            y2, n2, _ = blocks.pop()
+            blocks[-1][0] += y2
+            blocks[-1][1] += n2
+    return [[b[2], round(b[0] / b[1], 3)] for b in blocks]
+
+
 def _bbox(mask: np.ndarray) -> list[int]:
     ys, xs = np.nonzero(mask)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
@@ -245,7 +265,7 @@ def summarise(results: list[dict]) -> dict:
         )
     fit = [(c["raw"], int(c["hit"])) for r in results if r["seed"] % 2 == 0 for c in r["candidates"]]
     held = [(c["raw"], int(c["hit"])) for r in results if r["seed"] % 2 == 1 for c in r["candidates"]]
-    calibration = [[float(s), round(p, 3)] for s, p in stats.isotonic(*zip(*fit, strict=True))] if fit else []
+    calibration = calibration_map(fit) if fit else []
     reliability = (
         stats.reliability([stats.apply_map(calibration, s) for s, _ in held], [y for _, y in held])
         if calibration and held

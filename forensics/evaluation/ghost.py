@@ -33,7 +33,7 @@ from PIL import Image
 from forensics.analyzers import image_ghost as analyzer
 
 from . import photos, stats
-from .copymove import _bbox, _shape_mask, iou
+from .copymove import _bbox, _shape_mask, calibration_map, iou
 from .tables import rate_row
 
 ANALYZER = analyzer.NAME
@@ -167,7 +167,7 @@ def summarise(results: list[dict]) -> dict:
             )
     fit = [(c["raw"], int(c["hit"])) for r in results if r["seed"] % 2 == 0 for c in r["candidates"]]
     held = [(c["raw"], int(c["hit"])) for r in results if r["seed"] % 2 == 1 for c in r["candidates"]]
-    calibration = [[float(s), round(p, 3)] for s, p in stats.isotonic(*zip(*fit, strict=True))] if fit else []
+    calibration = calibration_map(fit) if fit else []
     reliability = (
         stats.reliability([stats.apply_map(calibration, s) for s, _ in held], [y for _, y in held])
         if calibration and held
