@@ -13,6 +13,8 @@ MODULES: list[str] = [
     "image_thumbnail",
     "image_jpeg",
     "image_ela",
+    "image_copymove",
+    "image_ghost",
     "file_hashes",
     "file_type",
     "file_entropy",
