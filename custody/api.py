@@ -179,10 +179,16 @@ def find_case(user, value: str):
         query |= Q(pk=uuid.UUID(value))
     except ValueError:
         pass
-    case = visible_cases(user).filter(query).first()
-    if case is None:
+    found = list(visible_cases(user).filter(query)[:2])
+    if not found:
         raise Http404("case not found")
-    return case
+    if len(found) > 1:
+        # References are unique per user, but an administrator sees every
+        # investigator's cases: two may share one.
+        raise services.ServiceError(
+            f"several cases you can see have the reference {value!r}: give the case id", status=409
+        )
+    return found[0]
 
 
 class TokenView(APIView):
@@ -272,7 +278,7 @@ class EvidenceListView(APIView):
             OpenApiParameter("limit", int, description=f"items per page (at most {Pagination.max_limit})"),
             OpenApiParameter("offset", int, description="items to skip"),
         ],
-        responses={200: PaginatedEvidenceSerializer, **errors(404)},
+        responses={200: PaginatedEvidenceSerializer, **errors(404, 409)},
     )
     def get(self, request):
         items = visible_evidence(request.user).select_related("case", "blob", "submitted_by", "custodian")

@@ -29,7 +29,10 @@ class User(AbstractUser):
 
 class Case(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    reference = models.CharField(max_length=100, unique=True)
+    # Unique among the cases one user can see, not globally: a global check
+    # would tell an investigator that a case they may not see uses a
+    # reference (custody/services.py, create_case).
+    reference = models.CharField(max_length=100, db_index=True)
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField()

@@ -33,7 +33,7 @@ from .models import (
     TrustRoot,
     User,
 )
-from .permissions import Forbidden, require_investigator_or_admin, require_write
+from .permissions import Forbidden, require_investigator_or_admin, require_write, visible_cases
 from .storage import blob_store
 
 INTAKE_PREDICATE_TYPE = projection.INTAKE_PREDICATE_TYPE
@@ -137,10 +137,10 @@ def create_case(
     reference, title = reference.strip(), title.strip()
     if not reference or not title:
         raise ServiceError("a case needs a reference and a title")
-    if Case.objects.filter(reference=reference).exists():
-        # Case references are global; saying so reveals only that the
-        # reference is taken, which the creator must learn to pick another.
-        raise ServiceError(f"case reference {reference!r} is already taken", status=409)
+    if visible_cases(actor).filter(reference=reference).exists():
+        # Unique among the cases the creator can see, so that the answer
+        # never tells whether a case they may not see uses the reference.
+        raise ServiceError(f"you already have a case with reference {reference!r}", status=409)
     case = Case(id=uuid.uuid4(), reference=reference)
     entry = log.append(
         "case.created",

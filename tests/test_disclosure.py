@@ -150,3 +150,27 @@ def test_account_and_token_entries_are_in_full_to_administrators_only(as_alice, 
     assert all("entry" in full[i] for i in account)
     actions = {full[i]["entry"]["action"] for i in account}
     assert {"user.created", "token.issued"} <= actions
+
+
+# ------------------------------------------- case references reveal nothing
+
+
+def test_a_reference_used_by_a_case_you_cannot_see_is_not_revealed(as_alice, as_bob, as_root, case_a):
+    """Case references are unique among the cases a user can see, so creating one tells nothing
+    about cases the creator may not see; a duplicate among one's own cases is still refused."""
+    mine = as_bob.post("/api/v1/cases/", {"reference": "A-1", "title": "Bob's own A-1"}, format="json")
+    other = as_bob.post("/api/v1/cases/", {"reference": "Z-404", "title": "Nobody has this"}, format="json")
+    assert mine.status_code == other.status_code == 201
+    assert set(mine.json()) == set(other.json())
+    again = as_alice.post("/api/v1/cases/", {"reference": "A-1", "title": "twice"}, format="json")
+    assert again.status_code == 409 and "you already have" in again.json()["detail"]
+    # each investigator names their own case by reference
+    assert as_alice.get("/api/v1/evidence/?case=A-1").status_code == 200
+    assert as_bob.get("/api/v1/evidence/?case=A-1").status_code == 200
+    # an administrator sees both: the reference alone is ambiguous, the id is not
+    ambiguous = as_root.get("/api/v1/evidence/?case=A-1")
+    assert ambiguous.status_code == 409 and "give the case id" in ambiguous.json()["detail"]
+    assert as_root.get(f"/api/v1/evidence/?case={case_a.id}").status_code == 200
+    assert (
+        as_root.post("/api/v1/cases/", {"reference": "Z-404", "title": "x"}, format="json").status_code == 409
+    )

@@ -20,7 +20,9 @@ def rate_row(
         lo, hi = stats.wilson(detected, positives)
         row["detection_rate"] = round(detected / positives, 3)
         row["detection_ci95"] = [round(lo, 3), round(hi, 3)]
-    row["negatives"] = negatives if isinstance(negatives, int) or not negatives else round(float(negatives), 3)
+    row["negatives"] = (
+        negatives if isinstance(negatives, int) or not negatives else round(float(negatives), 3)
+    )
     if not negatives:
         row["negatives"] = 0
     row["false_alarms"] = false_alarms

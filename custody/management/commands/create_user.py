@@ -1,5 +1,6 @@
 import os
 import sys
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -49,10 +50,20 @@ class Command(BaseCommand):
     ):
         found = []
         for reference in cases:
-            try:
-                found.append(Case.objects.get(reference=reference))
-            except Case.DoesNotExist:
-                raise CommandError(f"no case with reference {reference!r}") from None
+            matches = list(Case.objects.filter(reference=reference)[:2])
+            if not matches:
+                try:
+                    matches = list(Case.objects.filter(pk=uuid.UUID(reference)))
+                except ValueError:
+                    pass
+            if not matches:
+                raise CommandError(f"no case with reference {reference!r}")
+            if len(matches) > 1:
+                ids = ", ".join(str(c.pk) for c in Case.objects.filter(reference=reference))
+                raise CommandError(
+                    f"several cases have the reference {reference!r} ({ids}): give the case id"
+                )
+            found.append(matches[0])
         from custody.models import User
 
         existing = User.objects.filter(username=username).first()
