@@ -69,3 +69,51 @@ def test_rates_lookup_quotes_only_the_measured_condition(tmp_path, monkeypatch):
     assert any("45/60" in line for line in _rates.limits("x.test"))
     json.loads((tmp_path / "x.test.json").read_text())
     _rates.reload()
+
+
+def _tables():
+    return sorted(_rates.RATES_DIR.glob("*.json"))
+
+
+def test_every_analyzer_with_an_indicator_has_a_full_and_a_quick_table():
+    import inspect
+
+    from forensics import analyzers
+
+    names = {p.stem for p in _tables()}
+    for name, module in analyzers.registry().items():
+        if '"indicator"' in inspect.getsource(module):
+            assert name in names, f"{name} emits indicators but has no rates table"
+            data = _rates.table(name)
+            assert data["indicators"] and data["quick"], name
+            assert (
+                data["evaluated"] and data["set"] and data["command"].startswith("python bench/evaluate.py")
+            )
+            assert set(data["quick"]) <= set(data["indicators"]), name
+
+
+@pytest.mark.parametrize("path", _tables(), ids=lambda p: p.stem)
+def test_stored_intervals_follow_from_the_stored_counts(path):
+    """No figure in a table was edited by hand: each interval is recomputed from its counts."""
+    data = json.loads(path.read_text())
+    for block in ("indicators", "quick"):
+        for name, spec in data[block].items():
+            for row in spec["rows"]:
+                if row["positives"]:
+                    lo, hi = stats.wilson(row["detected"], row["positives"])
+                    assert row["detection_ci95"] == [round(lo, 3), round(hi, 3)], (name, row["condition"])
+                    assert row["detection_rate"] == round(row["detected"] / row["positives"], 3)
+                if row["negatives"] and isinstance(row["negatives"], int):
+                    lo, hi = stats.wilson(row["false_alarms"], row["negatives"])
+                    assert row["false_alarm_ci95"] == [round(lo, 3), round(hi, 3)], (name, row["condition"])
+                elif row["negatives"]:
+                    # exposures are stored rounded to 0.001: the interval is checked to that precision
+                    n = row["negatives"]
+                    widest = stats.poisson_interval(row["false_alarms"], max(n - 0.0005, 1e-9))[1]
+                    narrowest = stats.poisson_interval(row["false_alarms"], n + 0.0005)[1]
+                    assert narrowest - 0.001 <= row["false_alarm_ci95"][1] <= widest + 0.001, (
+                        name,
+                        row["condition"],
+                    )
+            points = spec.get("calibration") or []
+            assert [p for _, p in points] == sorted(p for _, p in points), f"{name}: calibration not monotone"
