@@ -88,6 +88,7 @@ PARAMETERS = {
 # An edit counts as found by the evaluation when a candidate lies within this of it
 # (forensics/evaluation/enf.py); "at" uses the measured 90th percentile when there is one.
 TOLERANCE_S = 0.5
+MIN_TIMED = 10
 
 
 def _limits() -> list[str]:
@@ -304,11 +305,14 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 "for a phase jump; elsewhere an edit cannot be found by this method",
             )
         )
-        half = edit_rates.get("timing_error_p90_s") if edit_rates.get("measured") else None
+        # a 90th percentile from fewer than MIN_TIMED found edits says little: the tolerance instead
+        timed = edit_rates.get("measured") and edit_rates.get("detected", 0) >= MIN_TIMED
+        half = edit_rates.get("timing_error_p90_s") if timed else None
         where = (
             f"+-{half:g} s: the 90th percentile of the timing errors measured in this condition"
             if half
-            else f"+-{TOLERANCE_S:g} s: the evaluation's matching tolerance (timing not measured in this condition)"
+            else f"+-{TOLERANCE_S:g} s: the evaluation's matching tolerance (timing not measured on "
+            f"{MIN_TIMED} or more found edits in this condition)"
         )
         half = half or TOLERANCE_S
         for cand in res.candidates:
