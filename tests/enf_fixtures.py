@@ -1,20 +1,22 @@
-"""A labelled set for the ENF analyzer: speech with mains hum, edited at known times.
+"""Single clips for the ENF analyzer's tests: speech with mains hum, edited at known times.
 
-Every clip is made here from seeds, so the set is the same on every run:
+Every clip is made here from seeds, so it is the same on every run:
 - speech from espeak-ng (a formant synthesiser; a crude stand-in when it is
-  missing, in which case the measured rates are not comparable and the rate
-  test fails, asking for it);
+  missing);
 - mains hum at 50 Hz (or 60 Hz) with a slow random-walk wander of the grid
   frequency (within +-0.05 Hz of a base that is itself up to 0.02 Hz off
-  nominal), its 2nd and 3rd harmonics, at levels drawn per clip;
+  nominal), its 2nd and 3rd harmonics;
 - pink background noise;
-- edits with known times in the edited file: cuts (0.5-5 s removed),
-  insertions (1-6 s of another recording: other speech, other hum phase and
-  frequency), reorderings (two adjacent segments swapped). Splices get a
-  short overlapping crossfade (5-20 ms), as audio editors do, and the true
-  jump of the mains phase at each splice is recorded (steps_deg);
+- cuts, insertions of another recording and reorderings at known times, with
+  a short crossfade (5-20 ms) and the true jump of the mains phase recorded
+  (steps_deg);
 - encodings through PyAV: WAV, FLAC, MP3 64k, Opus 24k in Ogg, AAC 48k in
   M4A, AMR-NB 12.2k in 3GP (8 kHz).
+
+These clips test how the analyzer behaves (shapes, determinism, speed). The
+error rates it quotes are measured on real speech instead:
+forensics/evaluation/enf.py, rerun by the quick-subset test and
+bench/evaluate.py.
 """
 
 from __future__ import annotations
@@ -304,47 +306,6 @@ def make_unedited(seed: int, seconds: float, nominal: float = 50.0, hum_db: floa
     return Clip(f"{kind}-{seed}", kind, rec.samples, [], nominal, rec.hum_db)
 
 
-def _no_hum(seed: int, seconds: float) -> Clip:
-    return make_unedited(seed, seconds, 50.0, hum_db=-np.inf)
-
-
-MAKERS = {
-    "unedited": make_unedited,
-    "cut": make_cut,
-    "insertion": make_insertion,
-    "reordering": make_reordering,
-    "no_hum": _no_hum,
-}
-
-
-def labelled_specs() -> list[tuple[str, tuple]]:
-    """The set the measured rates in audio_enf.py come from: 34 clips of 20-40 s.
-
-    10 unedited, 8 cuts, 6 insertions, 6 reorderings (38 edits) and 4 clips
-    without hum. Every third clip with hum is on a 60 Hz grid. Hum levels are
-    drawn from -72 to -40 dBFS (speech at -22 dBFS), noise from -66 to -50 dBFS.
-    """
-
-    def grid(i: int) -> float:
-        return 60.0 if i % 3 == 2 else 50.0
-
-    specs = [("unedited", (100 + i, 20.0 + i, grid(i))) for i in range(10)]
-    specs += [("cut", (200 + i, 22.0 + i, grid(i))) for i in range(8)]
-    specs += [("insertion", (300 + i, 24.0 + 2 * i, grid(i))) for i in range(6)]
-    specs += [("reordering", (400 + i, 30.0 + 2 * i, grid(i))) for i in range(6)]
-    specs += [("no_hum", (500 + i, 20.0)) for i in range(4)]
-    return specs
-
-
-def build(spec: tuple[str, tuple]) -> Clip:
-    kind, args = spec
-    return MAKERS[kind](*args)
-
-
-def labelled_set() -> list[Clip]:
-    return [build(spec) for spec in labelled_specs()]
-
-
 # -------------------------------------------------------------- encoding ---
 
 # name: (container format, file suffix, codec, sample rate, bit rate, encoder options)
@@ -391,91 +352,3 @@ def write(tmp_path, name: str, samples: np.ndarray, codec: str) -> str:
     path = tmp_path / f"{name}{CODECS[codec][1]}"
     path.write_bytes(encode(samples, codec))
     return str(path)
-
-
-def encode_and_analyse(spec: tuple[str, tuple], directory: str, codecs: list[str]) -> tuple[Clip, dict]:
-    """Build one labelled clip, encode it through ``codecs`` and analyse each file with audio.enf.
-
-    Returns the clip (without its samples, to travel light between processes)
-    and {codec: analyze() output}.
-    """
-    from pathlib import Path
-
-    from forensics.analyzers import audio_enf
-    from forensics.analyzers.base import AnalysisContext
-
-    clip = build(spec)
-    results = {}
-    for codec in codecs:
-        path = write(Path(directory), f"{clip.name}-{codec}", clip.samples, codec)
-        results[codec] = audio_enf.analyze(path, {"grid": "auto"}, AnalysisContext())
-        Path(path).unlink()
-    clip.samples = np.zeros(0)
-    return clip, results
-
-
-# ------------------------------------------------------------ evaluation ---
-
-TOLERANCE_S = 1.0  # an edit is found if a candidate lies within this of it
-
-
-def evaluate(clips: list[Clip], results: list[dict]) -> dict:
-    """Detection, false alarms and timing errors of audio.enf results on labelled clips.
-
-    ``results`` are analyze() outputs in the order of ``clips``. Returns the
-    figures audio_enf.MEASURED states for one codec.
-    """
-    edits = detected = step30 = step30_found = 0
-    fa_unedited = fa_edited = 0
-    unedited_files = 0
-    unedited_minutes = 0.0
-    errors: list[float] = []
-    hum_files = usable_files = no_hum_files = false_usable = 0
-    for clip, result in zip(clips, results, strict=True):
-        found = {f["name"]: f for f in result["findings"] if f["name"] != "edit_candidate"}
-        usable = bool(found["enf_usable"]["value"])
-        cands = [f["value"]["time"] for f in result["findings"] if f["name"] == "edit_candidate"]
-        if clip.kind == "no_hum":
-            no_hum_files += 1
-            unedited_minutes += clip.seconds / 60
-            false_usable += usable
-            fa_unedited += len(cands)
-            continue
-        hum_files += 1
-        usable_files += usable
-        matched = set()
-        for t, step in zip(clip.edits, clip.steps_deg, strict=True):
-            edits += 1
-            big = abs(step) >= 30
-            step30 += big
-            near = [j for j, c in enumerate(cands) if abs(c - t) <= TOLERANCE_S]
-            if near:
-                detected += 1
-                step30_found += big
-                matched.update(near)
-                errors.append(min(abs(cands[j] - t) for j in near))
-        extra = len(cands) - len(matched)
-        if clip.kind == "unedited":
-            unedited_files += 1
-            unedited_minutes += clip.seconds / 60
-            fa_unedited += extra
-        else:
-            fa_edited += extra
-    return {
-        "edits": edits,
-        "detected": detected,
-        "detection_rate": round(detected / max(edits, 1), 3),
-        "detection_rate_step30": round(step30_found / max(step30, 1), 3),
-        "unedited_files": unedited_files + no_hum_files,  # with or without hum
-        "unedited_minutes": round(unedited_minutes, 2),
-        "false_alarms_unedited": fa_unedited,
-        "false_alarms_per_file": round(fa_unedited / max(unedited_files + no_hum_files, 1), 3),
-        "false_alarms_per_minute": round(fa_unedited / max(unedited_minutes, 1e-9), 3),
-        "false_alarms_edited": fa_edited,
-        "timing_error_median_s": round(float(np.median(errors)), 3) if errors else None,
-        "timing_error_p90_s": round(float(np.percentile(errors, 90)), 3) if errors else None,
-        "hum_files": hum_files,
-        "usable_files": usable_files,
-        "no_hum_files": no_hum_files,
-        "false_usable": false_usable,
-    }

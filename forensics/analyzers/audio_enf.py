@@ -25,32 +25,50 @@ Method (details in forensics/analyzers/_enf.py):
   model error of 3 degrees x k) is summed over harmonics as a chi-square and
   turned into a normal deviate. The strongest instant above THRESHOLD is a
   candidate; tests are then repeated with windows stopping at accepted
-  candidates, until nothing is left above the threshold. Score =
-  1 - THRESHOLD / statistic (0 at the threshold, 0.5 at twice it).
+  candidates, until nothing is left above the threshold.
+- instantaneous-frequency disturbances (after Esquef, Apolinario and
+  Biscainho 2014): the phase advance of the de-rotated hum across an
+  instant against the advances just before and after it, over its robust
+  spread in this file; candidates the phase test did not already give;
+- hum level: spans where the hum's local SNR falls 10 dB below the file's
+  median and the hum is gone (inserted hum-free material); reported as
+  hum_level_change spans, their ends as edit candidates.
+
+Every indicator carries the error rates measured for this file's condition
+(codec and hum SNR band: forensics/evaluation/enf.py, rates/audio.enf.json)
+and a calibrated score (the measured probability that a candidate of its
+raw score marks a real splice); the raw score is the statistic over its
+test's threshold.
 
 Precision of the numbers in findings (rounded, so results reproduce across
-machines): times 0.01 s, frequencies 0.0001 Hz, SNR 0.1 dB, phase steps
-1 degree, statistic 0.01, score 0.001, tested seconds 0.1 s.
+machines): times 0.01 s, SNR 0.1 dB, phase steps 1 degree, statistic 0.01,
+score 0.001, tested seconds 0.1 s; frequencies to the decade of the trace
+error measured for the file's condition (1 mHz when it is 1-9 mHz).
 
-Speed (one core, decoding included, measured by the tests on ten minutes):
-about 7 s per hour of audio for WAV and 24 s for Opus, of which the ENF
-analysis itself is under 2 s; the rest is decoding and resampling to 1 kHz.
+Speed: tests/test_analyzers_enf.py checks that ten minutes of WAV and Opus
+take under 60 CPU seconds per hour of audio (decoding included) and prints
+the figure; decoding and resampling to 1 kHz take most of it.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import av
 import numpy as np
 import PIL
 import scipy
-from scipy import stats
 
-from . import _enf, _enf_plot
+from . import _enf, _enf_plot, _rates
 from ._audio import decode
 from .base import AnalysisError, finding
 
 NAME = "audio.enf"
-VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding; decoding stops are stated
+# 2.0.0: instantaneous-frequency and hum-level tests; rates, calibrated scores and the trace's
+#        uncertainty from the real-speech evaluation (issue 11) instead of synthetic-set figures
+# 1.1.0: the decoded_coverage finding; decoding stops are stated
+VERSION = "2.0.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
@@ -67,184 +85,35 @@ PARAMETERS = {
     },
 }
 
-# Where an edit candidate is placed: its time +- this (the 90th percentile of
-# the timing errors measured below, rounded up).
-TIMING_UNCERTAINTY_S = 0.5
-
-# Measured by tests/test_analyzers_enf.py on the labelled set of
-# tests/enf_fixtures.py (the test recomputes these and fails if they drift).
-MEASURED: dict[str, dict] = {
-    "wav": {
-        "edits": 38,
-        "detected": 30,
-        "detection_rate": 0.789,
-        "detection_rate_step30": 0.879,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 0,
-        "timing_error_median_s": 0.043,
-        "timing_error_p90_s": 0.34,
-        "hum_files": 30,
-        "usable_files": 30,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-    "flac": {
-        "edits": 38,
-        "detected": 30,
-        "detection_rate": 0.789,
-        "detection_rate_step30": 0.879,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 0,
-        "timing_error_median_s": 0.043,
-        "timing_error_p90_s": 0.34,
-        "hum_files": 30,
-        "usable_files": 30,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-    "mp3_64k": {
-        "edits": 38,
-        "detected": 30,
-        "detection_rate": 0.789,
-        "detection_rate_step30": 0.879,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 0,
-        "timing_error_median_s": 0.042,
-        "timing_error_p90_s": 0.312,
-        "hum_files": 30,
-        "usable_files": 30,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-    "opus_24k": {
-        "edits": 38,
-        "detected": 29,
-        "detection_rate": 0.763,
-        "detection_rate_step30": 0.848,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 0,
-        "timing_error_median_s": 0.051,
-        "timing_error_p90_s": 0.281,
-        "hum_files": 30,
-        "usable_files": 30,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-    "aac_48k": {
-        "edits": 38,
-        "detected": 31,
-        "detection_rate": 0.816,
-        "detection_rate_step30": 0.909,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 0,
-        "timing_error_median_s": 0.045,
-        "timing_error_p90_s": 0.325,
-        "hum_files": 30,
-        "usable_files": 30,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-    "amr_nb": {
-        "edits": 38,
-        "detected": 17,
-        "detection_rate": 0.447,
-        "detection_rate_step30": 0.515,
-        "unedited_files": 14,
-        "unedited_minutes": 5.42,
-        "false_alarms_unedited": 0,
-        "false_alarms_per_file": 0.0,
-        "false_alarms_per_minute": 0.0,
-        "false_alarms_edited": 1,
-        "timing_error_median_s": 0.061,
-        "timing_error_p90_s": 0.331,
-        "hum_files": 30,
-        "usable_files": 23,
-        "no_hum_files": 4,
-        "false_usable": 0,
-    },
-}
-
-CODEC_SETTINGS = {
-    "wav": "16 kHz PCM",
-    "flac": "16 kHz",
-    "mp3_64k": "LAME 64 kbit/s, 16 kHz, -q 7",
-    "opus_24k": "libopus 24 kbit/s in Ogg, 16 kHz input, complexity 5",
-    "aac_48k": "FFmpeg AAC 48 kbit/s in M4A, 16 kHz, fast coder",
-    "amr_nb": "AMR-NB 12.2 kbit/s in 3GP, 8 kHz",
-}
-
-SET_DESCRIPTION = (
-    "Measured on a synthetic labelled set (tests/enf_fixtures.py): 34 clips of 20-40 s, espeak-ng "
-    "speech at -22 dBFS with mains hum at -72 to -40 dBFS (fundamental; 2nd and 3rd harmonics "
-    "0-12 dB below), a grid frequency wandering by a random walk within +-0.05 Hz, pink noise at "
-    "-66 to -50 dBFS; 10 unedited clips, 4 without hum, 8 cuts of 0.5-5 s, 6 insertions of 1-6 s "
-    "from another recording, 6 reorderings of two 4-8 s segments (38 edits); every third clip "
-    "on a 60 Hz grid. An edit counts as found when a candidate lies within 1 s of it. Real "
-    "recordings wander, switch and distort in ways this set does not, and its unedited minutes are "
-    "few: read the false alarm figures with their upper bounds."
-)
+# An edit counts as found by the evaluation when a candidate lies within this of it
+# (forensics/evaluation/enf.py); "at" uses the measured 90th percentile when there is one.
+TOLERANCE_S = 0.5
+MIN_TIMED = 10
 
 
 def _limits() -> list[str]:
-    lines = [
-        "Indicator: a jump in the phase of the mains hum. Unedited recordings can show one when a "
-        "hum source switches on or off, the microphone moves between sources, or a device's noise "
-        "suppression or automatic gain acts on the hum; an edit is not proven by a candidate.",
-        "A splice leaves no phase jump when the removed or inserted material spans a whole number "
-        "of mains cycles (20 ms at 50 Hz, 16.7 ms at 60 Hz) to within a few degrees: such cuts "
-        "cannot be found by this method. Steps under about 30 degrees are usually missed.",
+    general = [
+        "Indicator: a jump in the phase of the mains hum, a disturbance of its instantaneous frequency, "
+        "or a span where the hum disappears. Unedited recordings can show these when a hum source "
+        "switches on or off, the microphone moves between sources, or a device's noise suppression or "
+        "automatic gain acts on the hum; an edit is not proven by a candidate.",
+        "A splice leaves no phase jump when the removed or inserted material spans a whole number of "
+        "mains cycles (20 ms at 50 Hz, 16.7 ms at 60 Hz) to within a few degrees and the hum's level "
+        "does not change: such edits cannot be found by this method.",
         "Edits closer than about 1 s to each other or to the ends of the file, or inside parts where "
         "the hum is too weak (see the tested seconds), cannot be found.",
         f"'No usable ENF' (no grid harmonic {_enf.MIN_SNR_DB:g} dB above its neighbour bands) is "
         "neutral: battery-powered recorders and phones with noise suppression often pick up little "
-        "or no hum. AMR-NB's encoder high-pass filter lowered the fundamental's SNR by a median "
-        "12 dB on the set (the harmonics by about 1 dB), Opus by 1.5 dB, AAC by 0.7 dB, MP3 not at all.",
+        "or no hum.",
         "The trace is not compared with any grid frequency database: this analyzer does not date "
         "a recording or say where it was made.",
     ]
-    if SET_DESCRIPTION:
-        lines.append(SET_DESCRIPTION)
-    for codec, m in MEASURED.items():
-        fa = m["false_alarms_unedited"]
-        upper = stats.chi2.ppf(0.95, 2 * fa + 2) / 2 / m["unedited_minutes"]  # Poisson, one-sided 95%
-        lines.append(
-            f"{codec} ({CODEC_SETTINGS[codec]}): found {m['detected']}/{m['edits']} edits within +-1 s "
-            f"({m['detection_rate']:.0%}; {m['detection_rate_step30']:.0%} of those with a hum phase step "
-            f"of 30 degrees or more); false alarms {fa} on {m['unedited_files']} unedited files "
-            f"({m['unedited_minutes']:g} min: {m['false_alarms_per_file']:.2f} per file, "
-            f"{m['false_alarms_per_minute']:.2f} per minute, 95% upper bound {upper:.2f} per minute) and "
-            f"{m['false_alarms_edited']} away from the edits in edited files; timing error median "
-            f"{m['timing_error_median_s']:.2f} s, 90th percentile {m['timing_error_p90_s']:.2f} s; ENF usable "
-            f"in {m['usable_files']}/{m['hum_files']} files with hum and {m['false_usable']}/{m['no_hum_files']} "
-            "without."
-        )
-    return lines
+    return general + _rates.limits(NAME)
 
 
 LIMITS = _limits()
 
 _TIME = 2  # decimals for seconds
-_HZ = 4  # decimals for frequencies
 _DB = 1  # decimals for dB
 
 
@@ -252,27 +121,107 @@ def _round(x: float, nd: int) -> float:
     return float(round(float(x), nd))
 
 
-def _trace_csv(res: _enf.Result) -> bytes:
+def _hz_decimals(error_hz: float | None) -> int:
+    """Digits a frequency is given to: the last one is the decade of the measured error (1 mHz for 1-9 mHz)."""
+    if not error_hz or error_hz <= 0:
+        return 2
+    return int(min(4, max(1, -math.floor(math.log10(error_hz)))))
+
+
+def _trace_csv(res: _enf.Result, hz: int) -> bytes:
     ks = sorted(res.trace_k)
     head = ["time_s", "enf_hz"] + [f"h{k * res.grid}_over_{k}_hz" for k in ks] + ["snr_db"]
     rows = [",".join(head)]
     snr = res.frame_snr_db[res.grid]
+
+    def fmt(v: float) -> str:
+        return "" if not np.isfinite(v) else f"{v:.{hz}f}"
+
     for i, t in enumerate(res.times):
-        vals = [f"{t:.1f}", _fmt(res.trace[i])] + [_fmt(res.trace_k[k][i]) for k in ks] + [f"{snr[i]:.1f}"]
+        vals = [f"{t:.1f}", fmt(res.trace[i])] + [fmt(res.trace_k[k][i]) for k in ks] + [f"{snr[i]:.1f}"]
         rows.append(",".join(vals))
     return ("\n".join(rows) + "\n").encode()
 
 
-def _fmt(v: float) -> str:
-    return "" if not np.isfinite(v) else f"{v:.{_HZ}f}"
+SNR_BANDS = ("<12 dB", "12-20 dB", ">=20 dB")
 
 
-def analyze(path: str, params: dict, ctx) -> dict:
-    grid = None if params.get("grid", "auto") == "auto" else int(params["grid"])
+def snr_band(snr_db: float) -> str:
+    """The hum SNR band of a file (its best harmonic's SNR as reported in enf_snr)."""
+    if snr_db < 12:
+        return SNR_BANDS[0]
+    return SNR_BANDS[1] if snr_db < 20 else SNR_BANDS[2]
+
+
+def codec_family(codec: str) -> str:
+    """The evaluation's codec name for a decoder's codec name (pcm_* -> wav, libopus -> opus...)."""
+    if codec.startswith("pcm_"):
+        return "wav"
+    for family in ("mp3", "aac", "opus", "amr_nb", "flac", "vorbis", "g722"):
+        if family.replace("_", "") in codec.replace("_", "").replace("lib", ""):
+            return family
+    return codec
+
+
+@dataclass
+class Detection:
+    decoded: object
+    result: _enf.Result
+    snr_db: float  # the best harmonic's SNR on the chosen (or stronger) grid
+    condition: dict  # {"codec": ..., "hum_snr_band": ...}
+    candidates: list
+    level_spans: list
+
+
+def detect(path: str, grid: int | None = None) -> Detection:
+    """Decode and run every test: what analyze() reports, without the findings and the picture."""
     decoded = decode(path, sample_rate=_enf.FS, mono=True)
     if decoded.sample_count < _enf.FS:
         raise AnalysisError("less than one second of audio: too short to trace the mains hum")
     res = _enf.analyse(decoded.samples, grid=grid)
+    grids = [res.grid] if res.grid is not None else ([grid] if grid else list(_enf.GRIDS))
+    snr = max(v for g in grids for v in res.snr_db[g].values())
+    condition = {"codec": codec_family(decoded.codec), "hum_snr_band": snr_band(snr)}
+    return Detection(decoded, res, snr, condition, res.candidates, res.level_spans)
+
+
+def _trace_uncertainty(rates: dict) -> tuple[dict, int]:
+    """The trace's uncertainty for this file's condition, and the digits it supports."""
+    if rates.get("measured") and rates.get("trace_error_p90_hz") is not None:
+        err = rates["trace_error_p90_hz"]
+        return (
+            {
+                "value": err,
+                "unit": "Hz",
+                "meaning": "90th percentile of the absolute error of the per-frame trace against the true "
+                f"grid frequency on the evaluation set, condition {_rates.describe(rates['condition'])} "
+                f"({rates.get('trace_frames')} frames of unedited clips)",
+            },
+            _hz_decimals(err),
+        )
+    table = _rates.table(NAME) or {}
+    worst = [
+        r["trace_error_p90_hz"]
+        for r in table.get("indicators", {}).get("edit_candidate", {}).get("rows", [])
+        if r.get("trace_error_p90_hz") is not None
+    ]
+    return (
+        {
+            "value": None,
+            "unit": "Hz",
+            "meaning": f"not measured for this condition ({_rates.describe(rates['condition'])}); digits "
+            "are limited to the largest error measured in any condition",
+        },
+        _hz_decimals(max(worst) if worst else None),
+    )
+
+
+def analyze(path: str, params: dict, ctx) -> dict:
+    grid = None if params.get("grid", "auto") == "auto" else int(params["grid"])
+    det = detect(path, grid)
+    decoded, res = det.decoded, det.result
+    edit_rates = _rates.for_condition(NAME, "edit_candidate", det.condition)
+    level_rates = _rates.for_condition(NAME, "hum_level_change", det.condition)
 
     findings = [
         finding(
@@ -285,7 +234,8 @@ def analyze(path: str, params: dict, ctx) -> dict:
             {str(g): {str(f): v for f, v in res.snr_db[g].items()} for g in _enf.GRIDS},
             unit="dB",
             note="hum-to-noise ratio at each grid harmonic: strongest 0.039 Hz bin near the harmonic "
-            "over the median of the bins 1.5-4 Hz away, in the spectrum averaged over the file",
+            "over the median of the bins 1.5-4 Hz away, in the spectrum averaged over the file; "
+            f"this file's condition for the error rates: {_rates.describe(det.condition)}",
         ),
     ]
     candidates = []
@@ -313,8 +263,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
         findings.append(
             finding("enf_grid", "measurement", res.grid, unit="Hz", note="nominal mains frequency of the hum")
         )
+        uncertainty, hz = _trace_uncertainty(edit_rates)
         ok = np.isfinite(res.trace)
-        trace_ref = ctx.add_artifact("enf_trace.csv", "text/csv", _trace_csv(res))
+        trace_ref = ctx.add_artifact("enf_trace.csv", "text/csv", _trace_csv(res, hz))
         summary = {
             "frames": int(len(res.trace)),
             "frames_traced": int(ok.sum()),
@@ -325,10 +276,10 @@ def analyze(path: str, params: dict, ctx) -> dict:
             v = res.trace[ok]
             summary.update(
                 {
-                    "median": _round(np.median(v), _HZ),
-                    "min": _round(v.min(), _HZ),
-                    "max": _round(v.max(), _HZ),
-                    "std": _round(v.std(), _HZ),
+                    "median": _round(np.median(v), hz),
+                    "min": _round(v.min(), hz),
+                    "max": _round(v.max(), hz),
+                    "std": _round(v.std(), hz),
                 }
             )
         findings.append(
@@ -338,8 +289,10 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 summary,
                 unit="Hz",
                 artifact=trace_ref,
-                note="the ENF trace (per frame, in the CSV artifact) and its summary; frames where no "
-                f"harmonic is {_enf.FRAME_SNR_DB:g} dB above the noise are gaps",
+                uncertainty=uncertainty,
+                note="the ENF trace (per frame, in the CSV artifact, to the digits its measured error "
+                f"supports) and its summary; frames where no harmonic is {_enf.FRAME_SNR_DB:g} dB above "
+                "the noise are gaps",
             )
         )
         findings.append(
@@ -352,11 +305,30 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 "for a phase jump; elsewhere an edit cannot be found by this method",
             )
         )
+        # a 90th percentile from fewer than MIN_TIMED found edits says little: the tolerance instead
+        timed = edit_rates.get("measured") and edit_rates.get("detected", 0) >= MIN_TIMED
+        half = edit_rates.get("timing_error_p90_s") if timed else None
+        where = (
+            f"+-{half:g} s: the 90th percentile of the timing errors measured in this condition"
+            if half
+            else f"+-{TOLERANCE_S:g} s: the evaluation's matching tolerance (timing not measured on "
+            f"{MIN_TIMED} or more found edits in this condition)"
+        )
+        half = half or TOLERANCE_S
         for cand in res.candidates:
             t = _round(cand["time"], _TIME)
             steps = {str(f): int(round(d)) for f, d in cand["steps_deg"].items()}
-            score = _round(1 - _enf.THRESHOLD / cand["statistic"], 3)
+            raw = _round(cand["raw_score"], 3)
             candidates.append(cand)
+            what = {
+                "if": "the hum's instantaneous frequency is disturbed",
+                "level": "the mains hum disappears or comes back",
+            }.get(
+                cand["test"],
+                "the mains hum's phase jumps ("
+                + ", ".join(f"{d} deg at {f} Hz" for f, d in steps.items())
+                + ")",
+            )
             findings.append(
                 finding(
                     "edit_candidate",
@@ -368,15 +340,38 @@ def analyze(path: str, params: dict, ctx) -> dict:
                         "phase_step_deg": steps,
                     },
                     unit="s",
-                    at=[
-                        _round(max(0.0, t - TIMING_UNCERTAINTY_S), _TIME),
-                        _round(min(res.duration, t + TIMING_UNCERTAINTY_S), _TIME),
-                    ],
-                    score=score,
-                    note=f"the mains hum's phase jumps at {t:.2f} s ("
-                    + ", ".join(f"{d} deg at {f} Hz" for f, d in steps.items())
-                    + "): consistent with a cut, an insertion or a reordering here, or with a hum source "
-                    "switching. Score 0 at the detection threshold, 0.5 at twice it.",
+                    at=[_round(max(0.0, t - half), _TIME), _round(min(res.duration, t + half), _TIME)],
+                    score=_rates.calibrated(NAME, "edit_candidate", raw),
+                    raw_score=raw,
+                    rates=edit_rates,
+                    note=f"at {t:.2f} s {what}: consistent with a cut, an insertion or a reordering here, "
+                    f"or with a hum source switching; placed {where}. Score: the measured probability "
+                    "that a candidate of this raw score (statistic over its test's threshold) marks a "
+                    "real splice (see rates).",
+                )
+            )
+        for span in res.level_spans:
+            a, b = _round(span["start"], _TIME), _round(span["end"], _TIME)
+            raw = _round(span["raw_score"], 3)
+            findings.append(
+                finding(
+                    "hum_level_change",
+                    "indicator",
+                    {
+                        "start": a,
+                        "end": b,
+                        "depth_db": _round(span["depth_db"], _DB),
+                        "inside_db": _round(span["inside_db"], _DB),
+                    },
+                    unit="s",
+                    at=[a, b],
+                    score=_rates.calibrated(NAME, "hum_level_change", raw),
+                    raw_score=raw,
+                    rates=level_rates,
+                    note=f"from {a:.2f} s to {b:.2f} s the mains hum is gone (its local SNR falls "
+                    f"{span['depth_db']:.0f} dB below the rest of the file): consistent with material "
+                    "recorded elsewhere (without hum) inserted here, or with the hum source switching "
+                    "off for a while.",
                 )
             )
     findings.append(
@@ -384,7 +379,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "edit_candidate_count",
             "measurement",
             len(candidates),
-            note="number of ENF phase jumps above the threshold"
+            note="number of edit candidates (phase jumps, frequency disturbances, ends of hum-free spans)"
             if res.grid is not None
             else "not tested: no usable ENF",
         )
