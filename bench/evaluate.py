@@ -86,6 +86,39 @@ def markdown(analyzer: str, data: dict) -> str:
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
+def summary(tables: dict[str, dict]) -> str:
+    """One Markdown row per analyzer and indicator, every condition pooled (the per-condition
+    rates, which findings quote, differ: see the full tables)."""
+    from forensics.evaluation import stats
+
+    lines = [
+        "| analyzer | indicator | evaluated | found, all conditions (95% CI) | false alarms |",
+        "|---|---|---|---|---|",
+    ]
+    for analyzer, data in tables.items():
+        for name, spec in data.get("indicators", {}).items():
+            rows = spec["rows"]
+            pos = sum(r["positives"] for r in rows)
+            det = sum(r["detected"] for r in rows)
+            fa = sum(r["false_alarms"] for r in rows)
+            unit = spec.get("false_alarm_unit", "file")
+            found = "-"
+            if pos:
+                found = f"{det}/{pos} = {100 * det / pos:.0f}% ({_ci(stats.wilson(det, pos), True)})"
+            alarms = "-"
+            measured = [r for r in rows if r["negatives"]]
+            if measured:
+                # Unedited material can count under several conditions (e.g. each kind of edit
+                # an indicator could report), so negatives are not summed: the range of the
+                # per-condition rates is shown instead.
+                per_item = all(isinstance(r["negatives"], int) for r in measured)
+                rates = [r["false_alarm_rate"] for r in measured]
+                shown = (lambda x: f"{100 * x:.1f}%") if per_item else (lambda x, u=unit: f"{x:.2f}/{u}")
+                alarms = f"{fa} in all; per condition {shown(min(rates))} to {shown(max(rates))}"
+            lines.append(f"| {analyzer} | {name} | {data.get('evaluated', '?')} | {found} | {alarms} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     import django
 
@@ -99,9 +132,16 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the stored tables, write nothing")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--markdown", action="store_true", help="print the stored tables, compute nothing")
+    parser.add_argument(
+        "--summary", action="store_true", help="with --markdown: one row per indicator, all conditions pooled"
+    )
     args = parser.parse_args(argv)
     if args.markdown:
-        for name in args.analyzers or sorted(p.stem for p in _rates.RATES_DIR.glob("*.json")):
+        names = args.analyzers or sorted(p.stem for p in _rates.RATES_DIR.glob("*.json"))
+        if args.summary:
+            print(summary({name: _rates.table(name) or {} for name in names}))
+            return 0
+        for name in names:
             print(markdown(name, _rates.table(name) or {}))
         return 0
 
