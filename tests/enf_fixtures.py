@@ -22,14 +22,13 @@ bench/evaluate.py.
 from __future__ import annotations
 
 import functools
-import io
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from fractions import Fraction
 
-import av
 import numpy as np
+
+from forensics.evaluation import audio as evaluation_audio
 
 SR = 16000  # the master clips' sample rate
 
@@ -308,47 +307,9 @@ def make_unedited(seed: int, seconds: float, nominal: float = 50.0, hum_db: floa
 
 # -------------------------------------------------------------- encoding ---
 
-# name: (container format, file suffix, codec, sample rate, bit rate, encoder options)
-# The faster encoder settings (LAME -q 7, Opus complexity 5, FFmpeg's fast AAC
-# coder) are what small devices use, and keep the test set quick to build.
-CODECS = {
-    "wav": ("wav", ".wav", "pcm_s16le", 16000, None, {}),
-    "flac": ("flac", ".flac", "flac", 16000, None, {}),
-    "mp3_64k": ("mp3", ".mp3", "libmp3lame", 16000, 64000, {"compression_level": "7"}),
-    "opus_24k": ("ogg", ".ogg", "libopus", 16000, 24000, {"compression_level": "5"}),
-    "aac_48k": ("ipod", ".m4a", "aac", 16000, 48000, {"aac_coder": "fast"}),
-    "amr_nb": ("3gp", ".3gp", "libopencore_amrnb", 8000, 12200, {}),
-}
-
-
-def encode(samples: np.ndarray, codec: str, sr: int = SR) -> bytes:
-    """Encode mono float samples through one of CODECS; returns the file's bytes."""
-    fmt, _suffix, codec_name, rate, bit_rate, options = CODECS[codec]
-    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec_name, rate=rate, layout="mono", options=dict(options))
-        if bit_rate:
-            stream.bit_rate = bit_rate
-        cc = stream.codec_context
-        resampler = av.AudioResampler(
-            format=cc.format.name, layout="mono", rate=rate, frame_size=cc.frame_size or 1024
-        )
-        step = 4096
-        for i in range(0, len(pcm), step):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + step], format="s16", layout="mono")
-            frame.sample_rate = sr
-            frame.pts = i
-            frame.time_base = Fraction(1, sr)
-            for f in resampler.resample(frame):
-                out.mux(stream.encode(f))
-        for f in resampler.resample(None):
-            out.mux(stream.encode(f))
-        out.mux(stream.encode(None))
-    return buf.getvalue()
-
 
 def write(tmp_path, name: str, samples: np.ndarray, codec: str) -> str:
-    path = tmp_path / f"{name}{CODECS[codec][1]}"
-    path.write_bytes(encode(samples, codec))
+    """Encode through the evaluation's codecs (forensics.evaluation.audio.CODECS) into a file."""
+    path = tmp_path / f"{name}{evaluation_audio.suffix(codec)}"
+    path.write_bytes(evaluation_audio.encode(samples, codec, SR))
     return str(path)

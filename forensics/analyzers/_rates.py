@@ -111,13 +111,23 @@ def calibrated(analyzer: str, indicator: str, raw: float) -> float | None:
     points = spec.get("calibration")
     if not points:
         return None
+    return round(apply_map(points, raw), 3)
+
+
+def apply_map(points, raw: float) -> float:
+    """The probability a calibration map (sorted [raw score, probability] steps) gives a raw score.
+
+    Below the first step, the first step's probability.
+    """
+    if not points:
+        raise ValueError("empty calibration map")
     value = points[0][1]
     for s, p in points:
         if raw >= s:
             value = p
         else:
             break
-    return round(float(value), 3)
+    return float(value)
 
 
 def describe(condition: dict) -> str:

@@ -17,6 +17,8 @@ import math
 
 from scipy import stats as _stats
 
+from forensics.analyzers._rates import apply_map  # noqa: F401  (the one the analyzers apply)
+
 Z95 = 1.959963984540054
 
 
@@ -63,19 +65,6 @@ def isotonic(scores: list[float], outcomes: list[int]) -> list[tuple[float, floa
             blocks[-1][0] += y2
             blocks[-1][1] += n2
     return [(b[2], b[0] / b[1]) for b in blocks]
-
-
-def apply_map(points: list[tuple[float, float]] | list[list[float]], raw: float) -> float:
-    """The calibrated probability of a raw score under a map from ``isotonic``."""
-    if not points:
-        raise ValueError("empty calibration map")
-    value = points[0][1]
-    for s, p in points:
-        if raw >= s:
-            value = p
-        else:
-            break
-    return float(value)
 
 
 def reliability(scores: list[float], outcomes: list[int], bands: int = 5) -> list[dict]:
