@@ -350,3 +350,14 @@ def test_context_alignment_through_the_pipeline(as_alice, case_a, case_b, as_bob
     assert all(s["value"]["evidence"] == ref_id for s in segments)
     removed = [f for f in p["findings"] if f["name"] == "removed"]
     assert len(removed) == 1 and round(removed[0]["value"]["duration_s"]) == 10
+
+
+def test_custody_report_names_the_analyzer_of_each_analysis_entry(client, alice, as_alice, evidence_a):
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    services.run_analysis(analysis_id, worker="inline")
+    client.force_login(alice)
+    html = client.get(f"/evidence/{evidence_a.pk}/report/").content.decode()
+    rows = [row for row in html.split("<tr>") if "analysis." in row]
+    assert len(rows) == 3  # requested, started, completed
+    assert all("analyzer test.digest" in row and f"(analysis {analysis_id})" in row for row in rows)
+    assert sum("analyzer test.digest 1.1.0 (" in row for row in rows) == 2  # the version where the entry has it
