@@ -32,10 +32,11 @@ def sign_checkpoint() -> int:
 
 @shared_task(name="custody.sweep_expired_uploads", acks_late=True)
 def sweep_expired_uploads() -> int:
-    """Remove unfinished resumable uploads past their expiry (the periodic schedule calls this)."""
-    from . import tus
+    """Remove unfinished resumable uploads past their expiry, and temporary multipart uploads
+    left by a web process that died mid-upload (the periodic schedule calls this)."""
+    from . import tus, uploads
 
-    return tus.sweep_expired()
+    return tus.sweep_expired() + uploads.sweep_abandoned()
 
 
 # Back-off between retries when a TSA is down: 1, 2, 4, 8, 16 minutes. After

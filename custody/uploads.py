@@ -17,11 +17,13 @@ import io
 import os
 import socket
 import ssl
+import tempfile
 import threading
+import time
 import weakref
 
 from django.conf import settings
-from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.handlers.wsgi import LimitedStream
 from django.core.signals import request_finished
@@ -38,16 +40,76 @@ def refusal(request) -> UploadRefused | None:
     return getattr(request, "custody_upload_refused", None)
 
 
+TEMP_PREFIX = "upload-"
+
+
+def _temp_prefix() -> str:
+    """upload-<host>-<pid>-: whose process a temporary upload belongs to (see sweep_abandoned)."""
+    return f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
 class HashedUploadedFile(TemporaryUploadedFile):
-    """A temporary upload that knows its digests; they were computed as it was written."""
+    """A temporary upload that knows its digests; they were computed as it was written.
+
+    Its name says which host and process wrote it, so that the file of a web
+    process killed mid-upload (SIGKILL: nothing of it runs to clean up) can be
+    told from a live upload's and removed (``sweep_abandoned``).
+    """
 
     digests: dict[str, str]
     client_name: str | None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, name, content_type, size, charset, content_type_extra=None):
         os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, exist_ok=True)
-        super().__init__(*args, **kwargs)
+        _, ext = os.path.splitext(name)
+        file = tempfile.NamedTemporaryFile(
+            prefix=_temp_prefix(), suffix=".upload" + ext[:16], dir=settings.FILE_UPLOAD_TEMP_DIR
+        )
+        UploadedFile.__init__(self, file, name, content_type, size, charset, content_type_extra)
         self.digests = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_abandoned(grace_seconds: float = 60.0) -> int:
+    """Remove temporary uploads whose writing process is gone; returns how many.
+
+    Only this host's files are considered (the name carries the host), and a
+    file whose process still exists is never touched, whatever its age (a pid
+    reused by another process keeps it until that one ends too). The grace
+    period keeps the sweeper off a file whose process has only just started.
+    """
+    directory = settings.FILE_UPLOAD_TEMP_DIR
+    mine = f"{TEMP_PREFIX}{socket.gethostname()}-"
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    now = time.time()
+    for name in names:
+        if not name.startswith(mine):
+            continue
+        pid_text = name[len(mine) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if now - os.stat(path).st_mtime < grace_seconds:
+                continue
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 class HashingUploadHandler(FileUploadHandler):

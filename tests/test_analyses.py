@@ -360,4 +360,6 @@ def test_custody_report_names_the_analyzer_of_each_analysis_entry(client, alice,
     rows = [row for row in html.split("<tr>") if "analysis." in row]
     assert len(rows) == 3  # requested, started, completed
     assert all("analyzer test.digest" in row and f"(analysis {analysis_id})" in row for row in rows)
-    assert sum("analyzer test.digest 1.1.0 (" in row for row in rows) == 2  # the version where the entry has it
+    assert (
+        sum("analyzer test.digest 1.1.0 (" in row for row in rows) == 2
+    )  # the version where the entry has it
