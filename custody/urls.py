@@ -24,6 +24,7 @@ urlpatterns = [
     # Web UI
     path("", views.case_list, name="case-list"),
     path("verify/", views.verify_page, name="verify"),
+    path("search/", views.search, name="search"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", second_factor.account, name="account"),

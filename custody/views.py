@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -29,14 +30,88 @@ from .permissions import (
     get_case_for,
     get_evidence_for,
     visible_cases,
+    visible_evidence,
     writers_only,
 )
 
 
 @login_required
 def case_list(request):
-    cases = visible_cases(request.user).select_related("created_by").order_by("reference")
-    return render(request, "custody/case_list.html", {"cases": cases})
+    """The home page: what waits for the user, then the cases they can see (``?q=`` filters them).
+
+    Only lists, like the search page: nothing here writes a log entry, and
+    every query starts from the cases the user can see.
+    """
+    from forensics.models import Analysis
+
+    user = request.user
+    q = (request.GET.get("q") or "").strip()[:200]
+    cases = visible_cases(user).select_related("created_by").order_by("reference")
+    if q:
+        cases = cases.filter(Q(reference__icontains=q) | Q(title__icontains=q))
+    items = visible_evidence(user)
+    waiting = (
+        Transfer.objects.filter(to_user=user, status=Transfer.Status.PENDING, evidence__in=items)
+        .select_related("evidence__case", "from_user")
+        .order_by("released_at")
+    )
+    recent = items.filter(submitted_by=user).select_related("case").order_by("-received_at")[:10]
+    running = (
+        Analysis.objects.filter(
+            status__in=[Analysis.Status.QUEUED, Analysis.Status.RUNNING], evidence__in=items
+        )
+        .select_related("evidence__case")
+        .order_by("-requested_at")[:10]
+    )
+    return render(
+        request,
+        "custody/case_list.html",
+        {"cases": cases, "q": q, "waiting": waiting, "recent": recent, "running": running},
+    )
+
+
+SEARCH_LIMIT = 100
+_HEX = frozenset("0123456789abcdef")
+
+
+def search_filter(q: str) -> Q | None:
+    """Items whose original name contains ``q``, whose SHA-256 starts with it (6+ hex digits), or
+    whose media type starts with it (when it has a "/", e.g. ``audio/``); all case-insensitive."""
+    q = q.strip()
+    if not q:
+        return None
+    found = Q(original_name__icontains=q)
+    digest = q.lower().removeprefix("sha256:")
+    if 6 <= len(digest) <= 64 and set(digest) <= _HEX:
+        found |= Q(blob__sha256__startswith=digest)
+    if "/" in q:
+        found |= Q(media_type__istartswith=q)
+    return found
+
+
+@login_required
+def search(request):
+    """Evidence in the cases the user can see, by name, SHA-256 (prefix) or media type.
+
+    A list, like the case list: no log entry is written. Items of other cases
+    are never part of the query, so an outsider's answer (and its count) is
+    the same as for a query that matches nothing.
+    """
+    q = (request.GET.get("q") or "").strip()[:200]
+    results, more = [], False
+    if (found := search_filter(q)) is not None:
+        rows = list(
+            visible_evidence(request.user)
+            .filter(found)
+            .select_related("case")
+            .order_by("-received_at")[: SEARCH_LIMIT + 1]
+        )
+        results, more = rows[:SEARCH_LIMIT], len(rows) > SEARCH_LIMIT
+    return render(
+        request,
+        "custody/search.html",
+        {"q": q, "results": results, "more": more, "limit": SEARCH_LIMIT},
+    )
 
 
 @login_required

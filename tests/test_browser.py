@@ -328,7 +328,7 @@ def test_declared_sha256_mismatch_is_refused_on_the_page(gunicorn_server, case_a
 def test_outsider_gets_404_for_case_and_evidence(gunicorn_server, evidence_a, dave, new_page):
     page = new_page(gunicorn_server.url)
     log_in(page, "dave")
-    assert "You are not a member of any case yet." in page.locator("main table").inner_text()
+    assert "You are not a member of any case yet." in page.locator("#cases").inner_text()
     assert "A-1" not in page.locator("main").inner_text()
 
     case_id = evidence_a.case_id
@@ -349,7 +349,7 @@ def test_auditor_sees_case_and_evidence_but_cannot_upload(
     page = new_page(gunicorn_server.url)
     log_in(page, "carol")
     assert page.locator("text=New case").count() == 0
-    page.click("main table a:text('A-1')")
+    page.click("#cases a:text('A-1')")
     page.wait_for_url(f"**/cases/{evidence_a.case_id}/")
     assert page.locator("h1").inner_text() == "A-1: Leaked recording"
 

@@ -43,6 +43,8 @@ def test_pages_have_no_inline_script_style_or_handler(client, alice, evidence_a)
         f"/evidence/{evidence}/",
         f"/evidence/{evidence}/report/",
         "/verify/",
+        "/search/?q=meeting",
+        "/?q=A-1",
     ]:
         response = client.get(path, follow=True)
         assert response.status_code == 200, path
