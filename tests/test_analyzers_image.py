@@ -628,7 +628,7 @@ def test_quantization_tables_and_quality(tmp_path, quality):
     assert found["jpeg_quality"]["value"] == quality
     assert found["jpeg_quality"]["standard_table"] is True
     assert found["jpeg_quality"]["uncertainty"]["value"] == 0  # exact for libjpeg's own tables:
-    assert len({image_jpeg._STD_TABLES[q, 0].tobytes() for q in range(100)}) == 100  # one table per quality
+    assert len({image_jpeg.STD_TABLES[q, 0].tobytes() for q in range(100)}) == 100  # one table per quality
     assert "standard libjpeg" in found["jpeg_quality"]["note"]
     tool = subprocess.run(
         [shutil.which("exiftool") or "exiftool", "-j", "-JPEGQualityEstimate", str(path)],

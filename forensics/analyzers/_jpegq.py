@@ -1,7 +1,7 @@
 """The JPEG quality a file was last saved at, as the condition the image indicators' rates are kept by.
 
 The luminance quantisation table of the file is compared with the tables
-Pillow's libjpeg writes for qualities 1-100 (the IJG scaling of the standard
+libjpeg writes for qualities 1-100 (image.jpeg's STD_TABLES) (the IJG scaling of the standard
 table, which most editors, phones and web services use). The nearest one
 gives the quality; ``exact`` says whether it matched entry for entry (a
 camera's own table matches only approximately). The band is the condition
@@ -11,10 +11,11 @@ key of the rate tables: "<70", "70-79", "80-89", "90-100", or "not JPEG".
 from __future__ import annotations
 
 import functools
-import io
 
 import numpy as np
 from PIL import Image
+
+from .base import finding
 
 BANDS = ((0, 69, "<70"), (70, 79, "70-79"), (80, 89, "80-89"), (90, 100, "90-100"))
 NOT_JPEG = "not JPEG"
@@ -22,15 +23,10 @@ NOT_JPEG = "not JPEG"
 
 @functools.cache
 def _reference() -> np.ndarray:
-    """Row q-1: Pillow's luminance table for quality q (in the order Pillow reports tables)."""
-    rows = []
-    tile = Image.new("L", (8, 8), 128)
-    for q in range(1, 101):
-        buf = io.BytesIO()
-        tile.save(buf, format="JPEG", quality=q)
-        with Image.open(io.BytesIO(buf.getvalue())) as im:
-            rows.append(list(im.quantization[0]))
-    return np.asarray(rows, dtype=np.float64)
+    """Row q-1: libjpeg's luminance table for quality q (image.jpeg's IJG scaling, baseline), as floats."""
+    from .image_jpeg import STD_TABLES
+
+    return STD_TABLES[:, 0, 0, :].astype(np.float64)
 
 
 def band(quality: int | None) -> str:
@@ -53,3 +49,16 @@ def estimate(im: Image.Image) -> dict:
     dist = np.abs(np.log(ref) - np.log(np.maximum(luma, 1.0))).mean(axis=1)
     q = int(np.argmin(dist)) + 1
     return {"quality": q, "exact": bool(np.array_equal(ref[q - 1], luma)), "band": band(q)}
+
+
+def quality_finding(quality: dict, note: str) -> dict:
+    """The jpeg_quality_estimate measurement of an estimate() result."""
+    return finding(
+        "jpeg_quality_estimate",
+        "measurement",
+        quality["quality"],
+        unit="IJG quality (1-100)",
+        exact=quality["exact"],
+        method="nearest of libjpeg's scaled standard luminance tables (quality 1-100)",
+        note=note,
+    )

@@ -299,14 +299,9 @@ def analyze(path, params, ctx) -> dict:
     found = detect(grey, min_inliers)
     size = im.size
     findings = [
-        finding(
-            "jpeg_quality_estimate",
-            "measurement",
-            quality["quality"],
-            unit="IJG quality (1-100)",
-            exact=quality["exact"],
-            method="nearest of libjpeg's scaled standard luminance tables (quality 1-100)",
-            note="the quality the file was last saved at; the rates of this analyzer are kept per band "
+        _jpegq.quality_finding(
+            quality,
+            "the quality the file was last saved at; the rates of this analyzer are kept per band "
             f"of it (this file: {quality['band']})",
         )
     ]

@@ -208,14 +208,9 @@ def analyze(path, params, ctx) -> dict:
     quality = res["quality"]
     history = "earlier quality found" if res["history"] is not None else "none found"
     findings = [
-        finding(
-            "jpeg_quality_estimate",
-            "measurement",
-            quality["quality"],
-            unit="IJG quality (1-100)",
-            exact=quality["exact"],
-            method="nearest of libjpeg's scaled standard luminance tables (quality 1-100)",
-            note=f"the quality the file was last saved at (band {quality['band']})",
+        _jpegq.quality_finding(
+            quality,
+            f"the quality the file was last saved at (band {quality['band']})",
         ),
         finding(
             "ghost_history_quality",

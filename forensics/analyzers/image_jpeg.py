@@ -314,7 +314,7 @@ def scale_table(base, quality: int, baseline: bool = True) -> list[int]:
     return out
 
 
-_STD_TABLES = np.array(
+STD_TABLES = np.array(
     [
         [
             [scale_table(base, q, baseline) for base in (STD_LUMINANCE, STD_CHROMINANCE)]
@@ -331,10 +331,10 @@ def estimate_quality(luma: list[int], chroma: list[int] | None) -> dict:
 
     Ties go to the lowest quality, then to the baseline (clamped at 255) variant.
     """
-    diff = np.abs(_STD_TABLES[:, :, 0, :] - np.asarray(luma, dtype=np.int64)).sum(axis=-1)
+    diff = np.abs(STD_TABLES[:, :, 0, :] - np.asarray(luma, dtype=np.int64)).sum(axis=-1)
     n = 64
     if chroma is not None:
-        diff = diff + np.abs(_STD_TABLES[:, :, 1, :] - np.asarray(chroma, dtype=np.int64)).sum(axis=-1)
+        diff = diff + np.abs(STD_TABLES[:, :, 1, :] - np.asarray(chroma, dtype=np.int64)).sum(axis=-1)
         n += 64
     index = int(np.argmin(diff.reshape(-1)))  # first minimum: lowest quality, baseline first
     q, variant = divmod(index, 2)
