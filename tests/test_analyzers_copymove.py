@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import pytest
 from PIL import Image
@@ -21,20 +19,7 @@ from forensics.analyzers import _rates, image_copymove
 from forensics.analyzers.base import AnalysisContext, AnalysisError, validate_parameters
 from forensics.evaluation import copymove, photos
 
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A small PNG whose header declares width x height pixels (the shape of a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-        + chunk(b"IEND", b"")
-    )
+from .test_analyzers_image import png_declaring
 
 
 def _run(tmp_path, data: bytes, params=None):
