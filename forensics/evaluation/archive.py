@@ -27,12 +27,11 @@ import sysconfig
 import tarfile
 import tempfile
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from . import tables
+from . import run_all, tables
 
 ANALYZER = "file.archive"
 INDICATOR = "possible_decompression_bomb"
@@ -192,11 +191,7 @@ def _jobs(quick: bool) -> list[tuple[str, str, str, int]]:
 
 def evaluate(quick: bool, jobs: int) -> dict:
     work = _jobs(quick)
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            results = list(pool.map(_run_one, work))
-    else:
-        results = [_run_one(j) for j in work]
+    results = run_all(_run_one, work, jobs)
     rows = []
     for fmt in FORMATS:
         mine = [r for r in results if r["format"] == fmt]

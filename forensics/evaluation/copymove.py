@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import math
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -31,7 +30,7 @@ from PIL import Image
 from forensics.analyzers import _jpegq
 from forensics.analyzers import image_copymove as analyzer
 
-from . import photos, stats
+from . import photos, run_all, stats
 from .tables import rate_row
 
 ANALYZER = analyzer.NAME
@@ -241,10 +240,7 @@ def run_cases(quick: bool, jobs: int) -> list[dict]:
     else:
         count, negatives = FULL["per_cell"] * len(CELLS), FULL["negatives_per_band"] * len(QUALITY_BANDS)
     work = [("forged", s) for s in range(count)] + [("untouched", s) for s in range(negatives)]
-    if jobs <= 1:
-        return [case(*w) for w in work]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_run, work, chunksize=4))
+    return run_all(_run, work, jobs, chunksize=4)
 
 
 def summarise(results: list[dict]) -> dict:

@@ -25,14 +25,13 @@ on the even seeds, its reliability table computed on the odd seeds.
 from __future__ import annotations
 
 import io
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
 
 from forensics.analyzers import image_ghost as analyzer
 
-from . import photos, stats
+from . import photos, run_all, stats
 from .copymove import _bbox, _shape_mask, calibration_map, iou
 from .tables import rate_row
 
@@ -140,10 +139,7 @@ def run_cases(quick: bool, jobs: int) -> list[dict]:
     else:
         count, negatives = FULL["per_cell"] * len(CELLS), FULL["negatives_per_band"] * len(FINAL_BANDS)
     work = [("spliced", s) for s in range(count)] + [("untouched", s) for s in range(negatives)]
-    if jobs <= 1:
-        return [case(*w) for w in work]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_run, work, chunksize=4))
+    return run_all(_run, work, jobs, chunksize=4)
 
 
 def summarise(results: list[dict]) -> dict:
