@@ -36,8 +36,8 @@ LIMITS = [
     "unreliable for files under about 4 KiB.",
     "TLSH needs at least 50 bytes with enough variety of byte values; otherwise it is reported "
     "as not computable.",
-    "Fuzzy hashes are computed only up to the size set by fuzzy_max_mib (they run at about "
-    "60 MB/s each on the reference machine); larger files get cryptographic hashes only.",
+    "Fuzzy hashes are computed only up to the size set by fuzzy_max_mib (they are much slower than "
+    "the cryptographic ones: bench/analyses.py measures them); larger files get cryptographic hashes only.",
 ]
 PARAMETERS = {
     "fuzzy_max_mib": {
