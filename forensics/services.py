@@ -214,10 +214,10 @@ def request_all_analyses(
     """Every applicable analyzer, with its default parameters, on one item (or every item of the case).
 
     Returns (requested, skipped); each skipped one is {"evidence", "name",
-    "analyzer", "kind", "reason"} (kind: a key of SKIP_REASONS): an analyzer with a parameter that has no default
-    (the reference recording of audio.context: which one is for a person to
-    choose), or a run of the same version and parameters already queued,
-    running or succeeded. Analyzers that do not read the item's type are
+    "analyzer", "kind", "reason"} (kind: a key of SKIP_REASONS): an analyzer
+    with a parameter that has no default (the reference recording of
+    audio.context: which one is for a person to choose), or a run of the same
+    version and parameters already queued, running or succeeded. Analyzers that do not read the item's type are
     neither requested nor listed. Permission is checked once; the requests
     go in one transaction, one log entry each (as request_analysis writes).
     """
