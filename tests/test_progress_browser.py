@@ -50,6 +50,12 @@ def test_run_all_then_watch_the_statuses_change_without_reload(
     assert "queued" in progress.inner_text()
     page.evaluate("window.notReloaded = true")
 
+    # The failing analysis's own page, open alongside: it reloads itself once done.
+    single = page.context.new_page()
+    single.goto(f"/analyses/{failing.pk}/")
+    assert single.locator("#status [data-field=status]").inner_text() == "queued"
+    assert single.locator("#error").count() == 0
+
     worker = start_worker(tmp_path / "worker.log")
     try:
         # A selector, not a script: the page's CSP allows no eval.
@@ -67,6 +73,10 @@ def test_run_all_then_watch_the_statuses_change_without_reload(
     assert "test.digest failed: the input was refused on purpose" in text
     assert page.locator("#analysis-progress progress").evaluate("(p) => p.value === p.max")
 
+    expect(single.locator("#error")).to_have_text("the input was refused on purpose")
+    assert single.evaluate("window.notReloaded") is None  # this one was reloaded
+
+    page.bring_to_front()  # a tab in the background draws no frame to take
     shot = tmp_path / "run-all-progress.png"
     page.screenshot(path=str(shot), full_page=True)
     width, height = png_size(shot)
