@@ -74,7 +74,7 @@ def case_list(request):
             "cases": cases,
             "q": q,
             "filters": filters,
-            "filtered": bool(q) or any(v not in (None, "", False) for v in filters.cleaned_data.values()),
+            "filtered": bool(q) or any(request.GET.get(name) for name in filters.fields),
             "waiting": waiting,
             "recent": recent,
             "running": running,
