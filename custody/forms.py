@@ -56,3 +56,32 @@ class TransferForm(forms.Form):
 
 class TransferDecisionForm(forms.Form):
     note = forms.CharField(max_length=1000, required=False, label="Note (recorded in the log)")
+
+
+class CaseFilterForm(forms.Form):
+    """The case list's filters (GET), combined with its ``q`` search; every field is optional."""
+
+    MEDIA = [("", "any"), ("audio/", "audio"), ("image/", "images"), ("video/", "video"), ("text/", "text")]
+
+    mine = forms.ChoiceField(
+        choices=[("", "all I can see"), ("member", "I am a member of"), ("created", "I created")],
+        required=False,
+        label="Cases",
+    )
+    media = forms.ChoiceField(choices=MEDIA, required=False, label="With items of type")
+    handover = forms.BooleanField(required=False, label="With a handover waiting")
+    analyses = forms.ChoiceField(
+        choices=[("", "any"), ("pending", "queued or running"), ("failed", "failed")],
+        required=False,
+        label="With analyses",
+    )
+    since = forms.DateField(
+        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(required=False, label="to", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "must not be before the start date")
+        return data

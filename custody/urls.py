@@ -60,7 +60,16 @@ urlpatterns = [
     path(
         "evidence/<uuid:evidence_id>/analyses/", forensics_views.request_for_evidence, name="evidence-analyse"
     ),
+    path(
+        "evidence/<uuid:evidence_id>/analyses/all/",
+        forensics_views.request_all_for_evidence,
+        name="evidence-analyse-all",
+    ),
+    path("evidence/<uuid:evidence_id>/status.json", forensics_views.evidence_status, name="evidence-status"),
     path("cases/<uuid:case_id>/analyses/", forensics_views.request_for_case, name="case-analyse"),
+    path("cases/<uuid:case_id>/analyses/all/", forensics_views.request_all_for_case, name="case-analyse-all"),
+    path("cases/<uuid:case_id>/status.json", forensics_views.case_status, name="case-status"),
+    path("analyses/<uuid:analysis_id>/status.json", forensics_views.analysis_status, name="analysis-status"),
     path("analyses/<uuid:analysis_id>/", forensics_views.analysis_detail, name="analysis-detail"),
     path(
         "analyses/<uuid:analysis_id>/envelope/", forensics_views.analysis_envelope, name="analysis-envelope"
@@ -124,6 +133,16 @@ urlpatterns = [
         "api/v1/cases/<str:case_id>/analyses/",
         forensics_api.CaseAnalysesView.as_view(),
         name="api-case-analyses",
+    ),
+    path(
+        "api/v1/evidence/<str:evidence_id>/analyses/all/",
+        forensics_api.EvidenceAllAnalysesView.as_view(),
+        name="api-evidence-analyses-all",
+    ),
+    path(
+        "api/v1/cases/<str:case_id>/analyses/all/",
+        forensics_api.CaseAllAnalysesView.as_view(),
+        name="api-case-analyses-all",
     ),
     path(
         "api/v1/analyses/<str:analysis_id>/", forensics_api.AnalysisDetailView.as_view(), name="api-analysis"

@@ -15,6 +15,7 @@ from . import services, uploads
 from .api import evidence_file_response
 from .forms import (
     AddMemberForm,
+    CaseFilterForm,
     CaseForm,
     DownloadForm,
     EvidenceUploadForm,
@@ -49,6 +50,9 @@ def case_list(request):
     cases = visible_cases(user).select_related("created_by").order_by("reference")
     if q:
         cases = cases.filter(Q(reference__icontains=q) | Q(title__icontains=q))
+    filters = CaseFilterForm(request.GET)
+    filters.is_valid()  # a field with a bad value is reported on the page and not applied
+    cases = filter_cases(cases, user, filters.cleaned_data)
     items = visible_evidence(user)
     waiting = (
         Transfer.objects.filter(to_user=user, status=Transfer.Status.PENDING, evidence__in=items)
@@ -66,8 +70,39 @@ def case_list(request):
     return render(
         request,
         "custody/case_list.html",
-        {"cases": cases, "q": q, "waiting": waiting, "recent": recent, "running": running},
+        {
+            "cases": cases,
+            "q": q,
+            "filters": filters,
+            "filtered": bool(q) or any(request.GET.get(name) for name in filters.fields),
+            "waiting": waiting,
+            "recent": recent,
+            "running": running,
+        },
     )
+
+
+def filter_cases(cases, user, f: dict):
+    """Narrow ``cases`` (already only those ``user`` can see) by the case list's filters."""
+    from forensics.models import Analysis
+
+    if f.get("mine") == "member":
+        cases = cases.filter(membership__user=user)
+    elif f.get("mine") == "created":
+        cases = cases.filter(created_by=user)
+    if f.get("media"):
+        cases = cases.filter(evidence__media_type__istartswith=f["media"])
+    if f.get("handover"):
+        cases = cases.filter(evidence__transfers__status=Transfer.Status.PENDING)
+    if f.get("analyses") == "pending":
+        cases = cases.filter(evidence__analyses__status__in=[Analysis.Status.QUEUED, Analysis.Status.RUNNING])
+    elif f.get("analyses") == "failed":
+        cases = cases.filter(evidence__analyses__status=Analysis.Status.FAILED)
+    if f.get("since"):
+        cases = cases.filter(created_at__date__gte=f["since"])
+    if f.get("until"):
+        cases = cases.filter(created_at__date__lte=f["until"])
+    return cases.distinct()
 
 
 SEARCH_LIMIT = 100

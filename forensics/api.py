@@ -161,6 +161,60 @@ class CaseAnalysesView(APIView):
         return Response(AnalysisSerializer(rows, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
+class SkippedAnalysisSerializer(serializers.Serializer):
+    evidence = serializers.UUIDField(help_text="the item")
+    name = serializers.CharField(help_text="the item's original name")
+    analyzer = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=sorted(services.SKIP_REASONS),
+        help_text="needs_parameter: a parameter with no default (a reference to choose); "
+        "already: the same version and parameters already queued, running or succeeded",
+    )
+    reason = serializers.CharField(help_text="in plain words")
+    analysis = serializers.UUIDField(required=False, help_text="the earlier run (kind: already)")
+
+
+class AllAnalysesSerializer(serializers.Serializer):
+    requested = AnalysisSerializer(many=True)
+    skipped = SkippedAnalysisSerializer(many=True)
+
+
+def _all_analyses_response(request, case, evidence=None) -> Response:
+    requested, skipped = services.request_all_analyses(
+        actor=request.user, case=case, evidence=evidence, client=client_address(request)
+    )
+    body = {"requested": AnalysisSerializer(requested, many=True).data, "skipped": skipped}
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+ALL_DESCRIPTION = (
+    "Every installed analyzer that reads the item's media type, with its default parameters, in one "
+    "transaction (one analysis.requested log entry each). Skipped, and listed with the reason: "
+    "analyzers with a parameter that has no default (audio.context's reference recording: request "
+    "those one by one) and runs of the same analyzer version with the same parameters that are "
+    "already queued, running or succeeded. No request body."
+)
+
+
+class EvidenceAllAnalysesView(APIView):
+    """Every applicable analyzer on one item."""
+
+    @extend_schema(request=None, responses={202: AllAnalysesSerializer}, description=ALL_DESCRIPTION)
+    def post(self, request, evidence_id):
+        evidence = get_evidence_for(request, evidence_id)
+        return _all_analyses_response(request, evidence.case, evidence)
+
+
+class CaseAllAnalysesView(APIView):
+    """Every applicable analyzer on every item of a case."""
+
+    @extend_schema(
+        request=None, responses={202: AllAnalysesSerializer, **errors(400)}, description=ALL_DESCRIPTION
+    )
+    def post(self, request, case_id):
+        return _all_analyses_response(request, get_case_for(request, case_id))
+
+
 class AnalysisDetailView(APIView):
     @extend_schema(responses=AnalysisSerializer)
     def get(self, request, analysis_id):

@@ -8,6 +8,7 @@ entry in one transaction. The Celery task is a thin wrapper around
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import json
 import os
@@ -81,11 +82,29 @@ def _check_parameters(module, parameters, evidence: Evidence) -> dict:
     for name, rule in module.PARAMETERS.items():
         if rule["type"] == "evidence" and params.get(name):
             # Another item of the same case, e.g. the reference recording.
-            other = Evidence.objects.filter(pk=_uuid_or_none(params[name]), case=evidence.case).first()
+            other = (
+                Evidence.objects.filter(pk=_uuid_or_none(params[name]), case=evidence.case)
+                .exclude(pk=evidence.pk)
+                .first()
+            )
             if other is None:
                 raise ServiceError(f"parameter {name!r} must be the id of another evidence item in this case")
+            if not reference_accepts(module, rule, other.media_type):
+                raise ServiceError(
+                    f"parameter {name!r}: item {other.pk} is {other.media_type}; "
+                    f"{module.NAME} reads {', '.join(reference_types(module, rule))} there"
+                )
             params[name] = str(other.pk)
     return params
+
+
+def reference_types(module, rule: dict) -> list[str]:
+    """Media types an "evidence" parameter may name: its own "accepts", else the analyzer's ACCEPTS."""
+    return list(rule.get("accepts") or module.ACCEPTS)
+
+
+def reference_accepts(module, rule: dict, media_type: str) -> bool:
+    return any(fnmatch.fnmatch(media_type, pattern) for pattern in reference_types(module, rule))
 
 
 def _uuid_or_none(value):
@@ -114,6 +133,11 @@ def request_analysis(
     require_write(actor, evidence.case)
     module = _module_for(analyzer, evidence)
     params = _check_parameters(module, parameters, evidence)
+    return _request(actor=actor, evidence=evidence, module=module, params=params, client=client)
+
+
+def _request(*, actor: User, evidence: Evidence, module, params: dict, client: str | None) -> Analysis:
+    """Log the request and queue the run; permission and parameters are the caller's to check."""
     with transaction.atomic():
         analysis_id = uuid.uuid4()
         entry = log.append(
@@ -147,7 +171,17 @@ def request_case_analysis(
         raise ServiceError(
             f"unknown analyzer {analyzer!r}; available: {', '.join(sorted(analyzers.registry()))}"
         )
-    items = [e for e in case.evidence.order_by("received_at") if analyzers.accepts(module, e.media_type)]
+    # An item named by an "evidence" parameter (the reference recording) is
+    # not analysed against itself.
+    given = parameters if isinstance(parameters, dict) else {}
+    named = {
+        str(given[n]) for n, rule in module.PARAMETERS.items() if rule["type"] == "evidence" and n in given
+    }
+    items = [
+        e
+        for e in case.evidence.order_by("received_at")
+        if analyzers.accepts(module, e.media_type) and str(e.pk) not in named
+    ]
     if not items:
         raise ServiceError(
             f"no item in this case is of a type {analyzer} accepts ({', '.join(module.ACCEPTS)})"
@@ -157,6 +191,90 @@ def request_case_analysis(
             request_analysis(actor=actor, evidence=e, analyzer=analyzer, parameters=parameters, client=client)
             for e in items
         ]
+
+
+# What "run every applicable analyzer" does not request again: a run of the
+# same analyzer version with the same parameters that is waiting, running or done.
+_ALREADY = (Analysis.Status.QUEUED, Analysis.Status.RUNNING, Analysis.Status.SUCCEEDED)
+
+
+SKIP_REASONS = {
+    "needs_parameter": "it needs a parameter with no default (choose it in the analyzer's own form)",
+    "already": "already queued, running or succeeded with this version and the same parameters",
+}
+
+
+def _same_run_key(evidence_id, analyzer: str, version: str, params: dict) -> tuple:
+    return (str(evidence_id), analyzer, version, json.dumps(params, sort_keys=True, separators=(",", ":")))
+
+
+def request_all_analyses(
+    *, actor: User, case: Case, evidence: Evidence | None = None, client: str | None = None
+) -> tuple[list[Analysis], list[dict]]:
+    """Every applicable analyzer, with its default parameters, on one item (or every item of the case).
+
+    Returns (requested, skipped); each skipped one is {"evidence", "name",
+    "analyzer", "kind", "reason"} (kind: a key of SKIP_REASONS): an analyzer
+    with a parameter that has no default (the reference recording of
+    audio.context: which one is for a person to choose), or a run of the same
+    version and parameters already queued, running or succeeded. Analyzers that do not read the item's type are
+    neither requested nor listed. Permission is checked once; the requests
+    go in one transaction, one log entry each (as request_analysis writes).
+    """
+    require_write(actor, case)
+    if evidence is not None and evidence.case_id != case.pk:
+        raise ServiceError("the item is not in this case")
+    modules = sorted(analyzers.registry().values(), key=lambda m: m.NAME)
+    requested: list[Analysis] = []
+    skipped: list[dict] = []
+    with transaction.atomic():
+        # Locked, so two clicks at once do not both request the same runs.
+        items = list(
+            Evidence.objects.select_for_update()
+            .filter(case=case, **({"pk": evidence.pk} if evidence is not None else {}))
+            .select_related("case")
+            .order_by("received_at", "pk")
+        )
+        if not items:
+            raise ServiceError("this case has no evidence items yet")
+        done = {}
+        for row in Analysis.objects.filter(evidence__in=items, status__in=_ALREADY).order_by("requested_at"):
+            done.setdefault(
+                _same_run_key(row.evidence_id, row.analyzer, row.analyzer_version, row.parameters), row
+            )
+        for item in items:
+            for module in modules:
+                if not analyzers.accepts(module, item.media_type):
+                    continue
+                skip = {"evidence": str(item.pk), "name": item.original_name, "analyzer": module.NAME}
+                missing = [n for n, rule in module.PARAMETERS.items() if "default" not in rule]
+                if missing:
+                    skipped.append(
+                        skip
+                        | {
+                            "kind": "needs_parameter",
+                            "reason": f"needs {', '.join(missing)} (no default): "
+                            "choose it in the analyzer's own form",
+                        }
+                    )
+                    continue
+                params = validate_parameters(module.PARAMETERS, {})
+                earlier = done.get(_same_run_key(item.pk, module.NAME, module.VERSION, params))
+                if earlier is not None:
+                    skipped.append(
+                        skip
+                        | {
+                            "kind": "already",
+                            "reason": f"already {earlier.status} with version {module.VERSION} "
+                            f"and the same parameters (analysis {earlier.pk})",
+                            "analysis": str(earlier.pk),
+                        }
+                    )
+                    continue
+                requested.append(
+                    _request(actor=actor, evidence=item, module=module, params=params, client=client)
+                )
+    return requested, skipped
 
 
 def _loggable(params: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Web UI for analyses: form -> service -> redirect or template."""
+"""Web UI for analyses: form -> service -> redirect or template; the status JSON the pages poll."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from custody.permissions import (
@@ -21,11 +23,14 @@ from custody.permissions import (
 )
 from custody.services import ServiceError
 
-from . import services
+from . import analyzers, services
 from .api import AnalysisSerializer, _artifact_response, get_analysis_for
+from .forms import AnalysisParametersForm
+from .models import Analysis
 
 
 def _parameters(request) -> dict:
+    """The older form's JSON text field (still accepted: scripts may post it)."""
     raw = (request.POST.get("parameters") or "").strip()
     if not raw:
         return {}
@@ -36,48 +41,266 @@ def _parameters(request) -> dict:
     return value
 
 
-@login_required
-@require_POST
-@writers_only
-def request_for_evidence(request, evidence_id):
-    evidence = get_evidence_for(request, evidence_id)
+def _refused_form(request, form, *, evidence=None, case=None):
+    """The filled-in form again, its errors next to its fields (nothing typed is lost)."""
+    case = case or evidence.case
+    action = (
+        reverse("evidence-analyse", args=[evidence.pk])
+        if evidence
+        else reverse("case-analyse", args=[case.pk])
+    )
+    return render(
+        request,
+        "forensics/analysis_request.html",
+        {"form": form, "module": form.module, "evidence": evidence, "case": case, "action": action},
+        status=400,
+    )
+
+
+def _legacy_request(request, evidence=None, case=None):
     try:
-        analysis = services.request_analysis(
-            actor=request.user,
-            evidence=evidence,
-            analyzer=request.POST.get("analyzer", ""),
-            parameters=_parameters(request),
-            client=client_address(request),
-        )
+        if evidence is not None:
+            analysis = services.request_analysis(
+                actor=request.user,
+                evidence=evidence,
+                analyzer=request.POST.get("analyzer", ""),
+                parameters=_parameters(request),
+                client=client_address(request),
+            )
+        else:
+            rows = services.request_case_analysis(
+                actor=request.user,
+                case=case,
+                analyzer=request.POST.get("analyzer", ""),
+                parameters=_parameters(request),
+                client=client_address(request),
+            )
     except Forbidden as exc:
         raise PermissionDenied(str(exc)) from None
     except ServiceError as exc:
         messages.error(request, exc.detail)
+        return _back(evidence, case)
+    if evidence is not None:
+        messages.success(request, f"{analysis.analyzer} queued.")
+        return redirect("analysis-detail", analysis_id=analysis.pk)
+    messages.success(request, f"{len(rows)} analyses queued.")
+    return redirect("case-detail", case_id=case.pk)
+
+
+def _back(evidence=None, case=None):
+    if evidence is not None:
         return redirect("evidence-detail", evidence_id=evidence.pk)
-    messages.success(request, f"{analysis.analyzer} queued.")
-    return redirect("analysis-detail", analysis_id=analysis.pk)
+    return redirect("case-detail", case_id=case.pk)
+
+
+def _module_or_message(request, name: str, media_types) -> object | None:
+    module = analyzers.get(name)
+    if module is None:
+        messages.error(
+            request, f"unknown analyzer {name!r}; available: {', '.join(sorted(analyzers.registry()))}"
+        )
+        return None
+    if not any(analyzers.accepts(module, t) for t in media_types):
+        messages.error(request, f"{name} does not read {', '.join(sorted(media_types)) or 'any item here'}")
+        return None
+    return module
+
+
+@login_required
+@require_POST
+@writers_only
+def request_for_evidence(request, evidence_id):
+    """One analyzer on one item, with the parameters of its form (forensics/forms.py)."""
+    evidence = get_evidence_for(request, evidence_id)
+    if "parameters" in request.POST:
+        return _legacy_request(request, evidence=evidence)
+    module = _module_or_message(request, request.POST.get("analyzer", ""), {evidence.media_type})
+    if module is None:
+        return _back(evidence)
+    form = AnalysisParametersForm(module, case=evidence.case, subject=evidence, data=request.POST)
+    if form.is_valid():
+        try:
+            analysis = services.request_analysis(
+                actor=request.user,
+                evidence=evidence,
+                analyzer=module.NAME,
+                parameters=form.parameters(),
+                client=client_address(request),
+            )
+        except Forbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        except ServiceError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            messages.success(request, f"{analysis.analyzer} queued.")
+            return redirect("analysis-detail", analysis_id=analysis.pk)
+    return _refused_form(request, form, evidence=evidence)
 
 
 @login_required
 @require_POST
 @writers_only
 def request_for_case(request, case_id):
+    """One analyzer on every item of the case it reads, with the parameters of its form."""
     case = get_case_for(request, case_id)
+    if "parameters" in request.POST:
+        return _legacy_request(request, case=case)
+    media_types = set(case.evidence.values_list("media_type", flat=True))
+    module = _module_or_message(request, request.POST.get("analyzer", ""), media_types)
+    if module is None:
+        return _back(case=case)
+    form = AnalysisParametersForm(module, case=case, data=request.POST)
+    if form.is_valid():
+        try:
+            rows = services.request_case_analysis(
+                actor=request.user,
+                case=case,
+                analyzer=module.NAME,
+                parameters=form.parameters(),
+                client=client_address(request),
+            )
+        except Forbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        except ServiceError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            messages.success(request, f"{module.NAME}: {len(rows)} analyses queued.")
+            return redirect("case-detail", case_id=case.pk)
+    return _refused_form(request, form, case=case)
+
+
+def _names(values, limit=5) -> str:
+    values = list(values)
+    shown = ", ".join(values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _say_run_all(request, requested, skipped) -> None:
+    """One message for what was queued, one per analyzer and kind of reason for what was skipped."""
+    if requested:
+        by_analyzer: dict[str, list[str]] = {}
+        for a in requested:
+            by_analyzer.setdefault(a.analyzer, []).append(a.evidence.original_name)
+        one_item = len({a.evidence_id for a in requested}) == 1
+        parts = [name if one_item else f"{name} ({len(items)} items)" for name, items in by_analyzer.items()]
+        messages.success(request, f"{len(requested)} queued: {', '.join(parts)}.")
+    else:
+        messages.info(request, "Nothing new to run.")
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for s in skipped:
+        grouped.setdefault((s["analyzer"], s["kind"]), []).append(s)
+    for (analyzer, _), rows in grouped.items():
+        reason = rows[0]["reason"] if len(rows) == 1 else services.SKIP_REASONS[rows[0]["kind"]]
+        messages.warning(request, f"Skipped {analyzer} on {_names(r['name'] for r in rows)}: {reason}.")
+
+
+@login_required
+@require_POST
+@writers_only
+def request_all_for_evidence(request, evidence_id):
+    """Every applicable analyzer on the item, with default parameters."""
+    evidence = get_evidence_for(request, evidence_id)
     try:
-        rows = services.request_case_analysis(
-            actor=request.user,
-            case=case,
-            analyzer=request.POST.get("analyzer", ""),
-            parameters=_parameters(request),
-            client=client_address(request),
+        requested, skipped = services.request_all_analyses(
+            actor=request.user, case=evidence.case, evidence=evidence, client=client_address(request)
         )
     except Forbidden as exc:
         raise PermissionDenied(str(exc)) from None
     except ServiceError as exc:
         messages.error(request, exc.detail)
     else:
-        messages.success(request, f"{len(rows)} analyses queued.")
+        _say_run_all(request, requested, skipped)
+    return redirect("evidence-detail", evidence_id=evidence.pk)
+
+
+@login_required
+@require_POST
+@writers_only
+def request_all_for_case(request, case_id):
+    """Every applicable analyzer on every item of the case, with default parameters."""
+    case = get_case_for(request, case_id)
+    try:
+        requested, skipped = services.request_all_analyses(
+            actor=request.user, case=case, client=client_address(request)
+        )
+    except Forbidden as exc:
+        raise PermissionDenied(str(exc)) from None
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        _say_run_all(request, requested, skipped)
     return redirect("case-detail", case_id=case.pk)
+
+
+# --- live status (static/custody/progress.js polls these) ---------------------
+
+PENDING = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
+CASE_STATUS_LIMIT = 100
+
+
+def _status_row(a: Analysis, now) -> dict:
+    row = {
+        "id": str(a.pk),
+        "evidence": str(a.evidence_id),
+        "analyzer": a.analyzer,
+        "version": a.analyzer_version,
+        "status": a.status,
+        "attempts": a.attempts,
+        "url": reverse("analysis-detail", args=[a.pk]),
+        "requested_at": a.requested_at.isoformat(),
+        "started_at": a.started_at.isoformat() if a.started_at else None,
+        "finished_at": a.finished_at.isoformat() if a.finished_at else None,
+        # Seconds so far (running) or taken (finished): analyzers report no
+        # fraction done, so this is what "how far along" can honestly say.
+        "elapsed_s": None,
+        "error": a.error or None,
+    }
+    if a.started_at:
+        row["elapsed_s"] = round(((a.finished_at or now) - a.started_at).total_seconds(), 1)
+    return row
+
+
+def case_analyses(case, limit: int = CASE_STATUS_LIMIT) -> list[Analysis]:
+    """The case's analyses as its page lists them: every queued or running one, then the latest others."""
+    rows = Analysis.objects.filter(evidence__case=case).select_related("evidence", "requested_by")
+    pending = list(rows.filter(status__in=PENDING).order_by("-requested_at"))
+    rest = list(rows.exclude(status__in=PENDING).order_by("-requested_at")[: max(0, limit - len(pending))])
+    return sorted(pending + rest, key=lambda a: a.requested_at, reverse=True)
+
+
+def _status_response(rows) -> JsonResponse:
+    now = timezone.now()
+    rows = list(rows)
+    counts = {s: 0 for s in Analysis.Status.values}
+    for a in rows:
+        counts[a.status] += 1
+    response = JsonResponse(
+        {
+            "pending": counts["queued"] + counts["running"],
+            "counts": counts,
+            "analyses": [_status_row(a, now) for a in rows],
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def evidence_status(request, evidence_id):
+    """The item's analyses and where each stands, as JSON; no log entry (it is a list, like the API's)."""
+    evidence = get_evidence_for(request, evidence_id)
+    return _status_response(evidence.analyses.order_by("requested_at"))
+
+
+@login_required
+def case_status(request, case_id):
+    case = get_case_for(request, case_id)
+    return _status_response(case_analyses(case))
+
+
+@login_required
+def analysis_status(request, analysis_id):
+    return _status_response([get_analysis_for(request.user, analysis_id)])
 
 
 @login_required

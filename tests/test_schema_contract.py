@@ -184,6 +184,10 @@ def test_every_operation_answers_as_the_schema_says(
         as_alice.post(f"/api/v1/cases/{case}/analyses/", {"analyzer": "test.digest"}, format="json"),
         202,
     )
+    check(schema, as_alice.post(f"/api/v1/evidence/{ev}/analyses/all/"), 202)
+    check(schema, as_carol.post(f"/api/v1/evidence/{ev}/analyses/all/"), 403)
+    check(schema, as_alice.post(f"/api/v1/cases/{case}/analyses/all/"), 202)
+    check(schema, as_dave.post(f"/api/v1/cases/{case}/analyses/all/"), 404)
     result = check(schema, as_alice.get(f"/api/v1/analyses/{analysis}/"), 200).json()
     artifact = result["artifacts"][0]["sha256"]
     check(schema, as_alice.get(f"/api/v1/analyses/{analysis}/artifacts/{artifact}/"), 200)

@@ -119,12 +119,29 @@
     return null;
   }
 
+  // The plain form: the browser sends it and the server answers with the
+  // evidence page, or this page again with the reason it was refused (the
+  // form's error list). Until then, say that it is on its way; the bar is
+  // indeterminate (no value): the browser gives no upload progress for a
+  // plain form submission.
+  function plain(file) {
+    if (!file) return;
+    bar.removeAttribute("value");
+    bar.hidden = false;
+    say("Sending " + file.size.toLocaleString() + " bytes; the server hashes them as they arrive…");
+    // Back to this page from the browser's history: not sending any more.
+    window.addEventListener("pageshow", () => {
+      bar.hidden = true;
+      say("");
+    });
+  }
+
   form.addEventListener("submit", async (event) => {
     const file = form.elements.file.files[0];
     const threshold = Number(form.dataset.resumableFrom || Infinity);
-    if (!file || file.size < threshold) return; // the plain form
+    if (!file || file.size < threshold) return plain(file); // the plain form
     const metadata = metadataFor(file);
-    if (metadata.length > MAX_METADATA) return; // a very long description: the plain form carries it
+    if (metadata.length > MAX_METADATA) return plain(file); // a very long description: the plain form carries it
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
