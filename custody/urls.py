@@ -1,4 +1,4 @@
-from csp.constants import UNSAFE_INLINE
+from csp.constants import NONCE, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
@@ -20,6 +20,14 @@ for _model in (TOTPDevice, StaticDevice):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
+# The audio player (wavesurfer.js, static/vendor/) writes its styles into a
+# <style> element in its shadow root and gives that element the nonce it is
+# handed (its cspNonce option; static/custody/player.js reads it from the
+# page). The pages with a player allow inline styles that carry this
+# response's nonce, and no others; a page that shows no player does not ask
+# for the nonce and keeps style-src 'self' alone.
+player_csp = csp_update({"style-src": [NONCE]})
+
 urlpatterns = [
     # Web UI
     path("", views.case_list, name="case-list"),
@@ -39,7 +47,8 @@ urlpatterns = [
     path("cases/new/", views.case_create, name="case-create"),
     path("cases/<uuid:case_id>/", views.case_detail, name="case-detail"),
     path("cases/<uuid:case_id>/members/", views.case_add_member, name="case-add-member"),
-    path("evidence/<uuid:evidence_id>/", views.evidence_detail, name="evidence-detail"),
+    path("evidence/<uuid:evidence_id>/", player_csp(views.evidence_detail), name="evidence-detail"),
+    path("evidence/<uuid:evidence_id>/media/", views.evidence_media, name="evidence-media"),
     path("evidence/<uuid:evidence_id>/download/", views.evidence_download, name="evidence-download"),
     path("evidence/<uuid:evidence_id>/receipt/", views.evidence_receipt, name="evidence-receipt"),
     path("evidence/<uuid:evidence_id>/transfer/", views.evidence_transfer, name="evidence-transfer"),
@@ -62,6 +71,7 @@ urlpatterns = [
     ),
     path("cases/<uuid:case_id>/analyses/", forensics_views.request_for_case, name="case-analyse"),
     path("analyses/<uuid:analysis_id>/", forensics_views.analysis_detail, name="analysis-detail"),
+    path("analyses/<uuid:analysis_id>/listen/", player_csp(views.analysis_compare), name="analysis-compare"),
     path(
         "analyses/<uuid:analysis_id>/envelope/", forensics_views.analysis_envelope, name="analysis-envelope"
     ),
