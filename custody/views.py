@@ -425,9 +425,11 @@ def evidence_media(request, evidence_id):
     response["Content-Disposition"] = "inline"
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "no-store, private"
-    # Only this site's pages may embed the bytes, and they run nothing.
+    # Only this site's pages may embed the bytes. Opened on its own (the
+    # page's links without JavaScript), the browser's media document may load
+    # the recording or picture itself and nothing else, and runs no script.
     response["Cross-Origin-Resource-Policy"] = "same-origin"
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Content-Security-Policy"] = "default-src 'none'; media-src 'self'; img-src 'self'"
     return response
 
 

@@ -109,12 +109,15 @@ if (root) {
       if (element === leader && !element.paused) follow();
     });
   }
-  root.addEventListener("click", (event) => {
-    const link = event.target.closest("[data-seek-clip]");
+  // The alignment table's links: play that recording from there (the other follows).
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("[data-seek-clip], [data-seek-reference]");
     if (!link) return;
     event.preventDefault();
-    clip.currentTime = Number(link.dataset.seekClip);
-    clip.play().catch(() => {});
+    const [element, seconds] =
+      "seekClip" in link.dataset ? [clip, link.dataset.seekClip] : [reference, link.dataset.seekReference];
+    element.currentTime = Number(seconds);
+    element.play().catch(() => {});
   });
   root.dataset.ready = "1";
 }

@@ -62,13 +62,22 @@ export function enhance(box, markers = []) {
     cursorWidth: 2,
     dragToSeek: true,
     cspNonce: box.dataset.cspNonce || undefined,
-    plugins: [
-      regions,
-      TimelinePlugin.create({ height: 18 }),
-      SpectrogramPlugin.create({ labels: true, height: 160, useWebWorker: false }),
-    ],
+    plugins: [regions, SpectrogramPlugin.create({ labels: true, height: 160, useWebWorker: false })],
   });
-  wavesurfer.on("decode", () => {
+  let timeline = null;
+  wavesurfer.on("decode", (duration) => {
+    // The time axis, labelled about ten times whatever the length.
+    const step = tick(duration / 10);
+    timeline?.destroy();
+    timeline = wavesurfer.registerPlugin(
+      TimelinePlugin.create({
+        height: 20,
+        timeInterval: step / 5, // seconds between ticks
+        primaryLabelInterval: step, // seconds between labels
+        secondaryLabelInterval: 0,
+        formatTimeCallback: (s) => (step < 1 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`),
+      }),
+    );
     regions.clearRegions();
     markers.forEach((marker, i) => {
       const region = regions.addRegion({
@@ -96,6 +105,12 @@ export function enhance(box, markers = []) {
     say(status, `The waveform could not be drawn (${error.message || error}); the player still plays.`),
   );
   return { audio, wavesurfer, regions };
+}
+
+// A round step (1, 2 or 5 times a power of ten) of at least `seconds`.
+function tick(seconds) {
+  const power = 10 ** Math.floor(Math.log10(Math.max(seconds, 0.01)));
+  return [1, 2, 5, 10].map((k) => k * power).find((step) => step >= seconds);
 }
 
 export function seekAndPlay(audio, seconds) {
