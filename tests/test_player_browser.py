@@ -98,7 +98,7 @@ def current_time(page, selector: str) -> float:
     return page.eval_on_selector(selector, "a => a.currentTime")
 
 
-def test_listen_and_jump_to_a_marker(gunicorn_server, alice, case_a, new_page, shots, tmp_path):
+def test_listen_and_jump_to_a_marker(gunicorn_server, alice, case_a, browser, new_page, shots, tmp_path):
     samples = concat(tone(440, 1.5, 16000), silence(0.5, 16000), tone(660, 1.5, 16000))
     evidence = item(
         api_client_for(alice),
@@ -145,6 +145,23 @@ def test_listen_and_jump_to_a_marker(gunicorn_server, alice, case_a, new_page, s
     # All those range requests: no log entry beyond the page view.
     assert LogEntry.objects.filter(evidence=evidence, action="evidence.viewed").count() == views
     assert errors == []
+
+    # Without JavaScript: the plain player, and a time link opens the recording there.
+    context = browser.new_context(base_url=gunicorn_server.url, java_script_enabled=False)
+    try:
+        plain = context.new_page()
+        log_in(plain, "alice")
+        plain.goto(f"/evidence/{evidence.pk}/")
+        assert plain.locator("#player-audio[controls]").count() == 1
+        assert plain.locator("#player-waveform canvas").count() == 0
+        link = plain.locator("#marker-list li").filter(has_text="silence_run").locator("a")
+        assert link.get_attribute("href").endswith(f"#t={marker['start']}")
+        with plain.expect_response(lambda r: "/media/" in r.url) as answer:
+            link.click()
+        assert answer.value.status in (200, 206)
+        assert answer.value.headers["content-type"] == "audio/wav"
+    finally:
+        context.close()
 
 
 def jpeg(size=(320, 240)) -> bytes:
