@@ -139,9 +139,13 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, end)
 
 
-def read_range(handle, byte_range: ByteRange, chunk_size: int = 64 * 1024):
-    """Yield the bytes of ``byte_range`` from an open binary file, in chunks; close it at the end."""
-    try:
+def read_range(open_file, byte_range: ByteRange, chunk_size: int = 64 * 1024):
+    """Yield the bytes of ``byte_range``, in chunks, from the file ``open_file()`` opens.
+
+    The file is opened on the first chunk and closed after the last, so an
+    answer whose body is never sent (HEAD) holds no open file.
+    """
+    with open_file() as handle:
         handle.seek(byte_range.start)
         remaining = byte_range.length
         while remaining > 0:
@@ -150,5 +154,3 @@ def read_range(handle, byte_range: ByteRange, chunk_size: int = 64 * 1024):
                 break
             remaining -= len(chunk)
             yield chunk
-    finally:
-        handle.close()

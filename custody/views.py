@@ -413,10 +413,8 @@ def evidence_media(request, evidence_id):
         if size == 0:
             response = HttpResponse(b"", status=200)
         else:
-            handle = blob_store().open(evidence.blob_id)
-            response = StreamingHttpResponse(
-                media.read_range(handle, part), status=206 if byte_range else 200
-            )
+            chunks = media.read_range(lambda: blob_store().open(evidence.blob_id), part)
+            response = StreamingHttpResponse(chunks, status=206 if byte_range else 200)
             response["Content-Length"] = str(part.length)
             if byte_range:
                 response["Content-Range"] = f"bytes {part.start}-{part.end}/{size}"

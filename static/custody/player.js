@@ -72,7 +72,7 @@ export function enhance(box, markers = []) {
     timeline = wavesurfer.registerPlugin(
       TimelinePlugin.create({
         height: 20,
-        timeInterval: step / 5, // seconds between ticks
+        timeInterval: step / 2, // seconds between ticks
         primaryLabelInterval: step, // seconds between labels
         secondaryLabelInterval: 0,
         formatTimeCallback: (s) => (step < 1 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`),
@@ -80,12 +80,15 @@ export function enhance(box, markers = []) {
     );
     regions.clearRegions();
     markers.forEach((marker, i) => {
+      // A span over (nearly) the whole recording (a coverage measure) is only
+      // tinted faintly, so it does not hide the waveform or the others.
+      const whole = marker.end - marker.start >= 0.95 * duration;
       const region = regions.addRegion({
         id: `marker-${i}`,
         start: marker.start,
         end: marker.end,
         content: marker.label,
-        color: COLOURS[marker.class] || "rgba(90, 90, 90, 0.2)",
+        color: whole ? "rgba(90, 90, 90, 0.06)" : COLOURS[marker.class] || "rgba(90, 90, 90, 0.2)",
         drag: false,
         resize: false,
       });
