@@ -8,6 +8,8 @@ entries beyond the page view.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
 import json
@@ -20,12 +22,15 @@ from PIL import Image
 from custody import media
 from custody.models import LogEntry
 from custody.storage import blob_store
+from custody.urls import WAVESURFER_STYLE_HASH
 from forensics import markers, services
 from forensics.markers import Result
 
 from .audio_fixtures import concat, silence, tone, write_wav
-from .conftest import upload
+from .conftest import ROOT, upload
 from .test_analyses import _wav, meeting_and_clip
+
+PLAYER_JS = ROOT / "static/custody/player.js"
 
 # --- markers (pure) -------------------------------------------------------------
 
@@ -373,19 +378,29 @@ def test_audio_page_carries_markers_and_the_player(client, alice, clip):
     assert client.get(f"/analyses/{analysis.pk}/listen/").status_code == 404
 
 
-def test_page_with_a_player_allows_only_its_own_nonce_for_styles(client, alice, clip):
+def test_page_with_a_player_allows_only_the_players_stylesheet(client, alice, clip):
     client.force_login(alice)
-    response = client.get(f"/evidence/{clip.pk}/")
-    policy = response["Content-Security-Policy"]
-    style = next(d for d in policy.split(";") if d.strip().startswith("style-src"))
-    nonce = re.search(r"'nonce-([^']+)'", style).group(1)
-    assert "unsafe-inline" not in policy and f'data-csp-nonce="{nonce}"' in response.content.decode()
-    assert "script-src 'self'" in policy and "nonce" not in next(
-        d for d in policy.split(";") if d.strip().startswith("script-src")
-    )
+    policy = client.get(f"/evidence/{clip.pk}/")["Content-Security-Policy"]
+    directives = {d.split()[0]: d.split()[1:] for d in policy.split(";") if d.strip()}
+    assert directives["style-src"] == ["'self'", WAVESURFER_STYLE_HASH]
+    assert directives["script-src"] == ["'self'"]
+    assert "unsafe-inline" not in policy
     # A page without a player keeps style-src 'self' alone.
-    other = client.get("/")["Content-Security-Policy"]
-    assert "nonce" not in other
+    assert "sha256-" not in client.get("/")["Content-Security-Policy"]
+
+
+def test_the_allowed_hash_is_that_of_the_vendored_players_stylesheet():
+    """wavesurfer.js writes this template, with the waveform height filled in, into its shadow root."""
+    source = (ROOT / "static/vendor/wavesurfer/wavesurfer.esm.js").read_text()
+    match = re.search(r"<style[^>]*>(.*?)</style>", source, re.DOTALL)
+    assert match, "wavesurfer no longer writes a <style> element: drop the hash from custody/urls.py"
+    height = re.search(r"height: (\d+), // part of the shadow-root stylesheet", PLAYER_JS.read_text()).group(
+        1
+    )
+    text = re.sub(r"\$\{this\.getHeight\([^}]*\)\}", height, match.group(1).replace("\\n", "\n"))
+    assert "${" not in text, "the stylesheet has a new interpolation: fill it in here"
+    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    assert WAVESURFER_STYLE_HASH == f"'sha256-{digest}'", "put this hash in custody/urls.py"
 
 
 def test_side_by_side_page_logs_a_view_of_both_recordings(client, alice, as_alice, case_a, carol):

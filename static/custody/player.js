@@ -5,10 +5,10 @@
 // with one region per time span the analyses named; clicking a region, or
 // any element with data-seek="<seconds>" on the page, plays from there.
 //
-// CSP: no inline script or style. wavesurfer writes its own stylesheet into
-// its shadow root, carrying the nonce the page hands it in data-csp-nonce
-// (custody/urls.py allows that nonce on the pages with a player); everything
-// else is styled from static/custody/viewer.css or through the CSSOM.
+// CSP: no inline script or style. wavesurfer writes one fixed stylesheet into
+// its shadow root, which the pages with a player allow by its hash
+// (custody/urls.py; the hash covers the height below: change both together);
+// everything else is styled from static/custody/viewer.css or through the CSSOM.
 import WaveSurfer from "../vendor/wavesurfer/wavesurfer.esm.js";
 import RegionsPlugin from "../vendor/wavesurfer/plugins/regions.esm.js";
 import SpectrogramPlugin from "../vendor/wavesurfer/plugins/spectrogram.esm.js";
@@ -54,14 +54,13 @@ export function enhance(box, markers = []) {
     container: target,
     media: audio,
     url: audio.currentSrc || audio.src,
-    height: 96,
+    height: 96, // part of the shadow-root stylesheet custody/urls.py allows by hash
     normalize: true,
     waveColor: "#6b7b8c",
     progressColor: "#1f3b57",
     cursorColor: "#b22222",
     cursorWidth: 2,
     dragToSeek: true,
-    cspNonce: box.dataset.cspNonce || undefined,
     plugins: [regions, SpectrogramPlugin.create({ labels: true, height: 160, useWebWorker: false })],
   });
   let timeline = null;
