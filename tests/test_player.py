@@ -412,6 +412,10 @@ def test_side_by_side_page_logs_a_view_of_both_recordings(client, alice, as_alic
     assert f"/analyses/{analysis.pk}/listen/" in client.get(f"/analyses/{analysis.pk}/").content.decode()
     assert f"/analyses/{analysis.pk}/listen/" in client.get(f"/evidence/{leak.pk}/").content.decode()
     views = {e.pk: views_and_downloads(e) for e in (ref, leak)}
+    # A link on another site gets a page that asks first, and logs nothing.
+    asked = client.get(f"/analyses/{analysis.pk}/listen/", HTTP_SEC_FETCH_SITE="cross-site")
+    assert b'id="confirm-open"' in asked.content and b"<audio" not in asked.content
+    assert {e.pk: views_and_downloads(e) for e in (ref, leak)} == views
     page = client.get(f"/analyses/{analysis.pk}/listen/").content.decode()
     assert {e.pk: views_and_downloads(e) for e in (ref, leak)} == {k: v + 1 for k, v in views.items()}
     assert 'id="clip-audio"' in page and 'id="reference-audio"' in page and 'id="alignment"' in page
