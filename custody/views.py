@@ -406,3 +406,102 @@ def verify_page(request):
     sha256 = (request.GET.get("sha256") or "").strip().lower().removeprefix("sha256:")
     public = publication.public_results(sha256) if is_sha256_hex(sha256) else None
     return render(request, "public/verify.html", {"public": public, "sha256": sha256})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def evidence_media(request, evidence_id):
+    """The evidence bytes for the page's player or image viewer, inline, with HTTP Range for seeking.
+
+    Not logged here: the URL carries a token that only a logged view of the
+    evidence page mints (custody/media.py), for this user and this item, valid
+    for an hour; every range the player asks for is covered by that entry.
+    Only audio the browser plays and raster images are served; anything else
+    (HTML, SVG, PDF...) is refused, so the bytes never run as a page here.
+    """
+    from django.http import HttpResponse, StreamingHttpResponse
+
+    from . import media
+    from .storage import blob_store
+
+    evidence = get_evidence_for(request, evidence_id)
+    try:
+        media.check_token(request.GET.get("t", ""), request.user.pk, evidence.pk)
+    except media.BadToken as exc:
+        # Plain text: the project's 403 page speaks of read-only roles, which is not the reason here.
+        return HttpResponse(str(exc), status=403, content_type="text/plain; charset=utf-8")
+    if not media.servable(evidence.media_type):
+        return HttpResponse(
+            f"{evidence.media_type} is not shown in the browser: download it instead.",
+            status=415,
+            content_type="text/plain; charset=utf-8",
+        )
+    size = evidence.blob.size
+    try:
+        byte_range = media.parse_range(request.headers.get("Range"), size)
+    except media.Unsatisfiable:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+    else:
+        whole = media.ByteRange(0, size - 1)
+        part = byte_range or whole
+        if size == 0:
+            response = HttpResponse(b"", status=200)
+        else:
+            chunks = media.read_range(lambda: blob_store().open(evidence.blob_id), part)
+            response = StreamingHttpResponse(chunks, status=206 if byte_range else 200)
+            response["Content-Length"] = str(part.length)
+            if byte_range:
+                response["Content-Range"] = f"bytes {part.start}-{part.end}/{size}"
+        response["Content-Type"] = media.content_type(evidence.media_type)
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store, private"
+    # Only this site's pages may embed the bytes. Opened on its own (the
+    # page's links without JavaScript), the browser's media document may load
+    # the recording or picture itself and nothing else, and runs no script.
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    response["Content-Security-Policy"] = "default-src 'none'; media-src 'self'; img-src 'self'"
+    return response
+
+
+@login_required
+def analysis_compare(request, analysis_id):
+    """The clip and the reference of an ``audio.context`` result, played in step along the alignment.
+
+    Both recordings' bytes are played here, so opening the page logs a view
+    of each (``evidence.viewed``), which covers the two players' media tokens.
+    """
+    from django.db import transaction
+    from django.http import Http404
+
+    from forensics import markers
+    from forensics.api import get_analysis_for
+    from forensics.templatetags.media_viewers import audio_context
+
+    if from_another_site(request):
+        return render(request, "custody/confirm_open.html", {"url": request.path})
+    analysis = get_analysis_for(request.user, analysis_id)
+    predicate = markers.predicate_of(analysis) if analysis.analyzer == markers.CONTEXT_ANALYZER else None
+    segments = markers.alignment(predicate) if predicate else []
+    reference_id = markers.reference_id(predicate) if predicate else None
+    if not segments or reference_id is None:
+        raise Http404("this analysis has no alignment to play")
+    clip = get_evidence_for(request, analysis.evidence_id)
+    reference = get_evidence_for(request, reference_id)
+    with transaction.atomic():
+        for item in (clip, reference):
+            services.record_view(actor=request.user, evidence=item, client=client_address(request))
+    return render(
+        request,
+        "forensics/context_compare.html",
+        {
+            "analysis": analysis,
+            "clip": clip,
+            "reference": reference,
+            "clip_media": audio_context(request.user, clip),
+            "reference_media": audio_context(request.user, reference, results=[]),
+            "alignment": {"segments": segments},
+        },
+    )
