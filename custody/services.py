@@ -34,7 +34,7 @@ from .models import (
     User,
 )
 from .permissions import Forbidden, require_investigator_or_admin, require_write, visible_cases
-from .storage import BlobStoreUnavailable, blob_store, hash_stored
+from .storage import BlobError, BlobStoreUnavailable, blob_store, hash_stored
 
 INTAKE_PREDICATE_TYPE = projection.INTAKE_PREDICATE_TYPE
 MAX_NAME_LENGTH = 255
@@ -440,6 +440,9 @@ def receive_evidence(
         # Before the transaction: no evidence, no log entry, no receipt.
         upload.close()
         raise store_unavailable(exc, "nothing was stored") from None
+    except BlobError as exc:  # a store that cannot keep evidence safely (see check_blob_store)
+        upload.close()
+        raise ServiceError(f"the evidence store refused the upload, nothing was stored: {exc}", 500) from None
     # The receipt is signed under the log head's lock (it names the entry's
     # index); the key is loaded before it, as its first load in a process
     # runs scrypt (~0.5 s) and would hold up every other appender.
