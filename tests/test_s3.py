@@ -209,7 +209,9 @@ def test_locked_object_cannot_be_replaced_and_fixity_rehashes_what_the_store_ret
 # --- the store down ------------------------------------------------------------------
 
 
-def test_store_down_intake_answers_503_and_keeps_nothing(as_alice, case_a, own_seaweed, own_s3_settings):
+def test_store_down_intake_answers_503_and_keeps_nothing(
+    as_alice, alice, client, case_a, own_seaweed, own_s3_settings
+):
     body = upload(as_alice, case_a, b"stored before the outage").json()
     evidence = Evidence.objects.get(pk=body["id"])
     entries, items = LogEntry.objects.count(), Evidence.objects.count()
@@ -226,6 +228,10 @@ def test_store_down_intake_answers_503_and_keeps_nothing(as_alice, case_a, own_s
     response = as_alice.get(f"/api/v1/evidence/{body['id']}/content/", {"reason": "court"})
     assert response.status_code == 503 and response["Retry-After"]
     assert LogEntry.objects.count() == entries
+    client.force_login(alice)  # the web page's download: back to the item, with the reason why
+    response = client.post(f"/evidence/{body['id']}/download/", {"reason": "court"}, follow=True)
+    assert b"evidence store is unavailable" in response.content
+    assert not LogEntry.objects.filter(action="evidence.downloaded").exists()
 
     # Fixity says the store was unavailable, not that the bytes are corrupt.
     assert not services.check_fixity(evidence=evidence)
