@@ -26,7 +26,9 @@ import os
 import secrets
 import stat
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
@@ -274,9 +276,11 @@ def hash_stored(sha256: str) -> tuple[dict[str, str], int]:
 # --- S3 ---------------------------------------------------------------------
 
 # A single PUT up to this size (the store checks the whole object's SHA-256);
-# above it a multipart upload, each part's SHA-256 checked by the store.
+# above it a multipart upload, each part's SHA-256 checked by the store, a
+# few parts sent at once.
 S3_SINGLE_PUT_MAX = 16 * 1024 * 1024
-S3_PART_SIZE = 16 * 1024 * 1024
+S3_PART_SIZE = 8 * 1024 * 1024
+S3_PARTS_IN_FLIGHT = 3
 S3_MAX_PARTS = 10_000
 # Answers that mean "the store is not serving now", not "this blob is bad".
 _UNAVAILABLE_CODES = {
@@ -571,24 +575,22 @@ class S3BlobStore:
         try:
             whole = hashlib.sha256()
             parts = []
-            with open(source, "rb") as f:
+            # A few parts in flight, so the store's latency overlaps the reading
+            # and hashing of the next one; memory holds S3_PARTS_IN_FLIGHT parts.
+            with open(source, "rb") as f, ThreadPoolExecutor(S3_PARTS_IN_FLIGHT) as pool:
+                pending: deque = deque()
                 number = 1
                 while part := f.read(part_size):
                     whole.update(part)
                     checksum = _b64_sha256(part)
-                    with self._calling(f"uploading part {number}", key):
-                        answer = self.client.upload_part(
-                            Bucket=self.bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            PartNumber=number,
-                            Body=part,
-                            ChecksumAlgorithm="SHA256",
-                            ChecksumSHA256=checksum,
-                        )
-                    parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum})
-                    number += 1
+                    sent = pool.submit(self._upload_part, key, upload_id, number, part, checksum)
+                    pending.append((number, checksum, sent))
                     del part
+                    number += 1
+                    if len(pending) == S3_PARTS_IN_FLIGHT:
+                        parts.append(self._part_sent(*pending.popleft()))
+                while pending:
+                    parts.append(self._part_sent(*pending.popleft()))
             if whole.hexdigest() != sha256.lower():
                 raise BlobError(f"{source} no longer hashes to {sha256}: not stored")
             arguments = {
@@ -609,6 +611,24 @@ class S3BlobStore:
         finally:
             if not done:
                 self._abort(key, upload_id)
+
+    @staticmethod
+    def _part_sent(number: int, checksum: str, sent) -> dict:
+        """The part's entry for completing the upload, once the store took it (its failure raised here)."""
+        return {"PartNumber": number, "ETag": sent.result(), "ChecksumSHA256": checksum}
+
+    def _upload_part(self, key: str, upload_id: str, number: int, part: bytes, checksum: str) -> str:
+        """Send one part with its SHA-256 (the store refuses it if the bytes differ); returns its ETag."""
+        with self._calling(f"uploading part {number}", key):
+            return self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=part,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )["ETag"]
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Drop a multipart upload's parts (best effort: a store that is down keeps them until it expires them)."""
