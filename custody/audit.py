@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 
 from . import merkle, projection, signing
-from .hashing import hash_file, sha256_file
 from .models import Blob, Checkpoint, LogEntry, LogHead, TreeNode
 from .replay import Replay
-from .storage import blob_store
+from .storage import BlobStoreUnavailable, blob_store, hash_stream, sha256_stream
 
 BATCH = 5000
 
@@ -405,11 +404,13 @@ def _verify_blobs(report: Report) -> None:
     store = blob_store()
     for sha256, sha1, md5, size in _stream(Blob.objects.order_by("sha256"), "sha256", "sha1", "md5", "size"):
         report.blobs += 1
-        path = store.path(sha256)
         try:
-            digests, actual_size = hash_file(path)
+            digests, actual_size = hash_stream(store.open(sha256))
         except FileNotFoundError:
             report.problem(f"blob {sha256}: file is missing")
+            continue
+        except BlobStoreUnavailable as exc:
+            report.problem(f"blob {sha256}: store unavailable, not checked ({exc})")
             continue
         if (digests["sha256"], digests["sha1"], digests["md5"], actual_size) != (sha256, sha1, md5, size):
             report.problem(f"blob {sha256}: content no longer matches its recorded digests")
@@ -430,9 +431,12 @@ def _verify_blobs(report: Report) -> None:
 def _verify_named_blob(report: Report, store, sha256: str, label: str) -> None:
     report.blobs += 1
     try:
-        actual = sha256_file(store.path(sha256))
+        actual = sha256_stream(store.open(sha256))
     except FileNotFoundError:
         report.problem(f"{label}: file is missing")
+        return
+    except BlobStoreUnavailable as exc:
+        report.problem(f"{label}: store unavailable, not checked ({exc})")
         return
     if actual != sha256:
         report.problem(f"{label}: content no longer matches its name")

@@ -32,7 +32,7 @@ from django.template.loader import render_to_string
 
 from . import keys, log, signing, timestamps, witnessing
 from .models import Checkpoint, Evidence, LogEntry, SigningKey, TrustRoot
-from .storage import blob_store
+from .storage import LocalBlobStore, blob_store
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,19 @@ def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str |
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _copy_blob(sha256: str, target: Path) -> None:
+    """Put blob ``sha256`` in the bag: a hard link to a local blob, else streamed from the store."""
+    store = blob_store()
+    if isinstance(store, LocalBlobStore):
+        try:
+            os.link(store.path(sha256), target)
+            return
+        except OSError:
+            pass
+    with store.open(sha256) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
+
+
 def _witnessed_for_export(checkpoint: Checkpoint) -> Checkpoint | None:
     """The newest checkpoint a witness quorum cosigned, at or beyond the export's (asking them now).
 
@@ -142,11 +155,7 @@ def _write_payload(
     _json(root / "receipt.dsse.json", evidence.receipt)
     if include_file:
         (root / "evidence").mkdir()
-        target = root / "evidence" / blob.sha256
-        try:
-            os.link(blob_store().path(blob.sha256), target)
-        except OSError:
-            shutil.copyfile(blob_store().path(blob.sha256), target)
+        _copy_blob(blob.sha256, root / "evidence" / blob.sha256)
 
     (root / "log").mkdir()
     (root / "log" / "checkpoint.txt").write_text(witnessing.cosigned_note(checkpoint), encoding="utf-8")
@@ -221,9 +230,7 @@ def _write_payload(
         artifacts = []
         for artifact in analysis.artifacts.all():
             ext = mimetypes.guess_extension(artifact.media_type) or ".bin"
-            shutil.copyfile(
-                blob_store().path(artifact.blob_id), folder / "artifacts" / f"{artifact.blob_id}{ext}"
-            )
+            _copy_blob(artifact.blob_id, folder / "artifacts" / f"{artifact.blob_id}{ext}")
             artifacts.append(
                 {
                     "name": artifact.name,

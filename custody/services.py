@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import cosign, keys, limits, log, projection, signing, trustroot
-from .hashing import hash_file, is_sha256_hex
+from .hashing import is_sha256_hex
 from .models import (
     ApiToken,
     Blob,
@@ -34,7 +34,7 @@ from .models import (
     User,
 )
 from .permissions import Forbidden, require_investigator_or_admin, require_write, visible_cases
-from .storage import blob_store
+from .storage import BlobError, BlobStoreUnavailable, blob_store, hash_stored
 
 INTAKE_PREDICATE_TYPE = projection.INTAKE_PREDICATE_TYPE
 MAX_NAME_LENGTH = 255
@@ -47,6 +47,17 @@ class ServiceError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.status = status
+
+
+# Seconds a client is told to wait (Retry-After) when the blob store is down.
+STORE_RETRY_AFTER = 30
+
+
+def store_unavailable(exc: BlobStoreUnavailable, outcome: str) -> ServiceError:
+    """The 503 for a blob store that did not answer; ``outcome`` says what (not) happened."""
+    error = ServiceError(f"the evidence store is unavailable, {outcome}; try again later ({exc})", status=503)
+    error.retry_after = STORE_RETRY_AFTER
+    return error
 
 
 # --- accounts and cases -----------------------------------------------------
@@ -423,7 +434,15 @@ def receive_evidence(
     # The blob is written before the transaction: it is content-addressed,
     # so a failed transaction leaves at most an unreferenced copy of bytes
     # that were received, never a record without its bytes.
-    blob_store().put_file(path, digests["sha256"], upload.size)
+    try:
+        blob_store().put_file(path, digests["sha256"], upload.size)
+    except BlobStoreUnavailable as exc:
+        # Before the transaction: no evidence, no log entry, no receipt.
+        upload.close()
+        raise store_unavailable(exc, "nothing was stored") from None
+    except BlobError as exc:  # a store that cannot keep evidence safely (see check_blob_store)
+        upload.close()
+        raise ServiceError(f"the evidence store refused the upload, nothing was stored: {exc}", 500) from None
     # The receipt is signed under the log head's lock (it names the entry's
     # index); the key is loaded before it, as its first load in a process
     # runs scrypt (~0.5 s) and would hold up every other appender.
@@ -507,7 +526,16 @@ def open_for_download(*, actor: User, evidence: Evidence, reason: str = "", clie
         client=client,
         reason=reason,
     )
-    return blob_store().open(evidence.blob_id)
+    try:
+        return blob_store().open(evidence.blob_id)
+    except BlobStoreUnavailable as exc:
+        # Raised inside the transaction: the download is not logged.
+        raise store_unavailable(exc, "the download did not start") from None
+
+
+def _store_unavailable_fixity(exc: BlobStoreUnavailable) -> dict:
+    # Not "corrupt": the bytes could not be read, so they were not checked.
+    return {"ok": False, "error": f"store unavailable, the stored bytes were not checked ({exc})"}
 
 
 def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
@@ -515,9 +543,9 @@ def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
     # Hash outside the transaction: on SQLite a transaction holds the write
     # lock from its start, and hashing gigabytes must not block intake.
     blob = evidence.blob
-    path = blob_store().path(blob.sha256)
     try:
-        digests, size = hash_file(path)
+        # What the store returns now, re-hashed (for S3, the object's bytes as served).
+        digests, size = hash_stored(blob.sha256)
         ok = (digests["sha256"], digests["sha1"], digests["md5"], size) == (
             blob.sha256,
             blob.sha1,
@@ -527,6 +555,8 @@ def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
         details = {"ok": ok, "sha256": digests["sha256"], "size": size}
     except FileNotFoundError:
         ok, details = False, {"ok": False, "error": "blob file is missing"}
+    except BlobStoreUnavailable as exc:
+        ok, details = False, _store_unavailable_fixity(exc)
     with transaction.atomic():
         log.append("fixity.checked", actor=actor, case=evidence.case, evidence=evidence, details=details)
     return ok
@@ -538,9 +568,13 @@ def check_fixity(*, evidence: Evidence, actor: User | None = None) -> bool:
 def _fixity(evidence: Evidence) -> dict:
     """Re-hash the stored bytes before a handover step (outside any transaction)."""
     try:
-        digests, size = hash_file(blob_store().path(evidence.blob_id))
+        digests, size = hash_stored(evidence.blob_id)
     except FileNotFoundError:
         return {"ok": False, "error": "blob file is missing"}
+    except BlobStoreUnavailable as exc:
+        raise store_unavailable(
+            exc, "the bytes could not be re-checked and nothing was handed over"
+        ) from None
     ok = digests["sha256"] == evidence.blob_id and size == evidence.blob.size
     return {"ok": ok, "sha256": digests["sha256"], "size": size}
 

@@ -12,7 +12,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from custody.storage import private_dir  # pure module: no Django settings needed
+from custody.storage import BlobError, parse_blob_store, private_dir  # pure module: no Django settings needed
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -332,6 +332,21 @@ except PermissionError as exc:
     ) from None
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 CUSTODY_BLOB_DIR = DATA_DIR / "blobs"
+# Where evidence, artifacts and signed statements are kept: empty for the
+# directory above, or s3://bucket/prefix for an S3-compatible object store
+# (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, as boto3 reads
+# them; README, "Object storage").
+CUSTODY_BLOB_STORE = os.getenv("CUSTODY_BLOB_STORE", "")
+try:
+    parse_blob_store(CUSTODY_BLOB_STORE)
+except BlobError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+CUSTODY_S3_ENDPOINT_URL = os.getenv("CUSTODY_S3_ENDPOINT_URL") or os.getenv("AWS_ENDPOINT_URL") or None
+CUSTODY_S3_REGION = os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION") or None
+# COMPLIANCE retention of each object in a bucket with Object Lock (nobody,
+# not even the account's root, can delete it or shorten it before then).
+CUSTODY_S3_RETENTION_DAYS = env_int("CUSTODY_S3_RETENTION_DAYS", 3650)
+CUSTODY_S3_MAX_ATTEMPTS = env_int("CUSTODY_S3_MAX_ATTEMPTS", 3)
 # Resumable (tus) uploads in progress; on the blobs' filesystem, so a finished
 # upload is hard-linked into the store, not copied.
 CUSTODY_RESUMABLE_DIR = DATA_DIR / "resumable"

@@ -1,6 +1,12 @@
-"""Content-addressed, write-once blob storage on a local directory.
+"""Content-addressed, write-once blob storage: a local directory or an S3 bucket.
 
-A blob lives at ``sha256/ab/cd/<hex>`` and is never overwritten or deleted by
+``blob_store()`` is the configured store (``CUSTODY_BLOB_STORE``: empty for
+the directory under the data dir, ``s3://bucket/prefix`` for S3BlobStore);
+both answer the BlobStore protocol. Callers read bytes with ``open`` (a
+stream) or, when a tool needs a file path, ``local_copy`` (the blob's own
+file, or a verified private temporary copy of the object).
+
+On disk, a blob lives at ``sha256/ab/cd/<hex>`` and is never overwritten or deleted by
 the application, with one exception: a stored file that no longer hashes to
 its name (damaged) is replaced by good bytes when the same content arrives
 again. Storing is a hard link from the upload's temporary file, which sits on
@@ -10,15 +16,24 @@ concurrent uploads of the same bytes cannot clobber each other.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as dt
 import functools
 import hashlib
 import logging
 import os
 import secrets
 import stat
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
 
-from .hashing import is_sha256_hex
+from .hashing import MultiHasher, is_sha256_hex
 
 logger = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
@@ -30,6 +45,38 @@ BLOB_MODE = stat.S_IRUSR  # 0400
 
 class BlobError(Exception):
     pass
+
+
+class BlobStoreUnavailable(BlobError):
+    """The store did not answer (down, unreachable, overloaded): nothing about the blob is known."""
+
+
+class BlobMismatch(BlobError):
+    """The stored bytes no longer hash to the blob's name."""
+
+    def __init__(self, sha256: str, actual: str):
+        super().__init__(f"the stored bytes of blob {sha256} now hash to {actual}")
+        self.sha256, self.actual = sha256, actual
+
+
+class BlobStore(Protocol):
+    """What every blob store offers. A missing blob raises FileNotFoundError; a store down, BlobStoreUnavailable."""
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def open(self, sha256: str) -> BinaryIO:
+        """A binary stream of the stored bytes, as the store returns them (not re-hashed)."""
+
+    def local_copy(self, sha256: str, verify: bool = True) -> contextlib.AbstractContextManager[Path]:
+        """A local file of the blob for the ``with`` block; with ``verify``, BlobMismatch unless it hashes to its name."""
+
+    def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
+        """Store the file (hashed by the caller) as ``sha256``; False if it was stored already."""
+
+    def put_bytes(self, data: bytes, sha256: str) -> bool: ...
+
+    def describe(self) -> str:
+        """Where the blobs are, for messages."""
 
 
 def fsync_dir(path: Path | str) -> None:
@@ -93,6 +140,19 @@ class LocalBlobStore:
 
     def open(self, sha256: str):
         return open(self.path(sha256), "rb")
+
+    def describe(self) -> str:
+        return f"directory {self.root}"
+
+    @contextlib.contextmanager
+    def local_copy(self, sha256: str, verify: bool = True) -> Iterator[Path]:
+        """The blob's own file (no copy), re-hashed first with ``verify``."""
+        path = self.path(sha256)
+        if verify:
+            actual = sha256_stream(open(path, "rb"))
+            if actual != sha256.lower():
+                raise BlobMismatch(sha256, actual)
+        yield path
 
     def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
         """Store the file at ``source`` (already hashed by the caller) as blob ``sha256``.
@@ -186,9 +246,427 @@ class LocalBlobStore:
         return digest.hexdigest() == sha256.lower()
 
 
+def sha256_stream(f: BinaryIO) -> str:
+    """SHA-256 of a stream, read to its end and closed."""
+    digest = hashlib.sha256()
+    with f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_stream(f: BinaryIO) -> tuple[dict[str, str], int]:
+    """({algorithm: hex}, size) of a stream (the fixity hashes), read to its end and closed."""
+    hasher = MultiHasher()
+    try:
+        with f:
+            while chunk := f.read(_CHUNK):
+                hasher.update(chunk)
+    except BaseException:
+        hasher.abort()
+        raise
+    return hasher.hexdigests(), hasher.size
+
+
+def hash_stored(sha256: str) -> tuple[dict[str, str], int]:
+    """Re-hash what the configured store returns for blob ``sha256``: ({algorithm: hex}, size)."""
+    return hash_stream(blob_store().open(sha256))
+
+
+# --- S3 ---------------------------------------------------------------------
+
+# A single PUT up to this size (the store checks the whole object's SHA-256);
+# above it a multipart upload, each part's SHA-256 checked by the store, a
+# few parts sent at once.
+S3_SINGLE_PUT_MAX = 16 * 1024 * 1024
+S3_PART_SIZE = 8 * 1024 * 1024
+S3_PARTS_IN_FLIGHT = 3
+S3_MAX_PARTS = 10_000
+# Answers that mean "the store is not serving now", not "this blob is bad".
+_UNAVAILABLE_CODES = {
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "RequestTimeout",
+    "503",
+    "500",
+    "502",
+    "504",
+}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class _ObjectReader:
+    """A read-only stream over an S3 object's body; store failures while reading become BlobStoreUnavailable."""
+
+    def __init__(self, body, size: int, key: str):
+        self._body, self.size, self.key = body, size, key
+
+    def read(self, size: int = -1) -> bytes:
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except (BotoCoreError, HTTPError, OSError) as exc:
+            raise BlobStoreUnavailable(f"reading {self.key} from the object store failed: {exc}") from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class S3BlobStore:
+    """Blobs as objects ``<prefix>/sha256/<ab>/<hex>`` of an S3 bucket, written once and locked.
+
+    Each upload carries SHA-256 checksums the store checks before it keeps
+    anything (the whole object's for a single PUT, each part's for a multipart
+    upload, whose whole-file digest is re-checked here while the parts are
+    read). ``If-None-Match: *`` makes the write conditional on the key being
+    free. A bucket with Object Lock gets every object in COMPLIANCE retention
+    for ``retention_days``; a bucket without it must be versioned, so an
+    overwrite adds a version and never destroys the original. A bucket with
+    neither is refused.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        retention_days: int = 3650,
+        max_attempts: int = 3,
+        temp_dir: str | os.PathLike | None = None,
+    ):
+        if not bucket:
+            raise BlobError("an S3 blob store needs a bucket name (s3://bucket/prefix)")
+        if retention_days < 1:
+            raise BlobError(f"CUSTODY_S3_RETENTION_DAYS must be at least 1, got {retention_days}")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint_url, self.region = endpoint_url or None, region or None
+        self.retention_days, self.max_attempts = retention_days, max_attempts
+        self.temp_dir = temp_dir
+        self._protection: str | None = None  # "object-lock" or "versioning", once checked
+        self._conditional_put = True  # If-None-Match honoured, until the store says otherwise
+
+    def describe(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return f"{where} at {self.endpoint_url}" if self.endpoint_url else where
+
+    @functools.cached_property
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": self.max_attempts, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            # The checksums sent are the SHA-256 ones set below, not botocore's default CRC.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"},
+        )
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+        )
+
+    def key(self, sha256: str) -> str:
+        if not is_sha256_hex(sha256):
+            raise BlobError(f"not a SHA-256 hex digest: {sha256!r}")
+        sha256 = sha256.lower()
+        name = f"sha256/{sha256[:2]}/{sha256}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    # -- errors
+
+    @contextlib.contextmanager
+    def _calling(self, what: str, key: str | None = None):
+        """Translate the client's failures: missing -> FileNotFoundError, store down -> BlobStoreUnavailable."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if key is not None and (code in _MISSING_CODES or status == 404):
+                raise FileNotFoundError(f"{self.describe()}: no object {key}") from None
+            if code in _UNAVAILABLE_CODES or (status or 0) >= 500:
+                raise BlobStoreUnavailable(f"{what} on {self.describe()} failed: {exc}") from exc
+            raise
+        except NoCredentialsError as exc:
+            raise BlobError(
+                f"{self.describe()}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            ) from exc
+        except BotoCoreError as exc:  # connection refused, timeouts, closed connections
+            raise BlobStoreUnavailable(f"{what} on {self.describe()} failed: {exc}") from exc
+
+    # -- the bucket's guarantees
+
+    def protection(self) -> str:
+        """ "object-lock" or "versioning" (checked once); BlobError naming what is missing otherwise."""
+        if self._protection is None:
+            self._protection = self.check()["protection"]
+        return self._protection
+
+    def check(self) -> dict:
+        """What the bucket offers: {"protection", "retention_days", "versioning"}; BlobError if it is not enough."""
+        from botocore.exceptions import ClientError
+
+        with self._calling("checking the bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status in (403, 404):
+                    raise BlobError(
+                        f"bucket {self.bucket!r} does not exist or these credentials may not use it "
+                        f"({self.describe()}, HTTP {status})"
+                    ) from None
+                raise
+            versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
+            try:
+                lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                locked = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                    raise
+                locked = False  # ObjectLockConfigurationNotFoundError, or not implemented by the store
+        if locked:
+            protection = "object-lock"
+        elif versioning == "Enabled":
+            protection = "versioning"
+        else:
+            raise BlobError(
+                f"bucket {self.bucket!r} has neither Object Lock nor versioning enabled: evidence there "
+                "could be overwritten or deleted. Create it with Object Lock (preferred: each blob is then "
+                "kept in COMPLIANCE retention) or at least enable versioning."
+            )
+        return {"protection": protection, "retention_days": self.retention_days, "versioning": versioning}
+
+    def _lock_arguments(self) -> dict:
+        if self.protection() != "object-lock":
+            return {}
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
+        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+
+    # -- reading
+
+    def exists(self, sha256: str) -> bool:
+        key = self.key(sha256)
+        try:
+            with self._calling("HEAD", key):
+                self.client.head_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def open(self, sha256: str) -> _ObjectReader:
+        """The object's bytes as the store streams them (never held whole)."""
+        key = self.key(sha256)
+        with self._calling("GET", key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        return _ObjectReader(answer["Body"], answer["ContentLength"], key)
+
+    @contextlib.contextmanager
+    def local_copy(self, sha256: str, verify: bool = True) -> Iterator[Path]:
+        """The object fetched into a private temporary file (re-hashed while fetched), removed afterwards."""
+        fd, name = tempfile.mkstemp(prefix=f"blob-{sha256[:16]}-", dir=self.temp_dir)
+        path = Path(name)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, self.open(sha256) as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.chmod(path, BLOB_MODE)
+            if verify and digest.hexdigest() != sha256.lower():
+                raise BlobMismatch(sha256, digest.hexdigest())
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    # -- writing
+
+    def put_bytes(self, data: bytes, sha256: str) -> bool:
+        if hashlib.sha256(data).hexdigest() != sha256.lower():
+            raise BlobError(f"these {len(data)} bytes do not hash to {sha256}")
+        key = self.key(sha256)
+        if self.exists(sha256):
+            return False
+        return self._put_object(key, data, _b64_sha256(data))
+
+    def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
+        """Upload the file at ``source`` as object ``sha256``, unless it is there already.
+
+        ``source`` is left in place for its owner to delete (it is not needed
+        once this returns). The file's SHA-256 is the object's name: a single
+        PUT carries it for the store to check; a multipart upload carries each
+        part's, and the whole is re-hashed here before the upload is completed.
+        """
+        key = self.key(sha256)
+        if self.exists(sha256):
+            # Written once: a damaged object is not replaced (a lock forbids it);
+            # fixity and verify_log report it.
+            return False
+        if size <= S3_SINGLE_PUT_MAX:
+            with open(source, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != sha256.lower():
+                raise BlobError(f"{source} no longer hashes to {sha256}: not stored")
+            return self._put_object(key, data, _b64_sha256(data))
+        return self._put_multipart(key, source, sha256, size)
+
+    def _put_object(self, key: str, body: bytes, checksum: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        arguments = {"Bucket": self.bucket, "Key": key, "Body": body, "ChecksumSHA256": checksum}
+        arguments.update(self._lock_arguments())
+        with self._calling("PUT", key):
+            try:
+                self._conditionally(self.client.put_object, arguments)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                    return False  # stored meanwhile by a concurrent upload of the same bytes
+                raise
+        return True
+
+    def _conditionally(self, call, arguments: dict):
+        """``call`` with If-None-Match: * (write once), or without it on a store that does not implement it."""
+        from botocore.exceptions import ClientError
+
+        if self._conditional_put:
+            try:
+                return call(**arguments, IfNoneMatch="*")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NotImplemented":
+                    raise
+                logger.warning("%s does not implement If-None-Match: relying on HEAD first", self.describe())
+                self._conditional_put = False
+        return call(**arguments)
+
+    def _put_multipart(self, key: str, source, sha256: str, size: int) -> bool:
+        from botocore.exceptions import ClientError
+
+        part_size = max(S3_PART_SIZE, -(-size // S3_MAX_PARTS))
+        with self._calling("starting a multipart upload", key):
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **self._lock_arguments()
+            )["UploadId"]
+        done = False
+        try:
+            whole = hashlib.sha256()
+            parts = []
+            # A few parts in flight, so the store's latency overlaps the reading
+            # and hashing of the next one; memory holds S3_PARTS_IN_FLIGHT parts.
+            with open(source, "rb") as f, ThreadPoolExecutor(S3_PARTS_IN_FLIGHT) as pool:
+                pending: deque = deque()
+                number = 1
+                while part := f.read(part_size):
+                    whole.update(part)
+                    checksum = _b64_sha256(part)
+                    sent = pool.submit(self._upload_part, key, upload_id, number, part, checksum)
+                    pending.append((number, checksum, sent))
+                    del part
+                    number += 1
+                    if len(pending) == S3_PARTS_IN_FLIGHT:
+                        parts.append(self._part_sent(*pending.popleft()))
+                while pending:
+                    parts.append(self._part_sent(*pending.popleft()))
+            if whole.hexdigest() != sha256.lower():
+                raise BlobError(f"{source} no longer hashes to {sha256}: not stored")
+            arguments = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            with self._calling("completing a multipart upload", key):
+                try:
+                    self._conditionally(self.client.complete_multipart_upload, arguments)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                        return False
+                    raise
+            done = True
+            return True
+        finally:
+            if not done:
+                self._abort(key, upload_id)
+
+    @staticmethod
+    def _part_sent(number: int, checksum: str, sent) -> dict:
+        """The part's entry for completing the upload, once the store took it (its failure raised here)."""
+        return {"PartNumber": number, "ETag": sent.result(), "ChecksumSHA256": checksum}
+
+    def _upload_part(self, key: str, upload_id: str, number: int, part: bytes, checksum: str) -> str:
+        """Send one part with its SHA-256 (the store refuses it if the bytes differ); returns its ETag."""
+        with self._calling(f"uploading part {number}", key):
+            return self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=part,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )["ETag"]
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload's parts (best effort: a store that is down keeps them until it expires them)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("could not abort the multipart upload of %s: %s", key, exc)
+
+
+def parse_blob_store(url: str) -> tuple[str, str, str]:
+    """CUSTODY_BLOB_STORE -> ("file", "", "") or ("s3", bucket, prefix); BlobError for anything else."""
+    url = (url or "").strip()
+    if url in ("", "file"):
+        return "file", "", ""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise BlobError(
+            f"CUSTODY_BLOB_STORE must be empty (the data directory) or s3://bucket/prefix, got {url!r}"
+        )
+    return "s3", parts.netloc, parts.path.strip("/")
+
+
 @functools.cache
-def blob_store() -> LocalBlobStore:
+def blob_store() -> BlobStore:
     """The configured store, built on first use (never at import time)."""
     from django.conf import settings
 
+    kind, bucket, prefix = parse_blob_store(settings.CUSTODY_BLOB_STORE)
+    if kind == "s3":
+        return S3BlobStore(
+            bucket,
+            prefix,
+            endpoint_url=settings.CUSTODY_S3_ENDPOINT_URL,
+            region=settings.CUSTODY_S3_REGION,
+            retention_days=settings.CUSTODY_S3_RETENTION_DAYS,
+            max_attempts=settings.CUSTODY_S3_MAX_ATTEMPTS,
+            temp_dir=settings.FILE_UPLOAD_TEMP_DIR,
+        )
     return LocalBlobStore(settings.CUSTODY_BLOB_DIR)

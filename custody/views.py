@@ -198,7 +198,7 @@ def case_detail(request, case_id):
                 )
             except services.ServiceError as exc:
                 form.add_error(None, exc.detail)
-                status = exc.status if exc.status == 413 else 400
+                status = exc.status if exc.status in (413, 503) else 400
             else:
                 messages.success(request, f"Received {evidence.original_name}: sha256 {evidence.sha256}")
                 return redirect("evidence-detail", evidence_id=evidence.pk)
@@ -368,9 +368,13 @@ def evidence_download(request, evidence_id):
     if not form.is_valid():
         messages.error(request, "Give a reason for the download; it is recorded in the custody log.")
         return redirect("evidence-detail", evidence_id=evidence.pk)
-    return evidence_file_response(
-        request.user, evidence, form.cleaned_data["reason"], client_address(request)
-    )
+    try:
+        return evidence_file_response(
+            request.user, evidence, form.cleaned_data["reason"], client_address(request)
+        )
+    except services.ServiceError as exc:  # the blob store is down: nothing was logged
+        messages.error(request, exc.detail)
+        return redirect("evidence-detail", evidence_id=evidence.pk)
 
 
 @login_required

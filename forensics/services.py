@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 from django.conf import settings
@@ -25,11 +26,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from custody import keys, log, projection, signing
-from custody.hashing import sha256_file
 from custody.models import Case, Evidence, SigningKey, User
 from custody.permissions import require_write
 from custody.services import ServiceError
-from custody.storage import blob_store
+from custody.storage import BlobMismatch, BlobStoreUnavailable, blob_store
 
 from . import analyzers, publication, sandbox
 from .analyzers.base import (
@@ -335,20 +335,26 @@ def run_analysis(analysis_id, worker: str) -> str:
     module = analyzers.get(analysis.analyzer)
     started = timezone.now()
     beat = _Heartbeat(analysis)
+    inputs = ExitStack()  # local copies of the stored inputs
     beat.start()
     try:
         if module is None or module.VERSION != analysis.analyzer_version:
             return fail(
                 analysis, f"analyzer {analysis.analyzer} {analysis.analyzer_version} is not installed here"
             )
-        path = blob_store().path(evidence.blob_id)
-        # The bytes analysed must be the bytes received: re-hash before use.
+        # The bytes analysed must be the bytes received: a local file of the
+        # blob (from an object store, a private temporary copy) re-hashed
+        # before use, kept until the run ends.
         try:
-            actual = sha256_file(path)
+            path = inputs.enter_context(blob_store().local_copy(evidence.blob_id))
         except FileNotFoundError:
             return fail(analysis, "the stored evidence file is missing")
-        if actual != evidence.blob_id:
-            return fail(analysis, f"the stored bytes no longer match the evidence's SHA-256 (now {actual})")
+        except BlobMismatch as exc:
+            return fail(
+                analysis, f"the stored bytes no longer match the evidence's SHA-256 (now {exc.actual})"
+            )
+        except BlobStoreUnavailable as exc:
+            return retry_or_fail(analysis, f"the blob store is unavailable: {exc}")
         params = dict(analysis.parameters)
         with tempfile.TemporaryDirectory(
             prefix=f"analysis-{analysis.pk}-{analysis.attempts}-", dir=settings.FILE_UPLOAD_TEMP_DIR
@@ -361,7 +367,7 @@ def run_analysis(analysis_id, worker: str) -> str:
             )
             time_limit, memory_limit = limits_for(module)
             try:
-                call_params = _resolve_evidence_parameters(module, params, ctx)
+                call_params = _resolve_evidence_parameters(module, params, ctx, inputs)
                 # In a child process, so that no input can outlive its time
                 # limit, exhaust the worker's memory or take the worker down.
                 output, ctx = sandbox.run(
@@ -372,9 +378,9 @@ def run_analysis(analysis_id, worker: str) -> str:
                     time_limit=time_limit,
                     memory_limit=memory_limit,
                 )
-            except sandbox.ChildDied as exc:
+            except (sandbox.ChildDied, BlobStoreUnavailable) as exc:
                 # Perhaps the machine, not the input (the OOM killer takes the
-                # largest process): another attempt, up to the cap.
+                # largest process; a store down): another attempt, up to the cap.
                 return retry_or_fail(analysis, str(exc))
             except AnalysisError as exc:
                 return fail(analysis, str(exc) or exc.__class__.__name__)
@@ -382,8 +388,10 @@ def run_analysis(analysis_id, worker: str) -> str:
                 return fail(analysis, "the analysis ran out of memory")
             except Exception as exc:  # a bug or an input the analyzer did not foresee
                 return fail(analysis, f"analyzer error: {exc.__class__.__name__}: {exc}")
+        inputs.close()  # the input copies go before the results are stored
         return complete(analysis, module, output, ctx, started, timezone.now())
     finally:
+        inputs.close()
         beat.stop()
 
 
@@ -396,19 +404,23 @@ def limits_for(module) -> tuple[int, int]:
     return time_limit, memory_limit
 
 
-def _resolve_evidence_parameters(module, params: dict, ctx: AnalysisContext) -> dict:
-    """Replace "evidence" parameters by the other item's file path, re-checked like the subject."""
+def _resolve_evidence_parameters(module, params: dict, ctx: AnalysisContext, inputs: ExitStack) -> dict:
+    """Replace "evidence" parameters by the other item's file path, re-checked like the subject.
+
+    The local copies are kept until ``inputs`` is closed.
+    """
     out = dict(params)
     for name, rule in module.PARAMETERS.items():
         if rule["type"] == "evidence" and params.get(name):
             other = Evidence.objects.select_related("blob").get(pk=params[name])
-            path = blob_store().path(other.blob_id)
             try:
-                actual = sha256_file(path)
+                path = inputs.enter_context(blob_store().local_copy(other.blob_id))
             except FileNotFoundError:
                 raise AnalysisError(f"the stored file of item {other.pk} is missing") from None
-            if actual != other.blob_id:
-                raise AnalysisError(f"the stored bytes of item {other.pk} no longer match its SHA-256")
+            except BlobMismatch:
+                raise AnalysisError(
+                    f"the stored bytes of item {other.pk} no longer match its SHA-256"
+                ) from None
             out[name] = str(path)
             ctx.references[name] = {"id": str(other.pk), "sha256": other.blob_id}
     return out
@@ -500,9 +512,12 @@ def complete(analysis: Analysis, module, output: dict, ctx: AnalysisContext, sta
     # Blobs first (content-addressed, harmless if the transaction then fails).
     # The statement's bytes are a blob too: the log records their digest and
     # the signature, so the signed result is derivable from the log + blobs.
-    blob_store().put_bytes(payload, statement_sha256)
-    for artifact in ctx.artifacts:
-        blob_store().put_bytes(artifact.data, artifact.sha256)
+    try:
+        blob_store().put_bytes(payload, statement_sha256)
+        for artifact in ctx.artifacts:
+            blob_store().put_bytes(artifact.data, artifact.sha256)
+    except BlobStoreUnavailable as exc:
+        return retry_or_fail(analysis, str(exc))
     with transaction.atomic():
         # Claim the completion: the run must still be ours (not re-queued).
         if not _still_ours(analysis).update(status=Analysis.Status.SUCCEEDED, finished_at=finished):
