@@ -370,7 +370,7 @@ def value_html(
         columns = []
         for v in value:
             columns += [k for k in v if k not in columns]
-        if len(columns) <= 8:
+        if len(columns) <= 12:
             head = format_html_join("", "<th>{}</th>", ((label(c),) for c in columns))
             rows = format_html_join(
                 "",
