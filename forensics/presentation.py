@@ -344,6 +344,18 @@ def value_html(
         return format_html('<span class="none">{}</span>', "none")
     if isinstance(value, dict):
         items = list(value.items())
+        if len(items) > 6 and all(str(k).isdigit() and not isinstance(v, dict | list) for k, v in items):
+            # A histogram or per-index table ({"1": 9, "2": 10...}): one row of keys, one of values,
+            # in numeric order (the signed JSON sorts keys as text: 1, 10, 11, ..., 2).
+            items = sorted(items, key=lambda kv: int(kv[0]))[:MAX_ROWS]
+            return format_html(
+                '<table class="grid across"><tr>{}</tr><tr>{}</tr></table>{}',
+                format_html_join("", "<th>{}</th>", ((k,) for k, _ in items)),
+                format_html_join("", "<td>{}</td>", ((_scalar_html(v, None, None, ctx),) for _, v in items)),
+                format_html("… {} more in the raw JSON", len(value) - MAX_ROWS)
+                if len(value) > MAX_ROWS
+                else "",
+            )
         rows = format_html_join(
             "",
             "<tr><th>{}</th><td>{}</td></tr>",

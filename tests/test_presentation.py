@@ -8,8 +8,11 @@ words are computed from the same result's numbers, not copied from a run.
 
 from __future__ import annotations
 
+import html
 import importlib
 import io
+import re
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -291,6 +294,30 @@ def test_examination_report_is_complete_and_logged_as_a_view(client, alice, anal
     for entry in entries:
         assert bytes(entry.leaf_hash).hex() in page
     assert "LIMITS" not in page and "Limits of the method" in page
+
+
+def test_examination_report_signature_checks_with_the_commands_it_prints(
+    client, alice, analysed_photo, tmp_path
+):
+    """What the report tells an auditor to run, run as printed: openssl says the signature verifies."""
+    evidence, (analysis_id, _) = analysed_photo
+    client.force_login(alice)
+    page = client.get(f"/evidence/{evidence.pk}/examination/").content.decode()
+    section = page[page.index(f'id="analysis-{analysis_id}"') :]
+    section = section[: section.index("</section>")]
+    pem = html.unescape(
+        re.search(r"<pre>(-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\n?)</pre>", section, re.S)[1]
+    )
+    commands = html.unescape(re.search(r'<pre class="commands">(.*?)</pre>', section, re.S)[1])
+    (tmp_path / "results.pub.pem").write_text(pem)
+    envelope = client.get(f"/analyses/{analysis_id}/envelope/")
+    (tmp_path / "result.json").write_bytes(envelope.content)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Signature Verified Successfully" in done.stdout
+    assert Analysis.objects.get(pk=analysis_id).statement_sha256 in done.stdout
 
 
 def test_examination_report_for_outsiders_and_from_other_sites(client, alice, dave, analysed_photo):
