@@ -59,8 +59,11 @@ CORE_KEYS = {
     "uncertainty",
     "artifact",
 }
-# Positions in this item's own time line (seconds): they seek the player.
-TIME_KEYS = {"at", "time", "start", "end", "estimate_s", "from_s", "to_s"}
+# Positions in this item's own time line (seconds): they seek the player. "time",
+# "start" and "end" only in a finding about time (unit "s" or an "at" span):
+# elsewhere they are byte offsets (file.structure's zip ranges).
+TIME_KEYS = {"at", "estimate_s", "from_s", "to_s", "start_within", "end_within"}
+TIMELINE_KEYS = {"time", "start", "end"}
 # [x, y, w, h] in pixels of this item's picture.
 REGION_KEYS = {"region", "source_region"}
 # Units a nested key states by its suffix ("duration_s", "peak_hz"...).
@@ -306,13 +309,17 @@ def _unit_for_key(key: str | None) -> str | None:
     return None
 
 
+def _is_time_key(key: str | None, ctx: dict) -> bool:
+    return key in TIME_KEYS or (key in TIMELINE_KEYS and ctx.get("timeline", False))
+
+
 def _scalar_html(value, key: str | None, unit: str | None, ctx: dict) -> SafeString:
     if value is None:
         return format_html('<span class="none">{}</span>', "—")
     if isinstance(value, bool):
         return format_html("{}", "yes" if value else "no")
     if _is_num(value):
-        if key in TIME_KEYS:
+        if _is_time_key(key, ctx):
             return seek_html(value, ctx.get("seek_href"))
         return format_html("{}", quantity(value, unit or _unit_for_key(key)))
     if isinstance(value, int | float):  # inf, nan
@@ -328,7 +335,7 @@ def value_html(
 ):
     """Any JSON value as HTML: scalars in words, objects and lists as small (nested) tables."""
     ctx = ctx or {}
-    if key in TIME_KEYS and _is_span(value):
+    if _is_time_key(key, ctx) and _is_span(value):
         return format_html(
             "{}–{}", seek_html(value[0], ctx.get("seek_href")), seek_html(value[1], ctx.get("seek_href"))
         )
@@ -439,7 +446,7 @@ def finding_html(
     artifact = finding.get("artifact")
     digest = artifact[7:] if isinstance(artifact, str) and _SHA256_REF.match(artifact) else None
     href = artifact_url(digest) if digest and artifact_url else None
-    ctx = {"seek_href": href}
+    ctx = {"seek_href": href, "timeline": finding.get("unit") == "s" or _is_span(finding.get("at"))}
     parts: list[tuple[str, SafeString]] = []
     if "value" in finding and not (finding.get("value") is None and digest):
         parts.append(("Value", _top_value_html(finding, ctx)))

@@ -25,6 +25,7 @@ from forensics.analyzers import (
     audio_container,
     audio_signal,
     file_archive,
+    file_structure,
     image_ela,
     image_jpeg,
     image_metadata,
@@ -78,6 +79,7 @@ def results(files) -> dict[str, dict]:
         "container": run(audio_container, files["clip"]),
         "signal": run(audio_signal, files["wav"]),
         "archive": run(file_archive, files["zip"]),
+        "structure": run(file_structure, files["zip"]),
     }
 
 
@@ -171,6 +173,21 @@ def test_times_seek_the_player_and_regions_carry_their_box(results):
     plot = named(results["signal"], "waveform")
     html = presentation.finding_html(plot, artifact_url=lambda d: f"/figures/{d}/")
     assert f'href="/figures/{plot["artifact"][7:]}/" data-seek="0"' in html
+
+
+def test_start_and_end_are_times_only_in_a_finding_about_time(results):
+    span = named(results["structure"], "zip_archive")  # byte offsets [start, end)
+    html = presentation.finding_html(span)
+    assert "data-seek" not in html and f"<td>{span['value']['end']}</td>" in html
+    hum_gap = {  # audio.enf's shape for a span without hum
+        "name": "hum_level_change",
+        "class": "indicator",
+        "value": {"start": 12.5, "end": 14.25, "depth_db": 18.0},
+        "unit": "s",
+        "at": [12.5, 14.25],
+    }
+    html = presentation.finding_html(hum_gap)
+    assert 'data-seek="12.5"' in html and 'data-seek="14.25"' in html and "18 dB" in html
 
 
 def test_nested_values_are_small_tables_with_units(results):
