@@ -436,10 +436,12 @@ def examination_report(request, evidence_id):
                 "ok": merkle.verify_inclusion(leaf_hash, entry.index, checkpoint.size, path, root),
             }
         )
+    used = {s["signature"]["key"].keyid: s["signature"]["key"] for s in sections if s["signature"]["key"]}
     return render(
         request,
         "forensics/examination.html",
         {
+            "result_keys": list(used.values()),
             "evidence": evidence,
             "sections": sections,
             "others": others,

@@ -320,12 +320,10 @@ def test_examination_report_signature_checks_with_the_commands_it_prints(
     evidence, (analysis_id, _) = analysed_photo
     client.force_login(alice)
     page = client.get(f"/evidence/{evidence.pk}/examination/").content.decode()
-    section = page[page.index(f'id="analysis-{analysis_id}"') :]
-    section = section[: section.index("</section>")]
-    pem = html.unescape(
-        re.search(r"<pre>(-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\n?)</pre>", section, re.S)[1]
-    )
-    commands = html.unescape(re.search(r'<pre class="commands">(.*?)</pre>', section, re.S)[1])
+    keyid = Analysis.objects.get(pk=analysis_id).envelope["signatures"][0]["keyid"]
+    pem = html.unescape(re.search(rf'<pre class="pem" data-keyid="{keyid}">(.*?)</pre>', page, re.S)[1])
+    commands = html.unescape(re.search(r'<pre class="commands">(.*?)</pre>', page, re.S)[1])
+    assert f"/analyses/{analysis_id}/envelope/" in page
     (tmp_path / "results.pub.pem").write_text(pem)
     envelope = client.get(f"/analyses/{analysis_id}/envelope/")
     (tmp_path / "result.json").write_bytes(envelope.content)
