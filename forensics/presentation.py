@@ -215,6 +215,12 @@ def rates_source(rates: dict | None) -> str:
     return "; ".join(bits)
 
 
+def _heading(name: str) -> str:
+    text = label(name)
+    # "Double compression", but "md5" and "sha256" as written.
+    return text if any(c.isdigit() for c in text) else text[:1].upper() + text[1:]
+
+
 def label(name: str) -> str:
     """A finding's or key's name in words: "edit_candidate" -> "edit candidate"."""
     return str(name).replace("_", " ").strip()
@@ -489,7 +495,7 @@ def finding_html(
         cls=cls,
         fired=" fired" if fired else "",
         anchor=format_html(' id="{}"', anchor) if anchor else "",
-        label=label(finding.get("name", "")).capitalize(),
+        label=_heading(finding.get("name", "")),
         name=finding.get("name", ""),
         badge=format_html(' <strong class="badge">{}</strong>', "fired") if fired else "",
         note=format_html('<p class="note">{}</p>', finding["note"]) if finding.get("note") else "",
@@ -588,7 +594,9 @@ def _bit_rate(f: dict) -> str:
 
 
 def _channels(f: dict) -> str:
-    return f"{f['value']} ({f['layout']})" if f.get("layout") else str(f["value"])
+    layout = f.get("layout")
+    # FFmpeg names a layout it does not know "N channels": nothing to add then.
+    return f"{f['value']} ({layout})" if layout and "channels" not in str(layout) else str(f["value"])
 
 
 def _encoders(f: dict) -> str:
