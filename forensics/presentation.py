@@ -727,17 +727,3 @@ def overlay_digests(predicate: dict) -> set[str]:
         for f in predicate.get("findings") or []
         if isinstance(f, dict) and f.get("overlay") and isinstance(f.get("artifact"), str)
     }
-
-
-__all__ = [
-    "FIRED_RULE",
-    "clock",
-    "finding_html",
-    "fired_indicators",
-    "is_fired",
-    "key_facts",
-    "rates_sentence",
-    "result_of",
-    "summary",
-    "value_html",
-]
