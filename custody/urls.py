@@ -58,6 +58,11 @@ urlpatterns = [
     path("evidence/<uuid:evidence_id>/report/", views.evidence_report, name="evidence-report"),
     path("evidence/<uuid:evidence_id>/export/", views.evidence_export, name="evidence-export"),
     path(
+        "evidence/<uuid:evidence_id>/examination/",
+        forensics_views.examination_report,
+        name="evidence-examination",
+    ),
+    path(
         "transfers/<uuid:transfer_id>/accept/",
         views.transfer_decide,
         {"accept": True},

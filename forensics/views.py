@@ -13,17 +13,21 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from custody import keys, log, merkle, signing
+from custody import services as custody_services
+from custody.models import LogEntry, SigningKey
 from custody.permissions import (
     Forbidden,
     can_write_case,
     client_address,
+    from_another_site,
     get_case_for,
     get_evidence_for,
     writers_only,
 )
 from custody.services import ServiceError
 
-from . import analyzers, services
+from . import analyzers, presentation, services
 from .api import AnalysisSerializer, _artifact_response, get_analysis_for
 from .forms import AnalysisParametersForm
 from .models import Analysis
@@ -360,3 +364,90 @@ def publish(request, analysis_id):
             request, "Published: anyone holding the file (or its SHA-256) can now check this result."
         )
     return redirect("analysis-detail", analysis_id=analysis.pk)
+
+
+@login_required
+def examination_report(request, evidence_id):
+    """The per-item examination report: identity, every completed analysis in plain words with its
+    figures, limits and signature, and the item's log entries with inclusion proofs. Printable.
+
+    Opening it is a view of the evidence, logged like the evidence page (evidence.viewed).
+    """
+    if from_another_site(request):
+        # As on the evidence page: a link on another site must not write a log entry in the user's name.
+        return render(request, "custody/confirm_open.html", {"url": request.path})
+    evidence = get_evidence_for(request, evidence_id)
+    custody_services.record_view(actor=request.user, evidence=evidence, client=client_address(request))
+    # After the view is logged, so the checkpoint covers this very entry too.
+    checkpoint = log.latest_checkpoint()
+    root = bytes(checkpoint.root)
+
+    results_keys = keys.public_keys("results")
+    key_rows = {k.keyid: k for k in SigningKey.objects.filter(purpose=SigningKey.Purpose.RESULTS)}
+    sections = []
+    others = []
+    for analysis in evidence.analyses.select_related("requested_by").prefetch_related("artifacts__blob"):
+        if analysis.status != Analysis.Status.SUCCEEDED or not analysis.envelope:
+            others.append(analysis)
+            continue
+        result = presentation.result_of(analysis)
+        signature = analysis.envelope["signatures"][0]
+        try:
+            _, keyid = signing.dsse_verify(analysis.envelope, results_keys)
+            verified = True
+        except (ValueError, KeyError):
+            keyid, verified = signature.get("keyid", ""), False
+        overlays = presentation.overlay_digests(result)
+        sections.append(
+            {
+                "analysis": analysis,
+                "result": result,
+                "summary": presentation.summary([(analysis, result)]),
+                "artifacts": [
+                    {"name": a.name, "media_type": a.media_type, "sha256": a.blob_id, "size": a.blob.size}
+                    for a in analysis.artifacts.all()
+                ],
+                "figures": [
+                    a
+                    for a in analysis.artifacts.all()
+                    if a.media_type.startswith("image/") and a.blob_id not in overlays
+                ],
+                "signature": {
+                    "keyid": signature.get("keyid", ""),
+                    "sig": signature.get("sig", ""),
+                    "payload_type": analysis.envelope.get("payloadType", ""),
+                    "verified": verified,
+                    "key": key_rows.get(keyid),
+                },
+            }
+        )
+    proofs = []
+    for entry in LogEntry.objects.filter(evidence=evidence, index__lt=checkpoint.size).order_by("index"):
+        leaf_hash = bytes(entry.leaf_hash)
+        path = log.inclusion_proof(entry.index, checkpoint.size)
+        proofs.append(
+            {
+                "entry": entry,
+                "decoded": entry.decoded,
+                "leaf_hash": leaf_hash.hex(),
+                "proof": [h.hex() for h in path],
+                # Checked here against the checkpoint's root; the report prints the
+                # hashes so anyone can redo it (README, "The custody log").
+                "ok": merkle.verify_inclusion(leaf_hash, entry.index, checkpoint.size, path, root),
+            }
+        )
+    used = {s["signature"]["key"].keyid: s["signature"]["key"] for s in sections if s["signature"]["key"]}
+    return render(
+        request,
+        "forensics/examination.html",
+        {
+            "result_keys": list(used.values()),
+            "evidence": evidence,
+            "sections": sections,
+            "others": others,
+            "summary": presentation.summary((s["analysis"], s["result"]) for s in sections),
+            "checkpoint": checkpoint,
+            "root_hex": root.hex(),
+            "proofs": proofs,
+        },
+    )

@@ -111,6 +111,8 @@ def page_paths(data) -> dict[str, str]:
         "analysis-photo": f"/analyses/{data['analyses']['photo']}/",
         "analysis-audio": f"/analyses/{data['analyses']['audio']}/",
         "custody-report": f"/evidence/{photo}/report/",
+        "examination-photo": f"/evidence/{photo}/examination/",
+        "examination-audio": f"/evidence/{audio}/examination/",
         "account": "/account/",
     }
 
