@@ -38,7 +38,7 @@ from . import _audio_plot, _audio_stream
 from .base import AnalysisError, finding
 
 NAME = "audio.signal"
-VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding
+VERSION = "1.2.0"  # 1.2.0: waveform and spectrogram as labelled figures; 1.1.0: the decoded_coverage finding
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 3 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg", "application/octet-stream"]
@@ -475,7 +475,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
         clipped = np.concatenate(env_clip) if env_clip else None
         zero = np.concatenate(env_zero) if env_zero else None
         wave_ref = ctx.add_artifact(
-            "waveform.png", "image/png", _audio_plot.waveform_png(mins, maxs, clipped, zero)
+            "waveform.png",
+            "image/png",
+            _audio_plot.waveform_png(mins, maxs, clipped, zero, duration=t(total)),
         )
         add(
             finding(
@@ -488,7 +490,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
             )
         )
         spec_ref = ctx.add_artifact(
-            "spectrogram.png", "image/png", _audio_plot.spectrogram_png(spectra.spectrogram())
+            "spectrogram.png",
+            "image/png",
+            _audio_plot.spectrogram_png(spectra.spectrogram(), rate=rate, duration=t(total)),
         )
         add(
             finding(
