@@ -145,7 +145,7 @@ FIGURES = {
     "ela": (_ela, "x (pixels", "y (pixels)", "error level"),
     "ghost": (_ghost, "x (pixels", "y (pixels)", "anomaly"),
     "copymove": (_copymove, "x (pixels", "y (pixels)", None),
-    "thumbnail": (_thumbnail, "x (pixels", "y (pixels)", "luma difference"),
+    "thumbnail": (_thumbnail, "x (thumbnail pixels)", "y (thumbnail pixels)", "difference (luma levels)"),
 }
 
 

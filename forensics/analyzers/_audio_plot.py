@@ -105,7 +105,7 @@ def waveform_figure(
     if sil is not None and sil.any():
         handles.append(Patch(color=SILENT, label="exact digital silence (bottom band)"))
     fig.suptitle("Waveform: minimum and maximum sample per time step")
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
     return fig
 
 

@@ -108,7 +108,9 @@ def ela_figure(level: np.ndarray, quality: int, gain: int, region: list[int]):
     image = _figure.show_image(ax, shown, w, h, cmap=_figure.COLORMAP, vmin=0, vmax=top)
     _figure.box(ax, region, "#00c8ff", "peak cell")
     ax.set_title(f"Error level analysis: difference from a JPEG re-save at quality {quality}")
-    bar = _figure.colorbar(fig, image, ax, f"error level (grey levels, largest of R, G, B; top = 255/{gain})")
+    bar = _figure.colorbar(
+        fig, image, ax, f"error level (grey levels, largest of R, G, B)\ncolour saturates at 255/{gain}"
+    )
     bar.ax.set_ylim(0, top)
     if factor > 1:
         ax.set_xlabel(f"x (pixels; shown as means of {factor} x {factor} pixel blocks)")

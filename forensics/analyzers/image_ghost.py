@@ -233,9 +233,9 @@ def ghost_figure(res: dict, size: tuple[int, int]):
         if res["history"] is not None
         else "no background history found (map only, no region reported)"
     )
-    ax.set_title(f"JPEG ghosts: how far each block's compression history departs from the rest\n{history}")
+    fig.suptitle(f"JPEG ghosts: how far each block's compression history departs from the rest\n{history}")
     bar = _figure.colorbar(
-        fig, image, ax, f"anomaly (natural log of the ratio to the median); line: threshold {THRESHOLD:g}"
+        fig, image, ax, f"anomaly: ln(ratio to the median)\nline: detection threshold {THRESHOLD:g}"
     )
     bar.ax.axhline(THRESHOLD, color="#00c8ff", lw=2)
     return fig

@@ -203,11 +203,11 @@ def difference_figure(result: dict):
     _figure.box(axes[2], result["cell"], "#00c8ff", "max cell")
     for ax in axes[1:]:
         ax.set_ylabel("")
-    _figure.colorbar(fig, image, axes[2], f"luma difference (levels; top = 255/{DIFF_GAIN})")
-    fig.suptitle(
-        f"EXIF thumbnail against the main image (luma, smoothed; axes in thumbnail pixels): "
-        f"mean difference {result['mad']:.2f}"
-    )
+    for ax in axes:
+        ax.set_xlabel("x (thumbnail pixels)")
+    axes[0].set_ylabel("y (thumbnail pixels)")
+    _figure.colorbar(fig, image, axes[2], "difference (luma levels)")
+    fig.suptitle(f"EXIF thumbnail against the main image: mean luma difference {result['mad']:.2f} levels")
     return fig
 
 
