@@ -392,9 +392,10 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "enf_plot",
             "visual",
             artifact=ref,
-            note="top: the ENF trace (black) and each harmonic divided by its number (dots), edit "
-            "candidates in red; middle: the phase-jump statistic and its threshold; bottom: hum SNR "
-            "per frame for both grids",
+            note="top: the ENF trace in Hz (right axis: offset from the nominal frequency in mHz), "
+            "black, and each harmonic divided by its number (dots), edit candidates as red lines "
+            "numbered in the order of the edit_candidate findings; middle: the phase-jump statistic "
+            "and its threshold; bottom: hum SNR per frame for both grids",
         )
     )
     return {

@@ -34,7 +34,7 @@ import scipy
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _audio_plot, _audio_stream
+from . import _audio_plot, _audio_stream, _figure
 from .base import AnalysisError, finding
 
 NAME = "audio.signal"
@@ -485,8 +485,8 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 "visual",
                 artifact=wave_ref,
                 at=[0.0, t(total)],
-                note="min/max envelope per channel (full scale top to bottom); red on top: clipping; "
-                "blue at the bottom: exact digital silence",
+                note="min/max envelope per channel against time, amplitude in full scale (dBFS marks "
+                "on the right); red band at the top: clipping; blue band at the bottom: exact digital silence",
             )
         )
         spec_ref = ctx.add_artifact(
@@ -502,7 +502,8 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 at=[0.0, t(total)],
                 frequency_range=[0, rate // 2],
                 db_range=_audio_plot.DB_RANGE,
-                note="time left to right, 0 Hz at the bottom to Nyquist at the top, 90 dB colour range",
+                note="time across, 0 Hz at the bottom to Nyquist at the top; the colour bar gives the "
+                "power in dB below the loudest cell, over a 90 dB range",
             )
         )
     return {
@@ -513,6 +514,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "numpy": np.__version__,
             "scipy": scipy.__version__,
             "pillow": _pillow_version(),
+            **({"matplotlib": _figure.version()} if draw else {}),
         },
     }
 
