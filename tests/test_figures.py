@@ -278,6 +278,19 @@ def test_shrink_reduces_large_images_by_a_whole_factor():
     assert one == 1 and same.shape == (10, 20)
 
 
+def test_long_time_axes_tick_at_round_clock_times():
+    fig = _figure.figure(2.0)
+    ax = fig.subplots()
+    _figure.time_axis(ax, 900.0)
+    assert ax.get_xlabel() == "time (min:s)"
+    shown = [v for v in ax.get_xticks() if 0 <= v <= 900]
+    assert [ax.xaxis.get_major_formatter()(v) for v in shown] == [f"{m}:00" for m in range(0, 16, 2)]
+    ax = _figure.figure(2.0).subplots()
+    ax.set_ylim(3000, 3100)  # a stretch of a long reference: step chosen for the 100 s shown
+    assert _figure.clock_axis(ax.yaxis, 100, "reference time", top=3100) == "reference time (min:s)"
+    assert [t for t in ax.get_yticks() if 3000 <= t <= 3100][:2] == [3000, 3010]
+
+
 def test_clock_and_byte_labels():
     assert _figure.clock(125) == "2:05" and _figure.clock(3725) == "1:02:05"
     assert _figure.human_bytes(1536) == "1.5 KiB" and _figure.human_bytes(100) == "100 B"

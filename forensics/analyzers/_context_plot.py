@@ -18,16 +18,6 @@ INSERTED = "#fad7d7"
 MAX_POINTS = 20000  # matched peaks drawn at most (evenly thinned beyond)
 
 
-def _clock_axis(axis, span: float, label: str) -> str:
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    if span >= 600:
-        axis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 1.5, 2, 3, 6, 10]))
-        axis.set_major_formatter(FuncFormatter(lambda v, _pos: _figure.clock(v)))
-        return f"{label} (h:mm:ss)" if span >= 3600 else f"{label} (min:s)"
-    return f"{label} (s)"
-
-
 def figure(clip_duration: float, parts: list[dict], removed: list[dict], inserted: list[dict], points):
     """parts: {clip_at, reference_at, moved}; removed: {at, reference_at}; inserted: {at}."""
     from matplotlib.lines import Line2D
@@ -63,8 +53,8 @@ def figure(clip_duration: float, parts: list[dict], removed: list[dict], inserte
         )
     ax.set_xlim(0.0, x1)
     ax.set_ylim(y0, y1)
-    ax.set_xlabel(_clock_axis(ax.xaxis, x1, "clip time"))
-    ax.set_ylabel(_clock_axis(ax.yaxis, y1, "reference time"))
+    ax.set_xlabel(_figure.clock_axis(ax.xaxis, x1, "clip time"))
+    ax.set_ylabel(_figure.clock_axis(ax.yaxis, y1 - y0, "reference time", top=y1))
     ax.set_title("Where each part of the clip is in the reference (numbers: the segment findings)")
     handles = [
         Line2D([], [], color=BLUE, lw=3, label="part in reference order"),

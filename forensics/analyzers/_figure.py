@@ -127,15 +127,26 @@ def png_bytes(fig) -> bytes:
 
 def time_axis(ax, duration: float, *, label: str = "time") -> None:
     """Seconds under ten minutes, m:ss (or h:mm:ss) above; the label says which."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     ax.set_xlim(0.0, max(duration, 1e-3))
-    if duration >= 600:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 1.5, 2, 3, 6, 10]))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: clock(v)))
-        ax.set_xlabel(f"{label} (h:mm:ss)" if duration >= 3600 else f"{label} (min:s)")
-    else:
-        ax.set_xlabel(f"{label} (s)")
+    ax.set_xlabel(clock_axis(ax.xaxis, duration, label))
+
+
+_CLOCK_STEPS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200)
+
+
+def clock_axis(axis, span: float, label: str, *, top: float | None = None) -> str:
+    """Label an axis of times: seconds while its values stay under ten minutes, else m:ss or
+    h:mm:ss at a round step for the ``span`` shown (``top``: its largest value, default ``span``).
+    Returns the axis label with its unit."""
+    top = span if top is None else top
+    if top < 600:
+        return f"{label} (s)"
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    step = next((s for s in _CLOCK_STEPS if span / s <= 10), _CLOCK_STEPS[-1])
+    axis.set_major_locator(MultipleLocator(step))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: clock(v)))
+    return f"{label} (h:mm:ss)" if top >= 3600 else f"{label} (min:s)"
 
 
 def clock(seconds: float) -> str:
