@@ -293,5 +293,6 @@ def test_long_time_axes_tick_at_round_clock_times():
 
 def test_clock_and_byte_labels():
     assert _figure.clock(125) == "2:05" and _figure.clock(3725) == "1:02:05"
+    assert _figure.clock(600, hours=True) == "0:10:00"
     assert _figure.human_bytes(1536) == "1.5 KiB" and _figure.human_bytes(100) == "100 B"
     assert _fileplot.byte_ticks(1 << 20) == [i << 17 for i in range(9)]

@@ -145,17 +145,18 @@ def clock_axis(axis, span: float, label: str, *, top: float | None = None) -> st
 
     step = next((s for s in _CLOCK_STEPS if span / s <= 10), _CLOCK_STEPS[-1])
     axis.set_major_locator(MultipleLocator(step))
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: clock(v)))
-    return f"{label} (h:mm:ss)" if top >= 3600 else f"{label} (min:s)"
+    hours = top >= 3600
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: clock(v, hours=hours)))
+    return f"{label} (h:mm:ss)" if hours else f"{label} (min:s)"
 
 
-def clock(seconds: float) -> str:
-    """125 -> '2:05'; 3725 -> '1:02:05' (whole seconds)."""
+def clock(seconds: float, *, hours: bool = False) -> str:
+    """125 -> '2:05'; 3725 -> '1:02:05'; with ``hours`` always h:mm:ss (125 -> '0:02:05')."""
     s = int(round(seconds))
     sign = "-" if s < 0 else ""
     h, rest = divmod(abs(s), 3600)
     m, s = divmod(rest, 60)
-    return f"{sign}{h}:{m:02d}:{s:02d}" if h else f"{sign}{m}:{s:02d}"
+    return f"{sign}{h}:{m:02d}:{s:02d}" if h or hours else f"{sign}{m}:{s:02d}"
 
 
 def human_bytes(n: float) -> str:
