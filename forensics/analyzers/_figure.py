@@ -108,8 +108,9 @@ def figure(height_in: float, *, width_in: float = WIDTH_IN):
 
 def png_bytes(fig) -> bytes:
     """The figure as PNG bytes: no Software or time chunk, fixed compression, RGB (no alpha)."""
-    # constrained layout needs a second pass to settle next to a colour bar and a fixed-aspect image
-    fig.draw_without_rendering()
+    if any(ax.get_aspect() != "auto" for ax in fig.axes):
+        # constrained layout needs a second pass to settle around a fixed-aspect image
+        fig.draw_without_rendering()
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     from PIL import Image
@@ -173,7 +174,10 @@ def human_bytes(n: float) -> str:
 
 def colorbar(fig, mappable, ax, label: str):
     """A colour bar beside ``ax`` with its label (what the colour means, with the unit)."""
-    bar = fig.colorbar(mappable, ax=ax, fraction=0.05, pad=0.02)
+    if ax.get_aspect() != "auto":  # beside a fixed-aspect image: exactly the image's height
+        bar = fig.colorbar(mappable, cax=ax.inset_axes((1.03, 0.0, 0.035, 1.0)))
+    else:
+        bar = fig.colorbar(mappable, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label(label)
     return bar
 
@@ -227,11 +231,13 @@ def box(ax, region, colour: str, label: str | None = None, *, lw: float = 1.6, t
     x, y, w, h = region
     ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, lw=lw))
     if label:
+        right = x > 0.6 * max(ax.get_xlim())  # near the right edge: the label ends at the box's right
         ax.annotate(
             label,
-            (x, y),
-            xytext=(1, 2),
+            (x + w if right else x, y),
+            xytext=(-1 if right else 1, 2),
             textcoords="offset points",
+            ha="right" if right else "left",
             va="bottom",
             color=text_colour or colour,
             fontsize=FONT_PT - 1,
