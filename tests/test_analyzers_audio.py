@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forensics.analyzers import _audio_struct, audio_container, audio_signal
+from forensics.analyzers import _audio_struct, _figure, audio_container, audio_signal
 from forensics.analyzers.audio_signal import _Runs
 from forensics.analyzers.base import AnalysisContext, AnalysisError, validate_parameters
 from tests import audio_fixtures as fx
@@ -507,7 +507,8 @@ def test_waveform_and_spectrogram_are_artifacts(audio_set):
     assert f["spectrogram"]["artifact"] == refs["spectrogram.png"]
     assert f["waveform"]["class"] == f["spectrogram"]["class"] == "visual"
     width, height = png_size(ctx.artifacts[0].data)
-    assert width <= 1200 and height == 2 * 160  # two channels
+    assert width == round(_figure.WIDTH_IN * _figure.DPI)
+    assert height == round((1.2 + 1.9 * 2) * _figure.DPI)  # one panel per channel: two channels
 
 
 def test_pictures_stay_bounded_for_long_audio(tmp_path):
@@ -516,7 +517,7 @@ def test_pictures_stay_bounded_for_long_audio(tmp_path):
     _, ctx, f = run(audio_signal, path)
     for artifact in ctx.artifacts:
         width, height = png_size(artifact.data)
-        assert width <= 1200 and height <= 320
+        assert width == round(_figure.WIDTH_IN * _figure.DPI) and height <= 5 * _figure.DPI
     assert f["digital_silence"]["value"] == 1
     assert all_named(_run_result(path), "silence_run")[0]["at"] == [100.0, 120.0]
 

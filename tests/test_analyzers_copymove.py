@@ -100,10 +100,16 @@ def test_a_scaled_copy_in_a_photograph_is_found_and_drawn(tmp_path):
     visual = _named(result, "copy_move_image")[0]
     art = next(a for a in ctx.artifacts if f"sha256:{a.sha256}" == visual["artifact"])
     with Image.open(io.BytesIO(art.data)) as pic:
-        assert pic.format == "PNG" and pic.size == Image.open(io.BytesIO(data)).size
+        assert pic.format == "PNG" and pic.width == 1120  # the labelled figure
+    layer = _named(result, "copy_move_overlay")[0]
+    assert layer["overlay"] is True and layer["class"] == "visual"
+    art = next(a for a in ctx.artifacts if f"sha256:{a.sha256}" == layer["artifact"])
+    with Image.open(io.BytesIO(art.data)) as pic:
+        assert pic.mode == "RGBA" and pic.size == Image.open(io.BytesIO(data)).size
         x, y, w, h = best["region"]
         red = [pic.getpixel((x + i, y)) for i in range(w)]
-        assert sum(p == (255, 0, 0) for p in red) > w // 2  # the target's box is drawn in red
+        assert sum(p == (255, 0, 0, 255) for p in red) > w // 2  # the target's box is drawn in red
+        assert pic.getpixel((0, 0))[3] == 0 or best["region"][:2] == [0, 0]  # clear elsewhere
 
 
 def test_an_untouched_photograph_has_no_candidate(tmp_path):

@@ -62,11 +62,18 @@ def test_a_splice_into_a_recompressed_photograph_is_mapped_and_located(tmp_path)
     assert 0 <= hit["score"] <= 1
     visual = _named(result, "ghost_map")[0]
     art = next(a for a in ctx.artifacts if f"sha256:{a.sha256}" == visual["artifact"])
-    pic = np.asarray(Image.open(io.BytesIO(art.data)).convert("RGB"), dtype=np.float64)
-    assert pic.shape[:2] == (Image.open(io.BytesIO(data)).height, Image.open(io.BytesIO(data)).width)
+    assert Image.open(io.BytesIO(art.data)).width == 1120  # the labelled figure
+    layer = _named(result, "ghost_overlay")[0]
+    assert layer["overlay"] is True and layer["class"] == "visual"
+    art = next(a for a in ctx.artifacts if f"sha256:{a.sha256}" == layer["artifact"])
+    overlay = Image.open(io.BytesIO(art.data))
+    assert overlay.mode == "RGBA"
+    alpha = np.asarray(overlay.getchannel("A"), dtype=np.float64)
+    assert alpha.shape == (Image.open(io.BytesIO(data)).height, Image.open(io.BytesIO(data)).width)
     x, y, w, h = meta["truth"]["region"]
-    inside = pic[y : y + h, x : x + w, 0].mean()
-    assert inside > 5 * pic[:, :, 0].mean() / 2 and inside > 100  # the region is the bright part of the map
+    inside = alpha[y : y + h, x : x + w].mean()
+    assert inside > 5 * alpha.mean() / 2 and inside > 100  # the region is the opaque part of the layer
+    assert np.median(alpha) == 0  # clear where the blocks are like the rest
 
 
 def test_a_recompressed_untouched_photograph_shows_its_history_and_no_region(tmp_path):

@@ -32,9 +32,9 @@ from forensics.evaluation import jpeg as jpeg_evaluation
 IMAGE_MODULES = (image_metadata, image_thumbnail, image_jpeg, image_ela)
 EXPECTED_VERSIONS = {
     image_metadata: "1.1.0",
-    image_thumbnail: "1.0.0",
+    image_thumbnail: "1.1.0",
     image_jpeg: "1.1.0",
-    image_ela: "1.0.0",
+    image_ela: "1.1.0",
 }
 
 
@@ -771,20 +771,30 @@ def test_ela_shows_a_spliced_region(tmp_path):
     result, ctx = run(image_ela, path)
     check_findings(result)
     found = by_name(result)
-    png = next(a for a in ctx.artifacts if a.media_type == "image/png")
-    assert f"sha256:{png.sha256}" == found["ela_image"]["artifact"]
-    ela = np.asarray(Image.open(io.BytesIO(png.data)).convert("L"), dtype=np.float64)
-    assert ela.shape == (512, 512)
-    inside = ela[128 + 8 : 256 - 8, 256 + 8 : 384 - 8].mean()
-    mask = np.ones_like(ela, dtype=bool)
+    figure, layer = (
+        next(a for a in ctx.artifacts if f"sha256:{a.sha256}" == found[n]["artifact"])
+        for n in ("ela_image", "ela_overlay")
+    )
+    assert found["ela_overlay"]["overlay"] is True and found["ela_overlay"]["class"] == "visual"
+    with Image.open(io.BytesIO(figure.data)) as court:
+        assert court.format == "PNG" and court.width == 1120  # the labelled figure, not the image's size
+    with Image.open(io.BytesIO(layer.data)) as overlay:
+        assert overlay.mode == "RGBA" and overlay.size == (512, 512)  # the image's own size
+        ela = np.asarray(overlay.getchannel("A"), dtype=np.float64)  # opacity = level x amplification
+    with Image.open(path) as decoded:
+        diff, level = image_ela.error_levels(decoded, 90)
+    assert np.array_equal(ela, np.minimum(255, level.astype(np.int64) * 15)), "opacity is the amplified level"
+    luma = np.asarray(diff.convert("L"), dtype=np.float64)  # the channels' difference, weighted as luma
+    inside = luma[128 + 8 : 256 - 8, 256 + 8 : 384 - 8].mean()
+    mask = np.ones_like(luma, dtype=bool)
     mask[120:264, 248:392] = False
-    outside = ela[mask].mean()
+    outside = luma[mask].mean()
     assert inside > 2 * outside, (inside, outside)
     x, y, w, h = found["ela_peak_region"]["region"]
     assert 256 - w <= x < 384 and 128 - h <= y < 256, "the brightest cell lies in the pasted patch"
     assert found["ela_max_level"]["value"] >= found["ela_p99_level"]["value"] >= 0
     assert found["ela_mean_level"]["value"] > 0
-    assert not any(c in png.data[:200] for c in (b"tIME", b"tEXt", b"iTXt"))
+    assert not any(c in a.data[:200] for a in (figure, layer) for c in (b"tIME", b"tEXt", b"iTXt"))
 
 
 def test_ela_parameters(tmp_path):

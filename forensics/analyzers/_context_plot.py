@@ -1,95 +1,74 @@
-"""The alignment picture: clip time across, reference time up (Pillow, deterministic bytes).
+"""The alignment figure: clip time across, reference time up (matplotlib, deterministic bytes).
 
 A straight diagonal is a clip that plays the reference without a break. Each
-matched part is a thick line (blue in reference order, orange when moved), the
-grey dots under it are the matched spectral peaks it rests on, a dashed red
-step at a join is reference material the clip leaves out, and a pale red band
-is clip material not found in the reference.
+matched part is a thick line (blue in reference order, orange when moved),
+the grey dots under it are the matched spectral peaks it rests on, a dashed
+red step at a join is reference material the clip leaves out, and a pale red
+band is clip material not found in the reference.
 """
 
 from __future__ import annotations
 
-import io
+import numpy as np
 
-from PIL import Image, ImageDraw, ImageFont
+from . import _figure
 
-W, H = 720, 480
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 44
-BLUE, ORANGE, RED, GREY, AXIS = (31, 94, 180), (230, 120, 20), (200, 30, 30), (150, 150, 150), (60, 60, 60)
-
-
-def _ticks(lo: float, hi: float, n: int = 6) -> list[float]:
-    span = max(hi - lo, 1e-6)
-    raw = span / n
-    step = min(
-        (s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600) if s >= raw), default=3600
-    )
-    first = -(-lo // step) * step
-    out, v = [], first
-    while v <= hi + 1e-9:
-        out.append(v)
-        v += step
-    return out
+BLUE, ORANGE, RED, GREY = "#1f5eb4", "#e67814", "#c81e1e", "#969696"
+INSERTED = "#fad7d7"
+MAX_POINTS = 20000  # matched peaks drawn at most (evenly thinned beyond)
 
 
-def _label(seconds: float) -> str:
-    seconds = round(seconds, 1)
-    m, s = divmod(seconds, 60)
-    h, m = divmod(int(m), 60)
-    if h:
-        return f"{h}:{m:02d}:{int(s):02d}"
-    return f"{m}:{s:04.1f}" if seconds % 1 else f"{m}:{int(s):02d}"
-
-
-def render(
-    clip_duration: float, parts: list[dict], removed: list[dict], inserted: list[dict], points
-) -> bytes:
+def figure(clip_duration: float, parts: list[dict], removed: list[dict], inserted: list[dict], points):
     """parts: {clip_at, reference_at, moved}; removed: {at, reference_at}; inserted: {at}."""
-    img = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default_imagefont()  # the bitmap font: same pixels everywhere
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     ys = [v for p in parts for v in p["reference_at"]] + [v for r in removed for v in r["reference_at"]]
     y0, y1 = (min(ys), max(ys)) if ys else (0.0, max(clip_duration, 1.0))
     pad = max(0.05 * (y1 - y0), 1.0)
     y0, y1 = max(0.0, y0 - pad), y1 + pad
-    x0, x1 = 0.0, max(clip_duration, 1e-3)
+    x1 = max(clip_duration, 1e-3)
 
-    def px(x, y):
-        return (
-            LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT),
-            H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM),
-        )
-
+    fig = _figure.figure(5.2)
+    ax = fig.subplots()
     for item in inserted:
-        a, _ = px(item["at"][0], y0)
-        b, _ = px(item["at"][1], y0)
-        draw.rectangle([a, TOP, max(b, a + 1), H - BOTTOM], fill=(250, 215, 215))
-    for t in _ticks(x0, x1):
-        x, _ = px(t, y0)
-        draw.line([x, TOP, x, H - BOTTOM], fill=(235, 235, 235))
-        draw.text((x - 12, H - BOTTOM + 6), _label(t), fill=AXIS, font=font)
-    for t in _ticks(y0, y1):
-        _, y = px(x0, t)
-        draw.line([LEFT, y, W - RIGHT, y], fill=(235, 235, 235))
-        draw.text((4, y - 5), _label(t), fill=AXIS, font=font)
-    draw.rectangle([LEFT, TOP, W - RIGHT, H - BOTTOM], outline=AXIS)
-    draw.text((LEFT, 8), "clip time (across) against reference time (up)", fill=AXIS, font=font)
-    draw.text((W // 2 - 30, H - 16), "clip time", fill=AXIS, font=font)
-
-    for x, y in points:
-        if y0 <= y <= y1:
-            cx, cy = px(x, y)
-            draw.point((round(cx), round(cy)), fill=GREY)
+        ax.axvspan(item["at"][0], item["at"][1], color=INSERTED, lw=0, zorder=0)
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    pts = pts[(pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
+    if len(pts) > MAX_POINTS:
+        pts = pts[np.linspace(0, len(pts) - 1, MAX_POINTS).astype(np.int64)]
+    if len(pts):
+        ax.plot(pts[:, 0], pts[:, 1], ",", color=GREY, zorder=1)
     for r in removed:
-        xa, ya = px(r["at"][1], r["reference_at"][0])
-        _, yb = px(r["at"][1], r["reference_at"][1])
-        for k in range(int(min(ya, yb)), int(max(ya, yb)), 8):
-            draw.line([xa, k, xa, min(k + 4, max(ya, yb))], fill=RED, width=2)
-    for p in parts:
-        a = px(p["clip_at"][0], p["reference_at"][0])
-        b = px(p["clip_at"][1], p["reference_at"][1])
-        draw.line([a, b], fill=ORANGE if p["moved"] else BLUE, width=4)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=False, compress_level=9)
-    return out.getvalue()
+        ax.plot([r["at"][1]] * 2, r["reference_at"], color=RED, lw=1.5, ls=(0, (3, 2)), zorder=2)
+    for n, p in enumerate(parts, start=1):
+        ax.plot(p["clip_at"], p["reference_at"], color=ORANGE if p["moved"] else BLUE, lw=3, zorder=3)
+        ax.annotate(
+            str(n),
+            (float(np.mean(p["clip_at"])), float(np.mean(p["reference_at"]))),
+            xytext=(-6, 6),
+            textcoords="offset points",
+            ha="right",
+            fontsize=_figure.FONT_PT - 1,
+        )
+    ax.set_xlim(0.0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel(_figure.clock_axis(ax.xaxis, x1, "clip time"))
+    ax.set_ylabel(_figure.clock_axis(ax.yaxis, y1 - y0, "reference time", top=y1))
+    ax.set_title("Where each part of the clip is in the reference (numbers: the segment findings)")
+    handles = [
+        Line2D([], [], color=BLUE, lw=3, label="part in reference order"),
+        Line2D([], [], color=ORANGE, lw=3, label="part moved"),
+        Line2D([], [], color=RED, lw=1.5, ls=(0, (3, 2)), label="reference material left out"),
+        Patch(color=INSERTED, label="clip material not in the reference"),
+        Line2D([], [], color=GREY, marker="s", ms=2, lw=0, label="matched spectral peaks"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+def render(
+    clip_duration: float, parts: list[dict], removed: list[dict], inserted: list[dict], points
+) -> bytes:
+    """The PNG of ``figure``."""
+    return _figure.png_bytes(figure(clip_duration, parts, removed, inserted, points))

@@ -1,191 +1,165 @@
-"""The ENF picture for audio_enf: trace, test statistic and hum SNR against time.
+"""The ENF figure for audio_enf: trace, test statistic and hum SNR against time (matplotlib).
 
-Drawn with Pillow in a 16-colour palette and its built-in bitmap font (no
-font files, no anti-aliasing), so the same result gives the same PNG bytes;
-the canvas has a fixed size whatever the length of the recording.
+Three panels sharing the time axis:
+- the ENF trace in Hz (left axis) and as an offset from the grid's nominal
+  frequency in mHz (right axis): the combined trace as a black line, each
+  harmonic divided by its number as coloured dots, the edit candidates as
+  numbered red lines (numbers in the order of the edit_candidate findings,
+  with the test that found them), hum-free spans shaded;
+- the phase-step statistic (a normal deviate) with its detection threshold;
+- the hum SNR per frame for both grids, with the frame SNR floor.
+Same input, same bytes (``_figure``); the figure has a fixed size whatever
+the length of the recording (long series are reduced to per-pixel min/max).
 """
 
 from __future__ import annotations
 
-import io
-import math
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from . import _enf
+from . import _enf, _figure
 
-WIDTH, HEIGHT = 1000, 620
-LEFT, RIGHT = 70, 20
-PANELS = {"trace": (30, 300), "stat": (330, 470), "snr": (500, 590)}  # (top, bottom)
-
-PALETTE = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "grid": (225, 225, 225),
-    "axis": (120, 120, 120),
-    "k1": (80, 130, 200),
-    "k2": (120, 180, 110),
-    "k3": (200, 150, 80),
-    "trace": (0, 0, 0),
-    "cand": (210, 30, 30),
-    "thr": (210, 30, 30),
-    "g50": (40, 90, 180),
-    "g60": (190, 110, 20),
-    "stat": (60, 60, 60),
-    "muted": (150, 150, 150),
-}
-_INDEX = {name: i for i, name in enumerate(PALETTE)}
+PLOT_COLUMNS = 1000  # about the plot area's width in pixels
+HARMONIC_COLOURS = {1: "#5082c8", 2: "#78b46e", 3: "#c89650", 4: "#9a6fb0", 5: "#4aa3a3"}
+CANDIDATE = "#d21e1e"
+GRID_COLOURS = {50: "#285ab4", 60: "#be6e14"}
+_TEST_LABELS = {"if": "IF", "level": "level"}
 
 
-def _nice_step(span: float, target: int) -> float:
-    raw = span / max(target, 1)
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    for m in (1, 2, 5, 10):
-        if m * mag >= raw:
-            return m * mag
-    return 10 * mag
+def _test_label(test: str) -> str:
+    """'const:3s' -> 'phase 3s' (the phase test and its window); 'if', 'level' as they are."""
+    if ":" in test:
+        kind, window = test.split(":", 1)
+        return f"phase{' (slope)' if kind == 'slope' else ''} {window}"
+    return _TEST_LABELS.get(test, test)
 
 
-def _fmt_time(t: float, duration: float) -> str:
-    if duration >= 600:
-        return f"{int(t // 60)}:{int(t % 60):02d}"
-    return f"{t:g}"
+def _envelope(t: np.ndarray, v: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """A long series as per-column min and max (drawn as a zig-zag), NaN gaps kept."""
+    t, v = np.asarray(t, float), np.asarray(v, float)
+    if len(t) <= 2 * PLOT_COLUMNS:
+        return t, v
+    col = np.minimum((t / max(duration, 1e-9) * PLOT_COLUMNS).astype(np.int64), PLOT_COLUMNS - 1)
+    out_t, out_v = [], []
+    for c in range(PLOT_COLUMNS):
+        sel = v[col == c]
+        centre = (c + 0.5) * duration / PLOT_COLUMNS
+        ok = sel[np.isfinite(sel)]
+        if not len(ok):
+            out_t.append(centre)
+            out_v.append(np.nan)
+            continue
+        out_t += [centre, centre]
+        out_v += [float(ok.min()), float(ok.max())]
+    return np.asarray(out_t), np.asarray(out_v)
 
 
-class _Canvas:
-    def __init__(self, duration: float):
-        self.img = Image.new("P", (WIDTH, HEIGHT), _INDEX["white"])
-        flat = [v for rgb in PALETTE.values() for v in rgb]
-        self.img.putpalette(flat + [0] * (768 - len(flat)))
-        self.draw = ImageDraw.Draw(self.img)
-        self.font = ImageFont.load_default_imagefont()
-        self.duration = max(duration, 1e-6)
+def figure(res: _enf.Result, candidates: list[dict]):
+    """The Figure: ENF trace with edit candidates, the phase-step statistic, and the hum SNR."""
+    fig = _figure.figure(7.6)
+    trace_ax, stat_ax, snr_ax = fig.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [2.4, 1.1, 1.1]}
+    )
+    duration = max(res.duration, 1e-3)
+    for ax in (trace_ax, stat_ax, snr_ax):
+        _figure.time_axis(ax, duration)
+    trace_ax.set_xlabel("")
+    stat_ax.set_xlabel("")
 
-    def x(self, t):
-        return LEFT + (np.asarray(t, dtype=float) / self.duration) * (WIDTH - LEFT - RIGHT)
-
-    def text(self, xy, s, colour="black"):
-        self.draw.text(xy, s, fill=_INDEX[colour], font=self.font)
-
-    def frame(self, panel: str, lo: float, hi: float, label: str, ticks: int = 5, fmt="{:g}"):
-        top, bottom = PANELS[panel]
-        step = _nice_step(hi - lo, ticks)
-        v = math.ceil(lo / step) * step
-        while v <= hi + 1e-12:
-            y = self.y(panel, v, lo, hi)
-            self.draw.line([(LEFT, y), (WIDTH - RIGHT, y)], fill=_INDEX["grid"])
-            self.text((4, y - 5), fmt.format(round(v, 6)), "axis")
-            v += step
-        tstep = _nice_step(self.duration, 10)
-        t = 0.0
-        while t <= self.duration + 1e-9:
-            x = float(self.x(t))
-            self.draw.line([(x, top), (x, bottom)], fill=_INDEX["grid"])
-            if panel == "snr":
-                self.text((x - 8, bottom + 4), _fmt_time(t, self.duration), "axis")
-            t += tstep
-        self.draw.rectangle([LEFT, top, WIDTH - RIGHT, bottom], outline=_INDEX["axis"])
-        self.text((LEFT, top - 13), label)
-
-    def y(self, panel: str, v, lo: float, hi: float):
-        top, bottom = PANELS[panel]
-        frac = (np.asarray(v, dtype=float) - lo) / (hi - lo if hi > lo else 1.0)
-        return bottom - np.clip(frac, 0, 1) * (bottom - top)
-
-    def series(self, panel, t, v, lo, hi, colour, dots=False):
-        """A line (or dots) with gaps where v is NaN; long series drawn as per-pixel min/max."""
-        t, v = np.asarray(t, float), np.asarray(v, float)
-        ok = np.isfinite(v)
-        if not ok.any():
-            return
-        xs = np.round(self.x(t)).astype(int)
-        ys = np.round(self.y(panel, np.where(ok, v, lo), lo, hi)).astype(int)
-        fill = _INDEX[colour]
-        if dots:
-            for xi, yi in zip(xs[ok], ys[ok], strict=True):
-                self.draw.rectangle([int(xi) - 1, int(yi) - 1, int(xi) + 1, int(yi) + 1], fill=fill)
-            return
-        if len(t) > 2 * (WIDTH - LEFT - RIGHT):
-            # one vertical stroke per pixel column: min to max of what falls in it (t is sorted)
-            xo, yo = xs[ok], ys[ok]
-            starts = np.flatnonzero(np.r_[True, np.diff(xo) != 0])
-            lows, highs = np.minimum.reduceat(yo, starts), np.maximum.reduceat(yo, starts)
-            for col, lo_, hi_ in zip(xo[starts], lows, highs, strict=True):
-                self.draw.line([(int(col), int(lo_)), (int(col), int(hi_))], fill=fill)
-            return
-        run: list[tuple[int, int]] = []
-        for xi, yi, good in zip(xs, ys, ok, strict=True):
-            if good:
-                run.append((int(xi), int(yi)))
-            else:
-                if len(run) > 1:
-                    self.draw.line(run, fill=fill)
-                run = []
-        if len(run) > 1:
-            self.draw.line(run, fill=fill)
-
-    def hline(self, panel, v, lo, hi, colour):
-        y = float(self.y(panel, v, lo, hi))
-        for x in range(LEFT, WIDTH - RIGHT, 8):
-            self.draw.line([(x, y), (x + 4, y)], fill=_INDEX[colour])
-
-    def png(self) -> bytes:
-        buf = io.BytesIO()
-        self.img.save(buf, format="PNG", optimize=False, compress_level=6)
-        return buf.getvalue()
-
-
-def render(res: _enf.Result, candidates: list[dict]) -> bytes:
-    """The PNG: ENF trace with edit candidates, the phase-step statistic, and the hum SNR."""
-    c = _Canvas(res.duration)
     if res.grid is None:
-        c.frame("trace", 49.9, 50.1, "ENF trace: no usable ENF (no grid reached the SNR threshold)")
-        c.text(
-            (LEFT + 20, 150), "No usable ENF: no 50 Hz or 60 Hz mains hum strong enough to follow.", "muted"
+        trace_ax.set_ylim(49.9, 50.1)
+        trace_ax.set_ylabel("frequency (Hz)")
+        trace_ax.set_title("ENF trace: no usable ENF")
+        trace_ax.text(
+            0.5,
+            0.5,
+            "No usable ENF: no 50 Hz or 60 Hz mains hum strong enough to follow.\n"
+            "A neutral result: no edit can be looked for with this method.",
+            transform=trace_ax.transAxes,
+            ha="center",
+            va="center",
+            color="#555555",
         )
     else:
         g = res.grid
-        values = [res.trace[np.isfinite(res.trace)]] + [v[np.isfinite(v)] for v in res.trace_k.values()]
-        allv = np.concatenate(values) if any(len(v) for v in values) else np.array([float(g)])
+        finite = [res.trace[np.isfinite(res.trace)]] + [v[np.isfinite(v)] for v in res.trace_k.values()]
+        allv = np.concatenate(finite) if finite else np.zeros(0)
         mid = float(np.median(allv)) if len(allv) else float(g)
         lo = min(float(np.percentile(allv, 1)) if len(allv) else mid, mid - 0.05)
         hi = max(float(np.percentile(allv, 99)) if len(allv) else mid, mid + 0.05)
         pad = 0.1 * (hi - lo)
-        lo, hi = lo - pad, hi + pad
-        used = ", ".join(f"{k * g} Hz" for k in sorted(res.trace_k))
-        c.frame(
-            "trace",
-            lo,
-            hi,
-            f"ENF trace (Hz), {g} Hz grid; black: combined, dots: {used} divided by k; red: edit candidates",
-            fmt="{:.3f}",
-        )
+        trace_ax.set_ylim(lo - pad, hi + pad)
+        for span in res.level_spans:
+            trace_ax.axvspan(span["start"], span["end"], color="#e6e6e6", lw=0, zorder=0)
+        dots = len(res.times) <= 2000
         for k, v in sorted(res.trace_k.items()):
-            c.series("trace", res.times, v, lo, hi, f"k{k}", dots=len(res.times) <= 2000)
-        c.series("trace", res.times, res.trace, lo, hi, "trace")
-        top, bottom = PANELS["trace"]
+            colour = HARMONIC_COLOURS.get(k, "#999999")
+            label = f"{k * g} Hz / {k}" if k > 1 else f"{g} Hz"
+            if dots:
+                trace_ax.plot(res.times, v, ".", ms=2.0, color=colour, label=label)
+            else:
+                trace_ax.plot(*_envelope(res.times, v, duration), lw=0.5, color=colour, label=label)
+        trace_ax.plot(*_envelope(res.times, res.trace, duration), lw=0.9, color="black", label="combined")
+        trace_ax.set_ylabel("ENF (Hz)")
+        trace_ax.yaxis.set_major_formatter("{x:.3f}")
+        right = trace_ax.secondary_yaxis(
+            "right", functions=(lambda f: (f - g) * 1000, lambda m: g + m / 1000)
+        )
+        right.set_ylabel(f"offset from {g} Hz (mHz)")
+        trace_ax.set_title(f"ENF trace on the {g} Hz grid, edit candidates in red")
+        ymax = trace_ax.get_ylim()[1]
         for n, cand in enumerate(candidates, start=1):
-            x = float(c.x(cand["time"]))
-            c.draw.line([(x, top), (x, bottom)], fill=_INDEX["cand"])
-            c.text((x + 2, top + 2 + 12 * ((n - 1) % 3)), str(n), "cand")
+            trace_ax.axvline(cand["time"], color=CANDIDATE, lw=1.0)
+            late = cand["time"] > 0.8 * duration  # label to the left of the line near the end
+            trace_ax.annotate(
+                f"{n} {_test_label(cand.get('test', ''))}",
+                (cand["time"], ymax),
+                xytext=(-2 if late else 2, -2 - 10 * ((n - 1) % 3)),
+                textcoords="offset points",
+                ha="right" if late else "left",
+                va="top",
+                fontsize=_figure.FONT_PT - 1,
+                color=CANDIDATE,
+            )
+        if res.level_spans:
+            from matplotlib.patches import Patch
+
+            handles, _labels = trace_ax.get_legend_handles_labels()
+            handles.append(Patch(color="#e6e6e6", label="hum gone"))
+            trace_ax.legend(handles=handles, loc="lower left", ncols=len(handles), framealpha=0.9)
+        else:
+            trace_ax.legend(loc="lower left", ncols=len(res.trace_k) + 1, framealpha=0.9)
+
     stat = res.statistic
     smax = float(np.nanmax(stat)) if np.isfinite(stat).any() else 0.0
     shi = max(2 * _enf.THRESHOLD, min(smax, 50.0)) * 1.05
-    c.frame("stat", 0.0, shi, f"phase-step statistic (normal deviate); dashed: threshold {_enf.THRESHOLD:g}")
     if len(stat):
-        c.series("stat", res.stat_times, np.clip(stat, 0, shi), 0.0, shi, "stat")
-    c.hline("stat", _enf.THRESHOLD, 0.0, shi, "thr")
+        stat_ax.plot(*_envelope(res.stat_times, np.clip(stat, 0, shi), duration), lw=0.8, color="#3c3c3c")
+    stat_ax.axhline(_enf.THRESHOLD, color=CANDIDATE, lw=0.9, ls="--", label=f"threshold {_enf.THRESHOLD:g}")
     for cand in candidates:
-        x = float(c.x(cand["time"]))
-        top, bottom = PANELS["stat"]
-        c.draw.line([(x, top), (x, bottom)], fill=_INDEX["cand"])
-    # hum SNR per frame for both grids (best harmonic)
+        stat_ax.axvline(cand["time"], color=CANDIDATE, lw=0.8, alpha=0.7)
+    stat_ax.set_ylim(0.0, shi * 1.2)
+    stat_ax.set_ylabel("phase step\n(normal deviate)")
+    stat_ax.legend(loc="upper right", framealpha=0.9)
+
     snr_hi = 40.0
-    c.frame("snr", 0.0, snr_hi, "hum SNR per frame, best harmonic (dB): blue 50 Hz grid, orange 60 Hz grid")
-    for g, colour in ((50, "g50"), (60, "g60")):
-        if g in res.frame_snr_db:
-            c.series("snr", res.times, np.clip(res.frame_snr_db[g], 0, snr_hi), 0.0, snr_hi, colour)
-    c.hline("snr", _enf.FRAME_SNR_DB, 0.0, snr_hi, "muted")
-    c.text((WIDTH - RIGHT - 60, HEIGHT - 14), "time (s)" if res.duration < 600 else "time (m:s)", "axis")
-    return c.png()
+    for grid, colour in GRID_COLOURS.items():
+        if grid in res.frame_snr_db:
+            snr_ax.plot(
+                *_envelope(res.times, np.clip(res.frame_snr_db[grid], 0, snr_hi), duration),
+                lw=0.7,
+                color=colour,
+                label=f"{grid} Hz grid",
+            )
+    snr_ax.axhline(
+        _enf.FRAME_SNR_DB, color="#969696", lw=0.9, ls="--", label=f"floor {_enf.FRAME_SNR_DB:g} dB"
+    )
+    snr_ax.set_ylim(0.0, snr_hi * 1.3)  # values clipped at snr_hi; the band above holds the legend
+    snr_ax.set_yticks([0, 10, 20, 30, 40])
+    snr_ax.set_ylabel("hum SNR per\nframe (dB)")
+    snr_ax.legend(loc="upper right", ncols=3, framealpha=0.9)
+    return fig
+
+
+def render(res: _enf.Result, candidates: list[dict]) -> bytes:
+    """The PNG of ``figure``."""
+    return _figure.png_bytes(figure(res, candidates))

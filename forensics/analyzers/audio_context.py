@@ -69,8 +69,8 @@ NAME = "audio.context"
 # peak by peak from the segments' ends, speed measured up to 5 % before segmenting;
 # indicators carry their conditioned rates and a calibrated score, joins an uncertainty,
 # and LIMITS quote the evaluation table (forensics/evaluation/context.py) instead of a
-# synthetic set's figures.
-VERSION = "2.0.0"
+# synthetic set's figures. 2.1.0: the alignment picture is a labelled matplotlib figure.
+VERSION = "2.1.0"
 TIME_LIMIT = 7200  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 6 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg"]
@@ -194,7 +194,7 @@ def _reference(path: str, sha256: str) -> tuple[dict, method.Reference, dict]:
 
 def _library_versions() -> dict:
     out = {}
-    for dist in ("av", "numpy", "scipy", "Pillow"):
+    for dist in ("av", "numpy", "scipy", "Pillow", "matplotlib"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:  # pragma: no cover - a source build

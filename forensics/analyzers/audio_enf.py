@@ -60,7 +60,7 @@ import numpy as np
 import PIL
 import scipy
 
-from . import _enf, _enf_plot, _rates
+from . import _enf, _enf_plot, _figure, _rates
 from ._audio import decode
 from .base import AnalysisError, finding
 
@@ -68,7 +68,8 @@ NAME = "audio.enf"
 # 2.0.0: instantaneous-frequency and hum-level tests; rates, calibrated scores and the trace's
 #        uncertainty from the real-speech evaluation (issue 11) instead of synthetic-set figures
 # 1.1.0: the decoded_coverage finding; decoding stops are stated
-VERSION = "2.0.0"
+# 2.1.0: the ENF picture is a labelled matplotlib figure (axes with units, numbered candidates)
+VERSION = "2.1.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
@@ -391,9 +392,10 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "enf_plot",
             "visual",
             artifact=ref,
-            note="top: the ENF trace (black) and each harmonic divided by its number (dots), edit "
-            "candidates in red; middle: the phase-jump statistic and its threshold; bottom: hum SNR "
-            "per frame for both grids",
+            note="top: the ENF trace in Hz (right axis: offset from the nominal frequency in mHz), "
+            "black, and each harmonic divided by its number (dots), edit candidates as red lines "
+            "numbered in the order of the edit_candidate findings; middle: the phase-jump statistic "
+            "and its threshold; bottom: hum SNR per frame for both grids",
         )
     )
     return {
@@ -403,5 +405,6 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "numpy": np.__version__,
             "scipy": scipy.__version__,
             "Pillow": PIL.__version__,
+            "matplotlib": _figure.version(),
         },
     }

@@ -34,11 +34,11 @@ import scipy
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _audio_plot, _audio_stream
+from . import _audio_plot, _audio_stream, _figure
 from .base import AnalysisError, finding
 
 NAME = "audio.signal"
-VERSION = "1.1.0"  # 1.1.0: the decoded_coverage finding
+VERSION = "1.2.0"  # 1.2.0: waveform and spectrogram as labelled figures; 1.1.0: the decoded_coverage finding
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 3 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*", "application/ogg", "application/octet-stream"]
@@ -475,7 +475,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
         clipped = np.concatenate(env_clip) if env_clip else None
         zero = np.concatenate(env_zero) if env_zero else None
         wave_ref = ctx.add_artifact(
-            "waveform.png", "image/png", _audio_plot.waveform_png(mins, maxs, clipped, zero)
+            "waveform.png",
+            "image/png",
+            _audio_plot.waveform_png(mins, maxs, clipped, zero, duration=t(total)),
         )
         add(
             finding(
@@ -483,12 +485,14 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 "visual",
                 artifact=wave_ref,
                 at=[0.0, t(total)],
-                note="min/max envelope per channel (full scale top to bottom); red on top: clipping; "
-                "blue at the bottom: exact digital silence",
+                note="min/max envelope per channel against time, amplitude in full scale (dBFS marks "
+                "on the right); red band at the top: clipping; blue band at the bottom: exact digital silence",
             )
         )
         spec_ref = ctx.add_artifact(
-            "spectrogram.png", "image/png", _audio_plot.spectrogram_png(spectra.spectrogram())
+            "spectrogram.png",
+            "image/png",
+            _audio_plot.spectrogram_png(spectra.spectrogram(), rate=rate, duration=t(total)),
         )
         add(
             finding(
@@ -498,7 +502,8 @@ def analyze(path: str, params: dict, ctx) -> dict:
                 at=[0.0, t(total)],
                 frequency_range=[0, rate // 2],
                 db_range=_audio_plot.DB_RANGE,
-                note="time left to right, 0 Hz at the bottom to Nyquist at the top, 90 dB colour range",
+                note="time across, 0 Hz at the bottom to Nyquist at the top; the colour bar gives the "
+                "power in dB below the loudest cell, over a 90 dB range",
             )
         )
     return {
@@ -509,6 +514,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "numpy": np.__version__,
             "scipy": scipy.__version__,
             "pillow": _pillow_version(),
+            **({"matplotlib": _figure.version()} if draw else {}),
         },
     }
 

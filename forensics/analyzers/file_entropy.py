@@ -13,11 +13,11 @@ import os
 import numpy as np
 import PIL
 
-from . import _fileplot
+from . import _figure, _fileplot
 from .base import AnalysisError, finding
 
 NAME = "file.entropy"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the plot is a labelled matplotlib figure
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 1 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["*/*"]
@@ -117,10 +117,11 @@ def analyze(path: str, params: dict, ctx) -> dict:
     png = _fileplot.series_png(
         rounded,
         span=size,
+        block=block,
         y_max=8.0,
         y_ticks=[0, 2, 4, 6, 8],
         title=f"Shannon entropy per {_fileplot.human_bytes(block)} block ({n_blocks} blocks)",
-        y_label="bits/byte",
+        y_label="entropy (bits/byte)",
     )
     png_ref = ctx.add_artifact("entropy_plot.png", "image/png", png)
 
@@ -179,4 +180,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "a pixel column, the line their mean; no verdict",
         ),
     ]
-    return {"findings": findings, "libraries": {"numpy": np.__version__, "Pillow": PIL.__version__}}
+    return {
+        "findings": findings,
+        "libraries": {"numpy": np.__version__, "Pillow": PIL.__version__, "matplotlib": _figure.version()},
+    }

@@ -27,8 +27,9 @@ indicator: "region" is the target, "source_region" the source, both
 [x, y, w, h]) with its rates for this file's condition (final JPEG quality
 band, kind of transform, region size band) and calibrated score (the raw
 score is the number of inlier pairs); a ``copy_move_count`` measurement; a
-PNG of the image with sources in green, targets in red and the matched
-keypoints joined (visual).
+figure of the image with sources in green, targets in red (numbered as the
+findings) and the matched keypoints joined (visual), and the same drawing
+on a transparent layer of the image's size (``copy_move_overlay``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import _imageio, _jpegq, _rates
+from . import _figure, _imageio, _jpegq, _rates
 from .base import finding
 
 NAME = "image.copymove"
 # 1.0.0: first version; rates measured on copy-moves in real camera photographs
-# (forensics/evaluation/copymove.py).
-VERSION = "1.0.0"
+# (forensics/evaluation/copymove.py). 1.1.0: the picture is a labelled figure (pixel axes,
+# numbered regions, legend) plus a same-size transparent overlay (copy_move_overlay).
+VERSION = "1.1.0"
 TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif"]
@@ -271,23 +273,62 @@ def detect(grey: np.ndarray, min_inliers: int) -> list[dict]:
     return out
 
 
-def _picture(im: Image.Image, found: list[dict], scale: float) -> Image.Image:
-    pic = im.convert("RGB")
-    if max(pic.size) > 2048:
-        f = 2048 / max(pic.size)
-        pic = pic.resize((round(pic.width * f), round(pic.height * f)), Image.Resampling.BILINEAR)
-    else:
-        f = 1.0
-    k = f / scale  # analysis pixels -> picture pixels
-    draw = ImageDraw.Draw(pic)
-    line = max(2, round(max(pic.size) / 400))
+SOURCE, TARGET, LINK = "#00d200", "#ff0000", "#ffd700"
+FIGURE_SIDE = 1100  # longest side of the photograph as drawn in the figure (about its pixel width)
+MAX_LINKS = 200  # matched keypoint pairs drawn per candidate at most (evenly thinned beyond)
+
+
+def _links(c: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = list(zip(c["source_points"], c["target_points"], strict=True))
+    if len(pairs) > MAX_LINKS:
+        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, MAX_LINKS).astype(int)]
+    return pairs
+
+
+def copymove_figure(im: Image.Image, found: list[dict], scale: float):
+    """The court figure: the image in its own pixel coordinates, each candidate's regions numbered."""
+    from matplotlib.lines import Line2D
+
+    w, h = im.size
+    small = im.convert("RGB")
+    if max(small.size) > FIGURE_SIDE:
+        f = FIGURE_SIDE / max(small.size)
+        small = small.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX)
+    fig = _figure.figure(_figure.image_height_in(w, h, extra_in=1.3))
+    ax = fig.subplots()
+    _figure.show_image(ax, np.asarray(small), w, h)
+    for i, c in enumerate(found, 1):
+        for a, b in _links(c):
+            ax.plot([a[0] / scale, b[0] / scale], [a[1] / scale, b[1] / scale], color=LINK, lw=0.6)
+        _figure.box(ax, _scaled(c["source"], scale, (w, h)), SOURCE, f"{i} source")
+        _figure.box(ax, _scaled(c["target"], scale, (w, h)), TARGET, f"{i} target")
+    ax.set_title(
+        f"Copy-move: {len(found)} candidate(s); each source region reappears at its target"
+        if found
+        else "Copy-move: no candidate found"
+    )
+    if found:
+        handles = [
+            Line2D([], [], color=SOURCE, lw=2, label="source region"),
+            Line2D([], [], color=TARGET, lw=2, label="target region (which is the copy is not known)"),
+            Line2D([], [], color=LINK, lw=1, label="matched keypoints"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+def overlay(size: tuple[int, int], found: list[dict], scale: float) -> Image.Image:
+    """Regions and links on a transparent RGBA layer of the image's own size (no axes)."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    line = max(2, round(max(size) / 400))
     for c in found:
-        for a, b in zip(c["source_points"], c["target_points"], strict=True):
-            draw.line([tuple(a * k), tuple(b * k)], fill=(255, 255, 0), width=1)
-        for box, colour in ((c["source"], (0, 230, 0)), (c["target"], (255, 0, 0))):
-            x, y, w, h = (v * k for v in box)
-            draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
-    return pic
+        for a, b in _links(c):
+            draw.line([tuple(a / scale), tuple(b / scale)], fill=(255, 215, 0, 255), width=max(1, line // 2))
+        for box, colour in ((c["source"], (0, 210, 0, 255)), (c["target"], (255, 0, 0, 255))):
+            x, y, bw, bh = _scaled(box, scale, size)
+            draw.rectangle([x, y, x + bw - 1, y + bh - 1], outline=colour, width=line)
+    return layer
 
 
 def analyze(path, params, ctx) -> dict:
@@ -341,15 +382,31 @@ def analyze(path, params, ctx) -> dict:
             note="number of copy-move candidates found",
         )
     )
-    picture = _picture(im, found, scale)
+    figure_png = _figure.png_bytes(copymove_figure(im, found, scale))
     findings.append(
         finding(
             "copy_move_image",
             "visual",
-            artifact=ctx.add_artifact("copymove.png", "image/png", _imageio.png_bytes(picture)),
-            note="sources in green, targets in red, matched keypoints joined in yellow"
+            artifact=ctx.add_artifact("copymove.png", "image/png", figure_png),
+            note="the image in its pixel coordinates: sources in green, targets in red, numbered as the "
+            "copy_move findings, matched keypoints joined in yellow"
             if found
             else "the image; no copy-move candidate was found",
         )
     )
-    return {"findings": findings, "libraries": _imageio.libraries("opencv-python-headless")}
+    findings.append(
+        finding(
+            "copy_move_overlay",
+            "visual",
+            artifact=ctx.add_artifact(
+                "copymove-overlay.png", "image/png", _imageio.png_bytes(overlay(size, found, scale))
+            ),
+            overlay=True,
+            note="the same regions and links on a transparent layer of the image's size, to be laid "
+            "over the image; no axes" + ("" if found else " (empty: no candidate)"),
+        )
+    )
+    return {
+        "findings": findings,
+        "libraries": {**_imageio.libraries("opencv-python-headless"), "matplotlib": _figure.version()},
+    }

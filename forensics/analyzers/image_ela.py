@@ -8,10 +8,14 @@ Parts of a JPEG that were already compressed at about that quality change
 little when re-saved; parts with another compression history (pasted from
 another picture, painted, never compressed) often change more.
 
-Findings: the ELA picture (per-channel difference times ``amplification``,
-clipped at 255, PNG; a visual aid, no verdict), the mean, 99th percentile and
-maximum error level (measurements), and the cell of a 16 x 16 grid (at least
-8 pixels a side) with the highest mean error level, with its region.
+Findings: the ELA figure (the error level in the image's pixel coordinates
+with a colour bar, saturating at 255 / ``amplification``, and the peak cell
+outlined; a visual aid, no verdict), the same levels as a plain overlay of
+the image's own size (``ela_overlay``: transparent where the level is 0,
+opaque red-to-yellow from 255 / ``amplification`` up, for a viewer to stack on
+the image), the mean, 99th percentile and maximum error level
+(measurements), and the cell of a 16 x 16 grid (at least 8 pixels a side)
+with the highest mean error level, with its region.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import io
 import numpy as np
 from PIL import Image, ImageChops
 
-from . import _imageio
+from . import _figure, _imageio
 from .base import finding
 
 NAME = "image.ela"
-VERSION = "1.0.0"
+# 1.1.0: the picture is a labelled figure (pixel axes, colour bar of the error level, peak cell);
+# the levels also come as a same-size transparent overlay (ela_overlay).
+VERSION = "1.1.0"
 TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif"]
@@ -84,6 +90,33 @@ def peak_cell(level: np.ndarray) -> tuple[float, list[int]]:
     return best
 
 
+def overlay(level: np.ndarray, gain: int) -> Image.Image:
+    """The error level as an RGBA image of the same size: alpha and green grow with level x gain."""
+    lut = [min(255, v * gain) for v in range(256)]
+    a = Image.fromarray(level, "L").point(lut)
+    red = Image.new("L", a.size, 255)
+    return Image.merge("RGBA", (red, a, Image.new("L", a.size, 0), a))
+
+
+def ela_figure(level: np.ndarray, quality: int, gain: int, region: list[int]):
+    """The court figure: error level in pixel coordinates, colour bar, the peak cell outlined."""
+    h, w = level.shape
+    shown, factor = _figure.shrink(level, 1000)
+    fig = _figure.figure(_figure.image_height_in(w, h))
+    ax = fig.subplots()
+    top = 255 / gain
+    image = _figure.show_image(ax, shown, w, h, cmap=_figure.COLORMAP, vmin=0, vmax=top)
+    _figure.box(ax, region, "#00c8ff", "peak cell")
+    ax.set_title(f"Error level analysis: difference from a JPEG re-save at quality {quality}")
+    bar = _figure.colorbar(
+        fig, image, ax, f"error level (grey levels, largest of R, G, B)\ncolour saturates at 255/{gain}"
+    )
+    bar.ax.set_ylim(0, top)
+    if factor > 1:
+        ax.set_xlabel(f"x (pixels; shown as means of {factor} x {factor} pixel blocks)")
+    return fig
+
+
 def analyze(path, params, ctx) -> dict:
     quality = int(params.get("quality", PARAMETERS["quality"]["default"]))
     gain = int(params.get("amplification", PARAMETERS["amplification"]["default"]))
@@ -92,19 +125,30 @@ def analyze(path, params, ctx) -> dict:
         arr = np.asarray(im, dtype=np.float64)
         top = float(arr.max()) or 1.0
         im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    diff, level = error_levels(im, quality)
-    picture = diff.point([min(255, v * gain) for v in range(256)] * 3)
-    artifact = ctx.add_artifact(f"ela-q{quality}.png", "image/png", _imageio.png_bytes(picture))
+    level = error_levels(im, quality)[1]  # the RGB difference is not kept: it is the size of the image
     value, region = peak_cell(level)
+    figure_png = _figure.png_bytes(ela_figure(level, quality, gain, region))
+    overlay_png = _imageio.png_bytes(overlay(level, gain))
     findings = [
         finding(
             "ela_image",
             "visual",
-            artifact=artifact,
+            artifact=ctx.add_artifact(f"ela-q{quality}.png", "image/png", figure_png),
             quality=quality,
             amplification=gain,
-            note=f"absolute difference from a JPEG re-save at quality {quality}, amplified x{gain}; "
-            "bright areas changed more. Interpret with care: edges and texture are bright too.",
+            note=f"error level after a JPEG re-save at quality {quality}, in the image's pixel "
+            f"coordinates; the colour bar gives the level (saturating at 255/{gain}); the peak cell "
+            "is outlined. Bright areas changed more. Interpret with care: edges and texture are bright too.",
+        ),
+        finding(
+            "ela_overlay",
+            "visual",
+            artifact=ctx.add_artifact(f"ela-q{quality}-overlay.png", "image/png", overlay_png),
+            overlay=True,
+            quality=quality,
+            amplification=gain,
+            note=f"the same error levels as a transparent layer of the image's size (opacity = level "
+            f"x {gain}, red to yellow), to be laid over the image; no axes",
         ),
         finding(
             "ela_mean_level",
@@ -138,4 +182,4 @@ def analyze(path, params, ctx) -> dict:
             note="the cell with the highest mean error level (a place to look, not a verdict)",
         ),
     ]
-    return {"findings": findings, "libraries": _imageio.libraries()}
+    return {"findings": findings, "libraries": {**_imageio.libraries(), "matplotlib": _figure.version()}}

@@ -24,7 +24,8 @@ connected groups of blocks above ``THRESHOLD`` covering at least
 ``MIN_BLOCKS`` blocks are the candidate regions, reported only when a
 background history was found (without one the map is a visual aid only).
 
-Findings: the anomaly map (PNG, visual), the background history quality
+Findings: the anomaly map (a labelled figure, visual, and the same map as a
+transparent overlay of the image's size, ``ghost_overlay``), the background history quality
 (measurement, or none), and a ``ghost_inconsistency`` indicator for each
 candidate region (at most ``MAX_REGIONS``) with its [x, y, w, h] region,
 rates for this file's condition (background history found or not, final
@@ -39,14 +40,16 @@ import io
 import numpy as np
 from PIL import Image
 
-from . import _imageio, _jpegq, _rates
+from . import _figure, _imageio, _jpegq, _rates
 from .base import finding
 
 NAME = "image.ghost"
 # 1.1.0: regions are reported only when the image shows a background history (the other
 # branch found no splice and made false alarms on the evaluation set); 1.0.0: first version.
+# 1.2.0: the map is a labelled figure (pixel axes, colour bar, numbered regions) plus a
+# same-size transparent overlay (ghost_overlay).
 # Rates measured on splices in real camera photographs (forensics/evaluation/ghost.py).
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 TIME_LIMIT = 900  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 3 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp", "image/x-ms-bmp"]
@@ -184,21 +187,58 @@ def analyse(im: Image.Image) -> dict:
     return result
 
 
-def _picture(anomaly: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """Anomaly map as a heat picture at the image's size: black 0, red at the threshold, yellow 2x."""
+def _heat(anomaly: np.ndarray) -> np.ndarray:
+    """Anomaly per block -> RGBA uint8: transparent at 0, red at the threshold, opaque yellow at 2x."""
     x = np.clip(anomaly / (2 * THRESHOLD), 0, 1)
-    rgb = np.zeros(anomaly.shape + (3,), dtype=np.uint8)
-    rgb[..., 0] = np.clip(x * 2, 0, 1) * 255
-    rgb[..., 1] = np.clip(x * 2 - 1, 0, 1) * 255
-    pic = Image.fromarray(rgb, "RGB").resize(
-        (anomaly.shape[1] * BLOCK, anomaly.shape[0] * BLOCK), Image.Resampling.NEAREST
+    rgba = np.zeros(anomaly.shape + (4,), dtype=np.uint8)
+    rgba[..., 0] = np.round(np.clip(x * 2, 0, 1) * 255)
+    rgba[..., 1] = np.round(np.clip(x * 2 - 1, 0, 1) * 255)
+    rgba[..., 3] = np.round(x * 255)
+    return rgba
+
+
+def overlay(anomaly: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The block map as a transparent RGBA layer of the image's own size (blocks of BLOCK pixels)."""
+    rows, cols = anomaly.shape
+    pic = Image.fromarray(_heat(anomaly), "RGBA").resize(
+        (cols * BLOCK, rows * BLOCK), Image.Resampling.NEAREST
     )
-    canvas = Image.new("RGB", size)
+    canvas = Image.new("RGBA", size, (0, 0, 0, 0))
     canvas.paste(pic, (0, 0))
-    if max(size) > 2048:
-        f = 2048 / max(size)
-        canvas = canvas.resize((round(size[0] * f), round(size[1] * f)), Image.Resampling.NEAREST)
     return canvas
+
+
+def ghost_figure(res: dict, size: tuple[int, int]):
+    """The court figure: the anomaly map in the image's pixel coordinates, colour bar, regions numbered."""
+    w, h = size
+    anomaly = res["map"]
+    rows, cols = anomaly.shape
+    fig = _figure.figure(_figure.image_height_in(w, h))
+    ax = fig.subplots()
+    ax.set_facecolor("#bbbbbb")  # the strip beyond the last whole block, never judged
+    image = ax.imshow(
+        anomaly,
+        extent=(0, cols * BLOCK, rows * BLOCK, 0),
+        cmap=_figure.COLORMAP,
+        vmin=0.0,
+        vmax=2 * THRESHOLD,
+        interpolation="nearest",
+    )
+    _figure.pixel_axes(ax, w, h)
+    ax.set_xlabel(f"x (pixels; one cell = {BLOCK} x {BLOCK} block)")
+    for i, r in enumerate(res["regions"], 1):
+        _figure.box(ax, r["region"], "#00c8ff", str(i))
+    history = (
+        f"background history at quality {res['history']}"
+        if res["history"] is not None
+        else "no background history found (map only, no region reported)"
+    )
+    fig.suptitle(f"JPEG ghosts: how far each block's compression history departs from the rest\n{history}")
+    bar = _figure.colorbar(
+        fig, image, ax, f"anomaly: ln(ratio to the median)\nline: detection threshold {THRESHOLD:g}"
+    )
+    bar.ax.axhline(THRESHOLD, color="#00c8ff", lw=2)
+    return fig
 
 
 def analyze(path, params, ctx) -> dict:
@@ -234,15 +274,29 @@ def analyze(path, params, ctx) -> dict:
             )
         )
         return {"findings": findings, "libraries": _imageio.libraries("scipy")}
-    picture = _picture(res["map"], im.size)
+    figure_png = _figure.png_bytes(ghost_figure(res, im.size))
     findings.append(
         finding(
             "ghost_map",
             "visual",
-            artifact=ctx.add_artifact("ghost-map.png", "image/png", _imageio.png_bytes(picture)),
-            note="per 16 x 16 block, how far its JPEG compression history departs from the rest "
-            "(black: like the rest; red: at the detection threshold; yellow: twice it). "
-            "Grey-level flat blocks are black: they are not judged.",
+            artifact=ctx.add_artifact("ghost-map.png", "image/png", figure_png),
+            note="per 16 x 16 block, how far its JPEG compression history departs from the rest, in "
+            "the image's pixel coordinates; the colour bar gives the anomaly and marks the detection "
+            "threshold; reported regions are outlined and numbered. Flat blocks are at 0: they are "
+            "not judged.",
+        )
+    )
+    findings.append(
+        finding(
+            "ghost_overlay",
+            "visual",
+            artifact=ctx.add_artifact(
+                "ghost-overlay.png", "image/png", _imageio.png_bytes(overlay(res["map"], im.size))
+            ),
+            overlay=True,
+            note="the same map as a transparent layer of the image's size, to be laid over the image: "
+            "clear where a block is like the rest, red at the detection threshold, opaque yellow at "
+            "twice it; no axes",
         )
     )
     for i, r in enumerate(res["regions"], 1):
@@ -275,4 +329,7 @@ def analyze(path, params, ctx) -> dict:
             note=f"groups of at least {MIN_BLOCKS} blocks above the threshold (at most {MAX_REGIONS} reported)",
         )
     )
-    return {"findings": findings, "libraries": _imageio.libraries("scipy")}
+    return {
+        "findings": findings,
+        "libraries": {**_imageio.libraries("scipy"), "matplotlib": _figure.version()},
+    }

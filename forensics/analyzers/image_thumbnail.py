@@ -36,11 +36,11 @@ import hashlib
 import numpy as np
 from PIL import ExifTags, Image, ImageFilter
 
-from . import _imageio
+from . import _figure, _imageio
 from .base import AnalysisError, finding
 
 NAME = "image.thumbnail"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the difference picture is a labelled three-panel figure
 TIME_LIMIT = 600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 2 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["image/jpeg", "image/png", "image/webp"]
@@ -63,7 +63,7 @@ PARAMETERS: dict = {}
 
 BLUR_RADIUS = 1.0  # Gaussian smoothing of both images at thumbnail size, in thumbnail pixels
 CELL = 8  # thumbnail pixels per side of a local-mismatch cell
-DIFF_GAIN = 4  # amplification of the difference picture
+DIFF_GAIN = 4  # the difference figure's colour scale tops out at 255 / DIFF_GAIN levels
 _ASPECT_TOLERANCE = 0.02
 
 
@@ -134,7 +134,15 @@ def compare(main: Image.Image, thumb: Image.Image) -> dict:
         diff = np.abs(reduced - part)
         mad = float(diff.mean())
         if best is None or mad < best["mad"] - 1e-12:
-            best = {"mad": mad, "diff": diff, "box": box, "rotation": rotation, "letterbox": letterbox}
+            best = {
+                "mad": mad,
+                "diff": diff,
+                "main": reduced,
+                "thumb": part,
+                "box": box,
+                "rotation": rotation,
+                "letterbox": letterbox,
+            }
     diff, box = best["diff"], best["box"]
     bh, bw = diff.shape
     # local mismatch: mean of each CELL x CELL cell (partial cells at the edges count too)
@@ -159,7 +167,6 @@ def compare(main: Image.Image, thumb: Image.Image) -> dict:
         region = [main_l.width - (y0 + region[3]), x0, region[3], region[2]]
     elif best["rotation"] == 270:
         region = [y0, main_l.height - (x0 + region[2]), region[3], region[2]]
-    picture = Image.fromarray(np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8), "L")
     return {
         "mad": round(best["mad"], 3),
         "cell_mad": round(value, 3),
@@ -167,8 +174,41 @@ def compare(main: Image.Image, thumb: Image.Image) -> dict:
         "rotation": best["rotation"],
         "letterbox": best["letterbox"],
         "compared": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-        "picture": picture,
+        "diff": diff,  # the three arrays at thumbnail size, smoothed, over the compared area
+        "main_small": best["main"],
+        "thumb_small": best["thumb"],
+        "cell": [c * CELL, r * CELL, min(CELL, bw - c * CELL), min(CELL, bh - r * CELL)],
     }
+
+
+def difference_figure(result: dict):
+    """The court figure: main image reduced, thumbnail, and their difference with a colour bar.
+
+    All three in thumbnail pixels over the compared area; the most different cell outlined.
+    """
+    h, w = result["diff"].shape
+    fig = _figure.figure(min(6.0, max(2.6, (_figure.WIDTH_IN - 1.2) / 3 * h / max(w, 1) + 1.2)))
+    axes = fig.subplots(1, 3, sharex=True, sharey=True)
+    turned = f", turned {result['rotation']} degrees" if result["rotation"] else ""
+    panels = (
+        (result["main_small"], f"main image reduced{turned}"),
+        (result["thumb_small"], "EXIF thumbnail"),
+    )
+    for ax, (array, title) in zip(axes[:2], panels, strict=True):
+        _figure.show_image(ax, array, w, h, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title)
+    top = 255 / DIFF_GAIN
+    image = _figure.show_image(axes[2], result["diff"], w, h, cmap=_figure.COLORMAP, vmin=0, vmax=top)
+    axes[2].set_title("absolute difference")
+    _figure.box(axes[2], result["cell"], "#00c8ff", "max cell")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    for ax in axes:
+        ax.set_xlabel("x (thumbnail pixels)")
+    axes[0].set_ylabel("y (thumbnail pixels)")
+    _figure.colorbar(fig, image, axes[2], "difference (luma levels)")
+    fig.suptitle(f"EXIF thumbnail against the main image: mean luma difference {result['mad']:.2f} levels")
+    return fig
 
 
 def analyze(path, params, ctx) -> dict:
@@ -266,9 +306,11 @@ def analyze(path, params, ctx) -> dict:
             "thumbnail_difference",
             "visual",
             artifact=ctx.add_artifact(
-                "thumbnail-difference.png", "image/png", _imageio.png_bytes(result["picture"])
+                "thumbnail-difference.png", "image/png", _figure.png_bytes(difference_figure(result))
             ),
-            note=f"absolute difference of the smoothed luma at thumbnail size, amplified x{DIFF_GAIN} (bright = different)",
+            note="the main image reduced to the thumbnail's size, the thumbnail, and the absolute "
+            "difference of their smoothed luma with a colour bar (levels); the most different cell "
+            "is outlined",
         )
     )
-    return {"findings": findings, "libraries": libraries}
+    return {"findings": findings, "libraries": {**libraries, "matplotlib": _figure.version()}}
