@@ -162,8 +162,10 @@ def main(argv=None) -> int:
         print(f"  ({time.monotonic() - start:.0f} s)")
         stored = _rates.table(name) or {}
         if args.check:
-            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(block, sort_keys=True):
-                print(f"  DIFFERS from forensics/analyzers/rates/{name}.json [{key}]")
+            differ = tables.differences(json.loads(json.dumps(block)), stored.get(key))
+            if differ:
+                print(f"  DIFFERS from forensics/analyzers/rates/{name}.json [{key}]:")
+                print("\n".join(f"    {line}" for line in differ[:20]))
                 status = 1
             continue
         data = dict(stored)
