@@ -117,3 +117,33 @@ def test_stored_intervals_follow_from_the_stored_counts(path):
                     )
             points = spec.get("calibration") or []
             assert [p for _, p in points] == sorted(p for _, p in points), f"{name}: calibration not monotone"
+
+
+def test_reruns_must_match_counts_exactly_and_measured_times_within_tolerance():
+    stored = {
+        "join": {
+            "calibration": [[592.7, 0.4], [1070.3, 1.0]],
+            "rows": [{"positives": 20, "detected": 17, "detection_rate": 0.85, "join_error_p90_s": 0.013}],
+        }
+    }
+    drifted = {
+        "join": {
+            "calibration": [[556.7, 0.4], [1222.4, 1.0]],
+            "rows": [{"positives": 20, "detected": 17, "detection_rate": 0.85, "join_error_p90_s": 0.054}],
+        }
+    }
+    assert tables.differences(drifted, stored) == []
+    for path, value in (
+        (("rows", 0, "detected"), 16),  # a count
+        (("rows", 0, "detection_rate"), 0.8),  # computed from counts
+        (("rows", 0, "join_error_p90_s"), 0.2),  # a time beyond 0.06 s
+        (("calibration", 0, 1), 0.5),  # a calibrated probability
+        (("calibration", 1, 0), 1500.0),  # a threshold beyond 25%
+    ):
+        changed = json.loads(json.dumps(drifted))
+        target = changed["join"]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        assert len(tables.differences(changed, stored)) == 1, path
+    assert tables.differences({"join": {}}, stored) != []
