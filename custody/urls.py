@@ -199,3 +199,5 @@ urlpatterns = [
         name="api-redoc",
     ),
 ]
+
+handler500 = "custody.views.server_error"
