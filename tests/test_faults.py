@@ -56,7 +56,7 @@ class Postgres:
     def __init__(self):
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not found:
-            pytest.skip("the PostgreSQL server is not installed (apt-get install postgresql)")
+            pytest.fail("the PostgreSQL server is not installed; ./scripts/test installs it (postgresql)")
         self.bin = Path(found[-1]).parent
         self.dir = Path(tempfile.mkdtemp(prefix="custody-faults-pg-"))
         self.data = self.dir / "data"
@@ -112,7 +112,7 @@ class Redis:
     def __init__(self):
         self.path = shutil.which("redis-server")
         if self.path is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            pytest.fail("redis-server is not installed; ./scripts/test installs it (redis-server)")
         self.dir = Path(tempfile.mkdtemp(prefix="custody-faults-redis-"))
         self.port = free_port()
         self.proc = None
