@@ -297,7 +297,7 @@ class EvidenceListView(APIView):
 
     @extend_schema(
         request=EvidenceInputSerializer,
-        responses={201: EvidenceSerializer, **errors(404, 409, 411, 413, 422)},
+        responses={201: EvidenceSerializer, **errors(404, 409, 411, 413, 422, 503, 507)},
     )
     def post(self, request):
         # Refuse read-only users before the body is parsed: parsing receives the whole upload.

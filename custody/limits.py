@@ -8,6 +8,7 @@ free space is nobody's business outside the server.
 
 from __future__ import annotations
 
+import errno
 import shutil
 
 from django.conf import settings
@@ -22,6 +23,18 @@ class UploadRefused(Exception):
     def __init__(self, detail: str):
         super().__init__(detail)
         self.detail = detail
+
+
+class DiskFull(UploadRefused):
+    """The disk filled up while the bytes were being written (HTTP 507). Nothing of them is kept."""
+
+    status = 507
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_DETAIL = (
+    "the server's disk is full; nothing was kept (try again later, or ask the server's operator)"
+)
 
 
 def check_size(size: int) -> None:

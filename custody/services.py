@@ -443,6 +443,11 @@ def receive_evidence(
     except BlobError as exc:  # a store that cannot keep evidence safely (see check_blob_store)
         upload.close()
         raise ServiceError(f"the evidence store refused the upload, nothing was stored: {exc}", 500) from None
+    except OSError as exc:
+        if exc.errno not in limits.DISK_FULL_ERRNOS:
+            raise
+        upload.close()  # the store removed its partial copy; the temporary file goes too
+        raise ServiceError(limits.DISK_FULL_DETAIL, status=507) from None
     # The receipt is signed under the log head's lock (it names the entry's
     # index); the key is loaded before it, as its first load in a process
     # runs scrypt (~0.5 s) and would hold up every other appender.

@@ -278,7 +278,10 @@ if DATABASE_MIGRATE_URL:
     if CUSTODY_DB_OWNER:
         DATABASE_URL = DATABASE_MIGRATE_URL
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Connections are kept for a minute and checked before each request
+    # reuses one: after the database restarts, the first request reconnects
+    # instead of failing on a dead connection.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # The URL names the file; locking and durability stay those of the default.
         _path = DATABASES["default"]["NAME"]
@@ -441,6 +444,9 @@ CUSTODY_EXTRA_ANALYZERS = [
 ]
 # A running analysis whose heartbeat is older than this is re-queued.
 CUSTODY_ANALYSIS_STALE_SECONDS = env_int("CUSTODY_ANALYSIS_STALE_SECONDS", 120)
+# A queued analysis whose task message was sent this long ago is sent again
+# (the broker may have lost it: Redis restarted without persistence).
+CUSTODY_ANALYSIS_RESEND_SECONDS = env_int("CUSTODY_ANALYSIS_RESEND_SECONDS", 600)
 # Each analysis runs in a child process with a wall-clock time limit and an
 # address-space limit; the defaults are each analyzer's TIME_LIMIT (seconds)
 # and MEMORY_LIMIT (bytes), overridden here per analyzer name (or "*"), e.g.

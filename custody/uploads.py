@@ -164,7 +164,15 @@ class HashingUploadHandler(FileUploadHandler):
             self._refuse(exc)
             self.upload_interrupted()
             raise StopUpload(connection_reset=True) from None
-        self.file.write(raw_data)
+        try:
+            self.file.write(raw_data)
+        except OSError as exc:
+            # The disk filled up after the check (another writer): 507, nothing kept.
+            if exc.errno not in limits.DISK_FULL_ERRNOS:
+                raise
+            self._refuse(limits.DiskFull(limits.DISK_FULL_DETAIL))
+            self.upload_interrupted()
+            raise StopUpload(connection_reset=True) from None
         self.hasher.update(raw_data)
         self.writeback.wrote(len(raw_data))
         return None  # consumed: no later handler sees the chunk
@@ -172,7 +180,14 @@ class HashingUploadHandler(FileUploadHandler):
     def file_complete(self, file_size):
         _unfinished_uploads().discard(self)
         self.writeback.close()
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError as exc:
+            if exc.errno not in limits.DISK_FULL_ERRNOS:
+                raise
+            self._refuse(limits.DiskFull(limits.DISK_FULL_DETAIL))
+            self.upload_interrupted()
+            return None
         self.file.seek(0)
         self.file.size = file_size
         self.file.digests = self.hasher.hexdigests()
@@ -190,6 +205,9 @@ class HashingUploadHandler(FileUploadHandler):
             path = self.file.temporary_file_path()
             try:
                 self.file.close()
+            except OSError:  # buffered bytes a full disk could not take: dropped with the file
+                pass
+            try:
                 os.remove(path)
             except FileNotFoundError:
                 pass

@@ -204,3 +204,5 @@ urlpatterns = [
         name="api-redoc",
     ),
 ]
+
+handler500 = "custody.views.server_error"

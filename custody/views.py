@@ -509,3 +509,35 @@ def analysis_compare(request, analysis_id):
             "alignment": {"segments": segments},
         },
     )
+
+
+def server_error(request):
+    """handler500: an error the views did not answer, without a traceback.
+
+    A database that cannot be reached (restarting, failed over) is 503 with
+    Retry-After: nothing was done and the client may try again; anything
+    else is 500. API clients get JSON ``{"detail": ...}`` as for every other
+    error, browsers a short page.
+    """
+    import sys
+
+    from django.db import InterfaceError, OperationalError
+    from django.http import HttpResponse, JsonResponse
+
+    unavailable = isinstance(sys.exc_info()[1], (OperationalError, InterfaceError))
+    status = 503 if unavailable else 500
+    detail = (
+        "the database is unavailable; nothing was done, try again shortly"
+        if unavailable
+        else "internal error; the server's log has the details"
+    )
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": detail}, status=status)
+    else:
+        response = HttpResponse(
+            f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{detail.capitalize()}.</p>",
+            status=status,
+        )
+    if unavailable:
+        response["Retry-After"] = "5"
+    return response

@@ -30,6 +30,11 @@ class Analysis(models.Model):
     # worker died and the sweeper may re-queue the run.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # When the run's task message was last handed to the broker. A broker
+    # that lost its messages (Redis restarted without persistence) loses no
+    # run: the sweeper sends a queued run again once this is older than
+    # CUSTODY_ANALYSIS_RESEND_SECONDS (services.resend_queued).
+    sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

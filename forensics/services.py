@@ -11,6 +11,7 @@ import datetime as dt
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from custody import keys, log, projection, signing
@@ -40,6 +41,8 @@ from .analyzers.base import (
     validate_parameters,
 )
 from .models import Analysis
+
+logger = logging.getLogger(__name__)
 
 RESULT_PREDICATE_TYPE = "urn:custody-server:analysis-result:v1"
 
@@ -117,9 +120,20 @@ def _uuid_or_none(value):
 
 
 def _enqueue(analysis_id) -> None:
+    """Send the run's task once the transaction commits (inside one: the row exists).
+
+    A broker that is down does not undo the request: the run is recorded and
+    queued, the failure is logged (robust), and ``resend_queued`` sends it
+    again later.
+    """
+    Analysis.objects.filter(pk=analysis_id).update(sent_at=timezone.now())
+    transaction.on_commit(lambda: _send(analysis_id), robust=True)
+
+
+def _send(analysis_id) -> None:
     from .tasks import run_analysis
 
-    transaction.on_commit(lambda: run_analysis.delay(str(analysis_id)))
+    run_analysis.delay(str(analysis_id))
 
 
 def request_analysis(
@@ -633,6 +647,37 @@ def sweep_stale() -> list[str]:
         if not used_up:
             requeued.append(str(analysis.pk))
     return requeued
+
+
+def resend_queued() -> list[str]:
+    """Send again the task of queued runs whose message was sent long ago; returns their ids.
+
+    A message the broker lost (Redis restarted without persistence, a broker
+    down when the request was committed) would leave its run queued forever.
+    After CUSTODY_ANALYSIS_RESEND_SECONDS the message is sent again; if the
+    first one was only waiting in a long queue, the run is claimed once and
+    the other message is skipped (``claim`` is a conditional UPDATE). Each run
+    is re-sent at most once per period, so a backlog does not snowball.
+    """
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.CUSTODY_ANALYSIS_RESEND_SECONDS)
+    old = Q(sent_at__lt=cutoff) | Q(sent_at=None, requested_at__lt=cutoff)
+    resent = []
+    for analysis_id in Analysis.objects.filter(old, status=Analysis.Status.QUEUED).values_list(
+        "pk", flat=True
+    ):
+        # Taken like a claim: of two sweepers, one sends.
+        if not Analysis.objects.filter(old, pk=analysis_id, status=Analysis.Status.QUEUED).update(
+            sent_at=timezone.now()
+        ):
+            continue
+        try:
+            _send(analysis_id)
+        except Exception as exc:  # the broker is down: the next sweep tries again
+            Analysis.objects.filter(pk=analysis_id).update(sent_at=None)
+            logger.warning("could not re-send analysis %s: %s", analysis_id, exc)
+            break
+        resent.append(str(analysis_id))
+    return resent
 
 
 # --- publishing ---------------------------------------------------------------

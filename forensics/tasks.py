@@ -12,4 +12,5 @@ def run_analysis(analysis_id: str) -> str:
 
 @shared_task(name="forensics.sweep_stale", acks_late=True)
 def sweep_stale() -> list[str]:
-    return services.sweep_stale()
+    """Re-queue runs whose worker died, and re-send queued runs whose message was lost."""
+    return services.sweep_stale() + services.resend_queued()

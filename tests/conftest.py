@@ -197,8 +197,17 @@ def gunicorn_server(transactional_db, tmp_path):
         server.stop()
 
 
-def start_gunicorn(log_path, port: int | None = None, workers: int = 1, extra_args: tuple[str, ...] = ()):
-    """Start gunicorn on the test database; the result has url, port, proc and stop()."""
+def start_gunicorn(
+    log_path,
+    port: int | None = None,
+    workers: int = 1,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+):
+    """Start gunicorn on the test database; the result has url, port, proc and stop().
+
+    ``env``: extra environment variables (settings) for this server only.
+    """
     port = port or free_port()
     log = open(log_path, "a")
     proc = subprocess.Popen(
@@ -220,7 +229,7 @@ def start_gunicorn(log_path, port: int | None = None, workers: int = 1, extra_ar
             *extra_args,
         ],
         cwd=ROOT,
-        env=subprocess_env(),
+        env=subprocess_env(**(env or {})),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -363,3 +363,43 @@ def test_custody_report_names_the_analyzer_of_each_analysis_entry(client, alice,
     assert (
         sum("analyzer test.digest 1.1.0 (" in row for row in rows) == 2
     )  # the version where the entry has it
+
+
+def test_queued_run_whose_message_was_lost_is_sent_again_once_per_period(
+    as_alice, evidence_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A broker that lost the message (Redis restarted) or was down at the request loses no run."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    sent = []
+
+    def broker_down(analysis_id):
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(services, "_send", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = request(as_alice, evidence_a.pk)
+    assert response.status_code == 202  # recorded and queued; the failure to send is only logged
+    analysis_id = response.json()["id"]
+    assert Analysis.objects.get(pk=analysis_id).sent_at is not None
+    monkeypatch.setattr(services, "_send", lambda analysis_id: sent.append(str(analysis_id)))
+
+    assert services.resend_queued() == []  # sent just now: perhaps only waiting in the queue
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    Analysis.objects.filter(pk=analysis_id).update(sent_at=an_hour_ago)
+    assert services.resend_queued() == [analysis_id] and sent == [analysis_id]
+    assert services.resend_queued() == []  # once per period, not at every sweep
+
+    # The broker still down at the sweep: the next sweep tries again.
+    Analysis.objects.filter(pk=analysis_id).update(sent_at=an_hour_ago)
+    monkeypatch.setattr(services, "_send", broker_down)
+    assert services.resend_queued() == []
+    monkeypatch.setattr(services, "_send", lambda analysis_id: sent.append(str(analysis_id)))
+    Analysis.objects.filter(pk=analysis_id).update(requested_at=an_hour_ago)
+    assert services.resend_queued() == [analysis_id]
+
+    # Only queued runs: a running one is the stale-heartbeat sweep's business.
+    Analysis.objects.filter(pk=analysis_id).update(status=Analysis.Status.RUNNING, sent_at=an_hour_ago)
+    assert services.resend_queued() == []

@@ -66,6 +66,49 @@ def test_multipart_over_the_maximum_is_refused_as_bytes_arrive(rf, settings):
     assert not os.path.exists(path)
 
 
+def test_multipart_disk_full_while_writing_is_507_and_keeps_nothing(rf, monkeypatch):
+    """The disk fills up after the free-space check (another writer): 507, the partial file removed."""
+    import errno
+
+    from django.core.files.uploadhandler import StopUpload
+
+    from custody import uploads
+
+    handler = uploads.HashingUploadHandler(rf.post("/"))
+    handler.handle_raw_input(None, {}, 0, b"x")
+    handler.new_file("file", "a.bin", "application/octet-stream", None)
+    path = handler.file.temporary_file_path()
+    handler.receive_data_chunk(b"x" * 60, 0)
+
+    def full(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handler.file.file, "write", full)
+    with pytest.raises(StopUpload):
+        handler.receive_data_chunk(b"x" * 60, 60)
+    refused = uploads.refusal(handler.request)
+    assert refused.status == 507 and "disk is full; nothing was kept" in refused.detail
+    assert not os.path.exists(path)
+
+
+def test_disk_full_while_storing_the_blob_is_507_and_keeps_nothing(as_alice, case_a, monkeypatch):
+    import errno
+
+    from custody.models import LogEntry
+    from custody.storage import LocalBlobStore
+
+    def full(self, source, sha256, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalBlobStore, "put_file", full)
+    entries = LogEntry.objects.count()
+    response = upload(as_alice, case_a, b"arrives on a full disk")
+    assert response.status_code == 507
+    assert "disk is full; nothing was kept" in response.json()["detail"]
+    assert LogEntry.objects.count() == entries and not Evidence.objects.exists()
+    assert not [p for p in os.listdir(settings.FILE_UPLOAD_TEMP_DIR) if p.startswith("upload-")]
+
+
 @override_settings(CUSTODY_CASE_QUOTA_BYTES=1000)
 def test_case_quota_is_413_for_multipart_and_tus(as_alice, case_a, as_bob, case_b):
     assert upload(as_alice, case_a, os.urandom(600)).status_code == 201
