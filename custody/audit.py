@@ -462,13 +462,15 @@ def _verify_nodes(report: Report) -> None:
         expected_count = report.entries >> level
         if expected_count == 0 and not TreeNode.objects.filter(level=level).exists():
             return
+        index = connection.ops.quote_name("index")
+        nodes = f"SELECT {index}, hash FROM custody_treenode WHERE level = %s ORDER BY {index}"  # noqa: S608
         below = (
-            _stream(LogEntry.objects.order_by("index"), "index", "leaf_hash")
+            _raw_stream(f"SELECT {index}, leaf_hash FROM custody_logentry ORDER BY {index}")  # noqa: S608
             if level == 1
-            else _stream(TreeNode.objects.filter(level=level - 1).order_by("index"), "index", "hash")
+            else _raw_stream(nodes, (level - 1,))
         )
         computed = _pairs(below)
-        stored = _stream(TreeNode.objects.filter(level=level).order_by("index"), "index", "hash")
+        stored = _raw_stream(nodes, (level,))
         c, s = next(computed, None), next(stored, None)
         while c is not None or s is not None:
             if s is None or (c is not None and c[0] < s[0]):
