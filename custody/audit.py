@@ -10,18 +10,22 @@ millions of entries.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from . import merkle, projection, signing
+from . import entrysigs, merkle, projection, signing
 from .models import Blob, Checkpoint, LogEntry, LogHead, TreeNode
 from .replay import Replay
 from .storage import BlobStoreUnavailable, blob_store, hash_stream, sha256_stream
 
 BATCH = 5000
+# From this many entries on, entry signatures are checked in worker processes
+# (below it, starting them costs more than it saves).
+PARALLEL_FROM = 20_000
 
 
 @dataclass
@@ -55,14 +59,21 @@ def verify(
     progress: Callable[[str], None] | None = None,
     trust_root: dict | None = None,
     ask_witnesses: bool = True,
+    workers: int | None = None,
+    chunk: int = entrysigs.CHUNK,
 ) -> Report:
-    """Check everything; ``trust_root`` is a root envelope the auditor pinned (else version 1 is taken)."""
+    """Check everything; ``trust_root`` is a root envelope the auditor pinned (else version 1 is taken).
+
+    Entry signatures are checked by ``workers`` processes, ``chunk`` entries
+    at a time (0: in this process; None: one per CPU from PARALLEL_FROM
+    entries on, below that in this process).
+    """
     report = Report()
     say = progress or (lambda text: None)
     # One consistent view of the log while appends go on (PostgreSQL); the
     # blobs are re-hashed afterwards, outside that transaction.
     with _snapshot():
-        _verify_records(report, say, trust_root)
+        _verify_records(report, say, trust_root, workers, chunk)
     # Outside the snapshot: the witnesses are compared with the log as it is now.
     if ask_witnesses:
         say("asking the witnesses how large a tree they have cosigned")
@@ -97,10 +108,18 @@ def _snapshot():
         yield
 
 
-def _verify_records(report: Report, say, trust_root: dict | None) -> None:
+def _verify_records(report: Report, say, trust_root: dict | None, workers: int | None, chunk: int) -> None:
     from django.conf import settings
 
-    replay = Replay(settings.CUSTODY_LOG_ORIGIN, report.problem, directory=str(settings.FILE_UPLOAD_TEMP_DIR))
+    if workers is None:
+        head = LogHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
+        workers = entrysigs.default_workers() if head >= PARALLEL_FROM else 0
+    replay = Replay(
+        settings.CUSTODY_LOG_ORIGIN,
+        report.problem,
+        directory=str(settings.FILE_UPLOAD_TEMP_DIR),
+        signatures=entrysigs.Checker(report.problem, workers, chunk),
+    )
     try:
         _verify_log_and_tables(report, say, replay)
         say("checking the trust root chain")
@@ -148,17 +167,50 @@ def _verify_trust_roots(report: Report, replay: Replay, pinned: dict | None) -> 
             )
 
 
-def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
-    # Checkpoint sizes are walked in step with the leaves and the roots kept
-    # in the scratch store: a year of one checkpoint a minute is half a
-    # million rows, which must not sit in memory.
-    sizes = _stream(Checkpoint.objects.order_by("size"), "size")
-    next_size = next(sizes, (None,))[0]
+class _Float(Exception):
+    pass
 
-    # 1. Leaves: dense indexes, exact canonical bytes, stored leaf hashes.
-    say("recomputing the tree from the leaves")
-    frontier: list[bytes] = []
-    expected = 0
+
+def _refuse_float(text: str):
+    raise _Float
+
+
+# json.loads, but stopping at the first float (or NaN, Infinity): canonical_json refuses them.
+_LEAF_DECODER = json.JSONDecoder(parse_float=_refuse_float, parse_constant=_refuse_float)
+# signing.canonical_json's serialiser, made once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _parse_leaf(leaf: bytes) -> tuple[object, str | None]:
+    """(json.loads(leaf), the leaf as text if it holds no float), raising as json.loads does.
+
+    The quick way when json.loads would read the bytes as UTF-8 (a leaf that
+    opens '{"': no byte-order mark, no UTF-16/32) and they are strict UTF-8;
+    json.loads itself otherwise, so every odd leaf meets the same errors.
+    """
+    if leaf[:2] == b'{"':
+        try:
+            text = leaf.decode()
+            return _LEAF_DECODER.decode(text), text
+        except (UnicodeDecodeError, _Float):
+            pass
+    return json.loads(leaf), None
+
+
+def _leaf_rows() -> Iterator[tuple]:
+    """(index, leaf, leaf hash, action, time as format_time spells it, actor id, case id, evidence id,
+    signature) of every entry in index order: bytes, str and int as the checks compare them."""
+    if connection.vendor == "postgresql":
+        # Raw rows off a server-side cursor: no model instances, no per-row
+        # converters; the server spells the time and ids (to_char of the
+        # stored instant in UTC to the microsecond is what format_time gives).
+        sql = (
+            "SELECT index, leaf, leaf_hash, action, "
+            "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+            "actor_id, case_id::text, evidence_id::text, signature FROM custody_logentry ORDER BY index"
+        )
+        yield from _raw_stream(sql)
+        return
     rows = _stream(
         LogEntry.objects.order_by("index"),
         "index",
@@ -172,37 +224,80 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
         "signature",
     )
     for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature in rows:
-        leaf = bytes(leaf)
+        yield (
+            index,
+            bytes(leaf),
+            bytes(stored_hash),
+            action,
+            projection.format_time(time),
+            actor_id,
+            str(case_id) if case_id is not None else None,
+            str(evidence_id) if evidence_id is not None else None,
+            bytes(signature),
+        )
+
+
+def _raw_stream(sql: str, params: tuple = ()) -> Iterator[tuple]:
+    """Rows of a raw query, BATCH at a time (a server-side cursor on PostgreSQL)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(BATCH):
+            yield from rows
+
+
+def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
+    # Checkpoint sizes are walked in step with the leaves and the roots kept
+    # in the scratch store: a year of one checkpoint a minute is half a
+    # million rows, which must not sit in memory.
+    sizes = _stream(Checkpoint.objects.order_by("size"), "size")
+    next_size = next(sizes, (None,))[0]
+
+    # 1. Leaves: dense indexes, exact canonical bytes, stored leaf hashes.
+    say("recomputing the tree from the leaves")
+    frontier: list[bytes] = []
+    expected = 0
+    sha256 = hashlib.sha256
+    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature in _leaf_rows():
         if index != expected:
             report.problem(f"log indexes jump from {expected - 1} to {index}: entries missing or inserted")
             # Keep hashing what is there: the roots will not match the checkpoints.
         expected = index + 1
-        leaf_hash = merkle.leaf_hash(leaf)
-        if bytes(stored_hash) != leaf_hash:
+        leaf_hash = sha256(b"\x00" + leaf).digest()  # merkle.leaf_hash
+        if stored_hash != leaf_hash:
             report.problem(f"entry {index}: stored leaf hash does not match its leaf bytes")
         try:
-            entry = json.loads(leaf)
+            entry, text = _parse_leaf(leaf)
             if entry.get("index") != index:
                 report.problem(f"entry {index}: its leaf says index {entry.get('index')}")
-            if signing.canonical_json(entry) != leaf:
+            # The same test as signing.canonical_json(entry) != leaf, which is
+            # asked only when the quick one (no floats were parsed, so none to
+            # refuse) does not settle it.
+            if (text is None or _CANONICAL.encode(entry) != text) and signing.canonical_json(entry) != leaf:
                 report.problem(f"entry {index}: leaf is not canonical JSON")
             columns = {
                 "action": action,
-                "time": projection.format_time(time),
+                "time": time,
                 "actor": actor_id,
-                "case": str(case_id) if case_id is not None else None,
-                "evidence": str(evidence_id) if evidence_id is not None else None,
-                "signature": bytes(signature),
+                "case": case_id,
+                "evidence": evidence_id,
+                "signature": signature,
             }
             replay.feed(index, entry, leaf_hash, columns)
         except (ValueError, TypeError) as exc:
             report.problem(f"entry {index}: leaf is not valid JSON ({exc})")
-        frontier, _ = merkle.append_to_frontier(frontier, report.entries, leaf_hash)
+        # merkle.append_to_frontier, without its checks of what is built right here.
+        size = report.entries
+        while size & 1:
+            leaf_hash = sha256(b"\x01" + frontier.pop() + leaf_hash).digest()
+            size >>= 1
+        frontier.append(leaf_hash)
         report.entries += 1
         while next_size is not None and next_size <= report.entries:
             if next_size == report.entries:
                 replay.keep_root(next_size, merkle.root_from_frontier(frontier), time)
             next_size = next(sizes, (None,))[0]
+    # The signatures still being checked by the worker processes.
+    replay.signatures.finish()
     root = merkle.root_from_frontier(frontier)
 
     # 2. The tree head the appenders continue from.
@@ -366,13 +461,15 @@ def _verify_nodes(report: Report) -> None:
         expected_count = report.entries >> level
         if expected_count == 0 and not TreeNode.objects.filter(level=level).exists():
             return
+        index = connection.ops.quote_name("index")
+        nodes = f"SELECT {index}, hash FROM custody_treenode WHERE level = %s ORDER BY {index}"  # noqa: S608
         below = (
-            _stream(LogEntry.objects.order_by("index"), "index", "leaf_hash")
+            _raw_stream(f"SELECT {index}, leaf_hash FROM custody_logentry ORDER BY {index}")  # noqa: S608
             if level == 1
-            else _stream(TreeNode.objects.filter(level=level - 1).order_by("index"), "index", "hash")
+            else _raw_stream(nodes, (level - 1,))
         )
         computed = _pairs(below)
-        stored = _stream(TreeNode.objects.filter(level=level).order_by("index"), "index", "hash")
+        stored = _raw_stream(nodes, (level,))
         c, s = next(computed, None), next(stored, None)
         while c is not None or s is not None:
             if s is None or (c is not None and c[0] < s[0]):

@@ -15,31 +15,63 @@ came before it and whose ``key.retired`` entry did not.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from . import merkle, projection, signing
+from cryptography.hazmat.primitives import serialization
+
+from . import entrysigs, merkle, projection, signing
 from .projection import TABLES, Change, ProjectionError
 
 BATCH = 2000
+CACHED_ROWS = 20_000  # scratch rows and item chain heads kept in memory (LRU), per kind
 
 
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+_PLAIN = re.compile(r"[0-9A-Za-z_.:@+-]*").fullmatch  # strings json.dumps writes as they are
+
+
 def _k(key: tuple) -> str:
-    return json.dumps([str(part) if not isinstance(part, int) else part for part in key])
+    """A row's key as the scratch store spells it: a JSON list, non-int parts as strings."""
+    parts = []
+    for part in key:
+        # The common keys (uuids, names, numbers) spelt here, as json.dumps would.
+        if type(part) is int:
+            parts.append(str(part))
+        elif type(part) is str and _PLAIN(part):
+            parts.append(f'"{part}"')
+        else:
+            return json.dumps([str(part) if not isinstance(part, int) else part for part in key])
+    return "[" + ", ".join(parts) + "]"
 
 
 class Replay:
-    def __init__(self, origin: str, problem: Callable[[str], None], directory: str | None = None):
+    def __init__(
+        self,
+        origin: str,
+        problem: Callable[[str], None],
+        directory: str | None = None,
+        signatures: entrysigs.Checker | None = None,
+    ):
         self.origin = origin
         self.problem = problem
+        # Entry signatures: checked here, one at a time, unless the caller hands
+        # a checker that spreads them over worker processes.
+        self.signatures = signatures if signatures is not None else entrysigs.Checker(problem)
+        # Write-through cache of scratch rows ({(table, key): data or None}) and
+        # write-back cache of each item's newest entry ({evidence: (index, hash)}),
+        # both bounded: most entries are about a few recent items.
+        self._rows: collections.OrderedDict = collections.OrderedDict()
+        self._chain: collections.OrderedDict = collections.OrderedDict()
         fd, self.path = tempfile.mkstemp(prefix="verify-state-", suffix=".sqlite3", dir=directory)
         os.close(fd)
         # A scratch file nobody else reads: no journal, no fsync.
@@ -65,20 +97,39 @@ class Replay:
         self.results = 0
 
     def close(self) -> None:
+        self.signatures.close()
         self.db.close()
         os.unlink(self.path)
 
     # --- scratch rows -----------------------------------------------------------
 
     def get(self, table: str, key: tuple) -> dict | None:
-        row = self.db.execute("SELECT data FROM rows WHERE tbl = ? AND key = ?", (table, _k(key))).fetchone()
-        return json.loads(row[0]) if row else None
+        """The row the log implies so far (callers must not change the dict returned)."""
+        cache, text = self._rows, _k(key)  # the key as the store spells it
+        try:
+            found = cache[(table, text)]
+            cache.move_to_end((table, text))
+            return found
+        except KeyError:
+            pass
+        row = self.db.execute("SELECT data FROM rows WHERE tbl = ? AND key = ?", (table, text)).fetchone()
+        found = json.loads(row[0]) if row else None
+        self._cache_row(table, text, found)
+        return found
+
+    def _cache_row(self, table: str, key_text: str, data: dict | None) -> None:
+        self._rows[(table, key_text)] = data
+        self._rows.move_to_end((table, key_text))
+        if len(self._rows) > CACHED_ROWS:
+            self._rows.popitem(last=False)
 
     def _put(self, table: str, key: tuple, data: dict) -> None:
+        text, key_text = json.dumps(data), _k(key)
         self.db.execute(
-            "INSERT OR REPLACE INTO rows (tbl, key, data) VALUES (?, ?, ?)",
-            (table, _k(key), json.dumps(data)),
+            "INSERT OR REPLACE INTO rows (tbl, key, data) VALUES (?, ?, ?)", (table, key_text, text)
         )
+        # As read back from the store: JSON round trip (tuples become lists, keys strings).
+        self._cache_row(table, key_text, json.loads(text))
 
     def _apply(self, index: int, action: str, change: Change) -> None:
         table = TABLES[change.table]
@@ -110,13 +161,13 @@ class Replay:
                 self.problem(f"entry {index} ({action}) removes {where}, which does not exist")
                 return
             self.db.execute("DELETE FROM rows WHERE tbl = ? AND key = ?", (change.table, _k(change.key)))
+            self._cache_row(change.table, _k(change.key), None)
 
     # --- roots at checkpoint sizes -----------------------------------------------
 
-    def keep_root(self, size: int, root: bytes, time) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO roots VALUES (?, ?, ?)", (size, root, projection.format_time(time))
-        )
+    def keep_root(self, size: int, root: bytes, time: str | None) -> None:
+        """The root at ``size`` and the time of its newest entry (as format_time spells it)."""
+        self.db.execute("INSERT OR REPLACE INTO roots VALUES (?, ?, ?)", (size, root, time))
 
     def root_at(self, size: int) -> tuple[bytes | None, object]:
         """(root recomputed at ``size``, time of the newest entry under it), or (None, None)."""
@@ -193,22 +244,14 @@ class Replay:
                 "SELECT keyid, pem FROM keys WHERE purpose = 'log' AND added < ? AND (retired IS NULL OR retired >= ?)",
                 (index, index),
             ).fetchall()
-            self._log_signers = [signing.load_public_key_pem(pem) for _, pem in rows]
+            self._log_signers = tuple(
+                signing.load_public_key_pem(pem).public_bytes(
+                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                )
+                for _, pem in rows
+            )
         self._log_signers_at = index + 1
-        if not self._log_signers:
-            if signature:
-                self.problem(f"entry {index}: carries a signature, but no log key was valid at that point")
-            return
-        for public in self._log_signers:
-            try:
-                public.verify(signature, signing.entry_message(leaf_hash))
-                return
-            except Exception:  # noqa: BLE001, S112 - try the next valid key (at a rotation there are two)
-                continue
-        self.problem(
-            f"entry {index}: no valid signature by the log key of that point: "
-            "it was not written by the server (appended or rewritten behind the app's back)"
-        )
+        self.signatures.add(index, leaf_hash, signature, self._log_signers)
 
     # --- one entry ----------------------------------------------------------------
 
@@ -254,6 +297,7 @@ class Replay:
             self._announcement_due = (index, evidence, d)
 
     def finish(self) -> None:
+        self.signatures.finish()
         if self._announcement_due is not None:
             self.problem(f"entry {self._announcement_due[0]}: a publication without its public announcement")
 
@@ -294,16 +338,21 @@ class Replay:
                 )
 
     def _check_chain(self, index: int, entry: dict, leaf_hash: bytes, evidence_id: str) -> None:
-        row = self.db.execute("SELECT idx, hash FROM chain WHERE evidence = ?", (evidence_id,)).fetchone()
+        chain = self._chain
+        row = chain.pop(evidence_id, None)
+        if row is None:
+            row = self.db.execute("SELECT idx, hash FROM chain WHERE evidence = ?", (evidence_id,)).fetchone()
         expected = {"index": row[0], "hash": row[1]} if row else None
         if entry.get("prev") != expected:
             self.problem(
                 f"entry {index}: links to {entry.get('prev')} as the previous entry about item {evidence_id}, "
                 f"but that entry is {expected}"
             )
-        self.db.execute(
-            "INSERT OR REPLACE INTO chain VALUES (?, ?, ?)", (evidence_id, index, leaf_hash.hex())
-        )
+        # Written to the scratch store only when it leaves the cache: nothing else reads it.
+        chain[evidence_id] = (index, leaf_hash.hex())
+        if len(chain) > CACHED_ROWS:
+            old, (old_index, old_hash) = chain.popitem(last=False)
+            self.db.execute("INSERT OR REPLACE INTO chain VALUES (?, ?, ?)", (old, old_index, old_hash))
 
     def _check_receipt(self, index: int, entry: dict) -> None:
         self.receipts += 1
