@@ -87,6 +87,7 @@ urlpatterns = [
     path("cases/<uuid:case_id>/analyses/all/", forensics_views.request_all_for_case, name="case-analyse-all"),
     path("cases/<uuid:case_id>/status.json", forensics_views.case_status, name="case-status"),
     path("analyses/<uuid:analysis_id>/status.json", forensics_views.analysis_status, name="analysis-status"),
+    path("status.json", forensics_views.home_status, name="home-status"),
     path("analyses/<uuid:analysis_id>/", forensics_views.analysis_detail, name="analysis-detail"),
     path("analyses/<uuid:analysis_id>/listen/", player_csp(views.analysis_compare), name="analysis-compare"),
     path(

@@ -23,6 +23,7 @@ from custody.permissions import (
     from_another_site,
     get_case_for,
     get_evidence_for,
+    visible_evidence,
     writers_only,
 )
 from custody.services import ServiceError
@@ -266,7 +267,11 @@ def _status_row(a: Analysis, now) -> dict:
 
 def case_analyses(case, limit: int = CASE_STATUS_LIMIT) -> list[Analysis]:
     """The case's analyses as its page lists them: every queued or running one, then the latest others."""
-    rows = Analysis.objects.filter(evidence__case=case).select_related("evidence", "requested_by")
+    return _pending_then_latest(Analysis.objects.filter(evidence__case=case), limit)
+
+
+def _pending_then_latest(rows, limit: int) -> list[Analysis]:
+    rows = rows.select_related("evidence", "requested_by")
     pending = list(rows.filter(status__in=PENDING).order_by("-requested_at"))
     rest = list(rows.exclude(status__in=PENDING).order_by("-requested_at")[: max(0, limit - len(pending))])
     return sorted(pending + rest, key=lambda a: a.requested_at, reverse=True)
@@ -300,6 +305,16 @@ def evidence_status(request, evidence_id):
 def case_status(request, case_id):
     case = get_case_for(request, case_id)
     return _status_response(case_analyses(case))
+
+
+@login_required
+def home_status(request):
+    """The home page's running analyses (every queued or running one in the user's cases), then the latest others."""
+    return _status_response(
+        _pending_then_latest(
+            Analysis.objects.filter(evidence__in=visible_evidence(request.user)), CASE_STATUS_LIMIT
+        )
+    )
 
 
 @login_required

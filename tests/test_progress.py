@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -10,7 +11,7 @@ import pytest
 from custody.models import LogEntry
 from forensics import services
 
-from .conftest import upload
+from .conftest import api_client_for, upload
 
 
 @pytest.fixture
@@ -122,3 +123,28 @@ def test_pages_hand_the_status_url_to_the_script(client, alice, item, three):
     done = client.get(f"/analyses/{bad.pk}/").content.decode()
     assert "http-equiv" not in done and "the input was refused on purpose" in done
     assert "failed: the input was refused on purpose" in client.get(f"/evidence/{item}/").content.decode()
+
+
+def test_home_page_running_analyses_update_from_the_users_own_cases_only(
+    client, alice, bob, case_b, item, three
+):
+    ok, bad, waiting = three
+    from custody.models import Evidence
+
+    theirs = upload(api_client_for(bob), case_b, b"bob's item\n", name="other.txt").json()["id"]
+    hidden = services.request_analysis(
+        actor=bob, evidence=Evidence.objects.get(pk=theirs), analyzer="file.type"
+    )
+    client.force_login(alice)
+    home = client.get("/").content.decode()
+    assert 'data-status-url="/status.json"' in home
+    assert f'<tr data-analysis="{waiting.pk}">' in home and home.count('data-status="queued"') == 3
+    assert re.search(r'<script src="/static/custody/progress\.js[^"]*" defer></script>', home)
+    services.run_analysis(ok.pk, worker="inline")
+    body = client.get("/status.json").json()
+    assert {a["id"] for a in body["analyses"]} == {str(ok.pk), str(bad.pk), str(waiting.pk)}
+    assert body["pending"] == 2 and str(hidden.pk) not in json.dumps(body)
+    client.force_login(bob)
+    assert [a["id"] for a in client.get("/status.json").json()["analyses"]] == [str(hidden.pk)]
+    client.logout()
+    assert client.get("/status.json").status_code == 302

@@ -1,4 +1,5 @@
-"""In Chromium: "run every applicable analyzer" on an item, and the statuses change on the page without a reload."""
+"""In Chromium: "run every applicable analyzer" on an item, the statuses change on the page without a
+reload; then a finding is read in plain words, the result published, and a visitor finds it."""
 
 from __future__ import annotations
 
@@ -81,3 +82,20 @@ def test_run_all_then_watch_the_statuses_change_without_reload(
     page.screenshot(path=str(shot), full_page=True)
     width, height = png_size(shot)
     assert width >= 1280 and height >= 900
+
+    # Read a finding in plain words, publish the result, and a visitor finds it.
+    hashes = Analysis.objects.get(evidence=evidence, analyzer="file.hashes")
+    page.goto(f"/analyses/{hashes.pk}/")
+    findings = page.locator("#findings").inner_text()
+    sha256 = evidence.blob_id
+    assert sha256 in findings and "{'" not in findings  # values as text, not Python reprs
+    assert page.locator("#findings details").count() > 0  # the raw JSON one click away
+    with page.expect_navigation():
+        page.click("#publish")
+    assert "Published" in page.locator(".messages").inner_text()
+    assert page.locator("#published").inner_text().startswith("yes, ")
+    visitor = new_page(gunicorn_server.url)
+    visitor.goto(f"/verify/?sha256={sha256}")
+    visitor.wait_for_selector(".result, #no-results", timeout=60_000)
+    assert visitor.locator(".result").count() == 1
+    assert visitor.locator(".result .checks li.fail").count() == 0
