@@ -10,6 +10,7 @@ versioned, one with neither (which the store must refuse).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -157,15 +158,22 @@ class Seaweed:
         client.create_bucket(Bucket=PLAIN)
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
+@contextlib.contextmanager
+def running_seaweed(directory):
+    """A SeaweedFS server in ``directory`` with the buckets made, stopped on exit."""
+    server = Seaweed(directory)
     server.start()
     try:
         server.make_buckets()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -177,13 +185,8 @@ def s3_settings(seaweed, settings, monkeypatch):
 @pytest.fixture
 def own_seaweed(tmp_path):
     """A server of the test's own, for a test that takes it down."""
-    server = Seaweed(tmp_path / "seaweed")
-    server.start()
-    try:
-        server.make_buckets()
+    with running_seaweed(tmp_path / "seaweed") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
