@@ -140,18 +140,8 @@ def drop(args) -> int:
 
 
 def floor(url: str) -> float:
-    """Stream every leaf with one server-side cursor and SHA-256 it (one client, no checks)."""
-    import hashlib
-
-    import psycopg
-
-    t0 = time.perf_counter()
-    with psycopg.connect(url) as conn, conn.cursor(name="floor") as cur:
-        cur.itersize = 5000
-        cur.execute("SELECT index, leaf, leaf_hash FROM custody_logentry ORDER BY index")
-        for _, leaf, _ in cur:
-            hashlib.sha256(b"\x00" + leaf).digest()
-    return time.perf_counter() - t0
+    """Stream every leaf with one server-side cursor and SHA-256 it: bench/log.py's verify_floor."""
+    return _bench_log().verify_floor(url)
 
 
 def verify_log(checkout: Path, env: dict) -> dict:
