@@ -318,6 +318,11 @@ class ResumableUpload(models.Model):
     bytes received and kept. When the last byte arrives the file becomes
     evidence through the same intake service as a multipart upload, and
     ``evidence`` points at it. Not evidence yet, so not in the custody log.
+
+    ``staged`` lists, with an upload staging store (CUSTODY_UPLOAD_STAGING),
+    the objects that hold the first ``offset`` bytes for the other web nodes:
+    ``{"start", "end", "name", "sha256"}`` each, written before the offset
+    that counts them.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -332,6 +337,7 @@ class ResumableUpload(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     evidence = models.ForeignKey(Evidence, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    staged = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"upload {self.id} ({self.offset}/{self.length} bytes)"

@@ -353,7 +353,19 @@ CUSTODY_S3_MAX_ATTEMPTS = env_int("CUSTODY_S3_MAX_ATTEMPTS", 3)
 # Resumable (tus) uploads in progress; on the blobs' filesystem, so a finished
 # upload is hard-linked into the store, not copied.
 CUSTODY_RESUMABLE_DIR = DATA_DIR / "resumable"
-CUSTODY_KEY_DIR = DATA_DIR / "keys"
+# Where web nodes share the bytes of unfinished resumable uploads, so a client
+# can resume on any node: empty (each node keeps its own, resume on the same
+# node) or s3://bucket/prefix, a bucket without Object Lock (README, "Several
+# hosts").
+CUSTODY_UPLOAD_STAGING = os.getenv("CUSTODY_UPLOAD_STAGING", "")
+try:
+    if parse_blob_store(CUSTODY_UPLOAD_STAGING)[0] != "s3" and CUSTODY_UPLOAD_STAGING.strip():
+        raise BlobError(f"must be empty or s3://bucket/prefix, got {CUSTODY_UPLOAD_STAGING!r}")
+except BlobError as exc:
+    raise ImproperlyConfigured(f"CUSTODY_UPLOAD_STAGING: {exc}") from None
+# The signing keys' private halves, encrypted (custody/keys.py). With several
+# hosts, every web and worker host holds a copy of this directory.
+CUSTODY_KEY_DIR = Path(os.getenv("CUSTODY_KEY_DIR") or DATA_DIR / "keys").resolve()
 CUSTODY_UPLOAD_CHUNK_SIZE = env_int("CUSTODY_UPLOAD_CHUNK_SIZE", 1024 * 1024)
 # Upload limits (custody/limits.py), each refused with 413: the largest file
 # accepted and the bytes a case may hold (0: no limit), and the free space
@@ -366,7 +378,7 @@ CUSTODY_KEY_PASSPHRASE = env_secret("CUSTODY_KEY_PASSPHRASE")
 # Without a passphrase the server keeps a generated one in this file (mode
 # 0600); set CUSTODY_KEY_PASSPHRASE in production so keys and passphrase are
 # not stored side by side.
-CUSTODY_KEY_PASSPHRASE_FALLBACK_FILE = DATA_DIR / "keys" / "passphrase"
+CUSTODY_KEY_PASSPHRASE_FALLBACK_FILE = CUSTODY_KEY_DIR / "passphrase"
 # scrypt cost for new key files (2**17 = 128 MiB of memory per derivation).
 CUSTODY_KEY_SCRYPT_N = env_int("CUSTODY_KEY_SCRYPT_N", 2**17)
 # RFC 3161 time-stamp authorities (comma-separated URLs) and the PEM files

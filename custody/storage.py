@@ -331,18 +331,8 @@ class _ObjectReader:
         self.close()
 
 
-class S3BlobStore:
-    """Blobs as objects ``<prefix>/sha256/<ab>/<hex>`` of an S3 bucket, written once and locked.
-
-    Each upload carries SHA-256 checksums the store checks before it keeps
-    anything (the whole object's for a single PUT, each part's for a multipart
-    upload, whose whole-file digest is re-checked here while the parts are
-    read). ``If-None-Match: *`` makes the write conditional on the key being
-    free. A bucket with Object Lock gets every object in COMPLIANCE retention
-    for ``retention_days``; a bucket without it must be versioned, so an
-    overwrite adds a version and never destroys the original. A bucket with
-    neither is refused.
-    """
+class S3Bucket:
+    """A bucket (and a key prefix in it) of an S3-compatible store, through boto3, with its failures translated."""
 
     def __init__(
         self,
@@ -351,20 +341,13 @@ class S3BlobStore:
         *,
         endpoint_url: str | None = None,
         region: str | None = None,
-        retention_days: int = 3650,
         max_attempts: int = 3,
-        temp_dir: str | os.PathLike | None = None,
     ):
         if not bucket:
-            raise BlobError("an S3 blob store needs a bucket name (s3://bucket/prefix)")
-        if retention_days < 1:
-            raise BlobError(f"CUSTODY_S3_RETENTION_DAYS must be at least 1, got {retention_days}")
+            raise BlobError("an S3 store needs a bucket name (s3://bucket/prefix)")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint_url, self.region = endpoint_url or None, region or None
-        self.retention_days, self.max_attempts = retention_days, max_attempts
-        self.temp_dir = temp_dir
-        self._protection: str | None = None  # "object-lock" or "versioning", once checked
-        self._conditional_put = True  # If-None-Match honoured, until the store says otherwise
+        self.max_attempts = max_attempts
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -388,11 +371,7 @@ class S3BlobStore:
             "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
         )
 
-    def key(self, sha256: str) -> str:
-        if not is_sha256_hex(sha256):
-            raise BlobError(f"not a SHA-256 hex digest: {sha256!r}")
-        sha256 = sha256.lower()
-        name = f"sha256/{sha256[:2]}/{sha256}"
+    def prefixed(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     # -- errors
@@ -418,6 +397,45 @@ class S3BlobStore:
             ) from exc
         except BotoCoreError as exc:  # connection refused, timeouts, closed connections
             raise BlobStoreUnavailable(f"{what} on {self.describe()} failed: {exc}") from exc
+
+
+class S3BlobStore(S3Bucket):
+    """Blobs as objects ``<prefix>/sha256/<ab>/<hex>`` of an S3 bucket, written once and locked.
+
+    Each upload carries SHA-256 checksums the store checks before it keeps
+    anything (the whole object's for a single PUT, each part's for a multipart
+    upload, whose whole-file digest is re-checked here while the parts are
+    read). ``If-None-Match: *`` makes the write conditional on the key being
+    free. A bucket with Object Lock gets every object in COMPLIANCE retention
+    for ``retention_days``; a bucket without it must be versioned, so an
+    overwrite adds a version and never destroys the original. A bucket with
+    neither is refused.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        retention_days: int = 3650,
+        max_attempts: int = 3,
+        temp_dir: str | os.PathLike | None = None,
+    ):
+        super().__init__(bucket, prefix, endpoint_url=endpoint_url, region=region, max_attempts=max_attempts)
+        if retention_days < 1:
+            raise BlobError(f"CUSTODY_S3_RETENTION_DAYS must be at least 1, got {retention_days}")
+        self.retention_days = retention_days
+        self.temp_dir = temp_dir
+        self._protection: str | None = None  # "object-lock" or "versioning", once checked
+        self._conditional_put = True  # If-None-Match honoured, until the store says otherwise
+
+    def key(self, sha256: str) -> str:
+        if not is_sha256_hex(sha256):
+            raise BlobError(f"not a SHA-256 hex digest: {sha256!r}")
+        sha256 = sha256.lower()
+        return self.prefixed(f"sha256/{sha256[:2]}/{sha256}")
 
     # -- the bucket's guarantees
 
@@ -640,6 +658,127 @@ class S3BlobStore:
             logger.warning("could not abort the multipart upload of %s: %s", key, exc)
 
 
+STAGING_PIECE = 16 * 1024 * 1024  # the largest staged object: what one node holds in memory at a time
+
+
+class UploadStaging(S3Bucket):
+    """The bytes of unfinished resumable uploads, shared by every web node (CUSTODY_UPLOAD_STAGING).
+
+    Each chunk a node accepts is copied, before the offset that counts it is
+    recorded, into objects ``<prefix>/<upload id>/<start>-<end>-<nonce>`` of
+    at most STAGING_PIECE bytes, each sent with its SHA-256 for the store to
+    check. The upload's record lists them with their digests (``staged``), so
+    a node that has not seen the upload rebuilds its local file from them,
+    each piece checked against the record, and goes on. The objects are
+    deleted once the upload is evidence or abandoned: the bucket wants
+    neither Object Lock nor a default retention (versioning only keeps
+    deleted pieces around until a lifecycle rule expires them).
+    """
+
+    def key(self, upload_id, name: str = "") -> str:
+        return self.prefixed(f"{upload_id}/{name}")
+
+    def put(self, upload_id, fd: int, start: int, end: int) -> list[dict]:
+        """Copy bytes ``start:end`` of the upload's local file into the store; their record entries."""
+        pieces: list[dict] = []
+        try:
+            position = start
+            while position < end:
+                size = min(STAGING_PIECE, end - position)
+                data = _pread_exactly(fd, size, position)
+                digest = hashlib.sha256(data).digest()
+                name = f"{position:016d}-{position + size:016d}-{secrets.token_hex(4)}"
+                key = self.key(upload_id, name)
+                with self._calling("staging an upload's bytes", key):
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=data,
+                        ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                    )
+                pieces.append(
+                    {"start": position, "end": position + size, "name": name, "sha256": digest.hex()}
+                )
+                position += size
+        except BaseException:
+            self.delete(upload_id, pieces)
+            raise
+        return pieces
+
+    def restore(self, upload_id, pieces: list[dict], fd: int, start: int) -> int:
+        """Write the staged bytes from ``start`` on into the local file ``fd``; returns where they end.
+
+        Stops at a gap, or at a piece whose bytes are not the ones recorded
+        (logged): the upload then goes on from there, as after a lost chunk.
+        """
+        position = start
+        for piece in sorted(pieces, key=lambda p: p["start"]):
+            if piece["end"] <= position:
+                continue
+            if piece["start"] > position:
+                break
+            key = self.key(upload_id, piece["name"])
+            with self._calling("fetching an upload's staged bytes", key):
+                data = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            if (
+                len(data) != piece["end"] - piece["start"]
+                or hashlib.sha256(data).hexdigest() != piece["sha256"]
+            ):
+                logger.warning(
+                    "%s: staged piece %s does not hold the bytes recorded for it", self.describe(), key
+                )
+                break
+            tail = memoryview(data)[position - piece["start"] :]
+            while tail:
+                written = os.pwrite(fd, tail, position)
+                tail, position = tail[written:], position + written
+        os.fsync(fd)
+        return position
+
+    def delete(self, upload_id, pieces: list[dict]) -> None:
+        """Remove these pieces (best effort: what stays behind is removed by ``sweep``)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        keys = [{"Key": self.key(upload_id, piece["name"])} for piece in pieces]
+        for first in range(0, len(keys), 1000):
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[first : first + 1000]})
+            except (BotoCoreError, ClientError) as exc:
+                logger.warning(
+                    "%s: could not remove staged pieces of %s: %s", self.describe(), upload_id, exc
+                )
+                return
+
+    def sweep(self, unfinished: set[str], older_than: dt.datetime) -> int:
+        """Remove pieces of uploads not in ``unfinished`` last written before ``older_than``; how many."""
+        root = f"{self.prefix}/" if self.prefix else ""
+        stale: list[dict] = []
+        with self._calling("listing staged uploads"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    upload_id = item["Key"][len(root) :].split("/", 1)[0]
+                    if upload_id not in unfinished and item["LastModified"] < older_than:
+                        stale.append({"Key": item["Key"]})
+        for first in range(0, len(stale), 1000):
+            with self._calling("removing stale staged pieces"):
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": stale[first : first + 1000]}
+                )
+        return len(stale)
+
+
+def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
+    parts, wanted = [], size
+    while wanted:
+        data = os.pread(fd, wanted, offset + size - wanted)
+        if not data:
+            raise BlobError(f"the file ends before byte {offset + size}")
+        parts.append(data)
+        wanted -= len(data)
+    return b"".join(parts)
+
+
 def parse_blob_store(url: str) -> tuple[str, str, str]:
     """CUSTODY_BLOB_STORE -> ("file", "", "") or ("s3", bucket, prefix); BlobError for anything else."""
     url = (url or "").strip()
@@ -670,3 +809,20 @@ def blob_store() -> BlobStore:
             temp_dir=settings.FILE_UPLOAD_TEMP_DIR,
         )
     return LocalBlobStore(settings.CUSTODY_BLOB_DIR)
+
+
+@functools.cache
+def upload_staging() -> UploadStaging | None:
+    """The store shared by web nodes for unfinished resumable uploads, or None (each node keeps its own)."""
+    from django.conf import settings
+
+    kind, bucket, prefix = parse_blob_store(settings.CUSTODY_UPLOAD_STAGING)
+    if kind != "s3":
+        return None
+    return UploadStaging(
+        bucket,
+        prefix,
+        endpoint_url=settings.CUSTODY_S3_ENDPOINT_URL,
+        region=settings.CUSTODY_S3_REGION,
+        max_attempts=settings.CUSTODY_S3_MAX_ATTEMPTS,
+    )

@@ -17,6 +17,13 @@ When the last byte arrives the file becomes evidence through the same intake
 service as a multipart upload (blob, log entry, signed receipt); the PATCH
 answer names it in a ``Custody-Evidence`` header.
 
+Several web nodes: with an upload staging store (CUSTODY_UPLOAD_STAGING,
+custody/storage.py UploadStaging) each chunk is copied there before its
+offset is recorded, so a PATCH may land on any node: one that has not seen
+the upload rebuilds its local file from the staged pieces (each checked
+against the digest in the upload's record) and goes on. One PATCH at a time
+per upload across nodes: a PostgreSQL advisory lock beside the file lock.
+
 Hashing: as on the multipart path, bytes are hashed as they are written and
 the file is not read back for it. Each process keeps the hash state of the
 uploads it has served. A PATCH that lands in a process that has not seen the
@@ -34,12 +41,14 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.utils.http import http_date
@@ -53,8 +62,10 @@ from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer, UploadStatusSerializer
-from .storage import fsync_dir, make_dirs_durable
+from .storage import BlobError, BlobStoreUnavailable, fsync_dir, make_dirs_durable, upload_staging
 from .uploads import _read_socket_directly, _Writeback
+
+logger = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,checksum,termination,expiration"
@@ -121,6 +132,12 @@ def _take_state(upload_id) -> _HashState:
     with _states_lock:
         state = _states.pop(upload_id, None)
     return state or _HashState()
+
+
+def _state_offset(upload_id) -> int:
+    with _states_lock:
+        state = _states.get(upload_id)
+        return state.offset if state is not None else 0
 
 
 def _keep_state(upload_id, state: _HashState) -> None:
@@ -482,25 +499,60 @@ def start_upload(
 
 
 class _locked:
-    """An exclusive lock on the upload's file: one PATCH (or DELETE) at a time, in any process."""
+    """An exclusive lock on the upload: one PATCH (or DELETE) at a time, in any process of any node.
+
+    The lock on the local file serves the processes of one node; on
+    PostgreSQL a session advisory lock named after the upload serves the
+    nodes (released with the session if the process dies, as the file lock
+    is). With a staging store a node that has not seen the upload makes
+    its local file here, empty: receive() fills it from the staged pieces.
+    """
+
+    BUSY = "another request is writing to this upload; retry when it ends"
 
     def __init__(self, upload: ResumableUpload):
         self.upload = upload
+        self.advisory = None
 
     def __enter__(self) -> int:
+        flags = os.O_RDWR | (os.O_CREAT if upload_staging() is not None else 0)
         try:
-            self.fd = os.open(data_path(self.upload.pk), os.O_RDWR)
+            self.fd = os.open(data_path(self.upload.pk), flags, 0o600)
         except FileNotFoundError:
             raise TusError(410, "this upload's bytes are gone; start a new one") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise TusError(423, "another request is writing to this upload; retry when it ends") from None
+            raise TusError(423, self.BUSY) from None
+        if connection.vendor == "postgresql":
+            key = int.from_bytes(self.upload.pk.bytes[:8], "big", signed=True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+                taken = cursor.fetchone()[0]
+            if not taken:
+                os.close(self.fd)
+                raise TusError(423, self.BUSY)
+            self.advisory = key
         return self.fd
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)
+        if self.advisory is not None:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [self.advisory])
+            except DatabaseError:
+                # The session failed or is gone: end it, so its lock ends with it.
+                connection.close()
+
+
+def _staging_failed(exc: Exception, kept: int) -> TusError:
+    return TusError(
+        503,
+        f"the upload staging store is unavailable ({exc}); {kept} bytes are kept, retry from there",
+        {"Upload-Offset": str(kept), "Retry-After": "30"},
+    )
 
 
 def receive(request, upload: ResumableUpload, offset: int, count: int, checksum) -> HttpResponse:
@@ -509,10 +561,27 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
         if upload.evidence_id is not None:
             return answer_finished(upload, offset, count)
         on_disk = os.fstat(fd).st_size
+        staging = upload_staging()
+        if staging is not None:
+            # This process vouches for the bytes it wrote itself and saw
+            # counted; the rest may be another node's (or an uncounted chunk
+            # of a crash here): the staged pieces, checked against the
+            # record, are the authority for those.
+            own = _state_offset(upload.pk)
+            on_disk = min(on_disk, own if own <= upload.offset else 0)
+        if on_disk < upload.offset and staging is not None:
+            # Counted bytes this process has not got (another node took them): fetch them.
+            limits.check_free_space(upload_dir(), upload.offset - on_disk)
+            try:
+                os.ftruncate(fd, on_disk)
+                on_disk = staging.restore(upload.pk, upload.staged, fd, on_disk)
+            except (BlobStoreUnavailable, BlobError) as exc:
+                raise _staging_failed(exc, upload.offset) from None
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
-            ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk)
-            upload.offset = on_disk
+            kept = [p for p in upload.staged if p["end"] <= on_disk]
+            ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk, staged=kept)
+            upload.offset, upload.staged = on_disk, kept
             _drop_state(upload.pk)
         if offset != upload.offset:
             raise TusError(
@@ -569,9 +638,19 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # intake's transaction (see finish), so HEAD never says "all
             # received" for an upload that is not evidence yet.
             return finish(request, upload, state)
+        pieces = []
+        if staging is not None and new_offset > offset:
+            # The other nodes' copy, before the offset vouches for these bytes.
+            try:
+                pieces = staging.put(upload.pk, fd, offset, new_offset)
+            except (BlobStoreUnavailable, BlobError) as exc:
+                os.ftruncate(fd, offset)
+                state.hasher.abort()
+                raise _staging_failed(exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
+        upload.staged = [*upload.staged, *pieces]
         ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
-            offset=upload.offset, updated_at=upload.updated_at
+            offset=upload.offset, updated_at=upload.updated_at, staged=upload.staged
         )
         _keep_state(upload.pk, state)
     if failed is not None:
@@ -680,6 +759,7 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
         raise
     upload.evidence, upload.offset = evidence, upload.length
     path.unlink(missing_ok=True)  # the blob store holds the bytes now
+    _unstage(upload)
     return answer_finished(upload, upload.length, 0)
 
 
@@ -716,7 +796,14 @@ def discard(upload: ResumableUpload) -> None:
     """Forget an unfinished upload: its bytes, its hash state, its record."""
     _drop_state(upload.pk)
     data_path(upload.pk).unlink(missing_ok=True)
+    _unstage(upload)
     upload.delete()
+
+
+def _unstage(upload: ResumableUpload) -> None:
+    staging = upload_staging()
+    if staging is not None and upload.staged:
+        staging.delete(upload.pk, upload.staged)
 
 
 def sweep_expired() -> int:
@@ -740,4 +827,10 @@ def sweep_expired() -> int:
             continue
         if path.name not in known and old:
             path.unlink(missing_ok=True)
+    staging = upload_staging()
+    if staging is not None:
+        try:
+            staging.sweep(known, limit)
+        except (BlobStoreUnavailable, BlobError) as exc:
+            logger.warning("staged uploads not swept: %s", exc)
     return count
