@@ -358,10 +358,11 @@ def _append_only_triggers(request):
 @pytest.fixture(autouse=True)
 def _fresh_blob_store():
     """Blob files outlive rolled-back transactions: start each test with an empty store."""
-    from custody.storage import blob_store
+    from custody.storage import blob_store, upload_staging
 
     shutil.rmtree(settings.CUSTODY_BLOB_DIR, ignore_errors=True)
     blob_store.cache_clear()
+    upload_staging.cache_clear()
     yield
 
 
