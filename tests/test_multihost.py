@@ -251,7 +251,9 @@ def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hos
 
     # Nothing of the evidence stayed on any host: the store holds it. A's part of the
     # resumable upload finished on B is removed by A's sweeper (once expired: now, here).
-    manage({**a.env, "CUSTODY_UPLOAD_EXPIRY_SECONDS": "0"}, "shell", "-c", SWEEP)
+    assert procfile_command("Procfile.web", "sweeper").startswith("python manage.py sweep_uploads ")
+    swept = manage({**a.env, "CUSTODY_UPLOAD_EXPIRY_SECONDS": "0"}, "sweep_uploads")
+    assert "swept 0 expired resumable upload(s)" in swept.stdout  # the upload is evidence, not expired
     for host in made.values():
         kept = [p for p in host.data.glob("blobs/**/*") if p.is_file()]
         kept += [p for p in host.data.glob("resumable/*")] + [p for p in host.data.glob("tmp/*")]
@@ -263,8 +265,6 @@ def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hos
     entries = json.loads(manage(b.env, "shell", "-c", COUNT_ENTRIES).stdout.strip().splitlines()[-1])
     assert entries["evidence.received"] == 2 and entries["analysis.completed"] >= 1, entries
 
-
-SWEEP = "from custody import tus; tus.sweep_expired()"
 
 COUNT_ENTRIES = """
 import json
