@@ -46,6 +46,15 @@ def test_isotonic_map_is_monotone_and_reproduces_frequencies():
     assert sum(row["n"] for row in table) == len(scores)
 
 
+def test_isotonic_map_gives_a_tied_score_the_frequency_of_all_its_cases():
+    # Three cases at 0.0 (one an edit), one edit at 1.0: a raw score of 0.0
+    # is right 1 time in 3, not 1 in 1 (the tie's edit sorted after the others).
+    points = stats.isotonic([0.0, 0.0, 0.0, 1.0], [0, 1, 0, 1])
+    assert points == [(0.0, pytest.approx(1 / 3)), (1.0, 1.0)]
+    assert stats.apply_map(points, 0.0) == pytest.approx(1 / 3)
+    assert len({s for s, _ in stats.isotonic([0.0] * 5 + [0.5] * 5, [0, 1, 0, 1, 0, 1, 1, 0, 1, 1])}) == 2
+
+
 def test_rates_lookup_quotes_only_the_measured_condition(tmp_path, monkeypatch):
     monkeypatch.setattr(_rates, "RATES_DIR", tmp_path)
     _rates.reload()

@@ -56,10 +56,18 @@ def isotonic(scores: list[float], outcomes: list[int]) -> list[tuple[float, floa
     """
     if len(scores) != len(outcomes):
         raise ValueError("scores and outcomes differ in length")
-    pairs = sorted(zip(scores, outcomes, strict=True))
+    # Equal scores are one block from the start: a map gives one probability
+    # per raw score, the frequency among all the cases that have it (sorted
+    # apart, a tie's outcome-1 cases formed a block of their own, and a score
+    # at the tie was given their frequency alone).
+    tied: dict[float, list[float]] = {}
+    for s, y in zip(scores, outcomes, strict=True):
+        block = tied.setdefault(float(s), [0.0, 0.0])
+        block[0] += float(y)
+        block[1] += 1.0
     blocks: list[list[float]] = []  # [sum of outcomes, count, lowest score]
-    for s, y in pairs:
-        blocks.append([float(y), 1.0, float(s)])
+    for s in sorted(tied):
+        blocks.append([tied[s][0], tied[s][1], s])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
             y2, n2, _ = blocks.pop()
             blocks[-1][0] += y2
