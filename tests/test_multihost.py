@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -238,6 +239,30 @@ def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hos
     )
     assert first.status_code == 204, first.text
     assert on_b.head(b.url + path, headers=tus, timeout=TIMEOUT).headers["Upload-Offset"] == str(half)
+
+    # While a PATCH is in flight on A, another for the same upload on B waits its turn (423), changing nothing.
+    slow = http.client.HTTPConnection("127.0.0.1", int(a.url.rsplit(":", 1)[1]), timeout=TIMEOUT)
+    slow.putrequest("PATCH", path)
+    for name, value in {
+        **octets,
+        "Upload-Offset": str(half),
+        "Content-Length": str(1024 * 1024),
+        "Authorization": f"Token {on_a.token}",
+    }.items():
+        slow.putheader(name, value)
+    slow.endheaders()
+    slow.send(content2[half : half + 4096])
+    deadline = time.monotonic() + 10
+    while True:  # until A holds the upload (a wrong offset: 409 before that, so nothing changes either way)
+        busy = on_b.patch(b.url + path, data=b"x", headers={**octets, "Upload-Offset": "0"}, timeout=60)
+        if busy.status_code == 423 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert busy.status_code == 423, (busy.status_code, busy.text)
+    slow.send(content2[half + 4096 : half + 1024 * 1024])
+    assert slow.getresponse().status == 204
+    slow.close()
+    half += 1024 * 1024
     rest = on_b.patch(
         b.url + path, data=content2[half:], headers={**octets, "Upload-Offset": str(half)}, timeout=60
     )
