@@ -4,6 +4,7 @@
     python bench/verify.py build [--entries 1000000] [--items 1000] [--db-prefix custody_verify]
     python bench/verify.py measure STATE.json [--baseline CHECKOUT] [--repeat 1]
     python bench/verify.py drop STATE.json
+    python bench/verify.py signatures [--count 20000]
 
 ``build`` makes a database ``<db-prefix>_<pid>`` and a data dir as bench/log.py
 does (migrate, signing keys, ``--items`` evidence items through the services),
@@ -22,6 +23,11 @@ process: wall time, peak RSS (VmHWM sampled every 10 ms), CPU time of it and
 its children (worker processes), and its verdict, which must be OK or the
 timing means nothing. Prints the ratios to the floor and the load average
 before and after each step (the machine is shared).
+
+``signatures`` times the check verify_log makes of each entry's signature
+(custody/entrysigs.py ``check_chunk``, libsodium through PyNaCl) against
+the same checks through ``cryptography`` (OpenSSL), on the same ``--count``
+signed leaf hashes in this process, alternating three times; no database.
 """
 
 from __future__ import annotations
@@ -274,6 +280,50 @@ def measure(args) -> int:
     return 0 if all(r["ok"] for _, _, r in results) else 1
 
 
+def signatures(args) -> int:
+    import hashlib
+    import statistics
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from custody import entrysigs, signing
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    hashes = [hashlib.sha256(n.to_bytes(8, "big")).digest() for n in range(args.count)]
+    sigs = [key.sign(signing.entry_message(h)) for h in hashes]
+    task = ([(raw,)], list(range(args.count)), b"".join(hashes), sigs, [0] * args.count)
+
+    def with_openssl() -> list[int]:
+        bad = []
+        for n, h in enumerate(hashes):
+            try:
+                public.verify(sigs[n], signing.entry_message(h))
+            except Exception:  # noqa: BLE001 - counted as bad
+                bad.append(n)
+        return bad
+
+    times: dict[str, list[float]] = {"libsodium (entrysigs)": [], "OpenSSL (cryptography)": []}
+    for _ in range(3):
+        for name, run in (
+            ("libsodium (entrysigs)", lambda: entrysigs.check_chunk(task)),
+            ("OpenSSL (cryptography)", with_openssl),
+        ):
+            began = time.perf_counter()
+            assert run() == []
+            times[name].append(time.perf_counter() - began)
+    print(
+        f"# {args.count} entry signatures, one process, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}"
+    )
+    base = statistics.median(times["OpenSSL (cryptography)"])
+    for name, runs in times.items():
+        per = statistics.median(runs) / args.count * 1e6
+        print(f"{name:<26} {per:7.1f} us per signature  ({base / statistics.median(runs):.2f}x OpenSSL)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,8 +339,10 @@ def main() -> int:
     m.add_argument("--repeat", type=int, default=1, help="runs of each verify_log")
     d = sub.add_parser("drop", help="drop a built database and its data dir")
     d.add_argument("state")
+    g = sub.add_parser("signatures", help="entry signature checks: libsodium against OpenSSL")
+    g.add_argument("--count", type=int, default=20000)
     args = parser.parse_args()
-    return {"build": build, "measure": measure, "drop": drop}[args.command](args)
+    return {"build": build, "measure": measure, "drop": drop, "signatures": signatures}[args.command](args)
 
 
 if __name__ == "__main__":
