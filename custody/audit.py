@@ -70,6 +70,13 @@ def verify(
     """
     report = Report()
     say = progress or (lambda text: None)
+    # Entries of committed actions still queued (PostgreSQL) go into the log
+    # first, so the log checked is every committed action's.
+    from . import log
+
+    queued = log.drain()
+    if queued:
+        report.notes.append(f"{queued} queued entries were indexed before the check")
     # One consistent view of the log while appends go on (PostgreSQL); the
     # blobs are re-hashed afterwards, outside that transaction.
     with _snapshot():

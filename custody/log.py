@@ -2,14 +2,34 @@
 
 One RFC 9162 Merkle tree over all entries. Each entry is canonical JSON,
 stored verbatim as the leaf bytes. ``append`` must run inside the caller's
-transaction (the action and its entry commit or vanish together); it takes
-the next index under a row lock on LogHead, so indexes are dense and in
-commit order whatever the database's sequences do.
+transaction (the action and its entry commit or vanish together); indexes are
+taken under a row lock on LogHead, so they are dense whatever the database's
+sequences do, and times never go backwards along them.
+
+Two ways in (bench/log.py measures both):
+
+- Direct (SQLite always; on PostgreSQL the entries that change a custody
+  table, and those with a ``seal``): the entry takes its index in the action's
+  transaction and holds the head lock to its COMMIT. The projection written
+  in the same transaction needs the index and time, and a receipt is signed
+  over them. Serialises every such action: ~1,000/s on PostgreSQL.
+- Queued (PostgreSQL, the entries that change no table: views, downloads,
+  fixity checks, refusals, exports...): the action's transaction only inserts
+  the entry (without index, time and ``prev``) into LogQueue. After COMMIT the
+  appending process tries to become the sequencer (an advisory lock) and
+  drains the queue in batches: one transaction per batch takes the head lock,
+  gives each entry its index, time and ``prev``, signs it, writes entries,
+  tree nodes and head, and deletes the queued rows. A process that does not
+  get the lock returns: the holder re-checks the queue after releasing it,
+  so no committed entry is left behind while appenders run. A caller that
+  shows the index (``row.index``) waits until the entry has one.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import time as _time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +38,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import keys, merkle, signing
-from .models import Checkpoint, LogEntry, LogHead, SigningKey, TreeNode
-from .projection import ENTRY_VERSION, format_time
+from .models import Checkpoint, LogEntry, LogHead, LogQueue, SigningKey, TreeNode
+from .projection import ENTRY_VERSION, changes_nothing, format_time
 
 HASH_SIZE = 32
 
@@ -60,6 +80,9 @@ def append(
     actor_id = actor.pk if _actor(actor) else None
     case_id = case.pk if case is not None else None
     evidence_id = evidence.pk if evidence is not None else None
+    if seal is None and changes_nothing(action) and queue_enabled():
+        body = _body(action, actor, case, evidence, client, reason, details, public)
+        return _enqueue(body, action, actor_id, case_id, evidence_id)
     sql = _statements(connection.vendor)
     _warm_log_key()
     with connection.cursor() as cursor:
@@ -79,24 +102,8 @@ def append(
             found = cursor.fetchone()
             if found is not None:
                 prev = {"index": found[0], "hash": bytes(found[1]).hex()}
-        entry = {
-            "v": ENTRY_VERSION,
-            "index": index,
-            "time": format_time(time),
-            "actor": _actor(actor),
-            "action": action,
-            "case": {"id": str(case.pk), "reference": case.reference} if case is not None else None,
-            "evidence": (
-                {"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None
-            ),
-            "client": client or None,
-            "reason": reason or None,
-            "details": details or {},
-        }
-        if public:
-            entry["case"] = entry["client"] = None
-            entry["evidence"] = {"sha256": evidence.blob_id} if evidence is not None else None
-            entry["public"] = True
+        entry = _body(action, actor, case, evidence, client, reason, details, public)
+        entry.update(index=index, time=format_time(time))
         if evidence is not None:
             entry["prev"] = prev
         if seal is not None:
@@ -150,6 +157,229 @@ def append(
     return row
 
 
+def _body(action, actor, case, evidence, client, reason, details, public) -> dict:
+    """The entry without what the log gives it under the lock: index, time, prev."""
+    body = {
+        "v": ENTRY_VERSION,
+        "actor": _actor(actor),
+        "action": action,
+        "case": {"id": str(case.pk), "reference": case.reference} if case is not None else None,
+        "evidence": ({"id": str(evidence.pk), "sha256": evidence.blob_id} if evidence is not None else None),
+        "client": client or None,
+        "reason": reason or None,
+        "details": details or {},
+    }
+    if public:
+        body["case"] = body["client"] = None
+        body["evidence"] = {"sha256": evidence.blob_id} if evidence is not None else None
+        body["public"] = True
+    return body
+
+
+# --- the queue and its sequencer (PostgreSQL) ---------------------------------
+
+# Largest batch: ~40 us of Python per entry (JSON, SHA-256, Ed25519), so a
+# full batch holds the head lock ~20 ms.
+QUEUE_BATCH = 500
+# Key of the advisory lock that elects one sequencer among the app's processes.
+SEQUENCER_LOCK = 0x6375_7374_6F64_79  # "custody"
+
+
+def queue_enabled() -> bool:
+    return connection.vendor == "postgresql" and settings.CUSTODY_LOG_QUEUE
+
+
+class Queued:
+    """An entry in the queue, returned by ``append``: it has its index once the sequencer wrote it.
+
+    ``action`` and the id columns are known at once (``projection.apply``
+    reads ``action``: a queued entry changes no table). Reading ``index``,
+    ``entry``, ``leaf``, ``time``... waits until the entry is in the log
+    (``wait``); inside a transaction that is still open it sequences the
+    queue there, as a direct append would.
+    """
+
+    def __init__(self, queue_id: int, action: str, actor_id, case_id, evidence_id):
+        self.queue_id, self.action = queue_id, action
+        self.actor_id, self.case_id, self.evidence_id = actor_id, case_id, evidence_id
+        self._row: LogEntry | None = None
+
+    def wait(self, timeout: float = 30.0) -> LogEntry:
+        if self._row is None:
+            self._row = wait_for(self.queue_id, timeout)
+        return self._row
+
+    def __getattr__(self, name: str):
+        if name in ("index", "entry", "leaf", "leaf_hash", "time", "signature", "decoded"):
+            return getattr(self.wait(), name)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"<Queued {self.action} #{self.queue_id}>"
+
+
+def _enqueue(body: dict, action: str, actor_id, case_id, evidence_id) -> Queued:
+    # Canonical form checked here, in the action's transaction: an entry the
+    # sequencer could not encode would stop the queue behind it.
+    encoded = signing.canonical_json(body)
+    _warm_log_key()  # the sequencer signs with it, under the head lock
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _statements(connection.vendor)["enqueue"], [encoded, action, actor_id, case_id, evidence_id]
+        )
+        queue_id = cursor.fetchone()[0]
+    if _savepoint_of_test_case():
+        # The outermost transaction is a test case's, which never commits:
+        # the action's "commit" is a savepoint release, so sequence now.
+        _drain_in_transaction()
+    else:
+        # After COMMIT, in this process: become the sequencer or leave the
+        # entry to the one that is. robust: the action has committed, and its
+        # entry is safe in the queue even if this drain fails.
+        transaction.on_commit(sequence, robust=True)
+    return Queued(queue_id, action, actor_id, case_id, evidence_id)
+
+
+def _savepoint_of_test_case() -> bool:
+    blocks = connection.atomic_blocks
+    return bool(blocks) and getattr(blocks[0], "_from_testcase", False)
+
+
+def sequence(budget: float = 0.25) -> int:
+    """Index the queued entries, unless another process is; returns how many this call indexed.
+
+    Outside any transaction (after the appender's COMMIT). One batch per
+    transaction. A process that finds the lock taken returns at once: the
+    holder checks the queue again after releasing the lock, so an entry
+    committed before that check is indexed by this loop or by a later one.
+    After ``budget`` seconds the holder stops (a request must not sequence
+    forever under load); what is left goes to the next appender, to
+    ``wait_for`` or to the beat (``drain``).
+    """
+    if connection.in_atomic_block:
+        raise RuntimeError("log.sequence runs outside transactions (after the action's commit)")
+    done, start = 0, _time.monotonic()
+    sql = _statements(connection.vendor)
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
+            if not cursor.fetchone()[0]:
+                return done
+            try:
+                while True:
+                    with transaction.atomic():
+                        count = _sequence_batch(cursor, sql)
+                    done += count
+                    if count < QUEUE_BATCH or _time.monotonic() - start > budget:
+                        break
+            finally:
+                cursor.execute(sql["release_sequencer"], [SEQUENCER_LOCK])
+            # After releasing: an appender that found the lock held trusted
+            # its entry to this check.
+            if _time.monotonic() - start > budget:
+                return done
+            cursor.execute(sql["queued"])
+            if not cursor.fetchone()[0]:
+                return done
+
+
+def drain() -> int:
+    """Index every committed queued entry now, waiting for the head lock (verify_log, the beat)."""
+    if not queue_enabled():
+        return 0
+    if connection.in_atomic_block:
+        return _drain_in_transaction()
+    with transaction.atomic():
+        return _drain_in_transaction()
+
+
+def _drain_in_transaction() -> int:
+    sql, done = _statements(connection.vendor), 0
+    with connection.cursor() as cursor:
+        while True:
+            count = _sequence_batch(cursor, sql)
+            done += count
+            if count < QUEUE_BATCH:
+                return done
+
+
+def wait_for(queue_id: int, timeout: float = 30.0) -> LogEntry:
+    """The log entry made from queued row ``queue_id``, once it has its index.
+
+    Polls (0.5-5 ms) and tries to become the sequencer meanwhile, so it
+    never waits on a sequencer that has gone. Inside a transaction the queue
+    is sequenced there and then (the head lock is held to that transaction's
+    end, as a direct append holds it).
+    """
+    deadline, delay = _time.monotonic() + timeout, 0.0005
+    while True:
+        row = LogEntry.objects.filter(queue_id=queue_id).first()
+        if row is not None:
+            row.entry = row.decoded
+            return row
+        if connection.in_atomic_block:
+            if _drain_in_transaction() == 0:
+                raise LookupError(f"queued entry {queue_id} is not in the queue this transaction sees")
+            continue
+        if sequence() == 0:
+            if _time.monotonic() > deadline:
+                raise TimeoutError(f"queued entry {queue_id} has no index after {timeout:g} s")
+            _time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+
+def _sequence_batch(cursor, sql: dict[str, str]) -> int:
+    """Write up to QUEUE_BATCH queued entries to the log, in the caller's transaction.
+
+    The head lock comes first and the queue is read by a later statement, so
+    under READ COMMITTED it sees every row an earlier holder of the lock
+    sequenced as gone: no entry is written twice, whoever else drains.
+    """
+    cursor.execute(sql["lock_with_key"])
+    size, frontier, keyid = cursor.fetchone()
+    cursor.execute(sql["batch"], [QUEUE_BATCH])
+    rows = cursor.fetchall()
+    if not rows:
+        return 0
+    signer = keys.load_private_key(keyid) if keyid else None
+    frontier = _split(bytes(frontier))
+    last: dict = {}  # evidence id -> prev of the next entry about it, within the batch
+    cols: list[list] = [[] for _ in range(10)]
+    node_cols: list[list] = [[], [], []]
+    index = size
+    for queue_id, body, action, actor_id, case_id, evidence_id, prev_index, prev_hash in rows:
+        entry = json.loads(bytes(body))
+        # Under the lock, per entry: times never go backwards along the indexes.
+        now = timezone.now()
+        entry["index"], entry["time"] = index, format_time(now)
+        if entry["evidence"] is not None:
+            if evidence_id in last:
+                entry["prev"] = last[evidence_id]
+            else:
+                entry["prev"] = (
+                    None if prev_index is None else {"index": prev_index, "hash": bytes(prev_hash).hex()}
+                )
+        leaf = signing.canonical_json(entry)
+        leaf_hash = merkle.leaf_hash(leaf)
+        if evidence_id is not None:
+            last[evidence_id] = {"index": index, "hash": leaf_hash.hex()}
+        signature = signer.sign(signing.entry_message(leaf_hash)) if signer else b""
+        frontier, nodes = merkle.append_to_frontier(frontier, index, leaf_hash)
+        for node in nodes:
+            if node[0] > 0:
+                for col, value in zip(node_cols, node, strict=True):
+                    col.append(value)
+        values = (index, leaf, leaf_hash, now, action, actor_id, case_id, evidence_id, signature, queue_id)
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+        index += 1
+    head = [index, b"".join(frontier), merkle.root_from_frontier(frontier)]
+    cursor.execute(sql["write_batch"], [*cols, *node_cols, *head])
+    # Its own statement: the queue's guard must see the entries that name the rows.
+    cursor.execute(sql["dequeue"], [cols[9]])
+    return len(rows)
+
+
 @functools.cache
 def _statements(vendor: str) -> dict[str, str]:
     """The append's SQL for one database backend (table and column names are ours)."""
@@ -159,6 +389,7 @@ def _statements(vendor: str) -> dict[str, str]:
         "node": TreeNode._meta.db_table,
         "head": LogHead._meta.db_table,
         "key": SigningKey._meta.db_table,
+        "queue": LogQueue._meta.db_table,
         "index": quote("index"),
     }
     templates = {
@@ -172,6 +403,40 @@ def _statements(vendor: str) -> dict[str, str]:
         "log_key": "SELECT keyid FROM {key} WHERE purpose = 'log' AND valid_until IS NULL",
         "prev": "SELECT {index}, leaf_hash FROM {entry} WHERE evidence_id = %s ORDER BY {index} DESC LIMIT 1",
     }
+    if vendor == "postgresql":
+        templates.update(
+            {
+                "enqueue": (
+                    "INSERT INTO {queue} (body, action, actor_id, case_id, evidence_id, queued_at) "
+                    "VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING id"
+                ),
+                "try_sequencer": "SELECT pg_try_advisory_lock(%s)",
+                "release_sequencer": "SELECT pg_advisory_unlock(%s)",
+                "queued": "SELECT EXISTS (SELECT 1 FROM {queue})",
+                "lock_with_key": (
+                    "SELECT size, frontier, (SELECT keyid FROM {key} WHERE purpose = 'log' "
+                    "AND valid_until IS NULL) FROM {head} WHERE id = 1 FOR UPDATE"
+                ),
+                # Each queued entry with the newest log entry about its item (its prev).
+                "batch": (
+                    "SELECT q.id, q.body, q.action, q.actor_id, q.case_id, q.evidence_id, p.{index}, "
+                    "p.leaf_hash FROM (SELECT * FROM {queue} ORDER BY id LIMIT %s) q "
+                    "LEFT JOIN LATERAL (SELECT {index}, leaf_hash FROM {entry} e "
+                    "WHERE e.evidence_id = q.evidence_id ORDER BY e.{index} DESC LIMIT 1) p ON true "
+                    "ORDER BY q.id"
+                ),
+                "write_batch": (
+                    "WITH e AS (INSERT INTO {entry} ({index}, leaf, leaf_hash, time, action, actor_id, case_id, "
+                    "evidence_id, signature, queue_id) SELECT * FROM unnest(%s::bigint[], %s::bytea[], "
+                    "%s::bytea[], %s::timestamptz[], %s::varchar[], %s::bigint[], %s::uuid[], %s::uuid[], "
+                    "%s::bytea[], %s::bigint[])), "
+                    "n AS (INSERT INTO {node} (level, {index}, hash) "
+                    "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
+                    "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1"
+                ),
+                "dequeue": "DELETE FROM {queue} WHERE id = ANY(%s::bigint[])",
+            }
+        )
     if connection.features.has_select_for_update:
         templates["lock"] += " FOR UPDATE"
     # Only our table and column names are formatted in; every value is a parameter.
