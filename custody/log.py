@@ -28,6 +28,7 @@ Two ways in (bench/log.py measures both):
 from __future__ import annotations
 
 import functools
+import hmac
 import json
 import time as _time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from . import keys, merkle, signing
 from .models import Checkpoint, LogEntry, LogHead, LogQueue, SigningKey, TreeNode
@@ -219,13 +221,13 @@ class Queued:
 
 
 def _enqueue(body: dict, action: str, actor_id, case_id, evidence_id) -> Queued:
-    # Canonical form checked here, in the action's transaction: an entry the
-    # sequencer could not encode would stop the queue behind it.
+    # Canonical form checked here, in the action's transaction (floats refused).
     encoded = signing.canonical_json(body)
+    mac = _queue_mac(settings.SECRET_KEY, encoded, action, actor_id, case_id, evidence_id)
     _warm_log_key()  # the sequencer signs with it, under the head lock
     with connection.cursor() as cursor:
         cursor.execute(
-            _statements(connection.vendor)["enqueue"], [encoded, action, actor_id, case_id, evidence_id]
+            _statements(connection.vendor)["enqueue"], [encoded, action, actor_id, case_id, evidence_id, mac]
         )
         queue_id = cursor.fetchone()[0]
     if _savepoint_of_test_case():
@@ -240,21 +242,73 @@ def _enqueue(body: dict, action: str, actor_id, case_id, evidence_id) -> Queued:
     return Queued(queue_id, action, actor_id, case_id, evidence_id)
 
 
+def _queue_mac(secret: str, body: bytes, action: str, actor_id, case_id, evidence_id) -> bytes:
+    """HMAC of a queued row's content under the server's SECRET_KEY.
+
+    The sequencer signs what it takes from the queue with the log key, so a
+    row must prove it was written by the app: the database role alone can
+    insert rows but not make this (README, "The log queue").
+    """
+    columns = [action, actor_id, str(case_id) if case_id else None, str(evidence_id) if evidence_id else None]
+    message = signing.canonical_json(columns) + b"\n" + body
+    return salted_hmac("custody.log.queue", message, secret=secret, algorithm="sha256").digest()
+
+
+def _queue_row_problem(body: bytes, action, actor_id, case_id, evidence_id, mac) -> str | None:
+    """Why a queued row must not become the entry it describes (None: it may)."""
+    expected = bytes(mac or b"")
+    if not any(
+        hmac.compare_digest(expected, _queue_mac(secret, body, action, actor_id, case_id, evidence_id))
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ):
+        return "its authentication code does not match (not written by this server)"
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return "its body is not JSON"
+    if not isinstance(entry, dict) or entry.get("v") != ENTRY_VERSION or entry.get("action") != action:
+        return "its body is not an entry of this version for its action"
+    if {"index", "time", "prev"} & entry.keys():
+        return "its body names an index, time or prev"
+    return None
+
+
+def _rejected(queue_id: int, body: bytes, action, actor_id, case_id, evidence_id, problem: str) -> dict:
+    """The entry that takes a rejected queued row's place: it records the row, and vouches for nothing in it."""
+    return {
+        "v": ENTRY_VERSION,
+        "actor": None,
+        "action": "log.queue_rejected",
+        "case": None,
+        "evidence": None,
+        "client": None,
+        "reason": problem,
+        "details": {
+            "queue_id": queue_id,
+            "action": str(action)[:64],
+            "actor_id": actor_id,
+            "case_id": str(case_id) if case_id else None,
+            "evidence_id": str(evidence_id) if evidence_id else None,
+            "body": signing.b64(body),
+        },
+    }
+
+
 def _savepoint_of_test_case() -> bool:
     blocks = connection.atomic_blocks
     return bool(blocks) and getattr(blocks[0], "_from_testcase", False)
 
 
-def sequence(budget: float = 0.25) -> int:
+def sequence(budget: float = 0.1, block: bool = False) -> int:
     """Index the queued entries, unless another process is; returns how many this call indexed.
 
     Outside any transaction (after the appender's COMMIT). One batch per
-    transaction. A process that finds the lock taken returns at once: the
-    holder checks the queue again after releasing the lock, so an entry
-    committed before that check is indexed by this loop or by a later one.
-    After ``budget`` seconds the holder stops (a request must not sequence
-    forever under load); what is left goes to the next appender, to
-    ``wait_for`` or to the beat (``drain``).
+    transaction. A process that finds the lock taken returns at once (or,
+    with ``block``, waits for it): the holder checks the queue again after
+    releasing the lock, so an entry committed before that check is indexed by
+    this loop or by a later one. After ``budget`` seconds the holder stops (a
+    request must not sequence forever under load); what is left goes to the
+    next appender, to ``wait_for`` or to the beat (``drain``).
     """
     if connection.in_atomic_block:
         raise RuntimeError("log.sequence runs outside transactions (after the action's commit)")
@@ -262,9 +316,10 @@ def sequence(budget: float = 0.25) -> int:
     sql = _statements(connection.vendor)
     with connection.cursor() as cursor:
         while True:
-            cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
+            cursor.execute(sql["wait_sequencer" if block else "try_sequencer"], [SEQUENCER_LOCK])
             if not cursor.fetchone()[0]:
                 return done
+            block = False  # after one turn, as any appender
             try:
                 while True:
                     with transaction.atomic():
@@ -306,12 +361,14 @@ def _drain_in_transaction() -> int:
 def wait_for(queue_id: int, timeout: float = 30.0) -> LogEntry:
     """The log entry made from queued row ``queue_id``, once it has its index.
 
-    Polls (0.5-5 ms) and tries to become the sequencer meanwhile, so it
-    never waits on a sequencer that has gone. Inside a transaction the queue
-    is sequenced there and then (the head lock is held to that transaction's
-    end, as a direct append holds it).
+    Waits its turn for the sequencer's lock (no polling): the holder before
+    it has indexed every entry committed before its last batch, and if this
+    one is not among them it sequences it itself, so it never waits on a
+    sequencer that has gone. Inside a transaction the queue is sequenced
+    there and then (the head lock is held to that transaction's end, as a
+    direct append holds it).
     """
-    deadline, delay = _time.monotonic() + timeout, 0.0005
+    deadline = _time.monotonic() + timeout
     while True:
         row = LogEntry.objects.filter(queue_id=queue_id).first()
         if row is not None:
@@ -321,11 +378,9 @@ def wait_for(queue_id: int, timeout: float = 30.0) -> LogEntry:
             if _drain_in_transaction() == 0:
                 raise LookupError(f"queued entry {queue_id} is not in the queue this transaction sees")
             continue
-        if sequence() == 0:
-            if _time.monotonic() > deadline:
-                raise TimeoutError(f"queued entry {queue_id} has no index after {timeout:g} s")
-            _time.sleep(delay)
-            delay = min(delay * 2, 0.005)
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"queued entry {queue_id} has no index after {timeout:g} s")
+        sequence(block=True)
 
 
 def _sequence_batch(cursor, sql: dict[str, str]) -> int:
@@ -347,8 +402,16 @@ def _sequence_batch(cursor, sql: dict[str, str]) -> int:
     cols: list[list] = [[] for _ in range(10)]
     node_cols: list[list] = [[], [], []]
     index = size
-    for queue_id, body, action, actor_id, case_id, evidence_id, prev_index, prev_hash in rows:
-        entry = json.loads(bytes(body))
+    for queue_id, body, action, actor_id, case_id, evidence_id, mac, prev_index, prev_hash in rows:
+        body = bytes(body)
+        problem = _queue_row_problem(body, action, actor_id, case_id, evidence_id, mac)
+        if problem is None:
+            entry = json.loads(body)
+        else:
+            # Not signed as what it claims, and not left to stop the queue:
+            # the log records the row and why it was refused.
+            entry = _rejected(queue_id, body, action, actor_id, case_id, evidence_id, problem)
+            action, actor_id, case_id, evidence_id = entry["action"], None, None, None
         # Under the lock, per entry: times never go backwards along the indexes.
         now = timezone.now()
         entry["index"], entry["time"] = index, format_time(now)
@@ -359,7 +422,9 @@ def _sequence_batch(cursor, sql: dict[str, str]) -> int:
                 entry["prev"] = (
                     None if prev_index is None else {"index": prev_index, "hash": bytes(prev_hash).hex()}
                 )
-        leaf = signing.canonical_json(entry)
+        # The body was checked as canonical JSON when it was queued (its MAC
+        # proves it is that body); index, time and prev are ints and strings.
+        leaf = _dumps(entry).encode()
         leaf_hash = merkle.leaf_hash(leaf)
         if evidence_id is not None:
             last[evidence_id] = {"index": index, "hash": leaf_hash.hex()}
@@ -378,6 +443,10 @@ def _sequence_batch(cursor, sql: dict[str, str]) -> int:
     # Its own statement: the queue's guard must see the entries that name the rows.
     cursor.execute(sql["dequeue"], [cols[9]])
     return len(rows)
+
+
+# signing.canonical_json without its float check (for bodies already checked).
+_dumps = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @functools.cache
@@ -407,10 +476,11 @@ def _statements(vendor: str) -> dict[str, str]:
         templates.update(
             {
                 "enqueue": (
-                    "INSERT INTO {queue} (body, action, actor_id, case_id, evidence_id, queued_at) "
-                    "VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING id"
+                    "INSERT INTO {queue} (body, action, actor_id, case_id, evidence_id, mac, queued_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id"
                 ),
                 "try_sequencer": "SELECT pg_try_advisory_lock(%s)",
+                "wait_sequencer": "SELECT true FROM pg_advisory_lock(%s)",
                 "release_sequencer": "SELECT pg_advisory_unlock(%s)",
                 "queued": "SELECT EXISTS (SELECT 1 FROM {queue})",
                 "lock_with_key": (
@@ -419,7 +489,7 @@ def _statements(vendor: str) -> dict[str, str]:
                 ),
                 # Each queued entry with the newest log entry about its item (its prev).
                 "batch": (
-                    "SELECT q.id, q.body, q.action, q.actor_id, q.case_id, q.evidence_id, p.{index}, "
+                    "SELECT q.id, q.body, q.action, q.actor_id, q.case_id, q.evidence_id, q.mac, p.{index}, "
                     "p.leaf_hash FROM (SELECT * FROM {queue} ORDER BY id LIMIT %s) q "
                     "LEFT JOIN LATERAL (SELECT {index}, leaf_hash FROM {entry} e "
                     "WHERE e.evidence_id = q.evidence_id ORDER BY e.{index} DESC LIMIT 1) p ON true "

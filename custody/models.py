@@ -190,6 +190,8 @@ class LogQueue(models.Model):
     actor_id = models.BigIntegerField(null=True)
     case_id = models.UUIDField(null=True)
     evidence_id = models.UUIDField(null=True)
+    # HMAC (SECRET_KEY) of the row's content: the sequencer signs only rows the app wrote.
+    mac = models.BinaryField()
     queued_at = models.DateTimeField()
 
     def __str__(self) -> str:

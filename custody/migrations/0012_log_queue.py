@@ -27,6 +27,7 @@ class Migration(migrations.Migration):
                 ("actor_id", models.BigIntegerField(null=True)),
                 ("case_id", models.UUIDField(null=True)),
                 ("evidence_id", models.UUIDField(null=True)),
+                ("mac", models.BinaryField()),
                 ("queued_at", models.DateTimeField()),
             ],
         ),
