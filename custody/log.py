@@ -66,7 +66,11 @@ def append(
 ) -> LogEntry:
     """Append one entry and return its row (``row.entry`` is the decoded entry).
 
-    Call inside ``transaction.atomic()``. ``public`` entries are written to be
+    Call inside ``transaction.atomic()``. On PostgreSQL an entry that changes
+    no table and has no ``seal`` is queued: the row returned is a ``Queued``,
+    whose ``index``, ``entry`` and other fields wait until it is in the log
+    (read them after the COMMIT; inside the transaction they sequence the
+    queue there, holding the head lock to the COMMIT as a direct append does). ``public`` entries are written to be
     shown to anyone (publishing a result): their leaf names the evidence by
     SHA-256 only, with no case, evidence id or client address; the row still
     links case and evidence for queries. ``seal(entry)``, called under the

@@ -247,3 +247,5 @@ def test_row_queued_behind_the_apps_back_is_recorded_as_rejected_not_signed_as_i
     assert log.signing.b64decode(decoded["details"]["body"]) == body
     assert not LogQueue.objects.exists()
     assert_log_is_whole()
+    report = audit.verify(check_blobs=False, ask_witnesses=False)
+    assert f"entry {entry.index}: a row in the log queue was rejected" in " ".join(report.notes)
