@@ -307,39 +307,42 @@ def sequence(budget: float = 0.1, block: bool = False) -> int:
     """Index the queued entries, unless another process is; returns how many this call indexed.
 
     Outside any transaction (after the appender's COMMIT). One batch per
-    transaction. A process that finds the lock taken returns at once (or,
-    with ``block``, waits for it): the holder checks the queue again after
-    releasing the lock, so an entry committed before that check is indexed by
-    this loop or by a later one. After ``budget`` seconds the holder stops (a
-    request must not sequence forever under load); what is left goes to the
-    next appender, to ``wait_for`` or to the beat (``drain``).
+    transaction, which holds the sequencer's lock (a transaction-level
+    advisory lock: nothing to release, and safe behind a transaction-pooling
+    proxy). A process that finds the lock taken returns at once (or, with
+    ``block``, waits for it): the holder looks at the queue again after its
+    batch commits, so an entry committed before the lock was found taken is
+    indexed by this loop or by a later one. After ``budget`` seconds the
+    holder stops (a request must not sequence forever under load); what is
+    left goes to the next appender, to ``wait_for`` or to the beat (``drain``).
     """
     if connection.in_atomic_block:
         raise RuntimeError("log.sequence runs outside transactions (after the action's commit)")
     done, start = 0, _time.monotonic()
     sql = _statements(connection.vendor)
     with connection.cursor() as cursor:
-        while True:
-            cursor.execute(sql["wait_sequencer" if block else "try_sequencer"], [SEQUENCER_LOCK])
+        if not block:
+            # One round trip for the usual answer under load ("someone is
+            # sequencing"): the lock taken and let go in its own statement.
+            cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
             if not cursor.fetchone()[0]:
-                return done
+                return 0
+        while True:
+            with transaction.atomic():
+                cursor.execute(sql["wait_sequencer" if block else "try_sequencer"], [SEQUENCER_LOCK])
+                if not cursor.fetchone()[0]:
+                    return done
+                count = _sequence_batch(cursor, sql)
             block = False  # after one turn, as any appender
-            try:
-                while True:
-                    with transaction.atomic():
-                        count = _sequence_batch(cursor, sql)
-                    done += count
-                    if count < QUEUE_BATCH or _time.monotonic() - start > budget:
-                        break
-            finally:
-                cursor.execute(sql["release_sequencer"], [SEQUENCER_LOCK])
-            # After releasing: an appender that found the lock held trusted
-            # its entry to this check.
+            done += count
             if _time.monotonic() - start > budget:
                 return done
-            cursor.execute(sql["queued"])
-            if not cursor.fetchone()[0]:
-                return done
+            if count < QUEUE_BATCH:
+                # After the COMMIT that let the lock go: an appender that found
+                # it taken trusted its entry to this look.
+                cursor.execute(sql["queued"])
+                if not cursor.fetchone()[0]:
+                    return done
 
 
 def drain() -> int:
@@ -483,9 +486,8 @@ def _statements(vendor: str) -> dict[str, str]:
                     "INSERT INTO {queue} (body, action, actor_id, case_id, evidence_id, mac, queued_at) "
                     "VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id"
                 ),
-                "try_sequencer": "SELECT pg_try_advisory_lock(%s)",
-                "wait_sequencer": "SELECT true FROM pg_advisory_lock(%s)",
-                "release_sequencer": "SELECT pg_advisory_unlock(%s)",
+                "try_sequencer": "SELECT pg_try_advisory_xact_lock(%s)",
+                "wait_sequencer": "SELECT true FROM pg_advisory_xact_lock(%s)",
                 "queued": "SELECT EXISTS (SELECT 1 FROM {queue})",
                 "lock_with_key": (
                     "SELECT size, frontier, (SELECT keyid FROM {key} WHERE purpose = 'log' "

@@ -142,11 +142,10 @@ def test_sequencer_killed_mid_batch_loses_nothing(items, monkeypatch):
         "from django.db import connection, transaction\n"
         "from custody import log\n"
         "sql = log._statements(connection.vendor)\n"
-        "with connection.cursor() as c:\n"
+        "with connection.cursor() as c, transaction.atomic():\n"
         "    c.execute(sql['try_sequencer'], [log.SEQUENCER_LOCK]); assert c.fetchone()[0]\n"
-        "    with transaction.atomic():\n"
-        "        print('wrote', log._sequence_batch(c, sql), flush=True)\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    print('wrote', log._sequence_batch(c, sql), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
