@@ -86,7 +86,7 @@ def append(
     actor_id = actor.pk if _actor(actor) else None
     case_id = case.pk if case is not None else None
     evidence_id = evidence.pk if evidence is not None else None
-    if seal is None and changes_nothing(action) and queue_enabled():
+    if seal is None and changes_nothing(action) and queue_enabled() and not _head_locked_here():
         body = _body(action, actor, case, evidence, client, reason, details, public)
         return _enqueue(body, action, actor_id, case_id, evidence_id)
     sql = _statements(connection.vendor)
@@ -98,6 +98,10 @@ def append(
         # the lock was held ~2.5 times as long (bench/log.py).
         cursor.execute(sql["lock"])
         index, frontier = cursor.fetchone()
+        # Held to COMMIT: later entries of this transaction append directly
+        # too, so its entries stay consecutive (a publication and its
+        # announcement must be) and queuing would gain nothing.
+        connection.custody_head_locked_by = _action_transaction()
         # The time is read under the lock, so entry times never go backwards
         # along the indexes. Callers that record a time too use entry.time.
         time = timezone.now()
@@ -296,6 +300,20 @@ def _rejected(queue_id: int, body: bytes, action, actor_id, case_id, evidence_id
             "body": signing.b64(body),
         },
     }
+
+
+def _action_transaction():
+    """The outermost atomic block that is the caller's (a test case's own blocks skipped)."""
+    for block in connection.atomic_blocks:
+        if not getattr(block, "_from_testcase", False):
+            return block
+    return None
+
+
+def _head_locked_here() -> bool:
+    """Whether this transaction already appended directly (and so holds the head lock)."""
+    block = _action_transaction()
+    return block is not None and getattr(connection, "custody_head_locked_by", None) is block
 
 
 def _savepoint_of_test_case() -> bool:

@@ -193,6 +193,23 @@ def test_entries_that_change_tables_are_not_queued(items):
         transaction.set_rollback(True)
 
 
+def test_entries_after_a_direct_append_in_the_same_transaction_stay_consecutive(items):
+    """The transaction holds the head lock already: a publication's announcement must follow it at once."""
+    alice = User.objects.get(username="alice")
+    with transaction.atomic():
+        first = log.append(
+            "case.member_removed", actor=alice, case=items[0].case, details={"user": {"id": 0}}
+        )
+        second = log.append("evidence.viewed", actor=alice, case=items[0].case, evidence=items[0])
+        assert not isinstance(second, log.Queued)
+        assert second.index == first.index + 1
+        transaction.set_rollback(True)
+    with transaction.atomic():  # a new transaction queues again
+        assert isinstance(
+            log.append("evidence.viewed", actor=alice, case=items[0].case, evidence=items[0]), log.Queued
+        )
+
+
 def queue_one(monkeypatch, alice, evidence) -> log.Queued:
     """A committed-looking queued entry that stays queued (inside the test case's transaction)."""
     monkeypatch.setattr(log, "_savepoint_of_test_case", lambda: False)
