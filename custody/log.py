@@ -193,6 +193,8 @@ def _body(action, actor, case, evidence, client, reason, details, public) -> dic
 QUEUE_BATCH = 500
 # Key of the advisory lock that elects one sequencer among the app's processes.
 SEQUENCER_LOCK = 0x6375_7374_6F64_79  # "custody"
+# Notified by each batch's COMMIT: processes waiting for an index look again.
+SEQUENCED_CHANNEL = "custody_log_sequenced"
 
 
 def queue_enabled() -> bool:
@@ -257,8 +259,7 @@ def _queue_mac(secret: str, body: bytes, action: str, actor_id, case_id, evidenc
     row must prove it was written by the app: the database role alone can
     insert rows but not make this (README, "The log queue").
     """
-    columns = [action, actor_id, str(case_id) if case_id else None, str(evidence_id) if evidence_id else None]
-    message = signing.canonical_json(columns) + b"\n" + body
+    message = f"{action}\n{actor_id}\n{case_id}\n{evidence_id}\n".encode() + body
     return salted_hmac("custody.log.queue", message, secret=secret, algorithm="sha256").digest()
 
 
@@ -321,37 +322,35 @@ def _savepoint_of_test_case() -> bool:
     return bool(blocks) and getattr(blocks[0], "_from_testcase", False)
 
 
-def sequence(budget: float = 0.1, block: bool = False) -> int:
+def sequence(budget: float = 0.02) -> int:
     """Index the queued entries, unless another process is; returns how many this call indexed.
 
     Outside any transaction (after the appender's COMMIT). One batch per
     transaction, which holds the sequencer's lock (a transaction-level
     advisory lock: nothing to release, and safe behind a transaction-pooling
-    proxy). A process that finds the lock taken returns at once (or, with
-    ``block``, waits for it): the holder looks at the queue again after its
-    batch commits, so an entry committed before the lock was found taken is
-    indexed by this loop or by a later one. After ``budget`` seconds the
-    holder stops (a request must not sequence forever under load); what is
-    left goes to the next appender, to ``wait_for`` or to the beat (``drain``).
+    proxy). A process that finds the lock taken returns at once: the holder
+    looks at the queue again after its batch commits, so an entry committed
+    before the lock was found taken is indexed by this loop or by a later
+    one. After ``budget`` seconds the holder stops (a request must not
+    sequence for long under load); what is left goes to the next appender, to
+    ``wait_for`` or to the beat (``drain``).
     """
     if connection.in_atomic_block:
         raise RuntimeError("log.sequence runs outside transactions (after the action's commit)")
     done, start = 0, _time.monotonic()
     sql = _statements(connection.vendor)
     with connection.cursor() as cursor:
-        if not block:
-            # One round trip for the usual answer under load ("someone is
-            # sequencing"): the lock taken and let go in its own statement.
-            cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
-            if not cursor.fetchone()[0]:
-                return 0
+        # One round trip for the usual answer under load ("someone is
+        # sequencing"): the lock taken and let go in its own statement.
+        cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
+        if not cursor.fetchone()[0]:
+            return 0
         while True:
             with transaction.atomic():
-                cursor.execute(sql["wait_sequencer" if block else "try_sequencer"], [SEQUENCER_LOCK])
+                cursor.execute(sql["try_sequencer"], [SEQUENCER_LOCK])
                 if not cursor.fetchone()[0]:
                     return done
                 count = _sequence_batch(cursor, sql)
-            block = False  # after one turn, as any appender
             done += count
             if _time.monotonic() - start > budget:
                 return done
@@ -386,26 +385,45 @@ def _drain_in_transaction() -> int:
 def wait_for(queue_id: int, timeout: float = 30.0) -> LogEntry:
     """The log entry made from queued row ``queue_id``, once it has its index.
 
-    Waits its turn for the sequencer's lock (no polling): the holder before
-    it has indexed every entry committed before its last batch, and if this
-    one is not among them it sequences it itself, so it never waits on a
-    sequencer that has gone. Inside a transaction the queue is sequenced
-    there and then (the head lock is held to that transaction's end, as a
-    direct append holds it).
+    Listens for the sequencer's notice after each batch (no polling), and
+    tries to become the sequencer itself each time it looks, so it never
+    waits on a sequencer that has gone. Inside a transaction the queue is
+    sequenced there and then (the head lock is held to that transaction's
+    end, as a direct append holds it).
     """
+    row = _sequenced(queue_id)
+    if row is not None:
+        return row
+    if connection.in_atomic_block:
+        if _drain_in_transaction() == 0:
+            raise LookupError(f"queued entry {queue_id} is not in the queue this transaction sees")
+        return _sequenced(queue_id)
     deadline = _time.monotonic() + timeout
-    while True:
-        row = LogEntry.objects.filter(queue_id=queue_id).first()
-        if row is not None:
-            row.entry = row.decoded
-            return row
-        if connection.in_atomic_block:
-            if _drain_in_transaction() == 0:
-                raise LookupError(f"queued entry {queue_id} is not in the queue this transaction sees")
-            continue
-        if _time.monotonic() > deadline:
-            raise TimeoutError(f"queued entry {queue_id} has no index after {timeout:g} s")
-        sequence(block=True)
+    with connection.cursor() as cursor:
+        # Listening before looking: a batch that commits after the look
+        # still wakes this process.
+        cursor.execute(f"LISTEN {SEQUENCED_CHANNEL}")
+        try:
+            while True:
+                if sequence() == 0:
+                    # Someone else is sequencing. A holder that stopped on its
+                    # budget sends no further notice: look again at 50 ms.
+                    for _ in connection.connection.notifies(timeout=0.05, stop_after=1):
+                        pass
+                row = _sequenced(queue_id)
+                if row is not None:
+                    return row
+                if _time.monotonic() > deadline:
+                    raise TimeoutError(f"queued entry {queue_id} has no index after {timeout:g} s")
+        finally:
+            cursor.execute(f"UNLISTEN {SEQUENCED_CHANNEL}")
+
+
+def _sequenced(queue_id: int) -> LogEntry | None:
+    row = LogEntry.objects.filter(queue_id=queue_id).first()
+    if row is not None:
+        row.entry = row.decoded
+    return row
 
 
 def _sequence_batch(cursor, sql: dict[str, str]) -> int:
@@ -466,7 +484,7 @@ def _sequence_batch(cursor, sql: dict[str, str]) -> int:
     head = [index, b"".join(frontier), merkle.root_from_frontier(frontier)]
     cursor.execute(sql["write_batch"], [*cols, *node_cols, *head])
     # Its own statement: the queue's guard must see the entries that name the rows.
-    cursor.execute(sql["dequeue"], [cols[9]])
+    cursor.execute(sql["dequeue"], [cols[9], SEQUENCED_CHANNEL])
     return len(rows)
 
 
@@ -505,7 +523,6 @@ def _statements(vendor: str) -> dict[str, str]:
                     "VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id"
                 ),
                 "try_sequencer": "SELECT pg_try_advisory_xact_lock(%s)",
-                "wait_sequencer": "SELECT true FROM pg_advisory_xact_lock(%s)",
                 "queued": "SELECT EXISTS (SELECT 1 FROM {queue})",
                 "lock_with_key": (
                     "SELECT size, frontier, (SELECT keyid FROM {key} WHERE purpose = 'log' "
@@ -528,7 +545,9 @@ def _statements(vendor: str) -> dict[str, str]:
                     "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
                     "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1"
                 ),
-                "dequeue": "DELETE FROM {queue} WHERE id = ANY(%s::bigint[])",
+                "dequeue": (
+                    "WITH d AS (DELETE FROM {queue} WHERE id = ANY(%s::bigint[])) SELECT pg_notify(%s, '')"
+                ),
             }
         )
     if connection.features.has_select_for_update:

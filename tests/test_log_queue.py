@@ -183,6 +183,18 @@ def test_index_shown_after_commit_is_the_entry_in_the_log(items):
     assert row.entry == stored.decoded and row.entry["reason"] == "court"
 
 
+def test_index_read_inside_the_transaction_sequences_there(items):
+    """Reading the index before COMMIT sequences the queue in the action's transaction, as a direct append would."""
+    alice = User.objects.get(username="alice")
+    with transaction.atomic():
+        row = log.append("evidence.viewed", actor=alice, case=items[2].case, evidence=items[2])
+        index = row.index
+        assert LogEntry.objects.get(index=index).queue_id == row.queue_id
+        assert not LogQueue.objects.exists()
+    assert LogEntry.objects.get(queue_id=row.queue_id).index == index
+    assert_log_is_whole()
+
+
 def test_entries_that_change_tables_are_not_queued(items):
     """Their projection needs the index and time in the action's transaction (a receipt is signed over them)."""
     alice = User.objects.get(username="alice")
