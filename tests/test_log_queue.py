@@ -277,3 +277,22 @@ def test_row_queued_behind_the_apps_back_is_recorded_as_rejected_not_signed_as_i
     assert_log_is_whole()
     report = audit.verify(check_blobs=False, ask_witnesses=False)
     assert f"entry {entry.index}: a row in the log queue was rejected" in " ".join(report.notes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a queued entry deleted by the tables' owner (the queue's guard dropped) before it is sequenced "
+    "leaves no trace: it was never in the tree; the window is COMMIT to batch (README, 'The log queue')",
+)
+def test_queued_entry_deleted_by_the_owner_before_it_is_sequenced_is_detected(monkeypatch, alice, evidence_a):
+    from custody import dbguard
+
+    from .conftest import run_verify_log
+
+    queue_one(monkeypatch, alice, evidence_a)
+    dbguard.remove_queue_guards(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM custody_logqueue")
+    dbguard.install_queue_guards(connection)
+    code, out = run_verify_log("--skip-blobs", "--no-witnesses")
+    assert code != 0, out
