@@ -20,9 +20,9 @@ Two ways in (bench/log.py measures both):
   drains the queue in batches: one transaction per batch takes the head lock,
   gives each entry its index, time and ``prev``, signs it, writes entries,
   tree nodes and head, and deletes the queued rows. A process that does not
-  get the lock returns: the holder re-checks the queue after releasing it,
-  so no committed entry is left behind while appenders run. A caller that
-  shows the index (``row.index``) waits until the entry has one.
+  get the lock returns: the holder looks at the queue again after its batch
+  commits, so no committed entry is left behind while appenders run. A
+  caller that shows the index (``row.index``) waits until the entry has one.
 """
 
 from __future__ import annotations
@@ -67,11 +67,13 @@ def append(
     """Append one entry and return its row (``row.entry`` is the decoded entry).
 
     Call inside ``transaction.atomic()``. On PostgreSQL an entry that changes
-    no table and has no ``seal`` is queued: the row returned is a ``Queued``,
-    whose ``index``, ``entry`` and other fields wait until it is in the log
-    (read them after the COMMIT; inside the transaction they sequence the
-    queue there, holding the head lock to the COMMIT as a direct append does). ``public`` entries are written to be
-    shown to anyone (publishing a result): their leaf names the evidence by
+    no table and has no ``seal`` is queued (unless this transaction already
+    holds the head lock): the row returned is a ``Queued``, whose ``index``,
+    ``entry`` and other fields wait until it is in the log (read them after
+    the COMMIT; inside the transaction they sequence the queue there, holding
+    the head lock to the COMMIT as a direct append does).
+
+    ``public`` entries are written to be shown to anyone (publishing a result): their leaf names the evidence by
     SHA-256 only, with no case, evidence id or client address; the row still
     links case and evidence for queries. ``seal(entry)``, called under the
     lock once index and time are known, returns details to add (the intake
