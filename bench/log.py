@@ -1227,7 +1227,7 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
         "app": "app: atomic() + log.append()",
         "app-wait": "app, waiting for the index",
         "app-direct": "app, direct (CUSTODY_LOG_QUEUE=0)",
-        "app-async": "PROTO direct, synchronous_commit=off",
+        "app-async": "PROTO direct, sync_commit=off",
         "function": "PROTO PL/pgSQL append (3 RT)",
         "function-pipelined": "PROTO PL/pgSQL append, pipelined",
     }

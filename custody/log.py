@@ -422,7 +422,9 @@ def wait_for(queue_id: int, timeout: float = 30.0) -> LogEntry:
 
 
 def _sequenced(queue_id: int) -> LogEntry | None:
-    row = LogEntry.objects.filter(queue_id=queue_id).first()
+    # No ORDER BY: with the model's ordering PostgreSQL may walk the primary
+    # key from the start to the one row the queue_id index would find.
+    row = next(iter(LogEntry.objects.filter(queue_id=queue_id).order_by()[:1]), None)
     if row is not None:
         row.entry = row.decoded
     return row
