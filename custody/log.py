@@ -368,9 +368,7 @@ def drain() -> int:
     """Index every committed queued entry now, waiting for the head lock (verify_log, the beat)."""
     if not queue_enabled():
         return 0
-    if connection.in_atomic_block:
-        return _drain_in_transaction()
-    with transaction.atomic():
+    with transaction.atomic():  # a savepoint inside the caller's transaction: a failure leaves it usable
         return _drain_in_transaction()
 
 

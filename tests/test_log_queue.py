@@ -195,6 +195,27 @@ def test_index_read_inside_the_transaction_sequences_there(items):
     assert_log_is_whole()
 
 
+def test_verify_on_a_read_only_connection_checks_the_log_as_it_stands(items, monkeypatch):
+    """As on a standby: the queue cannot be drained first; the check goes on and says so."""
+    alice = User.objects.get(username="alice")
+    monkeypatch.setattr(log, "sequence", lambda **kwargs: 0)
+    with transaction.atomic():
+        log.append("evidence.viewed", actor=alice, case=items[0].case, evidence=items[0])
+    monkeypatch.undo()
+    with connection.cursor() as cursor:
+        cursor.execute("SET default_transaction_read_only = on")
+    try:
+        report = audit.verify(check_blobs=False, ask_witnesses=False)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = off")
+    assert report.ok, report.problems
+    assert any("queued entries could not be indexed first" in note for note in report.notes), report.notes
+    assert LogQueue.objects.count() == 1
+    assert log.drain() == 1
+    assert_log_is_whole()
+
+
 def test_entries_that_change_tables_are_not_queued(items):
     """Their projection needs the index and time in the action's transaction (a receipt is signed over them)."""
     alice = User.objects.get(username="alice")
