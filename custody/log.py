@@ -12,7 +12,7 @@ Two ways in (bench/log.py measures both):
   table, and those with a ``seal``): the entry takes its index in the action's
   transaction and holds the head lock to its COMMIT. The projection written
   in the same transaction needs the index and time, and a receipt is signed
-  over them. Serialises every such action: ~1,000/s on PostgreSQL.
+  over them. Serialises every such action: 460-1,040/s here (bench/log.py).
 - Queued (PostgreSQL, the entries that change no table: views, downloads,
   fixity checks, refusals, exports...): the action's transaction only inserts
   the entry (without index, time and ``prev``) into LogQueue. After COMMIT the
