@@ -16,14 +16,21 @@ first trust root), and drops both at the end.
    access.refused), so the custody tables stay the projection of the log.
 1. Appends/s: ``--writers`` processes, each looping
    ``with transaction.atomic(): log.append(...)`` for ``--seconds``; and the same
-   with 1 writer. Baseline in the same run: the same number of processes doing
-   plain single-row autocommit INSERTs of a leaf-sized row into a scratch table.
-   Prototypes (not the app; labelled, to size the alternatives): the app append
-   with synchronous_commit=off (unsafe), a one-statement PL/pgSQL append function
-   (3 round trips, and pipelined in 1), and a queue plus one batching sequencer.
-   The prototypes run on a copy of the database made after the seed (their
-   entries carry no signature and no ``prev``); the app's entries are checked
-   with ``audit.verify``.
+   with 1 writer. These entries change no table, so the app queues them in the
+   action's transaction and the appenders sequence them after COMMIT
+   (custody/log.py): the run reports appends/s (committed actions), entries
+   indexed during the run, the backlog left, and the lag from each action's
+   COMMIT to its entry's index. "app, waiting": each writer also waits for its
+   entry's index before its next action (what a response that shows the index
+   does). "app, direct": CUSTODY_LOG_QUEUE off, every entry takes the head lock
+   in its action's transaction (as state-changing entries still do). Baseline
+   in the same run: the same number of processes doing plain single-row
+   autocommit INSERTs of a leaf-sized row into a scratch table. Prototypes (not
+   the app; labelled, to size the alternatives): the direct append with
+   synchronous_commit=off (unsafe), a one-statement PL/pgSQL append function (3
+   round trips, and pipelined in 1). The prototypes run on a copy of the
+   database made after the seed (their entries carry no signature and no
+   ``prev``); the app's entries are checked with ``audit.verify``.
 2. The log is then bulk-loaded (not through append(): COPY of version 2
    entries built as log.append builds them, each with its item's ``prev`` link
    and the log key's signature, folded with merkle.append_to_frontier) to
@@ -263,10 +270,6 @@ def pct(values: list[float], q: float) -> float:
 
 PROTOTYPE_SQL = [
     "CREATE TABLE bench_scratch (id bigserial PRIMARY KEY, payload bytea NOT NULL)",
-    """CREATE TABLE bench_pending (
-        id bigserial PRIMARY KEY, prefix bytea NOT NULL, suffix bytea NOT NULL, time timestamptz NOT NULL,
-        action varchar(64) NOT NULL, actor_id bigint, case_id uuid, evidence_id uuid,
-        queued_at double precision NOT NULL)""",
     # PROTOTYPE: log.append as one statement. Same lock, same rows, same bytes;
     # the leaf is spliced around the index it takes under the lock.
     r"""CREATE FUNCTION bench_log_append(p_prefix bytea, p_suffix bytea, p_time timestamptz,
@@ -320,6 +323,9 @@ class Writer:
 
     def setup(self) -> None: ...
 
+    def reset(self) -> None:
+        """After the warm-up: forget what it counted."""
+
     def op(self) -> None: ...
 
     def backend_pid(self) -> int:
@@ -357,6 +363,29 @@ class BaselineInsert(Writer):
         self.conn.close()
 
 
+class AtomicInsert(BaselineInsert):
+    """The floor of any append that writes in the action's Django transaction:
+    ``with transaction.atomic()`` around the same single-row INSERT (BEGIN, INSERT, COMMIT)."""
+
+    def setup(self) -> None:
+        from django.db import connection
+
+        connection.ensure_connection()
+        self.payloads = [self.rng.randbytes(self.rng.randrange(300, 450)) for _ in range(64)]
+
+    def backend_pid(self) -> int:
+        return Writer.backend_pid(self)
+
+    def op(self) -> None:
+        from django.db import connection, transaction
+
+        with transaction.atomic(), connection.cursor() as c:
+            c.execute("INSERT INTO bench_scratch (payload) VALUES (%s)", (self.rng.choice(self.payloads),))
+
+    def close(self) -> None:
+        Writer.close(self)
+
+
 class _Timer:
     """execute_wrapper: splits each append into lock wait, work under the lock, and commit."""
 
@@ -379,16 +408,33 @@ class _Timer:
 
 
 class AppAppend(Writer):
-    """The app: ``with transaction.atomic(): log.append(...)``."""
+    """The app: ``with transaction.atomic(): log.append(...)`` (queued on PostgreSQL, indexed after COMMIT)."""
 
     sync_off = False
+    queue = True
+    wait = False
 
     def setup(self) -> None:
+        from django.conf import settings
         from django.contrib.auth import get_user_model
         from django.db import connection
 
+        from custody import log
         from custody.models import Case, Evidence
 
+        settings.CUSTODY_LOG_QUEUE = self.queue
+        # Count the batches this process sequences (instrumentation only).
+        batches, sequence_batch = [], log._sequence_batch
+
+        def counted(cursor, sql):
+            count = sequence_batch(cursor, sql)
+            if count:
+                batches.append(count)
+            return count
+
+        log._sequence_batch = counted
+        self.batches = batches
+        self.stamps, self.waits = [], []  # (queue id, COMMIT time); COMMIT -> index seconds
         connection.ensure_connection()
         if self.sync_off:
             with connection.cursor() as c:
@@ -400,7 +446,11 @@ class AppAppend(Writer):
         self.timer = _Timer()
         self._wrap = contextlib.ExitStack()
         self._wrap.enter_context(connection.execute_wrapper(self.timer))
+        self.reset()
+
+    def reset(self) -> None:
         self.sums = {"wait": 0.0, "hold": 0.0, "commit": 0.0, "statements": 0, "locked_statements": 0}
+        del self.batches[:], self.stamps[:], self.waits[:]
 
     def op(self) -> None:
         from django.db import transaction
@@ -412,8 +462,11 @@ class AppAppend(Writer):
         t = self.timer
         t.statements = t.locked_statements = 0
         t.locked_at = 0.0
+        committed = [0.0]
         with transaction.atomic():
-            log.append(
+            # Registered before the append's own callback (the sequencing), so it stamps the COMMIT.
+            transaction.on_commit(lambda: committed.__setitem__(0, time.time()))
+            row = log.append(
                 action,
                 actor=self.actors.get(actor),
                 case=self.cases[case],
@@ -422,6 +475,13 @@ class AppAppend(Writer):
                 reason=f["reason"],
                 details=f["details"],
             )
+        if isinstance(row, log.Queued):
+            if self.wait:
+                row.wait()
+                self.waits.append(time.time() - committed[0])
+            else:
+                self.stamps.append((row.queue_id, committed[0]))
+            return
         done = time.perf_counter()
         s = self.sums
         s["wait"] += t.lock_wait
@@ -431,15 +491,27 @@ class AppAppend(Writer):
         s["locked_statements"] += t.locked_statements
 
     def extra(self) -> dict:
-        return self.sums
+        return {**self.sums, "batches": self.batches, "stamps": self.stamps, "waits": self.waits}
 
     def close(self) -> None:
         self._wrap.close()
         super().close()
 
 
-class AppAppendAsync(AppAppend):
-    """PROTOTYPE (unsafe): the app append with synchronous_commit=off in the writers' sessions."""
+class AppAppendWait(AppAppend):
+    """The app, each writer waiting for its entry's index before its next action."""
+
+    wait = True
+
+
+class AppAppendDirect(AppAppend):
+    """The app with CUSTODY_LOG_QUEUE off: the entry takes the head lock in the action's transaction."""
+
+    queue = False
+
+
+class AppAppendAsync(AppAppendDirect):
+    """PROTOTYPE (unsafe): the direct append with synchronous_commit=off in the writers' sessions."""
 
     sync_off = True
 
@@ -490,36 +562,17 @@ class PipelinedFunctionAppend(FunctionAppend):
         self.conn.close()
 
 
-class QueueInsert(FunctionAppend):
-    """PROTOTYPE: the action's transaction only queues its entry; a sequencer indexes it."""
-
-    def setup(self) -> None:
-        import psycopg
-
-        self.conn = psycopg.connect(self.url, autocommit=True)
-
-    def backend_pid(self) -> int:
-        return self.conn.info.backend_pid
-
-    def op(self) -> None:
-        self.conn.execute(
-            "INSERT INTO bench_pending (prefix, suffix, time, action, actor_id, case_id, evidence_id, queued_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (*self.params(), time.time()),
-        )
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 WRITERS = {
     "baseline": BaselineInsert,
+    "baseline-atomic": AtomicInsert,
     "app": AppAppend,
+    "app-wait": AppAppendWait,
+    "app-direct": AppAppendDirect,
     "app-async": AppAppendAsync,
     "function": FunctionAppend,
     "function-pipelined": PipelinedFunctionAppend,
-    "queue": QueueInsert,
 }
+APP_KINDS = ("app", "app-wait", "app-direct")  # the app's own append, on the database verified after
 
 
 _POOLS: dict = {}  # {"pools": Pools}, set before the writers fork
@@ -539,7 +592,7 @@ def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
         writer.setup()
         for _ in range(3):  # warm: connection, caches, prepared statements
             writer.op()
-        writer.extra().update(dict.fromkeys(writer.extra(), 0))
+        writer.reset()
         ready.wait()
         go.wait()
         start, deadline = clock[0], clock[1]
@@ -573,77 +626,17 @@ def _writer_main(kind, url, wid, ready, go, clock, out) -> None:
         writer.close()
 
 
-def _sequencer_main(url, stop, out, batch) -> None:
-    """PROTOTYPE: integrate queued entries into the log in batches, one transaction per batch."""
+def _log_state(url: str) -> tuple[int, int]:
+    """(log size, queued entries) as another connection sees them now."""
     import psycopg
 
-    from custody import log, merkle
-
-    conn = psycopg.connect(url)
-    backend = conn.info.backend_pid
-    integrated, lags, batches, cpu0, server0 = 0, [], 0, own_cpu(), proc_cpu(backend)
-    try:
-        while True:
-            with conn.transaction():
-                size, frontier = conn.execute(
-                    "SELECT size, frontier FROM custody_loghead WHERE id = 1 FOR UPDATE"
-                ).fetchone()
-                rows = conn.execute(
-                    "DELETE FROM bench_pending WHERE id IN (SELECT id FROM bench_pending ORDER BY id "
-                    "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, prefix, suffix, time, action, actor_id, "
-                    "case_id, evidence_id, queued_at",
-                    (batch,),
-                ).fetchall()
-                if rows:
-                    rows.sort()
-                    frontier = log._split(bytes(frontier))
-                    leaves, nodes = [], []
-                    for _, prefix, suffix, when, action, actor, case, evidence, _ in rows:
-                        leaf = bytes(prefix) + str(size).encode() + bytes(suffix)
-                        h = merkle.leaf_hash(leaf)
-                        frontier, done = merkle.append_to_frontier(frontier, size, h)
-                        leaves.append((size, leaf, h, when, action, actor, case, evidence, b""))
-                        nodes.extend(n for n in done if n[0] > 0)
-                        size += 1
-                    with conn.cursor() as cur:
-                        with cur.copy(LEAF_COPY) as copy:
-                            copy.set_types(LEAF_TYPES)
-                            for row in leaves:
-                                copy.write_row(row)
-                        if nodes:
-                            with cur.copy(NODE_COPY) as copy:
-                                copy.set_types(NODE_TYPES)
-                                for row in nodes:
-                                    copy.write_row(row)
-                    conn.execute(
-                        "UPDATE custody_loghead SET size = %s, frontier = %s, root = %s WHERE id = 1",
-                        (size, b"".join(frontier), merkle.root_from_frontier(frontier)),
-                    )
-            if rows:
-                now = time.time()
-                lags.extend(now - r[-1] for r in rows)
-                integrated += len(rows)
-                batches += 1
-            elif stop.is_set():
-                break
-            else:
-                time.sleep(0.001)
-        out.put(
-            {
-                "integrated": integrated,
-                "lags": lags,
-                "batches": batches,
-                "cpu": own_cpu() - cpu0 + proc_cpu(backend) - server0,
-            }
-        )
-    except BaseException as exc:
-        out.put({"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    finally:
-        conn.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT (SELECT size FROM custody_loghead WHERE id = 1), (SELECT count(*) FROM custody_logqueue)"
+        ).fetchone()
 
 
-def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_batch: int = 0) -> dict:
+def run_writers(kind: str, url: str, writers: int, seconds: float) -> dict:
     from django.db import connections
 
     connections.close_all()  # no connection may cross the fork
@@ -653,11 +646,6 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
     procs = [
         MP.Process(target=_writer_main, args=(kind, url, w, ready, go, clock, out)) for w in range(writers)
     ]
-    seq = seq_out = stop = None
-    if sequencer_batch:
-        stop, seq_out = MP.Event(), MP.Queue()
-        seq = MP.Process(target=_sequencer_main, args=(url, stop, seq_out, sequencer_batch))
-        seq.start()
     for p in procs:
         p.start()
     try:
@@ -667,18 +655,15 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
         while not out.empty():
             errors.append(out.get().get("error"))
         raise RuntimeError(f"{kind} writers failed to start: {errors}") from None
+    # After the warm-up (whose entries the writers sequenced): the log as the clock starts.
+    size0 = _log_state(url)[0] if kind in APP_KINDS else 0
     start = time.monotonic() + 0.05
     clock[0], clock[1] = start, start + seconds
     busy0 = cpu_busy()
     go.wait()
     results = [out.get(timeout=seconds + 120) for _ in procs]
     busy1 = cpu_busy()
-    backlog = 0
-    if seq is not None:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            backlog = conn.execute("SELECT count(*) FROM bench_pending").fetchone()[0]
+    size1, backlog = _log_state(url) if kind in APP_KINDS else (0, 0)
     for p in procs:
         p.join()
     errors = [r["error"] for r in results if "error" in r]
@@ -702,19 +687,34 @@ def run_writers(kind: str, url: str, writers: int, seconds: float, sequencer_bat
     for key in ("wait", "hold", "commit", "statements", "locked_statements"):
         if key in results[0]:
             res[key] = sum(r[key] for r in results)
-    if seq is not None:
-        stop.set()
-        s = seq_out.get(timeout=300)
-        seq.join()
-        if "error" in s:
-            raise RuntimeError(f"sequencer failed: {s['error']}")
+    if kind in APP_KINDS:
+        from custody import log
+        from custody.models import LogEntry
+
+        # Entries still queued when the clock stopped go in now (as the next
+        # appender or the beat would put them), then each queued entry's lag
+        # from its action's COMMIT to the time it was given with its index.
+        drained = log.drain()
+        stamps = dict(x for r in results for x in r["stamps"])
+        lags = []
+        ids = list(stamps)
+        for i in range(0, len(ids), 10_000):
+            for queue_id, when in LogEntry.objects.filter(queue_id__in=ids[i : i + 10_000]).values_list(
+                "queue_id", "time"
+            ):
+                lags.append(when.timestamp() - stamps.pop(queue_id))
+        batches = [x for r in results for x in r["batches"]]
+        waits = [x for r in results for x in r["waits"]]
         res.update(
-            integrated=s["integrated"],
+            indexed=size1 - size0,
             backlog=backlog,
-            lag_p50=pct(s["lags"], 0.5),
-            lag_p99=pct(s["lags"], 0.99),
-            batches=s["batches"],
-            seq_cpu=s["cpu"],
+            drained=drained,
+            lost=len(stamps),  # queued entries of committed actions that never reached the log
+            lag=lags,
+            waits=waits,
+            batches=len(batches),
+            batch_mean=statistics.mean(batches) if batches else 0.0,
+            batch_max=max(batches, default=0),
         )
     return res
 
@@ -1049,7 +1049,6 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=8, help="concurrent appending processes")
     parser.add_argument("--seconds", type=float, default=10, help="length of each append run")
     parser.add_argument("--proofs", type=int, default=1000, help="timed proofs of each kind")
-    parser.add_argument("--batch", type=int, default=1000, help="largest batch of the sequencer prototype")
     parser.add_argument("--no-prototypes", action="store_true", help="only the app and the baseline")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/", help="server (trust auth)")
     parser.add_argument("--db-prefix", default="custody_bench", help="database name: PREFIX_<pid>")
@@ -1137,22 +1136,27 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
 
     n = args.writers
     runs = []
-    plan = [("baseline", n, 0), ("baseline", 1, 0), ("app", n, 0), ("app", 1, 0)]
+    plan = [
+        ("baseline", n),
+        ("baseline", 1),
+        ("baseline-atomic", n),
+        ("app", n),
+        ("app", 1),
+        ("app-wait", n),
+        ("app-wait", 1),
+        ("app-direct", n),
+        ("app-direct", 1),
+    ]
     if not args.no_prototypes:
-        plan += [
-            ("app-async", n, 0),
-            ("function", n, 0),
-            ("function-pipelined", n, 0),
-            ("queue", n, args.batch),
-        ]
+        plan += [("app-async", n), ("function", n), ("function-pipelined", n)]
     app_ranges = []  # [start, end) of the indexes the app's own append wrote
-    for kind, writers, batch in plan:
-        on = url if kind in ("baseline", "app") else proto_url
+    for kind, writers in plan:
+        on = url if kind.startswith("baseline") or kind in APP_KINDS else proto_url
         say(f"append run: {kind}, {writers} writer(s), {args.seconds:g} s")
         start = log.tree_head()[0]
         connection.close()  # nothing open across the writers' fork
-        runs.append(run_writers(kind, on, writers, args.seconds, batch))
-        if kind == "app":
+        runs.append(run_writers(kind, on, writers, args.seconds))
+        if kind in APP_KINDS:  # run_writers drained what was still queued
             app_ranges.append((start, log.tree_head()[0]))
     appended = log.tree_head()[0]
     say(f"audit.verify of the {appended} entries so far")
@@ -1193,6 +1197,16 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
                 log.checkpoint_at(at)
         checkpoint = log.latest_checkpoint()
         size = log.tree_head()[0]
+        # The bulk-loaded entries' times run ahead of the clock (ENTRY_STEP
+        # apart), so these checkpoints were signed "before" the entries they
+        # cover, which verify_log rightly reports: move each one's created_at
+        # to just after its newest entry, as bench/verify.py build does.
+        with psycopg.connect(url) as conn:
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(
+                "UPDATE custody_checkpoint c SET created_at = e.time + interval '1 millisecond' "
+                "FROM custody_logentry e WHERE e.index = c.size - 1 AND c.created_at < e.time"
+            )
         if goal == target:
             say(f"proofs at size {size}")
             proofs = bench_proofs(size, args.proofs, not args.no_prototypes)
@@ -1216,14 +1230,16 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
     # --- report ---------------------------------------------------------------------------
     by = {(r["kind"], r["writers"]): r for r in runs}
     base_n, base_1 = by[("baseline", n)], by[("baseline", 1)]
-    app_n, app_1 = by[("app", n)], by[("app", 1)]
+    app_n, direct_1, direct_n = by[("app", n)], by[("app-direct", 1)], by[("app-direct", n)]
     labels = {
         "baseline": "baseline: autocommit INSERT",
+        "baseline-atomic": "baseline: atomic() + INSERT",
         "app": "app: atomic() + log.append()",
-        "app-async": "PROTO app, synchronous_commit=off",
+        "app-wait": "app, waiting for the index",
+        "app-direct": "app, direct (CUSTODY_LOG_QUEUE=0)",
+        "app-async": "PROTO direct, sync_commit=off",
         "function": "PROTO PL/pgSQL append (3 RT)",
         "function-pipelined": "PROTO PL/pgSQL append, pipelined",
-        "queue": "PROTO queue + batch sequencer",
     }
     print(f"custody log benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
     print(
@@ -1248,7 +1264,7 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
     for r in runs:
         base = by[("baseline", r["writers"])]
         count = max(1, r["count"])
-        other = r["cores_busy"] - (r["client_cpu"] + r["server_cpu"] + r.get("seq_cpu", 0)) / r["wall"]
+        other = r["cores_busy"] - (r["client_cpu"] + r["server_cpu"]) / r["wall"]
         print(
             f"  {labels[r['kind']]:<34} {r['writers']:>7} {r['rate']:>10.0f} {r['rate'] / base['rate']:>8.2f} "
             f"{ms(r['p50'])} {ms(r['p99'])} {r['client_cpu'] / count * 1e6:>7.0f} "
@@ -1258,18 +1274,25 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
         "  (client / backend: CPU of the writer processes / their PostgreSQL backends per append; other: "
         "cores busy with anything else - WAL writer, other load on the machine)"
     )
+    print()
+    print(
+        "  queued entries (app runs): indexed while the clock ran, left queued when it stopped, batches "
+        "the appenders sequenced after their COMMITs; lag = the entry's time (given with its index, "
+        "under the head lock) minus its action's COMMIT; wait = COMMIT to the entry read back with its index"
+    )
     for r in runs:
-        if r["kind"] == "queue":
+        if r["kind"] in ("app", "app-wait"):
+            lag = r["waits"] if r["kind"] == "app-wait" else r["lag"]
             print(
-                f"  {'':<34} sequencer indexed {r['integrated'] - r['backlog']} entries in the run "
-                f"({(r['integrated'] - r['backlog']) / r['wall']:.0f}/s; {r['backlog']} left queued at "
-                f"the end, drained after) in {r['batches']} batches; "
-                f"queue to index p50 {r['lag_p50'] * 1000:.1f} ms, p99 {r['lag_p99'] * 1000:.1f} ms; "
-                f"sequencer CPU {r['seq_cpu']:.1f} s"
+                f"    {labels[r['kind']]:<31} {r['writers']} writer(s): {r['indexed']} indexed "
+                f"({r['indexed'] / r['wall']:.0f}/s), {r['backlog']} left queued ({r['drained']} drained "
+                f"after), {r['lost']} lost; {r['batches']} batches, mean {r['batch_mean']:.1f}, "
+                f"max {r['batch_max']}; {'wait' if r['kind'] == 'app-wait' else 'lag'} "
+                f"p50 {pct(lag, 0.5) * 1000:.1f} ms, p99 {pct(lag, 0.99) * 1000:.1f} ms"
             )
     print()
-    print("  where an app append's time goes (per append, mean):")
-    for r in (app_1, app_n):
+    print("  where a direct append's time goes (per append, mean):")
+    for r in (direct_1, direct_n):
         c = r["count"]
         print(
             f"    {r['writers']} writer(s): head lock wait {r['wait'] / c * 1e3:.3f} ms (incl. BEGIN), "
@@ -1362,11 +1385,19 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
             f"(linear: {b['size'] / a['size']:.1f})"
         )
     print()
-    ok_appends = app_n["rate"] >= TARGET_APPENDS
+    # Appends count only as far as the log kept up with them: the slower of
+    # committed actions/s and entries indexed/s while the clock ran.
+    kept = min(app_n["rate"], app_n["indexed"] / app_n["wall"])
+    ok_appends = kept >= TARGET_APPENDS
+    lost = sum(r.get("lost", 0) for r in runs)
     print(
-        f"RESULT appends: {app_n['rate']:.0f}/s with {n} writers "
-        f"({app_n['rate'] / base_n['rate']:.2f} x plain INSERTs/s {base_n['rate']:.0f}), "
-        f"target >= {TARGET_APPENDS}/s: {'PASS' if ok_appends else 'FAIL'}"
+        f"RESULT appends: {app_n['rate']:.0f}/s with {n} writers, {app_n['indexed'] / app_n['wall']:.0f}/s "
+        f"indexed ({kept / base_n['rate']:.2f} x plain INSERTs/s {base_n['rate']:.0f}, "
+        f"{kept / by[('baseline-atomic', n)]['rate']:.2f} x atomic() + INSERT "
+        f"{by[('baseline-atomic', n)]['rate']:.0f}/s; direct append "
+        f"{direct_n['rate']:.0f}/s); COMMIT to index lag p50 {pct(app_n['lag'], 0.5) * 1000:.1f} ms, "
+        f"p99 {pct(app_n['lag'], 0.99) * 1000:.1f} ms; target >= {TARGET_APPENDS}/s: "
+        f"{'PASS' if ok_appends else 'FAIL'}"
     )
     print(
         f"RESULT proofs at {size}: inclusion p99 {pct(proofs['inclusion'], 0.99) * 1000:.2f} ms, "
@@ -1384,7 +1415,7 @@ def run(args, server: str, dbname: str, pg_version: str, pg_settings: str, start
         f"({'OK' if all(v['ok'] for v in verifies) else 'FAILED'})"
     )
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
-    sane = report.ok and dense and all(v["ok"] for v in verifies) and proofs["bad"] == 0
+    sane = report.ok and dense and lost == 0 and all(v["ok"] for v in verifies) and proofs["bad"] == 0
     return 0 if sane and ok_appends and ok_proofs else 1
 
 

@@ -9,16 +9,21 @@ role is not given those rights (``manage.py grant_app_role``).
 """
 
 APPEND_ONLY_TABLES = ("custody_logentry", "custody_treenode", "custody_checkpoint")
+# Entries waiting for their index (PostgreSQL): no UPDATE, and no DELETE of a
+# row before the log holds the entry made from it (custody/log.py).
+QUEUE_TABLE = "custody_logqueue"
 
 
 def install(connection) -> None:
     """Every guard (idempotent); the tests re-install them after a flush."""
     install_update_delete_guards(connection)
     install_insert_guards(connection)
+    install_queue_guards(connection)
 
 
 def remove(connection) -> None:
     """Drop every guard (tests use this to tamper, as an attacker with DB rights would)."""
+    remove_queue_guards(connection)
     remove_insert_guards(connection)
     remove_update_delete_guards(connection)
 
@@ -56,6 +61,33 @@ def _pg_statements(table: str) -> list[str]:
     ]
 
 
+_PG_QUEUE_FUNCTION = """
+CREATE OR REPLACE FUNCTION custody_queue_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The sequencer deletes a queued row in the transaction that writes its
+    -- entry (which names the row); any other DELETE would drop a committed
+    -- action's entry before the log has it.
+    IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM custody_logentry WHERE queue_id = OLD.id) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '%: % of an entry the log does not hold yet refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$
+"""
+
+
+def _pg_queue_statements() -> list[str]:
+    table = QUEUE_TABLE
+    return [
+        _PG_QUEUE_FUNCTION,
+        f"CREATE OR REPLACE TRIGGER {table}_guard BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION custody_queue_guard()",
+        f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION custody_refuse_change()",
+    ]
+
+
 def install_update_delete_guards(connection) -> None:
     vendor = connection.vendor
     with connection.cursor() as cursor:
@@ -70,6 +102,24 @@ def install_update_delete_guards(connection) -> None:
                 raise NotImplementedError(f"no append-only triggers for {vendor}")
             for sql in statements:
                 cursor.execute(sql)
+
+
+def install_queue_guards(connection) -> None:
+    """The queue's guard (PostgreSQL, where entries are queued): migration 0012."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_FUNCTION)
+        for sql in _pg_queue_statements():
+            cursor.execute(sql)
+
+
+def remove_queue_guards(connection) -> None:
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER IF EXISTS {QUEUE_TABLE}_guard ON {QUEUE_TABLE}")
+        cursor.execute(f"DROP TRIGGER IF EXISTS {QUEUE_TABLE}_no_truncate ON {QUEUE_TABLE}")
 
 
 def remove_update_delete_guards(connection) -> None:

@@ -173,6 +173,31 @@ class LogHead(models.Model):
         return f"log head at size {self.size}"
 
 
+class LogQueue(models.Model):
+    """An entry waiting for its index (PostgreSQL only; custody/log.py).
+
+    Written in the action's transaction, so the action and its entry commit or
+    vanish together; the sequencer gives it its index, time and ``prev`` link,
+    signs it, writes it to the log and deletes this row in one transaction.
+    ``body`` is the canonical JSON of the entry without those fields. The
+    database refuses UPDATE, and DELETE of a row no log entry names
+    (custody/dbguard.py).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    body = models.BinaryField()
+    action = models.CharField(max_length=64)
+    actor_id = models.BigIntegerField(null=True)
+    case_id = models.UUIDField(null=True)
+    evidence_id = models.UUIDField(null=True)
+    # HMAC (SECRET_KEY) of the row's content: the sequencer signs only rows the app wrote.
+    mac = models.BinaryField()
+    queued_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"queued {self.action} #{self.pk}"
+
+
 class LogEntry(models.Model):
     """One leaf of the custody log. ``leaf`` is the exact canonical JSON that was hashed.
 
@@ -201,6 +226,11 @@ class LogEntry(models.Model):
     # Ed25519 signature by the log key active when the entry was written, over
     # signing.entry_message(leaf_hash); empty only before the first log key exists.
     signature = models.BinaryField(default=b"", db_default=b"")
+    # The LogQueue row this entry was sequenced from (PostgreSQL; null for an
+    # entry appended directly). Not part of the leaf: the appender finds its
+    # entry's index by it, and the queue's guard lets a queued row be deleted
+    # only once an entry names it.
+    queue_id = models.BigIntegerField(null=True, db_index=True)
 
     class Meta:
         ordering = ["index"]

@@ -254,6 +254,11 @@ def changes(entry: dict, origin: str) -> list[Change]:
         raise ProjectionError(f"{action} entry lacks {exc}") from None
 
 
+def changes_nothing(action: str) -> bool:
+    """True when an entry with this action changes no custody table (the log may queue it)."""
+    return action not in _HANDLERS
+
+
 def _user_created(e, d, origin):
     return [
         Change(
@@ -676,6 +681,8 @@ def apply(entry_row, using: str = "default", reserved: frozenset = frozenset()) 
     """
     from django.conf import settings
 
+    if changes_nothing(entry_row.action):
+        return  # also a queued entry (custody/log.py), which has no index yet
     store = _model_store(using)
     for change in changes(entry_row.entry, settings.CUSTODY_LOG_ORIGIN):
         store.apply(change, reserved)

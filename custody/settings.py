@@ -258,6 +258,12 @@ def sqlite_database(path: str | Path, test_path: str | Path | None) -> dict:
 DATABASE_URL = os.getenv("DATABASE_URL", "")
 DATABASE_MIGRATE_URL = os.getenv("DATABASE_MIGRATE_URL", "")
 CUSTODY_DB_OWNER = env_bool("CUSTODY_DB_OWNER", False)
+# PostgreSQL: entries that change no custody table (views, downloads, fixity
+# checks, refusals, exports) are queued in the action's transaction and
+# indexed in batches after its commit (custody/log.py); 0 appends them all
+# directly, each holding the log head's lock to its commit (460-1,040/s with
+# 8 writers in bench/log.py runs here).
+CUSTODY_LOG_QUEUE = env_bool("CUSTODY_LOG_QUEUE", True)
 # The role grant_app_role grants to: DATABASE_URL's user when there is an owner apart from it.
 CUSTODY_DB_APP_ROLE = ""
 if DATABASE_MIGRATE_URL:

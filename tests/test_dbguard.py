@@ -310,6 +310,35 @@ def test_app_role_may_read_and_insert_log_rows(app_role):
         db.execute("UPDATE custody_user SET first_name = 'Erin' WHERE username = 'erin'")
 
 
+QUEUE_REFUSED_TO_APP_ROLE = {
+    "delete a queued entry": "DELETE FROM custody_logqueue",
+    "rewrite a queued entry": "UPDATE custody_logqueue SET action = 'forged'",
+    "truncate the queue": "TRUNCATE custody_logqueue",
+    "drop the queue's guard": "DROP TRIGGER custody_logqueue_guard ON custody_logqueue",
+    "neuter the queue's guard": (
+        "CREATE OR REPLACE FUNCTION custody_queue_guard() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$"
+    ),
+}
+
+
+@on_postgresql
+@pytest.mark.parametrize(
+    "statement", QUEUE_REFUSED_TO_APP_ROLE.values(), ids=QUEUE_REFUSED_TO_APP_ROLE.keys()
+)
+def test_app_role_may_queue_an_entry_but_not_drop_it_before_the_log_has_it(app_role, statement):
+    import psycopg
+
+    with connect_as(app_role) as db:
+        queued = db.execute(
+            "INSERT INTO custody_logqueue (body, action, mac, queued_at) VALUES ('\\x7b7d', 'probe', '', now()) "
+            "RETURNING id"
+        ).fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute(statement)
+        assert db.execute("SELECT count(*) FROM custody_logqueue WHERE id = %s", [queued]).fetchone() == (1,)
+
+
 @on_postgresql
 def test_release_step_grants_as_owner_and_the_app_appends_and_verifies_as_its_role(app_role, tmp_path):
     """The release step's commands, then the server's own, in processes as the Procfile runs them.

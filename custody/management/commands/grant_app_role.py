@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 
-from custody.dbguard import APPEND_ONLY_TABLES
+from custody.dbguard import APPEND_ONLY_TABLES, QUEUE_TABLE
 
 # The single tree-head row: every append locks it (SELECT ... FOR UPDATE needs
 # UPDATE on some column) and moves it on. Column privileges keep its id fixed.
@@ -20,6 +20,12 @@ HEAD_COLUMNS = ("size", "frontier", "root")
 # What the role must not hold on a log table, by any route (directly, through
 # PUBLIC or a role it belongs to, such as pg_write_all_data).
 FORBIDDEN_ON_LOG = ("UPDATE", "DELETE", "TRUNCATE", "TRIGGER", "REFERENCES")
+# The queue of entries waiting for their index: appenders insert, the
+# sequencer (any app process) reads and deletes; its guard refuses a DELETE
+# before the log holds the entry, and nothing may rewrite a queued entry.
+QUEUE_PRIVILEGES = "SELECT, INSERT, DELETE"
+FORBIDDEN_ON_QUEUE = ("UPDATE", "TRUNCATE", "TRIGGER", "REFERENCES")
+GUARD_FUNCTIONS = ["custody_refuse_change", "custody_queue_guard"]
 
 
 class Command(BaseCommand):
@@ -50,8 +56,9 @@ class Command(BaseCommand):
         say(
             f"granted {role}: SELECT, INSERT on {', '.join(APPEND_ONLY_TABLES)}; "
             f"SELECT, UPDATE ({', '.join(HEAD_COLUMNS)}) on {HEAD_TABLE}; "
+            f"{QUEUE_PRIVILEGES} on {QUEUE_TABLE}; "
             f"SELECT on {MigrationRecorder.Migration._meta.db_table}; "
-            f"SELECT, INSERT, UPDATE, DELETE on {len(tables) - len(APPEND_ONLY_TABLES) - 2} other tables"
+            f"SELECT, INSERT, UPDATE, DELETE on {len(tables) - len(APPEND_ONLY_TABLES) - 3} other tables"
         )
 
     def _check_role(self, cursor, role: str) -> None:
@@ -76,8 +83,8 @@ class Command(BaseCommand):
             "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
             "WHERE c.relname = ANY(%s) AND pg_table_is_visible(c.oid) AND pg_has_role(%s, c.relowner, 'MEMBER') "
             "UNION ALL SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p "
-            "WHERE p.proname = 'custody_refuse_change' AND pg_has_role(%s, p.proowner, 'MEMBER')",
-            [list(APPEND_ONLY_TABLES), role, role],
+            "WHERE p.proname = ANY(%s) AND pg_has_role(%s, p.proowner, 'MEMBER')",
+            [[*APPEND_ONLY_TABLES, QUEUE_TABLE], role, GUARD_FUNCTIONS, role],
         )
         owned = cursor.fetchall()
         if owned:
@@ -90,7 +97,7 @@ class Command(BaseCommand):
     def _tables(self) -> list[str]:
         tables = set(connection.introspection.django_table_names(only_existing=True, include_views=False))
         tables.add(MigrationRecorder.Migration._meta.db_table)
-        missing = (set(APPEND_ONLY_TABLES) | {HEAD_TABLE}) - tables
+        missing = (set(APPEND_ONLY_TABLES) | {HEAD_TABLE, QUEUE_TABLE}) - tables
         if missing:
             raise CommandError(f"tables missing ({', '.join(sorted(missing))}): run migrate first")
         return sorted(tables)
@@ -110,6 +117,8 @@ class Command(BaseCommand):
             cursor.execute(f"REVOKE ALL ON TABLE {name} FROM PUBLIC, {who}")
             if table in APPEND_ONLY_TABLES:
                 cursor.execute(f"GRANT SELECT, INSERT ON TABLE {name} TO {who}")
+            elif table == QUEUE_TABLE:
+                cursor.execute(f"GRANT {QUEUE_PRIVILEGES} ON TABLE {name} TO {who}")
             elif table == HEAD_TABLE:
                 columns = ", ".join(quote(c) for c in HEAD_COLUMNS)
                 cursor.execute(f"GRANT SELECT, UPDATE ({columns}) ON TABLE {name} TO {who}")
@@ -141,8 +150,12 @@ class Command(BaseCommand):
             for privilege in FORBIDDEN_ON_LOG:
                 if self._has(cursor, role, table, privilege):
                     problems.append(f"{privilege} on {table}")
+        for privilege in FORBIDDEN_ON_QUEUE:
+            if self._has(cursor, role, QUEUE_TABLE, privilege):
+                problems.append(f"{privilege} on {QUEUE_TABLE}")
         for table, needed in [(t, ("SELECT", "INSERT")) for t in APPEND_ONLY_TABLES] + [
-            (HEAD_TABLE, ("SELECT", "UPDATE"))
+            (HEAD_TABLE, ("SELECT", "UPDATE")),
+            (QUEUE_TABLE, ("SELECT", "INSERT", "DELETE")),
         ]:
             for privilege in needed:
                 if not self._has(cursor, role, table, privilege):
