@@ -15,7 +15,7 @@ def remove(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("custody", "0011_case_reference_unique_per_user")]
+    dependencies = [("custody", "0012_resumable_staged")]
 
     operations = [
         migrations.CreateModel(
