@@ -105,7 +105,7 @@ def install_update_delete_guards(connection) -> None:
 
 
 def install_queue_guards(connection) -> None:
-    """The queue's guard (PostgreSQL, where entries are queued): migration 0012."""
+    """The queue's guard (PostgreSQL, where entries are queued): migration 0013."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
