@@ -23,6 +23,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -689,7 +690,7 @@ class UploadStaging(S3Bucket):
                 digest = hashlib.sha256(data).digest()
                 name = f"{position:016d}-{position + size:016d}-{secrets.token_hex(4)}"
                 key = self.key(upload_id, name)
-                with self._calling("staging an upload's bytes", key):
+                with _client_errors(self, key), self._calling("staging an upload's bytes"):
                     self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
@@ -708,24 +709,32 @@ class UploadStaging(S3Bucket):
     def restore(self, upload_id, pieces: list[dict], fd: int, start: int) -> int:
         """Write the staged bytes from ``start`` on into the local file ``fd``; returns where they end.
 
-        Stops at a gap, or at a piece whose bytes are not the ones recorded
-        (logged): the upload then goes on from there, as after a lost chunk.
+        Stops at a gap (a record entry that is not a well-formed piece is
+        one), or at a piece that is missing or whose bytes are not the ones
+        recorded (logged): the upload then goes on from there, as after a
+        lost chunk.
         """
         position = start
-        for piece in sorted(pieces, key=lambda p: p["start"]):
+        for piece in sorted(staged_pieces(pieces), key=lambda p: p["start"]):
             if piece["end"] <= position:
                 continue
             if piece["start"] > position:
                 break
             key = self.key(upload_id, piece["name"])
-            with self._calling("fetching an upload's staged bytes", key):
-                data = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            if (
-                len(data) != piece["end"] - piece["start"]
-                or hashlib.sha256(data).hexdigest() != piece["sha256"]
-            ):
+            size = piece["end"] - piece["start"]
+            try:
+                with _client_errors(self, key), self._calling("fetching an upload's staged bytes", key):
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                    # Never more than the piece's size (and one byte to see it is longer) in memory.
+                    data = answer["Body"].read(size + 1) if answer.get("ContentLength") == size else b""
+                    answer["Body"].close()
+            except FileNotFoundError:
+                data = None
+            if data is None or len(data) != size or hashlib.sha256(data).hexdigest() != piece["sha256"]:
                 logger.warning(
-                    "%s: staged piece %s does not hold the bytes recorded for it", self.describe(), key
+                    "%s: staged piece %s is missing or does not hold the bytes recorded for it",
+                    self.describe(),
+                    key,
                 )
                 break
             tail = memoryview(data)[position - piece["start"] :]
@@ -739,7 +748,7 @@ class UploadStaging(S3Bucket):
         """Remove these pieces (best effort: what stays behind is removed by ``sweep``)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        keys = [{"Key": self.key(upload_id, piece["name"])} for piece in pieces]
+        keys = [{"Key": self.key(upload_id, piece["name"])} for piece in staged_pieces(pieces)]
         for first in range(0, len(keys), 1000):
             try:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[first : first + 1000]})
@@ -766,6 +775,49 @@ class UploadStaging(S3Bucket):
                     Bucket=self.bucket, Delete={"Objects": stale[first : first + 1000]}
                 )
         return len(stale)
+
+
+_PIECE_NAME = re.compile(r"([0-9]{16})-([0-9]{16})-[0-9a-f]{8}")
+
+
+def staged_pieces(record) -> list[dict]:
+    """The well-formed entries of an upload's ``staged`` record, in their order; anything else is left out.
+
+    A piece is ``{"start", "end", "name", "sha256"}`` with 0 <= start < end,
+    at most STAGING_PIECE bytes, and the name ``put`` gives it, which says
+    where its bytes go: a record edited to move a piece, or to name an
+    object outside the upload's own prefix, is not believed.
+    """
+    if not isinstance(record, list):
+        return []
+    pieces = []
+    for piece in record:
+        if not isinstance(piece, dict):
+            continue
+        start, end, name = piece.get("start"), piece.get("end"), piece.get("name")
+        if type(start) is not int or type(end) is not int or not isinstance(name, str):
+            continue
+        match = _PIECE_NAME.fullmatch(name)
+        if (
+            match is None
+            or not 0 <= start < end <= start + STAGING_PIECE
+            or (int(match[1]), int(match[2])) != (start, end)
+            or not is_sha256_hex(piece.get("sha256"))
+        ):
+            continue
+        pieces.append(piece)
+    return pieces
+
+
+@contextlib.contextmanager
+def _client_errors(bucket: S3Bucket, key: str):
+    """Any other refusal of the store (access denied, a bad request): a BlobError, not a crash."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise BlobError(f"{bucket.describe()}: the store refused {key}: {exc}") from exc
 
 
 def _pread_exactly(fd: int, size: int, offset: int) -> bytes:

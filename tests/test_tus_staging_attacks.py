@@ -1,0 +1,354 @@
+"""Attacks on resumable uploads that move between web nodes through the staging store.
+
+The adversaries: a client that lies or sends different bytes after a reset,
+a node that dies between two steps, an operator with access to the staging
+bucket, and a DBA who edits an upload's ``staged`` list. What must hold
+whatever they do: the evidence (its digests, its receipt) is exactly the
+bytes the client's accepted PATCHes carried, in their places; hostile
+content in the database or the bucket gets a clean JSON answer, never a
+500; staged objects go in the end; one upload never reads or removes
+another upload's bytes.
+
+Nodes are simulated as in tests/test_tus_staging.py (own resumable
+directory, no hash states); the database and the bucket are shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tracemalloc
+
+import pytest
+from django.db import connection, connections
+from django.db.models import JSONField, Value
+
+from custody import tus
+from custody.models import Evidence, ResumableUpload
+from custody.storage import UploadStaging
+
+from . import test_tus_staging
+from .s3_fixtures import PLAIN
+from .test_tus import TUS, create, patch, path_of
+from .test_tus_staging import move_to, staged_keys
+
+pytestmark = pytest.mark.slow
+seaweed = test_tus_staging.seaweed  # the fixtures of tests/test_tus_staging.py
+staging = test_tus_staging.staging
+
+MB = 1_000_000
+
+
+def start(client, case, content: bytes, first: int) -> tuple[str, ResumableUpload]:
+    """An upload of ``content`` whose first ``first`` bytes went in on the current node."""
+    url = path_of(create(client, case, len(content))["Location"])
+    answer = patch(client, url, content[:first], 0)
+    assert answer.status_code == 204, answer.content
+    return url, ResumableUpload.objects.get(pk=url.rstrip("/").rsplit("/", 1)[1])
+
+
+def set_staged(upload: ResumableUpload, staged) -> None:
+    # Value(..., JSONField()) so that None is stored as JSON null, not SQL NULL.
+    ResumableUpload.objects.filter(pk=upload.pk).update(staged=Value(staged, output_field=JSONField()))
+
+
+def assert_clean(answer, *statuses) -> None:
+    """A deliberate answer: one of ``statuses``, with a JSON detail."""
+    assert answer.status_code in statuses, (answer.status_code, answer.content)
+    assert "detail" in answer.json()
+
+
+# --- the bucket: an operator deletes, replaces or adds staged objects ------------------------
+
+
+def test_a_deleted_staged_piece_means_resume_from_what_holds(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """An operator deleted a staged object: the next node resumes from the last good byte, no 500."""
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+    (key,) = staged_keys(seaweed, staging)
+    seaweed.client().delete_object(Bucket=PLAIN, Key=key)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB : 2 * MB], MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    assert ResumableUpload.objects.get().staged == []
+    assert patch(as_alice, url, content, 0).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_a_replaced_object_far_larger_than_its_piece_is_not_read_whole(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """An object replaced by a huge one: refused on its size, without holding it all in memory."""
+    content = os.urandom(2 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+    (key,) = staged_keys(seaweed, staging)
+    seaweed.client().put_object(Bucket=PLAIN, Key=key, Body=b"\0" * (48 * MB))
+
+    move_to(settings, tmp_path, "node-b")
+    tracemalloc.start()
+    try:
+        answer = patch(as_alice, url, content[MB:], MB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    assert peak < 16 * MB, f"{peak} bytes held to check a 1 MB piece"
+
+
+def test_objects_added_under_an_upload_are_neither_read_nor_kept(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """Objects an operator adds under an upload's prefix (or another's) change nothing, and go in the end."""
+    content = os.urandom(3 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    planted = f"{staging}/{upload.pk}/{0:016d}-{MB:016d}-deadbeef"
+    seaweed.client().put_object(Bucket=PLAIN, Key=planted, Body=b"\0" * MB)
+
+    move_to(settings, tmp_path, "node-b")
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    move_to(settings, tmp_path, "node-c")
+    assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+    assert staged_keys(seaweed, staging) == [planted]  # not the upload's: left to the sweeper
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    tus.sweep_expired()
+    assert staged_keys(seaweed, staging) == []
+
+
+# --- a DBA edits ``staged`` ----------------------------------------------------------------
+
+HOSTILE = {
+    "an object": {"start": 0, "end": MB},
+    "a string": "0-1000000",
+    "JSON null": None,
+    "a number": 7,
+    "pieces without keys": [{}],
+    "start as text": [{"start": "0", "end": MB, "name": "x", "sha256": "0" * 64}],
+    "fractional bounds": [{"start": 0.5, "end": MB, "name": "x", "sha256": "0" * 64}],
+    "a list of lists": [[0, MB]],
+}
+
+
+@pytest.mark.parametrize("staged", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_a_staged_list_that_is_not_one_gets_clean_answers(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, staged
+):
+    """Hostile ``staged`` JSON: PATCH elsewhere resumes from 0, DELETE and the sweeper still work."""
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    set_staged(upload, staged)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB:], MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    set_staged(upload, staged)  # again, for DELETE
+    assert as_alice.delete(url, **TUS).status_code == 204
+
+    # The sweeper meets such a record among expired ones and still removes them all.
+    url, upload = start(as_alice, case_a, content, MB)
+    set_staged(upload, staged)
+    start(as_alice, case_a, content, MB)
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    assert tus.sweep_expired() == 2
+    assert not ResumableUpload.objects.exists()
+
+
+def test_a_gap_in_the_staged_pieces_resumes_at_the_gap(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(4 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    assert patch(as_alice, url, content[2 * MB : 3 * MB], 2 * MB).status_code == 204
+    upload.refresh_from_db()
+    set_staged(upload, [upload.staged[0], upload.staged[2]])  # the middle piece is forgotten
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[3 * MB :], 3 * MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == str(MB)
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_pieces_swapped_with_their_digests_are_not_put_out_of_place(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """Each object's name says where its bytes go: a record that moves them is not believed."""
+    content = os.urandom(3 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    upload.refresh_from_db()
+    first, second = upload.staged
+    swapped = [
+        {**second, "start": first["start"], "end": first["end"]},
+        {**first, "start": second["start"], "end": second["end"]},
+    ]
+    set_staged(upload, swapped)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    assert not Evidence.objects.exists()
+
+
+def test_a_piece_named_into_another_upload_is_neither_read_nor_deleted(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """``name`` with ``../``: the upload must not take another upload's bytes, nor remove them."""
+    secret = os.urandom(2 * MB)
+    other_url, other = start(as_alice, case_a, secret, MB)
+    (piece,) = other.staged
+    url, upload = start(as_alice, case_a, os.urandom(2 * MB), 1)
+    set_staged(upload, [{**piece, "name": f"../{other.pk}/{piece['name']}"}])
+    ResumableUpload.objects.filter(pk=upload.pk).update(offset=MB)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, secret[MB:], MB)  # would complete the upload with the other's bytes
+    assert_clean(answer, 409)
+    assert not Evidence.objects.exists()
+    set_staged(upload, [{**piece, "name": f"../{other.pk}/{piece['name']}"}])
+    assert as_alice.delete(url, **TUS).status_code == 204
+    assert f"{staging}/{other.pk}/{piece['name']}" in staged_keys(seaweed, staging)
+
+    move_to(settings, tmp_path, "node-c")  # the other upload goes on from its own pieces
+    assert patch(as_alice, other_url, secret[MB:], MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(secret).hexdigest()
+
+
+def test_a_huge_staged_list_of_bogus_pieces_gets_clean_answers(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    bogus = [
+        {"start": i, "end": i + 1, "name": f"{i:016d}-{i + 1:016d}-00000000", "sha256": "0" * 64}
+        for i in range(20_000)
+    ]
+    set_staged(upload, upload.staged + bogus)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB:], MB)
+    assert answer.status_code == 204, answer.content  # the real piece covers the offset
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+    assert staged_keys(seaweed, staging) == []
+
+
+# --- a client that sends other bytes after a reset --------------------------------------------
+
+
+def test_bytes_a_node_kept_before_a_reset_are_not_mixed_with_the_resent_ones(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """Node A wrote 0..1 MB; node B found the staged copy bad and reset the upload to 0; the
+    client sent other bytes from 0 on B; back on A, A must not keep its old first MB."""
+    old = os.urandom(MB)
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, old + content[MB:], MB)  # node A: its hash state covers 0..1 MB
+    node_a = dict(tus._states)
+    (key,) = staged_keys(seaweed, staging)
+    seaweed.client().put_object(Bucket=PLAIN, Key=key, Body=b"\0" * MB)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB : 2 * MB], MB)
+    assert answer.status_code == 409 and answer["Upload-Offset"] == "0"
+    assert patch(as_alice, url, content[: 2 * MB], 0).status_code == 204  # other first MB this time
+
+    move_to(settings, tmp_path, "node-a")
+    tus._states.update(node_a)  # node A's process still holds its state of the upload
+    done = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+# --- a node that dies between two steps ------------------------------------------------------
+
+
+class Died(BaseException):
+    """The process ends here (nothing after it runs, no handler cleans up)."""
+
+
+def test_death_after_staging_before_the_offset_leaves_nothing_for_ever(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    content = os.urandom(2 * MB)
+    url = path_of(create(as_alice, case_a, len(content))["Location"])
+    real_put = UploadStaging.put
+
+    def put_then_die(self, *args):
+        real_put(self, *args)
+        raise Died
+
+    monkeypatch.setattr(UploadStaging, "put", put_then_die)
+    with pytest.raises(Died):
+        patch(as_alice, url, content[:MB], 0)
+    monkeypatch.setattr(UploadStaging, "put", real_put)
+    assert ResumableUpload.objects.get().offset == 0
+    assert len(staged_keys(seaweed, staging)) == 1  # staged, not counted
+
+    move_to(settings, tmp_path, "node-a")  # the restarted process: no hash state
+    assert patch(as_alice, url, content[:MB], 0).status_code == 204
+    move_to(settings, tmp_path, "node-b")
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+    assert len(staged_keys(seaweed, staging)) == 1  # the uncounted piece: no record names it
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    tus.sweep_expired()
+    assert staged_keys(seaweed, staging) == []
+
+
+def test_death_during_a_restore_is_repaired_by_the_next_one(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    content = os.urandom(3 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    real_restore = UploadStaging.restore
+
+    def restore_half_then_die(self, upload_id, pieces, fd, start):
+        real_restore(self, upload_id, pieces[:1], fd, start)
+        os.pwrite(fd, b"\xff" * 1000, MB)  # a torn write of the second piece
+        raise Died
+
+    move_to(settings, tmp_path, "node-b")
+    monkeypatch.setattr(UploadStaging, "restore", restore_half_then_die)
+    with pytest.raises(Died):
+        patch(as_alice, url, content[2 * MB :], 2 * MB)
+    monkeypatch.setattr(UploadStaging, "restore", real_restore)
+
+    tus._states.clear()  # node B's process restarted
+    done = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+# --- two nodes at once (PostgreSQL: the advisory lock) ---------------------------------------
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the cross-node lock is PostgreSQL's")
+def test_delete_on_one_node_while_another_holds_the_upload_is_423(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    other = connections.create_connection("default")  # node A's session, in the middle of a PATCH
+    try:
+        key = int.from_bytes(upload.pk.bytes[:8], "big", signed=True)
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+        move_to(settings, tmp_path, "node-b")
+        assert_clean(as_alice.delete(url, **TUS), 423)
+        assert_clean(patch(as_alice, url, content[MB:], MB), 423)
+        assert ResumableUpload.objects.get().offset == MB
+        assert len(staged_keys(seaweed, staging)) == 1
+    finally:
+        other.close()
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204  # the session ended: free
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
