@@ -726,7 +726,8 @@ class UploadStaging(S3Bucket):
                 with _client_errors(self, key), self._calling("fetching an upload's staged bytes", key):
                     answer = self.client.get_object(Bucket=self.bucket, Key=key)
                     # Never more than the piece's size (and one byte to see it is longer) in memory.
-                    data = answer["Body"].read(size + 1) if answer.get("ContentLength") == size else b""
+                    length = answer.get("ContentLength")
+                    data = answer["Body"].read(size + 1) if length in (None, size) else b""
                     answer["Body"].close()
             except FileNotFoundError:
                 data = None

@@ -671,9 +671,19 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 raise _staging_failed(exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
         upload.staged = [*staged_pieces(upload.staged), *pieces]
-        ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
+        counted = ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at, staged=upload.staged
         )
+        if not counted:
+            # The record went while the bytes arrived (the sweeper took the
+            # upload as expired; it does not wait for the lock): they count
+            # for nothing, and a 204 would say they were kept.
+            state.hasher.abort()
+            if staging is not None:
+                staging.delete(upload.pk, pieces)
+            if not ResumableUpload.objects.filter(pk=upload.pk).exists():
+                data_path(upload.pk).unlink(missing_ok=True)
+            raise TusError(410, "this upload was removed while these bytes arrived; start a new one")
         state.staged = [p["name"] for p in staged_pieces(upload.staged)]
         _keep_state(upload.pk, state)
     if failed is not None:

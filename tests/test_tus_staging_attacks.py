@@ -352,3 +352,67 @@ def test_delete_on_one_node_while_another_holds_the_upload_is_423(
         other.close()
     assert patch(as_alice, url, content[MB:], MB).status_code == 204  # the session ended: free
     assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_death_after_the_offset_before_the_answer_is_a_409_to_the_retry(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    """The chunk was counted but the answer never left: the client's retry (on any node) learns the offset."""
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+
+    def die(*args):
+        raise Died
+
+    monkeypatch.setattr(tus, "_keep_state", die)
+    with pytest.raises(Died):
+        patch(as_alice, url, content[MB : 2 * MB], MB)
+    monkeypatch.undo()
+
+    move_to(settings, tmp_path, "node-b")
+    retry = patch(as_alice, url, content[MB : 2 * MB], MB)
+    assert_clean(retry, 409)
+    assert retry["Upload-Offset"] == str(2 * MB)
+    assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_pieces_left_by_a_finish_with_the_store_down_are_swept(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    content = os.urandom(2 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+    monkeypatch.setattr(UploadStaging, "delete", lambda self, upload_id, pieces: None)  # the store is gone
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    monkeypatch.undo()
+    assert Evidence.objects.exists() and len(staged_keys(seaweed, staging)) == 1
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = 3600
+    tus.sweep_expired()
+    assert len(staged_keys(seaweed, staging)) == 1  # not yet old enough
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    tus.sweep_expired()
+    assert staged_keys(seaweed, staging) == []
+
+
+def test_bytes_that_arrive_after_the_sweeper_took_the_upload_are_not_acknowledged(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    """A long PATCH on an upload near its expiry: the sweeper (on another host, without the lock)
+    removes the upload meanwhile. The client must not be told its bytes were kept."""
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+    real_put = UploadStaging.put
+
+    def sweep_then_put(self, *args):
+        settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+        assert tus.sweep_expired() == 1
+        settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = 3600
+        return real_put(self, *args)
+
+    monkeypatch.setattr(UploadStaging, "put", sweep_then_put)
+    answer = patch(as_alice, url, content[MB : 2 * MB], MB)
+    monkeypatch.undo()
+    assert_clean(answer, 404, 410)
+    assert not ResumableUpload.objects.exists()
+    assert staged_keys(seaweed, staging) == []  # the pieces staged after the sweep went too
+    assert list((tmp_path / "node-a").iterdir()) == []
