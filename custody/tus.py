@@ -569,6 +569,15 @@ class _locked:
                 connection.close()
 
 
+def _check_offset(offset: int, upload: ResumableUpload) -> None:
+    if offset != upload.offset:
+        raise TusError(
+            409,
+            f"Upload-Offset {offset} does not match the {upload.offset} bytes kept so far",
+            {"Upload-Offset": str(upload.offset)},
+        )
+
+
 def _staging_failed(exc: Exception, kept: int) -> TusError:
     return TusError(
         503,
@@ -592,7 +601,9 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             own = _own_offset(upload.pk, staged_pieces(upload.staged))
             on_disk = min(on_disk, own if own <= upload.offset else 0)
         if on_disk < upload.offset and staging is not None:
-            # Counted bytes this process has not got (another node took them): fetch them.
+            # Counted bytes this process has not got (another node took them): fetch them,
+            # but not for a PATCH at another offset, refused anyway (each would fetch them all again).
+            _check_offset(offset, upload)
             limits.check_free_space(upload_dir(), upload.offset - on_disk)
             try:
                 os.ftruncate(fd, on_disk)
@@ -605,12 +616,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk, staged=kept)
             upload.offset, upload.staged = on_disk, kept
             _drop_state(upload.pk)
-        if offset != upload.offset:
-            raise TusError(
-                409,
-                f"Upload-Offset {offset} does not match the {upload.offset} bytes kept so far",
-                {"Upload-Offset": str(upload.offset)},
-            )
+        _check_offset(offset, upload)
         state = _take_state(upload.pk)
         if state.offset > offset:  # cannot happen unless the state is stale: start over
             state.hasher.abort()

@@ -15,6 +15,7 @@ directory, no hash states); the database and the bucket are shared.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tracemalloc
@@ -416,3 +417,80 @@ def test_bytes_that_arrive_after_the_sweeper_took_the_upload_are_not_acknowledge
     assert not ResumableUpload.objects.exists()
     assert staged_keys(seaweed, staging) == []  # the pieces staged after the sweep went too
     assert list((tmp_path / "node-a").iterdir()) == []
+
+
+# --- a client that makes a node fetch the staged bytes again and again ------------------------
+
+
+def count_restored(monkeypatch) -> list[int]:
+    """The bytes each restore fetched, recorded as they are."""
+    fetched: list[int] = []
+    real_restore = UploadStaging.restore
+
+    def counting(self, upload_id, pieces, fd, start):
+        end = real_restore(self, upload_id, pieces, fd, start)
+        fetched.append(end - start)
+        return end
+
+    monkeypatch.setattr(UploadStaging, "restore", counting)
+    return fetched
+
+
+def test_patches_at_a_wrong_offset_fetch_nothing(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    """PATCHes at a wrong offset, sent to a node that has not got the bytes: each is
+    refused anyway, and must not make the node fetch every staged byte again."""
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, 2 * MB)
+    fetched = count_restored(monkeypatch)
+    move_to(settings, tmp_path, "node-b")
+    for _ in range(3):
+        answer = patch(as_alice, url, content[:1], 0)
+        assert_clean(answer, 409)
+        assert answer["Upload-Offset"] == str(2 * MB)
+    assert fetched == []
+    assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
+    assert fetched == [2 * MB]
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a PATCH refused after a restore (here: a wrong Upload-Checksum) drops the hash state that "
+    "covered the restored bytes, so this process vouches for none of them and the next PATCH "
+    "fetches every staged byte again: a client can make a node download the whole upload per request",
+)
+def test_a_lying_checksum_does_not_make_a_node_fetch_everything_again(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, 2 * MB)
+    fetched = count_restored(monkeypatch)
+    move_to(settings, tmp_path, "node-b")
+    wrong = "sha256 " + base64.b64encode(hashlib.sha256(b"not these bytes").digest()).decode()
+    for _ in range(3):
+        answer = patch(as_alice, url, content[2 * MB :], 2 * MB, HTTP_UPLOAD_CHECKSUM=wrong)
+        assert_clean(answer, 460)
+    assert sum(fetched) == 2 * MB, f"fetched {fetched}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the free-space reserve is per host, but a host whose own disk is short discards the "
+    "upload everywhere (413, staged pieces deleted) though another host could go on with it",
+)
+def test_a_host_short_of_disk_does_not_destroy_an_upload_others_can_continue(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, 2 * MB)
+    move_to(settings, tmp_path, "node-b")
+    reserve = settings.CUSTODY_FREE_SPACE_RESERVE_BYTES
+    settings.CUSTODY_FREE_SPACE_RESERVE_BYTES = 10**18  # node B's disk is short
+    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert answer.status_code in (503, 507), answer.content
+    settings.CUSTODY_FREE_SPACE_RESERVE_BYTES = reserve
+    move_to(settings, tmp_path, "node-a")
+    assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
