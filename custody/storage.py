@@ -27,6 +27,7 @@ import re
 import secrets
 import stat
 import tempfile
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -760,14 +761,21 @@ class UploadStaging(S3Bucket):
                 return
 
     def sweep(self, unfinished: set[str], older_than: dt.datetime) -> int:
-        """Remove pieces of uploads not in ``unfinished`` last written before ``older_than``; how many."""
+        """Remove pieces of uploads not in ``unfinished`` last written before ``older_than``; how many.
+
+        Only keys ``<prefix>/<upload id>/...`` are staged pieces: anything else
+        in the bucket (a staging URL without a prefix, or one that shares the
+        blob store's place) is never touched.
+        """
         root = f"{self.prefix}/" if self.prefix else ""
         stale: list[dict] = []
         with self._calling("listing staged uploads"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root)
             for page in pages:
                 for item in page.get("Contents", []):
-                    upload_id = item["Key"][len(root) :].split("/", 1)[0]
+                    upload_id, slash, _ = item["Key"][len(root) :].partition("/")
+                    if not slash or not _is_upload_id(upload_id):
+                        continue  # not a staged piece: the bucket (or prefix) holds other things too
                     if upload_id not in unfinished and item["LastModified"] < older_than:
                         stale.append({"Key": item["Key"]})
         for first in range(0, len(stale), 1000):
@@ -779,6 +787,13 @@ class UploadStaging(S3Bucket):
 
 
 _PIECE_NAME = re.compile(r"([0-9]{16})-([0-9]{16})-[0-9a-f]{8}")
+
+
+def _is_upload_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 def staged_pieces(record) -> list[dict]:

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import os
 import tracemalloc
+import uuid
 
 import pytest
 from django.db import connection, connections
@@ -494,3 +495,22 @@ def test_a_host_short_of_disk_does_not_destroy_an_upload_others_can_continue(
     move_to(settings, tmp_path, "node-a")
     assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
     assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+# --- an operator who points the staging store at a bucket that holds other things -------------
+
+
+def test_the_sweeper_removes_only_what_looks_like_staged_pieces(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """CUSTODY_UPLOAD_STAGING set to a whole bucket (no prefix), or to the blob store's own
+    place: the sweeper must remove staged pieces of ended uploads and nothing else there."""
+    client = seaweed.client()
+    others = [f"{staging}/sha256/ab/{'ab' * 32}", f"{staging}/reports/2026.pdf", f"{staging}/README"]
+    for key in others:
+        client.put_object(Bucket=PLAIN, Key=key, Body=b"not a staged piece")
+    stale = f"{staging}/{uuid.uuid4()}/{0:016d}-{1:016d}-00000000"
+    client.put_object(Bucket=PLAIN, Key=stale, Body=b"x")
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    tus.sweep_expired()
+    assert staged_keys(seaweed, staging) == sorted(others)
