@@ -728,7 +728,7 @@ class UploadStaging(S3Bucket):
                     answer = self.client.get_object(Bucket=self.bucket, Key=key)
                     # Never more than the piece's size (and one byte to see it is longer) in memory.
                     length = answer.get("ContentLength")
-                    data = answer["Body"].read(size + 1) if length in (None, size) else b""
+                    data = _read_at_most(answer["Body"], size + 1) if length in (None, size) else b""
                     answer["Body"].close()
             except FileNotFoundError:
                 data = None
@@ -834,6 +834,18 @@ def _client_errors(bucket: S3Bucket, key: str):
         yield
     except ClientError as exc:
         raise BlobError(f"{bucket.describe()}: the store refused {key}: {exc}") from exc
+
+
+def _read_at_most(body, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a response body: short reads are read on, never more is held."""
+    parts, total = [], 0
+    while total < limit:
+        data = body.read(limit - total)
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
 
 
 def _pread_exactly(fd: int, size: int, offset: int) -> bytes:

@@ -514,3 +514,49 @@ def test_the_sweeper_removes_only_what_looks_like_staged_pieces(
     settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
     tus.sweep_expired()
     assert staged_keys(seaweed, staging) == sorted(others)
+
+
+def test_death_in_the_intake_of_the_last_byte_leaves_an_upload_another_node_finishes(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch
+):
+    from custody import services
+
+    content = os.urandom(2 * MB)
+    url, _ = start(as_alice, case_a, content, MB)
+
+    def die(**kwargs):
+        raise Died
+
+    monkeypatch.setattr(services, "receive_evidence", die)
+    with pytest.raises(Died):
+        patch(as_alice, url, content[MB:], MB)
+    monkeypatch.undo()
+    assert ResumableUpload.objects.get().offset == MB and not Evidence.objects.exists()
+
+    move_to(settings, tmp_path, "node-b")
+    done = patch(as_alice, url, content[MB:], MB)
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+    assert staged_keys(seaweed, staging) == []
+
+
+def test_the_store_down_during_a_restore_keeps_the_offset(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    from custody.storage import upload_staging
+
+    content = os.urandom(3 * MB)
+    url, _ = start(as_alice, case_a, content, 2 * MB)
+    move_to(settings, tmp_path, "node-b")
+    endpoint = settings.CUSTODY_S3_ENDPOINT_URL
+    settings.CUSTODY_S3_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
+    upload_staging.cache_clear()
+    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert_clean(answer, 503)
+    assert answer["Upload-Offset"] == str(2 * MB) and answer["Retry-After"]
+    assert ResumableUpload.objects.get().offset == 2 * MB
+
+    settings.CUSTODY_S3_ENDPOINT_URL = endpoint
+    upload_staging.cache_clear()
+    assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
