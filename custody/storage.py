@@ -710,17 +710,19 @@ class UploadStaging(S3Bucket):
     def restore(self, upload_id, pieces: list[dict], fd: int, start: int) -> int:
         """Write the staged bytes from ``start`` on into the local file ``fd``; returns where they end.
 
-        Stops at a gap (a record entry that is not a well-formed piece is
-        one), or at a piece that is missing or whose bytes are not the ones
-        recorded (logged): the upload then goes on from there, as after a
-        lost chunk.
+        Stops at a gap or an overlap (a record entry that is not a
+        well-formed piece leaves a gap), or at a piece that is missing or
+        whose bytes are not the ones recorded (logged): the upload then goes
+        on from there, as after a lost chunk.
         """
         position = start
+        follows = 0  # where the next piece must begin: put() stages each byte once, in order
         for piece in sorted(staged_pieces(pieces), key=lambda p: p["start"]):
+            if piece["start"] != follows:
+                break  # a gap, or pieces that overlap: each may check out alone, not together
+            follows = piece["end"]
             if piece["end"] <= position:
                 continue
-            if piece["start"] > position:
-                break
             key = self.key(upload_id, piece["name"])
             size = piece["end"] - piece["start"]
             try:

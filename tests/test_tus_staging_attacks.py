@@ -560,3 +560,59 @@ def test_the_store_down_during_a_restore_keeps_the_offset(
     upload_staging.cache_clear()
     assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
     assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_another_uploads_staged_list_leads_to_none_of_its_bytes(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """A DBA copies one upload's ``staged`` into another's: the names resolve under the upload's
+    own prefix, where no such object is, so it resumes from 0 with none of the other's bytes."""
+    secret = os.urandom(2 * MB)
+    _, other = start(as_alice, case_a, secret, MB)
+    url, upload = start(as_alice, case_a, os.urandom(2 * MB), MB)
+    set_staged(upload, other.staged)
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, secret[MB:], MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    assert not Evidence.objects.exists()
+    assert f"{staging}/{other.pk}/{other.staged[0]['name']}" in staged_keys(seaweed, staging)
+
+
+def test_a_wrong_digest_in_the_record_is_a_bad_piece(as_alice, case_a, staging, seaweed, settings, tmp_path):
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    set_staged(upload, [{**upload.staged[0], "sha256": hashlib.sha256(b"other").hexdigest()}])
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB:], MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == "0"
+    assert patch(as_alice, url, content, 0).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_an_overlapping_piece_cannot_overwrite_bytes_of_the_pieces_it_overlaps(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """Bucket and record both edited: an added object over 0.5-1.5 MB, recorded with its own
+    (true) digest between the real pieces. Each piece checks out alone; together they would
+    put other bytes at 1-1.5 MB. A record whose pieces do not follow on exactly is not believed past that point."""
+    content = os.urandom(3 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    upload.refresh_from_db()
+    half = MB // 2
+    forged = content[half:MB] + b"\0" * half
+    name = f"{half:016d}-{half + MB:016d}-0badf00d"
+    seaweed.client().put_object(Bucket=PLAIN, Key=f"{staging}/{upload.pk}/{name}", Body=forged)
+    overlap = {"start": half, "end": half + MB, "name": name, "sha256": hashlib.sha256(forged).hexdigest()}
+    set_staged(upload, [upload.staged[0], overlap, upload.staged[1]])
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == str(MB)  # the first piece holds; the record is not believed after it
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
