@@ -716,11 +716,7 @@ class UploadStaging(S3Bucket):
         on from there, as after a lost chunk.
         """
         position = start
-        follows = 0  # where the next piece must begin: put() stages each byte once, in order
-        for piece in sorted(staged_pieces(pieces), key=lambda p: p["start"]):
-            if piece["start"] != follows:
-                break  # a gap, or pieces that overlap: each may check out alone, not together
-            follows = piece["end"]
+        for piece in staged_chain(pieces):
             if piece["end"] <= position:
                 continue
             key = self.key(upload_id, piece["name"])
@@ -825,6 +821,22 @@ def staged_pieces(record) -> list[dict]:
             continue
         pieces.append(piece)
     return pieces
+
+
+def staged_chain(record) -> list[dict]:
+    """The pieces of a ``staged`` record that follow on from byte 0, each where the last ended.
+
+    ``put`` stages each byte once, in order; the chain ends at a gap, or
+    where pieces overlap (each may check out alone, not together).
+    """
+    chain: list[dict] = []
+    follows = 0
+    for piece in sorted(staged_pieces(record), key=lambda p: p["start"]):
+        if piece["start"] != follows:
+            break
+        chain.append(piece)
+        follows = piece["end"]
+    return chain
 
 
 @contextlib.contextmanager

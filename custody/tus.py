@@ -67,6 +67,7 @@ from .storage import (
     BlobStoreUnavailable,
     fsync_dir,
     make_dirs_durable,
+    staged_chain,
     staged_pieces,
     upload_staging,
 )
@@ -612,7 +613,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 raise _staging_failed(exc, upload.offset) from None
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
-            kept = [p for p in staged_pieces(upload.staged) if p["end"] <= on_disk]
+            kept = [p for p in staged_chain(upload.staged) if p["end"] <= on_disk]
             ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk, staged=kept)
             upload.offset, upload.staged = on_disk, kept
             _drop_state(upload.pk)

@@ -616,3 +616,29 @@ def test_an_overlapping_piece_cannot_overwrite_bytes_of_the_pieces_it_overlaps(
     assert answer["Upload-Offset"] == str(MB)  # the first piece holds; the record is not believed after it
     assert patch(as_alice, url, content[MB:], MB).status_code == 204
     assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
+
+
+def test_a_record_cleaned_by_a_rollback_does_not_stop_the_upload_again(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    """A duplicate entry for the first piece (another object of the same range): the first
+    rollback keeps only the pieces that follow on, so later node switches go on normally."""
+    content = os.urandom(4 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    upload.refresh_from_db()
+    first = upload.staged[0]
+    duplicate = {**first, "name": first["name"][:-8] + "00000000"}
+    set_staged(upload, [first, duplicate, *upload.staged[1:]])
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[2 * MB : 3 * MB], 2 * MB)
+    assert_clean(answer, 409)
+    assert answer["Upload-Offset"] == str(MB)
+    assert patch(as_alice, url, content[MB : 3 * MB], MB).status_code == 204
+    assert [p["name"] for p in ResumableUpload.objects.get().staged][:1] == [first["name"]]
+
+    move_to(settings, tmp_path, "node-c")  # not rolled back again
+    done = patch(as_alice, url, content[3 * MB :], 3 * MB)
+    assert done.status_code == 204, done.content
+    assert Evidence.objects.get().blob_id == hashlib.sha256(content).hexdigest()
