@@ -23,9 +23,11 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -689,7 +691,7 @@ class UploadStaging(S3Bucket):
                 digest = hashlib.sha256(data).digest()
                 name = f"{position:016d}-{position + size:016d}-{secrets.token_hex(4)}"
                 key = self.key(upload_id, name)
-                with self._calling("staging an upload's bytes", key):
+                with _client_errors(self, key), self._calling("staging an upload's bytes"):
                     self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
@@ -708,24 +710,31 @@ class UploadStaging(S3Bucket):
     def restore(self, upload_id, pieces: list[dict], fd: int, start: int) -> int:
         """Write the staged bytes from ``start`` on into the local file ``fd``; returns where they end.
 
-        Stops at a gap, or at a piece whose bytes are not the ones recorded
-        (logged): the upload then goes on from there, as after a lost chunk.
+        Stops at a gap or an overlap (a record entry that is not a
+        well-formed piece leaves a gap), or at a piece that is missing or
+        whose bytes are not the ones recorded (logged): the upload then goes
+        on from there, as after a lost chunk.
         """
         position = start
-        for piece in sorted(pieces, key=lambda p: p["start"]):
+        for piece in staged_chain(pieces):
             if piece["end"] <= position:
                 continue
-            if piece["start"] > position:
-                break
             key = self.key(upload_id, piece["name"])
-            with self._calling("fetching an upload's staged bytes", key):
-                data = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            if (
-                len(data) != piece["end"] - piece["start"]
-                or hashlib.sha256(data).hexdigest() != piece["sha256"]
-            ):
+            size = piece["end"] - piece["start"]
+            try:
+                with _client_errors(self, key), self._calling("fetching an upload's staged bytes", key):
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                    # Never more than the piece's size (and one byte to see it is longer) in memory.
+                    length = answer.get("ContentLength")
+                    data = _read_at_most(answer["Body"], size + 1) if length in (None, size) else b""
+                    answer["Body"].close()
+            except FileNotFoundError:
+                data = None
+            if data is None or len(data) != size or hashlib.sha256(data).hexdigest() != piece["sha256"]:
                 logger.warning(
-                    "%s: staged piece %s does not hold the bytes recorded for it", self.describe(), key
+                    "%s: staged piece %s is missing or does not hold the bytes recorded for it",
+                    self.describe(),
+                    key,
                 )
                 break
             tail = memoryview(data)[position - piece["start"] :]
@@ -739,7 +748,7 @@ class UploadStaging(S3Bucket):
         """Remove these pieces (best effort: what stays behind is removed by ``sweep``)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        keys = [{"Key": self.key(upload_id, piece["name"])} for piece in pieces]
+        keys = [{"Key": self.key(upload_id, piece["name"])} for piece in staged_pieces(pieces)]
         for first in range(0, len(keys), 1000):
             try:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[first : first + 1000]})
@@ -750,14 +759,21 @@ class UploadStaging(S3Bucket):
                 return
 
     def sweep(self, unfinished: set[str], older_than: dt.datetime) -> int:
-        """Remove pieces of uploads not in ``unfinished`` last written before ``older_than``; how many."""
+        """Remove pieces of uploads not in ``unfinished`` last written before ``older_than``; how many.
+
+        Only keys ``<prefix>/<upload id>/...`` are staged pieces: anything else
+        in the bucket (a staging URL without a prefix, or one that shares the
+        blob store's place) is never touched.
+        """
         root = f"{self.prefix}/" if self.prefix else ""
         stale: list[dict] = []
         with self._calling("listing staged uploads"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root)
             for page in pages:
                 for item in page.get("Contents", []):
-                    upload_id = item["Key"][len(root) :].split("/", 1)[0]
+                    upload_id, slash, _ = item["Key"][len(root) :].partition("/")
+                    if not slash or not _is_upload_id(upload_id):
+                        continue  # not a staged piece: the bucket (or prefix) holds other things too
                     if upload_id not in unfinished and item["LastModified"] < older_than:
                         stale.append({"Key": item["Key"]})
         for first in range(0, len(stale), 1000):
@@ -766,6 +782,84 @@ class UploadStaging(S3Bucket):
                     Bucket=self.bucket, Delete={"Objects": stale[first : first + 1000]}
                 )
         return len(stale)
+
+
+_PIECE_NAME = re.compile(r"([0-9]{16})-([0-9]{16})-[0-9a-f]{8}")
+
+
+def _is_upload_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def staged_pieces(record) -> list[dict]:
+    """The well-formed entries of an upload's ``staged`` record, in their order; anything else is left out.
+
+    A piece is ``{"start", "end", "name", "sha256"}`` with 0 <= start < end,
+    at most STAGING_PIECE bytes, and the name ``put`` gives it, which says
+    where its bytes go: a record edited to move a piece, or to name an
+    object outside the upload's own prefix, is not believed.
+    """
+    if not isinstance(record, list):
+        return []
+    pieces = []
+    for piece in record:
+        if not isinstance(piece, dict):
+            continue
+        start, end, name = piece.get("start"), piece.get("end"), piece.get("name")
+        if type(start) is not int or type(end) is not int or not isinstance(name, str):
+            continue
+        match = _PIECE_NAME.fullmatch(name)
+        if (
+            match is None
+            or not 0 <= start < end <= start + STAGING_PIECE
+            or (int(match[1]), int(match[2])) != (start, end)
+            or not is_sha256_hex(piece.get("sha256"))
+        ):
+            continue
+        pieces.append(piece)
+    return pieces
+
+
+def staged_chain(record) -> list[dict]:
+    """The pieces of a ``staged`` record that follow on from byte 0, each where the last ended.
+
+    ``put`` stages each byte once, in order; the chain ends at a gap, or
+    where pieces overlap (each may check out alone, not together).
+    """
+    chain: list[dict] = []
+    follows = 0
+    for piece in sorted(staged_pieces(record), key=lambda p: p["start"]):
+        if piece["start"] != follows:
+            break
+        chain.append(piece)
+        follows = piece["end"]
+    return chain
+
+
+@contextlib.contextmanager
+def _client_errors(bucket: S3Bucket, key: str):
+    """Any other refusal of the store (access denied, a bad request): a BlobError, not a crash."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise BlobError(f"{bucket.describe()}: the store refused {key}: {exc}") from exc
+
+
+def _read_at_most(body, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a response body: short reads are read on, never more is held."""
+    parts, total = [], 0
+    while total < limit:
+        data = body.read(limit - total)
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
 
 
 def _pread_exactly(fd: int, size: int, offset: int) -> bytes:

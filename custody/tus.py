@@ -62,7 +62,15 @@ from .hashing import MultiHasher
 from .models import ResumableUpload
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer, UploadStatusSerializer
-from .storage import BlobError, BlobStoreUnavailable, fsync_dir, make_dirs_durable, upload_staging
+from .storage import (
+    BlobError,
+    BlobStoreUnavailable,
+    fsync_dir,
+    make_dirs_durable,
+    staged_chain,
+    staged_pieces,
+    upload_staging,
+)
 from .uploads import _read_socket_directly, _Writeback
 
 logger = logging.getLogger(__name__)
@@ -121,6 +129,7 @@ class _HashState:
     def __init__(self):
         self.hasher = MultiHasher()
         self.offset = 0  # bytes fed to the hasher
+        self.staged: list[str] = []  # with a staging store: the names of the pieces recorded then
 
 
 _states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
@@ -134,10 +143,24 @@ def _take_state(upload_id) -> _HashState:
     return state or _HashState()
 
 
-def _state_offset(upload_id) -> int:
+def _own_offset(upload_id, staged: list[dict]) -> int:
+    """How many bytes of the upload this process wrote and still vouches for.
+
+    0 unless the record still begins with the staged pieces it listed
+    when this process last counted bytes: otherwise another node has rolled
+    the upload back since (and the client may have sent other bytes), so
+    this process's bytes and its hash state of them are stale: the state
+    is dropped, and the staged pieces are the authority.
+    """
     with _states_lock:
         state = _states.get(upload_id)
-        return state.offset if state is not None else 0
+        if state is None:
+            return 0
+        if [p["name"] for p in staged[: len(state.staged)]] == state.staged:
+            return state.offset
+        del _states[upload_id]
+    state.hasher.abort()
+    return 0
 
 
 def _keep_state(upload_id, state: _HashState) -> None:
@@ -547,6 +570,15 @@ class _locked:
                 connection.close()
 
 
+def _check_offset(offset: int, upload: ResumableUpload) -> None:
+    if offset != upload.offset:
+        raise TusError(
+            409,
+            f"Upload-Offset {offset} does not match the {upload.offset} bytes kept so far",
+            {"Upload-Offset": str(upload.offset)},
+        )
+
+
 def _staging_failed(exc: Exception, kept: int) -> TusError:
     return TusError(
         503,
@@ -567,10 +599,12 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # counted; the rest may be another node's (or an uncounted chunk
             # of a crash here): the staged pieces, checked against the
             # record, are the authority for those.
-            own = _state_offset(upload.pk)
+            own = _own_offset(upload.pk, staged_pieces(upload.staged))
             on_disk = min(on_disk, own if own <= upload.offset else 0)
         if on_disk < upload.offset and staging is not None:
-            # Counted bytes this process has not got (another node took them): fetch them.
+            # Counted bytes this process has not got (another node took them): fetch them,
+            # but not for a PATCH at another offset, refused anyway (each would fetch them all again).
+            _check_offset(offset, upload)
             limits.check_free_space(upload_dir(), upload.offset - on_disk)
             try:
                 os.ftruncate(fd, on_disk)
@@ -579,16 +613,11 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 raise _staging_failed(exc, upload.offset) from None
         if on_disk < upload.offset:
             # Bytes counted but not on disk (lost in a crash): resume from what is there.
-            kept = [p for p in upload.staged if p["end"] <= on_disk]
+            kept = [p for p in staged_chain(upload.staged) if p["end"] <= on_disk]
             ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk, staged=kept)
             upload.offset, upload.staged = on_disk, kept
             _drop_state(upload.pk)
-        if offset != upload.offset:
-            raise TusError(
-                409,
-                f"Upload-Offset {offset} does not match the {upload.offset} bytes kept so far",
-                {"Upload-Offset": str(upload.offset)},
-            )
+        _check_offset(offset, upload)
         state = _take_state(upload.pk)
         if state.offset > offset:  # cannot happen unless the state is stale: start over
             state.hasher.abort()
@@ -648,10 +677,21 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 state.hasher.abort()
                 raise _staging_failed(exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
-        upload.staged = [*upload.staged, *pieces]
-        ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
+        upload.staged = [*staged_pieces(upload.staged), *pieces]
+        counted = ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at, staged=upload.staged
         )
+        if not counted:
+            # The record went while the bytes arrived (the sweeper took the
+            # upload as expired; it does not wait for the lock): they count
+            # for nothing, and a 204 would say they were kept.
+            state.hasher.abort()
+            if staging is not None:
+                staging.delete(upload.pk, pieces)
+            if not ResumableUpload.objects.filter(pk=upload.pk).exists():
+                data_path(upload.pk).unlink(missing_ok=True)
+            raise TusError(410, "this upload was removed while these bytes arrived; start a new one")
+        state.staged = [p["name"] for p in staged_pieces(upload.staged)]
         _keep_state(upload.pk, state)
     if failed is not None:
         raise _storage_error(failed.cause, failed.error, new_offset)
