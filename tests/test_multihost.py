@@ -139,7 +139,7 @@ def hosts(seaweed):
         made["web-a"].serve()
         made["web-b"].serve()
         made["worker"].start("Procfile.worker", "worker")
-        yield made, case
+        yield made, case, pg
     finally:
         for host in made.values():
             host.stop()
@@ -168,7 +168,7 @@ def tus_metadata(**values) -> str:
 
 
 def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hosts):
-    made, case = hosts
+    made, case, pg = hosts
     a, b, worker = made["web-a"], made["web-b"], made["worker"]
     on_a = session(a)
     on_b = session(b, on_a.token)  # a token made on one node works on the other: it is in the database
@@ -253,11 +253,10 @@ def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hos
     slow.endheaders()
     slow.send(content2[half : half + 4096])
     deadline = time.monotonic() + 10
-    while True:  # until A holds the upload (a wrong offset: 409 before that, so nothing changes either way)
-        busy = on_b.patch(b.url + path, data=b"x", headers={**octets, "Upload-Offset": "0"}, timeout=60)
-        if busy.status_code == 423 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    while not upload_locked(pg, path):  # until A holds it (probing B before would race A for the lock)
+        assert time.monotonic() < deadline, "host A never took the upload's lock"
+        time.sleep(0.05)
+    busy = on_b.patch(b.url + path, data=b"x", headers={**octets, "Upload-Offset": str(half)}, timeout=60)
     assert busy.status_code == 423, (busy.status_code, busy.text)
     slow.send(content2[half + 4096 : half + 1024 * 1024])
     assert slow.getresponse().status == 204
@@ -289,6 +288,18 @@ def test_two_web_nodes_and_a_worker_share_only_the_database_broker_and_store(hos
     assert re.search(r"\bOK\b", done.stdout), done.stdout
     entries = json.loads(manage(b.env, "shell", "-c", COUNT_ENTRIES).stdout.strip().splitlines()[-1])
     assert entries["evidence.received"] == 2 and entries["analysis.completed"] >= 1, entries
+
+
+def upload_locked(pg: Postgres, path: str) -> bool:
+    """Whether a session holds the advisory lock custody/tus.py takes for the upload at ``path``."""
+    key = int.from_bytes(uuid.UUID(path.rstrip("/").rsplit("/", 1)[1]).bytes[:8], "big")  # unsigned
+    with pg.connect("custody") as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 1",
+            (key >> 32, key & 0xFFFFFFFF),
+        ).fetchone()
+    return rows[0] > 0
 
 
 COUNT_ENTRIES = """
