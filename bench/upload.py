@@ -344,11 +344,41 @@ def curl_upload(url: str, token: str, path: Path, case: str) -> tuple[int, dict,
     return int(code), payload, wall
 
 
-def tus_upload(url: str, token: str, path: Path, case: str) -> tuple[int, dict, float]:
+# A lighter client than curl for the tus PATCH (--client sendfile): the
+# request line and headers, then the file handed to the kernel with
+# os.sendfile (no copy through the client's memory). Prints the HTTP status.
+SENDFILE_CLIENT = r"""
+import os, socket, sys
+from urllib.parse import urlsplit
+url, token, path = sys.argv[1:4]
+u = urlsplit(url)
+size = os.path.getsize(path)
+head = (
+    f"PATCH {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: Token {token}\r\n"
+    f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+    f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
+)
+with socket.create_connection((u.hostname, u.port)) as s, open(path, "rb") as f:
+    s.sendall(head.encode())
+    sent = 0
+    while sent < size:
+        n = os.sendfile(s.fileno(), f.fileno(), sent, size - sent)
+        if n == 0:
+            break
+        sent += n
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+print(answer.split(b" ", 2)[1].decode())
+"""
+
+
+def tus_upload(url: str, token: str, path: Path, case: str, client: str = "curl") -> tuple[int, dict, float]:
     """One resumable (tus 1.0) upload: create, then one PATCH streamed by curl, then the record.
 
-    Returns (201 when evidence was made, the evidence JSON, wall seconds from
-    the creation request to the evidence record).
+    ``client="sendfile"``: the PATCH is sent by SENDFILE_CLIENT instead of
+    curl. Returns (201 when evidence was made, the evidence JSON, wall
+    seconds from the creation request to the evidence record).
     """
     start = time.perf_counter()
     size = path.stat().st_size
@@ -365,6 +395,21 @@ def tus_upload(url: str, token: str, path: Path, case: str) -> tuple[int, dict, 
     )
     with urllib.request.urlopen(create, timeout=60) as response:  # noqa: S310
         location = response.headers["Location"]
+    if client == "sendfile":
+        result = subprocess.run(
+            [sys.executable, "-c", SENDFILE_CLIENT, location, token, str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or result.stdout.strip() != "204":
+            raise RuntimeError(
+                f"PATCH failed: {result.returncode} {result.stdout[:300]} {result.stderr[-500:]}"
+            )
+        with urllib.request.urlopen(urllib.request.Request(location, headers=tus), timeout=60) as response:  # noqa: S310
+            progress = json.load(response)
+        wall = time.perf_counter() - start
+        return (201 if progress["complete"] else 500), progress["evidence"] or progress, wall
     with open(path, "rb") as body:
         result = subprocess.run(
             [
@@ -421,6 +466,12 @@ def main() -> int:
         help="upload over tus 1.0 (/api/v1/uploads/, one PATCH) instead of multipart",
     )
     parser.add_argument(
+        "--client",
+        choices=("curl", "sendfile"),
+        default="curl",
+        help="with --tus: send the PATCH with curl (default) or a lighter Python client using os.sendfile",
+    )
+    parser.add_argument(
         "--proxy",
         action="store_true",
         help="through nginx (deploy/nginx.py) to the Procfile's transfer pool: the production path",
@@ -437,6 +488,8 @@ def main() -> int:
         help="instead of the Procfile's gunicorn arguments (repeatable: --gunicorn-arg=--workers=1)",
     )
     args = parser.parse_args()
+    if args.client != "curl" and not args.tus:
+        parser.error("--client sendfile is for --tus (one PATCH); multipart uploads use curl")
     for tool in ("curl", "openssl", "sha256sum", "sha1sum", "md5sum", *(["nginx"] if args.proxy else [])):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
@@ -572,7 +625,10 @@ def main() -> int:
             machine_before = busy_cpu_seconds()
             sampler = Sampler(proc.pid, data_dir / ("resumable" if args.tus else "tmp"), size)
             sampler.start()
-            code, payload, wall = (tus_upload if args.tus else curl_upload)(url, token, path, case)
+            if args.tus:
+                code, payload, wall = tus_upload(url, token, path, case, args.client)
+            else:
+                code, payload, wall = curl_upload(url, token, path, case)
             sampler.stop()
             machine_busy = busy_cpu_seconds() - machine_before
             curl_cpu_after = children_cpu()
@@ -660,7 +716,7 @@ def main() -> int:
             + ")"
         )
         print(
-            f"  {('tus upload' if args.tus else 'upload') + ' (curl, end to end)':<28} {upload_rate:8.0f} MB/s   ({upload_seconds:.2f} s; runs "
+            f"  {('tus upload' if args.tus else 'upload') + f' ({args.client}, end to end)':<28} {upload_rate:8.0f} MB/s   ({upload_seconds:.2f} s; runs "
             + ", ".join(f"{r['wall']:.2f}" for r in runs)
             + ")"
         )
@@ -688,17 +744,17 @@ def main() -> int:
         print(
             f"  {'CPU seconds per GB':<28} sha256sum {statistics.median(sha_cpu) * MB * 1000 / size:.2f}, "
             f"openssl {statistics.median(ossl_cpu) * MB * 1000 / size:.2f}, "
-            f"upload {upload_cpu * MB * 1000 / size:.2f} (server + curl, spread over {os.cpu_count()} CPUs)"
+            f"upload {upload_cpu * MB * 1000 / size:.2f} (server + {args.client}, spread over {os.cpu_count()} CPUs)"
         )
         print()
         print("  time split per run (s): 'body in' = the server's temp file at full size (50 ms samples);")
         print("  'after body' = hashes finishing, media type, fsync, link, log entry, receipt, response;")
         print(
-            f"  CPU seconds used meanwhile by the server, curl, and everything else ({os.cpu_count()} CPUs)"
+            f"  CPU seconds used meanwhile by the server, {args.client}, and everything else ({os.cpu_count()} CPUs)"
         )
         print(
             f"  {'run':>5} {'total':>7} {'body in':>8} {'after body':>11} "
-            f"{'server user':>12} {'server sys':>11} {'curl user':>10} {'curl sys':>9} {'other':>7}"
+            f"{'server user':>12} {'server sys':>11} {args.client + ' user':>10} {args.client + ' sys':>9} {'other':>7}"
         )
         for i, r in enumerate(runs, 1):
             body = r["body_done"]
