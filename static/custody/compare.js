@@ -45,9 +45,12 @@ if (root) {
     [reference, { other: clip, map: mapper(segments, "reference", "clip") }],
   ]);
   // Events this script caused on the follower, so they are not taken for the user's.
+  // A seek is ours when it ends where this script sent it: a seek that
+  // another interrupts fires no "seeked" of its own, so a count would take
+  // the user's next seek for ours.
   const ours = new Map([
-    [clip, { seeked: 0, play: 0, pause: 0 }],
-    [reference, { seeked: 0, play: 0, pause: 0 }],
+    [clip, { seekedAt: null, play: 0, pause: 0 }],
+    [reference, { seekedAt: null, play: 0, pause: 0 }],
   ]);
   let leader = clip;
 
@@ -75,8 +78,8 @@ if (root) {
       leader === clip ? target : leader.currentTime,
     )}`;
     if (Math.abs(other.currentTime - target) > TOLERANCE) {
-      ours.get(other).seeked += 1;
       other.currentTime = target;
+      ours.get(other).seekedAt = other.currentTime;
     }
     if (!leader.paused && other.paused) {
       ours.get(other).play += 1;
@@ -101,7 +104,10 @@ if (root) {
       }
     });
     element.addEventListener("seeked", () => {
-      if (mine(element, "seeked")) return;
+      const pending = ours.get(element);
+      const sent = pending.seekedAt;
+      pending.seekedAt = null;
+      if (sent !== null && Math.abs(element.currentTime - sent) < 0.001) return;
       leader = element;
       follow();
     });
