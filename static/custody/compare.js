@@ -96,7 +96,8 @@ if (root) {
       follow();
     });
     element.addEventListener("pause", () => {
-      if (mine(element, "pause") || element !== leader) return;
+      // The user paused either one: both stop (whichever was leading).
+      if (mine(element, "pause")) return;
       const { other } = maps.get(element);
       if (!other.paused) {
         ours.get(other).pause += 1;
@@ -107,7 +108,8 @@ if (root) {
       const pending = ours.get(element);
       const sent = pending.seekedAt;
       pending.seekedAt = null;
-      if (sent !== null && Math.abs(element.currentTime - sent) < 0.001) return;
+      // Within the drift allowed: a playing follower has moved on a little by now.
+      if (sent !== null && Math.abs(element.currentTime - sent) <= TOLERANCE) return;
       leader = element;
       follow();
     });
