@@ -896,10 +896,8 @@ def blob_store() -> BlobStore:
         return S3BlobStore(
             bucket,
             prefix,
-            endpoint_url=settings.CUSTODY_S3_ENDPOINT_URL,
-            region=settings.CUSTODY_S3_REGION,
+            **_s3_connection(settings),
             retention_days=settings.CUSTODY_S3_RETENTION_DAYS,
-            max_attempts=settings.CUSTODY_S3_MAX_ATTEMPTS,
             temp_dir=settings.FILE_UPLOAD_TEMP_DIR,
         )
     return LocalBlobStore(settings.CUSTODY_BLOB_DIR)
@@ -913,10 +911,13 @@ def upload_staging() -> UploadStaging | None:
     kind, bucket, prefix = parse_blob_store(settings.CUSTODY_UPLOAD_STAGING)
     if kind != "s3":
         return None
-    return UploadStaging(
-        bucket,
-        prefix,
-        endpoint_url=settings.CUSTODY_S3_ENDPOINT_URL,
-        region=settings.CUSTODY_S3_REGION,
-        max_attempts=settings.CUSTODY_S3_MAX_ATTEMPTS,
-    )
+    return UploadStaging(bucket, prefix, **_s3_connection(settings))
+
+
+def _s3_connection(settings) -> dict:
+    """How to reach the S3 store: the same endpoint, region and retries for every bucket the server uses."""
+    return {
+        "endpoint_url": settings.CUSTODY_S3_ENDPOINT_URL,
+        "region": settings.CUSTODY_S3_REGION,
+        "max_attempts": settings.CUSTODY_S3_MAX_ATTEMPTS,
+    }
