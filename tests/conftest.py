@@ -156,6 +156,21 @@ def subprocess_env(**extra) -> dict[str, str]:
     return env
 
 
+def http_session():
+    """A ``requests`` session that, like a browser or a load balancer, retries an idempotent
+    request (GET, HEAD, ...) once more when the server closed the kept-alive connection just as
+    the request went out: gunicorn's gthread worker can reset an idle keep-alive connection in
+    that instant (benoitc/gunicorn#1698). POST and PATCH are never retried."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    retry = Retry(total=2, connect=2, read=2, status=0, redirect=0, backoff_factor=0.1)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

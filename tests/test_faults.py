@@ -35,7 +35,7 @@ import psycopg
 import pytest
 import requests
 
-from .conftest import ROOT, free_port, kill_worker, start_gunicorn, start_worker, subprocess_env
+from .conftest import ROOT, free_port, http_session, kill_worker, start_gunicorn, start_worker, subprocess_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -259,7 +259,7 @@ class Client:
     """One API client (its own connection pool and token), as an investigator's tool would be."""
 
     def __init__(self, site: Site):
-        self.site, self.http = site, requests.Session()
+        self.site, self.http = site, http_session()
         response = self.http.post(
             site.server.url + "/api/v1/auth/token/",
             json={"username": "alice", "password": PASSWORD},

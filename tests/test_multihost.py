@@ -33,7 +33,7 @@ import pytest
 import requests
 
 from . import s3_fixtures
-from .conftest import ROOT, free_port, subprocess_env, wait_for_port
+from .conftest import ROOT, free_port, http_session, subprocess_env, wait_for_port
 from .s3_fixtures import LOCKED, PLAIN
 from .test_faults import BOOTSTRAP, PASSWORD, Postgres, Redis, manage
 
@@ -149,7 +149,7 @@ def hosts(seaweed):
 
 
 def session(host: Host, token: str | None = None) -> requests.Session:
-    http = requests.Session()
+    http = http_session()
     if token is None:
         answer = http.post(
             host.url + "/api/v1/auth/token/",
