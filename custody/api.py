@@ -8,7 +8,8 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db.models import Q
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
@@ -790,10 +791,11 @@ class EvidenceExportView(LoggedReadView):
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
-def export_response(user, evidence, include_file: bool, client: str | None) -> FileResponse:
+def export_response(user, evidence, include_file: bool, client: str | None) -> StreamingHttpResponse:
     from .export import build_bundle
 
-    handle, name = build_bundle(actor=user, evidence=evidence, include_file=include_file, client=client)
-    response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/zip")
+    chunks, name = build_bundle(actor=user, evidence=evidence, include_file=include_file, client=client)
+    response = StreamingHttpResponse(chunks, content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(True, name)
     response["Cache-Control"] = "private, no-store"
     return response

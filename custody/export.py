@@ -20,11 +20,8 @@ import hashlib
 import json
 import logging
 import mimetypes
-import os
-import shutil
-import tempfile
 import zipfile
-from pathlib import Path
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import transaction
@@ -32,7 +29,7 @@ from django.template.loader import render_to_string
 
 from . import keys, log, signing, timestamps, witnessing
 from .models import Checkpoint, Evidence, LogEntry, SigningKey, TrustRoot
-from .storage import LocalBlobStore, blob_store
+from .storage import BlobMismatch, blob_store
 
 logger = logging.getLogger(__name__)
 
@@ -41,66 +38,173 @@ BAG_ALGORITHMS = ("sha256", "sha512")
 
 
 def build_bundle(*, actor, evidence: Evidence, include_file: bool, client: str | None = None):
-    """Build the zipped bag and log the export. Returns an open binary file (already unlinked)."""
+    """Log the export and prepare its zipped bag. Returns ``(chunks, filename)``: an iterator of the
+    zip's bytes, which streams the evidence and artifacts from the blob store as it goes, and the
+    name to offer. Nothing is copied to the local disk, whatever the size of the item; everything
+    but the blobs (a few megabytes at most) is made here, before the first byte is sent."""
     from forensics.models import Analysis
 
-    workdir = Path(tempfile.mkdtemp(prefix="export-", dir=settings.FILE_UPLOAD_TEMP_DIR))
-    try:
-        analyses = list(
-            Analysis.objects.filter(evidence=evidence, status=Analysis.Status.SUCCEEDED)
-            .prefetch_related("artifacts__blob")
-            .order_by("requested_at")
+    analyses = list(
+        Analysis.objects.filter(evidence=evidence, status=Analysis.Status.SUCCEEDED)
+        .prefetch_related("artifacts__blob")
+        .order_by("requested_at")
+    )
+    # The export is logged first and the bundle closes at it: the export
+    # entry is the last leaf of the checkpoint the bundle presents, so the
+    # item's hash chain from its intake to this entry proves the bundle
+    # holds every entry about the item up to the export, none dropped.
+    with transaction.atomic():
+        exported = log.append(
+            "evidence.exported",
+            actor=actor,
+            case=evidence.case,
+            evidence=evidence,
+            client=client,
+            details={"include_file": include_file, "analyses": [str(a.pk) for a in analyses]},
         )
-        # The export is logged first and the bundle closes at it: the export
-        # entry is the last leaf of the checkpoint the bundle presents, so the
-        # item's hash chain from its intake to this entry proves the bundle
-        # holds every entry about the item up to the export, none dropped.
-        with transaction.atomic():
-            exported = log.append(
-                "evidence.exported",
-                actor=actor,
-                case=evidence.case,
-                evidence=evidence,
-                client=client,
-                details={"include_file": include_file, "analyses": [str(a.pk) for a in analyses]},
-            )
-        checkpoint = log.checkpoint_at(exported.index + 1)
-        timestamps.stamp_for_export(checkpoint)
-        witnessed = _witnessed_for_export(checkpoint)
-        bag_dir = workdir / f"evidence-{evidence.pk}"
-        (bag_dir / "data").mkdir(parents=True)
-        entries = list(
-            LogEntry.objects.filter(evidence=evidence, index__lte=exported.index).order_by("index")
-        )
-        _write_payload(bag_dir / "data", evidence, include_file, checkpoint, entries, analyses, witnessed)
-        make_bag(
-            bag_dir,
-            {
-                "Source-Organization": settings.CUSTODY_LOG_ORIGIN,
-                "External-Description": f"Custody export of evidence {evidence.pk} ({evidence.original_name})",
-                "External-Identifier": f"sha256:{evidence.blob_id}",
-            },
-        )
-        zip_path = workdir / f"{bag_dir.name}.zip"
-        _zip(bag_dir, zip_path)
-        handle = open(zip_path, "rb")  # noqa: SIM115 - handed to the response, which closes it
-        return handle, zip_path.name
-    finally:
-        # The open handle keeps the zip's bytes readable after its name is gone.
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _copy_blob(sha256: str, target: Path) -> None:
-    """Put blob ``sha256`` in the bag: a hard link to a local blob, else streamed from the store."""
+    checkpoint = log.checkpoint_at(exported.index + 1)
+    timestamps.stamp_for_export(checkpoint)
+    witnessed = _witnessed_for_export(checkpoint)
+    entries = list(LogEntry.objects.filter(evidence=evidence, index__lte=exported.index).order_by("index"))
+    bag = Bag(f"evidence-{evidence.pk}")
+    _write_payload(bag, evidence, include_file, checkpoint, entries, analyses, witnessed)
+    bag.info = {
+        "Source-Organization": settings.CUSTODY_LOG_ORIGIN,
+        "External-Description": f"Custody export of evidence {evidence.pk} ({evidence.original_name})",
+        "External-Identifier": f"sha256:{evidence.blob_id}",
+    }
+    # A store that is down or has lost a blob is told now, as an error response, not as a cut-off zip.
     store = blob_store()
-    if isinstance(store, LocalBlobStore):
-        try:
-            os.link(store.path(sha256), target)
-            return
-        except OSError:
-            pass
-    with store.open(sha256) as src, open(target, "xb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
+    for sha256 in sorted({sha256 for sha256, _ in bag.blobs.values()}):
+        if not store.exists(sha256):
+            raise FileNotFoundError(f"blob {sha256} is not in the store ({store.describe()})")
+    return bag.zipped(store), f"{bag.name}.zip"
+
+
+class Bag:
+    """A bag about to be zipped: its small files in memory, its blobs by name (streamed when zipped).
+
+    Not bagit.make_bag, and no working directory: bagit changes the process's
+    working directory while it works (os.chdir), which is process-wide, so two
+    exports at once in one process (threads of a gunicorn worker) would find
+    their relative paths moved under them. Here nothing is on disk at all.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.files: dict[str, bytes] = {}  # path in the bag -> bytes
+        self.blobs: dict[str, tuple[str, int]] = {}  # path in the bag -> (sha256, size)
+        self.info: dict[str, str] = {}
+
+    def text(self, path: str, text: str) -> None:
+        self.files[path] = text.encode("utf-8")
+
+    def json(self, path: str, value) -> None:
+        self.text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+    def blob(self, path: str, sha256: str, size: int) -> None:
+        self.blobs[path] = (sha256, size)
+
+    def zipped(self, store) -> Iterator[bytes]:
+        """The bag as a zip, in pieces of about a megabyte: the small payload files first, then each
+        blob as the store returns it (re-hashed on the way: bytes that no longer hash to the blob's
+        name end the stream before the zip is complete, so no bag is ever made of them), then the
+        manifests and the tag files. A BagIt bag (RFC 8493) whatever the order of its zip entries."""
+        sink = _Sink()
+        when = dt.datetime.now(dt.UTC).timetuple()[:6]
+
+        def entry(path: str, size: int, stored: bool) -> zipfile.ZipInfo:
+            info = zipfile.ZipInfo(f"{self.name}/{path}", date_time=when)
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+            info.file_size = size  # zip64 headers from the start when the size needs them
+            info.external_attr = 0o644 << 16
+            return info
+
+        manifests: dict[str, dict[str, str]] = {algorithm: {} for algorithm in BAG_ALGORITHMS}
+        with zipfile.ZipFile(sink, "w") as archive:
+            for path in sorted(self.files):
+                data = self.files[path]
+                archive.writestr(entry(path, len(data), stored=False), data)
+                for algorithm in BAG_ALGORITHMS:
+                    manifests[algorithm][path] = hashlib.new(algorithm, data).hexdigest()
+                yield from sink.drain()
+            for path in sorted(self.blobs):
+                sha256, size = self.blobs[path]
+                # The evidence is stored as is: compressing gigabytes of media gains little and costs CPU.
+                hashes = {algorithm: hashlib.new(algorithm) for algorithm in BAG_ALGORITHMS}
+                with store.open(sha256) as src, archive.open(entry(path, size, stored=True), "w") as dst:
+                    while chunk := src.read(_CHUNK):
+                        for h in hashes.values():
+                            h.update(chunk)
+                        dst.write(chunk)
+                        yield from sink.drain()
+                if hashes["sha256"].hexdigest() != sha256:
+                    logger.error(
+                        "export of %s stopped: blob %s no longer hashes to its name", self.name, sha256
+                    )
+                    raise BlobMismatch(sha256, hashes["sha256"].hexdigest())
+                for algorithm, h in hashes.items():
+                    manifests[algorithm][path] = h.hexdigest()
+            tags = self._tag_files(manifests)
+            for path, data in tags.items():
+                archive.writestr(entry(path, len(data), stored=False), data)
+                yield from sink.drain()
+        yield from sink.drain()
+
+    def _tag_files(self, manifests: dict[str, dict[str, str]]) -> dict[str, bytes]:
+        octets = sum(len(data) for path, data in self.files.items() if path.startswith("data/"))
+        octets += sum(size for _, size in self.blobs.values())
+        files = len(self.files) + len(self.blobs)
+        info = {
+            **self.info,
+            "Bagging-Date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+            "Bag-Software-Agent": f"{TOOL['name']} {TOOL['version']}",
+            "Payload-Oxum": f"{octets}.{files}",
+        }
+        # One line per tag: a line break inside a value would start a new tag.
+        lines = (f"{key}: {' '.join(str(value).splitlines())}\n" for key, value in sorted(info.items()))
+        tags = {
+            "bagit.txt": b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
+            "bag-info.txt": "".join(lines).encode("utf-8"),
+        }
+        for algorithm, digests in manifests.items():
+            text = "".join(f"{digests[path]}  {_manifest_path(path)}\n" for path in sorted(digests))
+            tags[f"manifest-{algorithm}.txt"] = text.encode("utf-8")
+        for algorithm in BAG_ALGORITHMS:
+            text = "".join(
+                f"{hashlib.new(algorithm, tags[name]).hexdigest()}  {_manifest_path(name)}\n"
+                for name in sorted(tags)
+            )
+            tags[f"tagmanifest-{algorithm}.txt"] = text.encode("utf-8")
+        return tags
+
+
+_CHUNK = 1 << 20
+
+
+class _Sink:
+    """Where the zip writes: bytes collected until drained (a stream without seek, so zipfile uses
+    data descriptors and never goes back)."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._offset = 0
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> Iterator[bytes]:
+        if self._parts:
+            data, self._parts = b"".join(self._parts), []
+            yield data
 
 
 def _witnessed_for_export(checkpoint: Checkpoint) -> Checkpoint | None:
@@ -120,7 +224,7 @@ def _witnessed_for_export(checkpoint: Checkpoint) -> Checkpoint | None:
 
 
 def _write_payload(
-    root: Path,
+    bag: Bag,
     evidence: Evidence,
     include_file: bool,
     checkpoint: Checkpoint,
@@ -151,55 +255,43 @@ def _write_payload(
         "receipt_keyid": evidence.receipt["signatures"][0]["keyid"],
         "file_included": include_file,
     }
-    _json(root / "evidence.json", item)
-    _json(root / "receipt.dsse.json", evidence.receipt)
+    bag.json("data/evidence.json", item)
+    bag.json("data/receipt.dsse.json", evidence.receipt)
     if include_file:
-        (root / "evidence").mkdir()
-        _copy_blob(blob.sha256, root / "evidence" / blob.sha256)
+        bag.blob(f"data/evidence/{blob.sha256}", blob.sha256, blob.size)
 
-    (root / "log").mkdir()
-    (root / "log" / "checkpoint.txt").write_text(witnessing.cosigned_note(checkpoint), encoding="utf-8")
+    bag.text("data/log/checkpoint.txt", witnessing.cosigned_note(checkpoint))
     if witnessed is not None and witnessed.size != checkpoint.size:
         # The witnesses cosigned a later tree: it and a consistency proof make this checkpoint final.
-        (root / "log" / "witnessed-checkpoint.txt").write_text(
-            witnessing.cosigned_note(witnessed), encoding="utf-8"
-        )
-        _json(
-            root / "log" / "consistency.json",
+        bag.text("data/log/witnessed-checkpoint.txt", witnessing.cosigned_note(witnessed))
+        bag.json(
+            "data/log/consistency.json",
             {
                 "first": checkpoint.size,
                 "second": witnessed.size,
                 "hashes": [signing.b64(h) for h in log.consistency_proof(checkpoint.size, witnessed.size)],
             },
         )
-    with open(root / "log" / "entries.jsonl", "w", encoding="utf-8") as f:
-        for entry in entries:
-            proof = log.inclusion_proof(entry.index, checkpoint.size)
-            f.write(
-                json.dumps(
-                    {
-                        "index": entry.index,
-                        "leaf": signing.b64(bytes(entry.leaf)),
-                        "inclusion_proof": [signing.b64(h) for h in proof],
-                        "signature": signing.b64(bytes(entry.signature)),
-                    },
-                    sort_keys=True,
-                )
-                + "\n"
-            )
+    lines = []
+    for entry in entries:
+        proof = log.inclusion_proof(entry.index, checkpoint.size)
+        record = {
+            "index": entry.index,
+            "leaf": signing.b64(bytes(entry.leaf)),
+            "inclusion_proof": [signing.b64(h) for h in proof],
+            "signature": signing.b64(bytes(entry.signature)),
+        }
+        lines.append(json.dumps(record, sort_keys=True) + "\n")
+    bag.text("data/log/entries.jsonl", "".join(lines))
 
-    (root / "log" / "timestamps.json").write_text(
-        json.dumps(timestamps.tokens_for(checkpoint.size), indent=2) + "\n", encoding="utf-8"
-    )
+    bag.text("data/log/timestamps.json", json.dumps(timestamps.tokens_for(checkpoint.size), indent=2) + "\n")
     # The whole trust root chain: a verifier pinned to any version follows it to the newest.
-    (root / "trust-root").mkdir()
     for version in TrustRoot.objects.order_by("version"):
-        _json(root / "trust-root" / f"{version.version:06d}.json", version.envelope)
+        bag.json(f"data/trust-root/{version.version:06d}.json", version.envelope)
 
-    (root / "keys").mkdir()
     rows = list(SigningKey.objects.order_by("purpose", "valid_from"))
-    _json(
-        root / "keys" / "keys.json",
+    bag.json(
+        "data/keys/keys.json",
         {
             "log_vkey": keys.log_verifier_key(),
             "keys": [
@@ -216,21 +308,20 @@ def _write_payload(
         },
     )
     for k in rows:
-        (root / "keys" / f"{k.purpose}-{k.keyid[:16]}.pem").write_text(k.public_key_pem)
+        bag.text(f"data/keys/{k.purpose}-{k.keyid[:16]}.pem", k.public_key_pem)
 
     described = []
     for analysis in analyses:
-        folder = root / "analyses" / str(analysis.pk)
-        (folder / "artifacts").mkdir(parents=True)
-        _json(folder / "result.dsse.json", analysis.envelope)
+        folder = f"data/analyses/{analysis.pk}"
+        bag.json(f"{folder}/result.dsse.json", analysis.envelope)
         published = _published_envelope(analysis)
         if published is not None:
             # What the public was shown: its predicate's internal_statement digest links it to this result.
-            _json(folder / "published.dsse.json", published)
+            bag.json(f"{folder}/published.dsse.json", published)
         artifacts = []
         for artifact in analysis.artifacts.all():
             ext = mimetypes.guess_extension(artifact.media_type) or ".bin"
-            _copy_blob(artifact.blob_id, folder / "artifacts" / f"{artifact.blob_id}{ext}")
+            bag.blob(f"{folder}/artifacts/{artifact.blob_id}{ext}", artifact.blob_id, artifact.blob.size)
             artifacts.append(
                 {
                     "name": artifact.name,
@@ -255,12 +346,13 @@ def _write_payload(
         )
     from . import caseuco
 
-    _json(
-        root / "case-uco.jsonld", caseuco.build_case_uco(item, [e.decoded for e in entries], described, TOOL)
+    bag.json(
+        "data/case-uco.jsonld", caseuco.build_case_uco(item, [e.decoded for e in entries], described, TOOL)
     )
 
     report_rows = [{"entry": e, "decoded": e.decoded, "checkpoint": checkpoint} for e in entries]
-    (root / "report.html").write_text(
+    bag.text(
+        "data/report.html",
         render_to_string(
             "custody/evidence_report.html",
             {
@@ -275,9 +367,9 @@ def _write_payload(
                 "standalone": True,
             },
         ),
-        encoding="utf-8",
     )
-    (root / "README.txt").write_text(
+    bag.text(
+        "data/README.txt",
         render_to_string(
             "custody/bundle_readme.txt",
             {
@@ -286,7 +378,6 @@ def _write_payload(
                 "analyses": described,
             },
         ),
-        encoding="utf-8",
     )
 
 
@@ -300,78 +391,6 @@ def _published_envelope(analysis) -> dict | None:
     return publication.envelope_from_entry(entry.get("details") or {})
 
 
-def make_bag(bag_dir: Path, info: dict[str, str]) -> None:
-    """Make ``bag_dir``, whose payload is already in ``data/``, a BagIt bag (RFC 8493).
-
-    Not bagit.make_bag: it changes the process's working directory while it
-    works (os.chdir), and that is process-wide. Two exports at once in one
-    process (threads of a gunicorn worker) would find their relative paths
-    moved under them, into each other's bags. Here every path is absolute.
-    """
-    manifests: dict[str, list[str]] = {algorithm: [] for algorithm in BAG_ALGORITHMS}
-    octets = files = 0
-    for path in sorted(p for p in (bag_dir / "data").rglob("*") if p.is_file()):
-        digests, size = _digests(path)
-        name = _manifest_path(path.relative_to(bag_dir).as_posix())
-        for algorithm in BAG_ALGORITHMS:
-            manifests[algorithm].append(f"{digests[algorithm]}  {name}\n")
-        octets, files = octets + size, files + 1
-    (bag_dir / "bagit.txt").write_text("BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n", "utf-8")
-    info = {
-        **info,
-        "Bagging-Date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-        "Bag-Software-Agent": f"{TOOL['name']} {TOOL['version']}",
-        "Payload-Oxum": f"{octets}.{files}",
-    }
-    # One line per tag: a line break inside a value would start a new tag.
-    lines = (f"{key}: {' '.join(str(value).splitlines())}\n" for key, value in sorted(info.items()))
-    (bag_dir / "bag-info.txt").write_text("".join(lines), "utf-8")
-    for algorithm, entries in manifests.items():
-        (bag_dir / f"manifest-{algorithm}.txt").write_text("".join(entries), "utf-8")
-    tag_files = sorted(p.name for p in bag_dir.iterdir() if p.is_file())
-    for algorithm in BAG_ALGORITHMS:
-        entries = [
-            f"{_digests(bag_dir / name)[0][algorithm]}  {_manifest_path(name)}\n" for name in tag_files
-        ]
-        (bag_dir / f"tagmanifest-{algorithm}.txt").write_text("".join(entries), "utf-8")
-
-
 def _manifest_path(name: str) -> str:
     # RFC 8493 section 2.1.3: percent-encode what would break a manifest line.
     return name.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _digests(path: Path) -> tuple[dict[str, str], int]:
-    """The bag's digests of one file, in one read (the evidence may be gigabytes)."""
-    hashes = {algorithm: hashlib.new(algorithm) for algorithm in BAG_ALGORITHMS}
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            for h in hashes.values():
-                h.update(chunk)
-            size += len(chunk)
-    return {algorithm: h.hexdigest() for algorithm, h in hashes.items()}, size
-
-
-def _json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _zip(bag_dir: Path, zip_path: Path) -> None:
-    with zipfile.ZipFile(zip_path, "w") as archive:
-        for path in sorted(bag_dir.rglob("*")):
-            if path.is_file():
-                arcname = f"{bag_dir.name}/{path.relative_to(bag_dir).as_posix()}"
-                # The evidence is stored as is: compressing gigabytes of media gains little and costs CPU.
-                stored = path.parent.name == "evidence"
-                archive.write(
-                    path, arcname, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-                )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

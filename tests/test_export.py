@@ -671,3 +671,84 @@ def test_monitor_pinned_to_a_trust_root_follows_a_log_key_rotation(gunicorn_serv
     assert second.returncode == 0, second.stdout + second.stderr
     assert "trust root version 2" in second.stdout and "signed by version 1" in second.stdout
     assert "consistent with the kept checkpoint" in second.stdout
+
+
+# --- streamed: nothing on the local disk, bytes re-hashed on the way ----------------------
+
+
+def test_export_streams_the_evidence_without_a_local_copy(as_alice, case_a, settings, tmp_path, monkeypatch):
+    """The zip is made as it is sent: the evidence goes from the store into the response a piece at
+    a time, no file is written for it, and a size that needs zip64 gets zip64 headers from the start."""
+    import zipfile as zipmodule
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(scratch)
+    data = os.urandom(6 * 1024 * 1024 + 7)
+    body = upload(as_alice, case_a, data, name="clip.bin").json()
+    monkeypatch.setattr(zipmodule, "ZIP64_LIMIT", 1 << 20)  # as if the item were over 4 GiB
+    response = as_alice.get(f"/api/v1/evidence/{body['id']}/export/", {"include_file": "1"})
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response.streaming and not response.has_header("Content-Length")
+    assert f'filename="evidence-{body["id"]}.zip"' in response["Content-Disposition"]
+    pieces = []
+    for piece in response.streaming_content:
+        pieces.append(piece)
+        assert list(scratch.iterdir()) == []  # nothing of the bundle is ever on the local disk
+    assert max(len(p) for p in pieces) <= 2 * 1024 * 1024  # streamed, never held whole
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(b"".join(pieces))
+    with zipfile.ZipFile(bundle) as archive:
+        assert archive.testzip() is None
+        (name,) = [n for n in archive.namelist() if "/data/evidence/" in n]
+        info = archive.getinfo(name)
+        assert info.compress_type == zipfile.ZIP_STORED and info.file_size == len(data)
+        assert b"\x01\x00" in info.extra[:2]  # the zip64 extra field
+    unzip = subprocess.run(["unzip", "-tq", str(bundle)], capture_output=True, text=True)
+    if unzip.returncode != 127:  # an independent reader, where installed
+        assert unzip.returncode == 0, unzip.stdout + unzip.stderr
+    bag_dir = unpack(bundle)
+    bagit.Bag(str(bag_dir)).validate()
+    assert (bag_dir / "data" / "evidence" / body["sha256"]).read_bytes() == data
+    assert run_verifier(str(bundle)).returncode == 0
+
+
+def test_export_of_bytes_that_no_longer_match_their_hash_never_completes(as_alice, case_a, tmp_path):
+    """A blob altered in the store is found while it streams: the zip stops before its central
+    directory, so what the client got is not a bundle at all, and the error is logged."""
+    import stat
+
+    from custody.storage import BlobMismatch, blob_store
+
+    data = os.urandom(3 * 1024 * 1024)
+    body = upload(as_alice, case_a, data, name="clip.bin").json()
+    path = blob_store().path(body["sha256"])
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    with open(path, "r+b") as f:
+        f.seek(2 * 1024 * 1024)
+        f.write(b"\x00altered\x00")
+    response = as_alice.get(f"/api/v1/evidence/{body['id']}/export/", {"include_file": "1"})
+    assert response.status_code == 200  # the bytes are checked as they go, not before
+    got = []
+    with pytest.raises(BlobMismatch):
+        for piece in response.streaming_content:
+            got.append(piece)
+    partial = tmp_path / "partial.zip"
+    partial.write_bytes(b"".join(got))
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(partial)
+
+
+def test_export_of_a_missing_blob_is_refused_before_any_byte(as_alice, case_a):
+    import stat
+
+    from custody.storage import blob_store
+
+    body = upload(as_alice, case_a, b"soon gone\n", name="clip.bin").json()
+    path = blob_store().path(body["sha256"])
+    os.chmod(path.parent, stat.S_IRWXU)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=body["sha256"]):
+        as_alice.get(f"/api/v1/evidence/{body['id']}/export/", {"include_file": "1"})
+    # Without the file the bundle needs no blob and is made as usual.
+    assert as_alice.get(f"/api/v1/evidence/{body['id']}/export/", {"include_file": "0"}).status_code == 200
