@@ -126,10 +126,13 @@ def expires_at(upload: ResumableUpload) -> dt.datetime:
 
 
 class _HashState:
-    def __init__(self):
+    def __init__(self, vouched: int = 0, staged: list[dict] = ()):
         self.hasher = MultiHasher()
         self.offset = 0  # bytes fed to the hasher
-        self.staged: list[str] = []  # with a staging store: the names of the pieces recorded then
+        # Bytes of the local file this process vouches for: its own, counted, or restored and checked.
+        self.vouched = vouched
+        # With a staging store: the names of the pieces recorded then.
+        self.staged: list[str] = [p["name"] for p in staged]
 
 
 _states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
@@ -157,7 +160,7 @@ def _own_offset(upload_id, staged: list[dict]) -> int:
         if state is None:
             return 0
         if [p["name"] for p in staged[: len(state.staged)]] == state.staged:
-            return state.offset
+            return state.vouched
         del _states[upload_id]
     state.hasher.abort()
     return 0
@@ -463,6 +466,17 @@ class UploadView(_TusView):
             limits.check_free_space(upload_dir(), count)
             return receive(request, upload, offset, count, checksum)
         except limits.UploadRefused:
+            if upload_staging() is not None:
+                # This host's disk is short, not the upload over a limit: the
+                # counted bytes are in the staging store, and another host (or
+                # this one, later) goes on from them. Only this host's copy goes.
+                kept = _forget_here(upload)
+                raise TusError(
+                    507,
+                    "this server's disk cannot take these bytes at the moment; nothing of them was "
+                    f"kept, and the {kept} bytes counted before are: resume from Upload-Offset later",
+                    {"Upload-Offset": str(kept), "Retry-After": "30"},
+                ) from None
             # Over a limit now (the disk filled meanwhile, or the settings
             # changed): the upload goes, as a multipart upload over a limit does.
             _discard_if_unfinished(upload)
@@ -644,6 +658,12 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # The chunk cannot be trusted: drop it, and the hash state that saw it.
             os.ftruncate(fd, offset)
             state.hasher.abort()
+            if staging is not None:
+                # The bytes before it are still this process's own or restored
+                # and checked: it keeps vouching for them (the next PATCH hashes
+                # them again from this disk), so a refused chunk never makes it
+                # fetch the staged pieces again.
+                _keep_state(upload.pk, _HashState(vouched=offset, staged=staged_pieces(upload.staged)))
             if failed is not None:
                 raise _storage_error(failed.cause, failed.error, offset)
             if received < count:
@@ -692,6 +712,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 data_path(upload.pk).unlink(missing_ok=True)
             raise TusError(410, "this upload was removed while these bytes arrived; start a new one")
         state.staged = [p["name"] for p in staged_pieces(upload.staged)]
+        state.vouched = new_offset
         _keep_state(upload.pk, state)
     if failed is not None:
         raise _storage_error(failed.cause, failed.error, new_offset)
@@ -830,6 +851,22 @@ def _discard_if_unfinished(upload: ResumableUpload) -> None:
                 discard(upload)
     except (TusError, ResumableUpload.DoesNotExist):
         pass  # gone already, or another request holds it and will meet the same limit
+
+
+def _forget_here(upload: ResumableUpload) -> int:
+    """Drop this process's copy of an upload whose staged pieces stay (its local file and hash
+    state); returns the upload's counted offset."""
+    try:
+        with _locked(upload):
+            upload.refresh_from_db()
+            if upload.evidence_id is None:
+                _drop_state(upload.pk)
+                data_path(upload.pk).unlink(missing_ok=True)
+    except TusError:
+        pass  # another request here holds it: it meets the same shortage, or frees its copy itself
+    except ResumableUpload.DoesNotExist:
+        return 0
+    return upload.offset
 
 
 def discard(upload: ResumableUpload) -> None:
