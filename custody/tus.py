@@ -80,6 +80,10 @@ EXTENSIONS = "creation,checksum,termination,expiration"
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256")
 OFFSET_TYPE = "application/offset+octet-stream"
 _MAX_STATES = 16  # hash states kept per process (each holds two idle threads)
+# A staged piece smaller than this that the next chunk follows is staged again
+# with it, as one piece: tiny PATCHes then add no objects (and no record
+# entries), at the price of sending at most this many bytes again per PATCH.
+_RESTAGE_BELOW = 256 << 10
 
 
 class TusError(Exception):
@@ -687,17 +691,21 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             # intake's transaction (see finish), so HEAD never says "all
             # received" for an upload that is not evidence yet.
             return finish(request, upload, state)
-        pieces = []
+        pieces, replaced = [], []
         if staging is not None and new_offset > offset:
             # The other nodes' copy, before the offset vouches for these bytes.
+            before = staged_pieces(upload.staged)
+            start = offset
+            if before and before[-1]["end"] == offset and offset - before[-1]["start"] < _RESTAGE_BELOW:
+                replaced, start = before[-1:], before[-1]["start"]  # this disk holds its bytes: checked
             try:
-                pieces = staging.put(upload.pk, fd, offset, new_offset)
+                pieces = staging.put(upload.pk, fd, start, new_offset)
             except (BlobStoreUnavailable, BlobError) as exc:
                 os.ftruncate(fd, offset)
                 state.hasher.abort()
                 raise _staging_failed(exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
-        upload.staged = [*staged_pieces(upload.staged), *pieces]
+        upload.staged = [*staged_pieces(upload.staged)[: -len(replaced) or None], *pieces]
         counted = ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
             offset=upload.offset, updated_at=upload.updated_at, staged=upload.staged
         )
@@ -711,6 +719,8 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             if not ResumableUpload.objects.filter(pk=upload.pk).exists():
                 data_path(upload.pk).unlink(missing_ok=True)
             raise TusError(410, "this upload was removed while these bytes arrived; start a new one")
+        if replaced:
+            staging.delete(upload.pk, replaced)  # now that the record names the piece that holds its bytes
         state.staged = [p["name"] for p in staged_pieces(upload.staged)]
         state.vouched = new_offset
         _keep_state(upload.pk, state)
