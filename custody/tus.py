@@ -41,6 +41,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -59,7 +60,7 @@ from rest_framework.views import APIView
 
 from . import limits, services
 from .hashing import MultiHasher
-from .models import ResumableUpload
+from .models import ResumableUpload, upload_record_mac
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer, UploadStatusSerializer
 from .storage import (
@@ -521,7 +522,7 @@ def start_upload(
     limits.check_size(length)
     limits.check_case_quota(case, length)
     limits.check_free_space(upload_dir(), length)
-    upload = ResumableUpload.objects.create(
+    upload = ResumableUpload(
         case=case,
         created_by=actor,
         length=length,
@@ -530,6 +531,8 @@ def start_upload(
         source=source[:500],
         declared_sha256=declared,
     )
+    upload.mac = upload_record_mac(upload, settings.SECRET_KEY)
+    upload.save(force_insert=True)
     path = data_path(upload.pk)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
@@ -797,8 +800,30 @@ class ReceivedFile:
         pass
 
 
+def record_intact(upload: ResumableUpload) -> bool:
+    """Whether the fields the evidence is made of are still those the client sent (its HMAC)."""
+    expected = bytes(upload.mac or b"")
+    return any(
+        hmac.compare_digest(expected, upload_record_mac(upload, secret))
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    )
+
+
 def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
     """All bytes are in: make them evidence, through the same service as any intake."""
+    if not record_intact(upload):
+        # Changed in the database since the client sent it (name, description,
+        # source, case, creator, length or declared hash): that is not what the
+        # client asked to be received, and the intake entry would sign it. The
+        # upload stays as it is, for whoever looks into it; the sweeper removes it.
+        state.hasher.abort()
+        logger.error("resumable upload %s: its record no longer matches its HMAC; refused", upload.pk)
+        raise TusError(
+            409,
+            "this upload's record was changed on the server since it began (its name, description, "
+            "source, case or declared hash): nothing was received as evidence; tell the server's "
+            "operator, and start a new upload",
+        )
     path = data_path(upload.pk)
     received = ReceivedFile(path, upload.filename, upload.length, state.hasher.hexdigests())
     received.resumable_id = upload.pk  # the quota counts this upload once, as the evidence it becomes

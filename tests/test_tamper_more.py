@@ -445,12 +445,7 @@ def test_session_row_forged_for_the_administrator(history, client, settings):
     reported("session")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unfinished tus uploads are outside the log; their metadata (name, description, source, "
-    "declared hash) becomes the signed intake entry when the last byte arrives",
-)
-def test_resumable_upload_metadata_rewritten_before_the_last_byte(history, alice):
+def test_resumable_upload_metadata_rewritten_before_the_last_byte_is_refused(history, alice):
     from custody.models import ResumableUpload
 
     from .test_tus import create, patch, path_of
@@ -465,7 +460,17 @@ def test_resumable_upload_metadata_rewritten_before_the_last_byte(history, alice
     ResumableUpload.objects.filter(evidence__isnull=True).update(
         filename="ringtone.wav", source="downloaded", description="nothing relevant"
     )
-    assert patch(as_alice, url, data[1000:], 1000).status_code == 204
-    item = Evidence.objects.get(blob_id=__import__("hashlib").sha256(data).hexdigest())
-    assert item.original_name == "ringtone.wav"  # signed in the log as what alice sent
-    reported("interview.wav")
+    # The last byte does not make it evidence: the record's HMAC (under SECRET_KEY, which the
+    # database role does not hold) no longer matches, so nothing is signed as what alice sent.
+    refused = patch(as_alice, url, data[1000:], 1000)
+    assert refused.status_code == 409 and "changed on the server" in refused.json()["detail"]
+    assert not Evidence.objects.filter(blob_id=__import__("hashlib").sha256(data).hexdigest()).exists()
+    assert ResumableUpload.objects.filter(evidence__isnull=True, filename="ringtone.wav").exists()  # kept
+    # Nor can the HMAC be cleared, or copied from another upload of hers.
+    other = path_of(create(as_alice, case, len(data), filename="other.wav")["Location"])
+    other_mac = ResumableUpload.objects.get(pk=other.rstrip("/").rsplit("/", 1)[1]).mac
+    for mac in (None, other_mac):
+        ResumableUpload.objects.filter(filename="ringtone.wav").update(mac=mac)
+        assert patch(as_alice, url, data[1000:], 1000).status_code == 409
+    code, out = verify(True)
+    assert code == 0, out  # nothing was signed

@@ -508,3 +508,31 @@ def test_a_new_upload_file_and_its_directory_are_durable(as_alice, case_a, setti
     assert tus.data_path(id_of(url)).parent == settings.CUSTODY_RESUMABLE_DIR
     assert settings.CUSTODY_RESUMABLE_DIR in fsynced  # the upload file's entry
     assert tmp_path / "data" in fsynced and tmp_path in fsynced  # resumable/ and data/ in their parents
+
+
+def test_uploads_in_progress_when_the_record_hmac_came_are_authenticated_by_the_migration(
+    transactional_db, alice, case_a
+):
+    """An upload begun before migration 0014 gets its HMAC from the record as it stands, and
+    finishes as usual; one without (or with another's) is refused at its last byte."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from custody import tus
+    from custody.models import ResumableUpload
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0013_log_queue")])
+    try:
+        old = executor.loader.project_state([("custody", "0013_log_queue")]).apps
+        Old = old.get_model("custody", "ResumableUpload")
+        begun = Old.objects.create(
+            case_id=case_a.pk, created_by_id=alice.pk, length=10, filename="before.wav", source="phone"
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    upload = ResumableUpload.objects.get(pk=begun.pk)
+    assert upload.mac and tus.record_intact(upload)
+    ResumableUpload.objects.filter(pk=upload.pk).update(source="elsewhere")
+    assert not tus.record_intact(ResumableUpload.objects.get(pk=upload.pk))
