@@ -15,8 +15,10 @@ import json
 import os
 import re
 import struct
+import zipfile
 from pathlib import Path
 
+import bagit
 import pytest
 from django.conf import settings
 
@@ -285,6 +287,24 @@ def test_investigator_creates_case_uploads_downloads_and_gets_receipt(
     (intake_key,) = [k for k in keys if k["keyid"] == keyid]
     assert intake_key["purpose"] == "intake"
     assert verify_dsse(envelope, intake_key["public_key_pem"]) == base64.b64decode(envelope["payload"])
+
+    # The export button: the bag streams to the browser with the file in it, and checks offline.
+    form = page.locator("#export-form")
+    form.locator("input[name=include_file]").check()
+    with page.expect_download(timeout=60_000) as bundle_info:
+        form.locator("button[type=submit]").click()
+    bundle = bundle_info.value
+    assert bundle.failure() is None and bundle.suggested_filename == f"evidence-{evidence_id}.zip"
+    bundle_path = tmp_path / "bundle.zip"
+    bundle.save_as(bundle_path)
+    with zipfile.ZipFile(bundle_path) as archive:
+        assert archive.testzip() is None
+        archive.extractall(tmp_path / "bag")
+    bag_dir = tmp_path / "bag" / f"evidence-{evidence_id}"
+    bagit.Bag(str(bag_dir)).validate()
+    assert hashlib.sha256((bag_dir / "data" / "evidence" / sha256).read_bytes()).hexdigest() == sha256
+    assert LogEntry.objects.filter(evidence_id=evidence_id, action="evidence.exported").count() == 1
+    page.goto(page.url)  # the download left the page where it was
 
     # One screenshot of the evidence page.
     shot = tmp_path / "evidence-page.png"
