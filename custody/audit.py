@@ -387,6 +387,10 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     say("checking time-stamps")
     _verify_timestamps(report)
 
+    # 5c. Credentials: every password hash is one the server set (its HMAC under SECRET_KEY).
+    say("checking that every password hash was set by the server")
+    _verify_credentials(report)
+
     # 6. Every custody table against the state the log implies.
     say("comparing every table with the state the log implies")
     replay.compare()
@@ -447,6 +451,19 @@ def _verify_witnesses(report: Report) -> None:
             f"witness {status.witness_name} REFUSED the log's checkpoint (it had cosigned "
             f"{status.last_cosigned_size} entries): {status.last_error} -- a rollback or a fork of the log"
         )
+
+
+def _verify_credentials(report: Report) -> None:
+    """Password hashes are not custody facts (not in the log), but each carries the server's
+    HMAC: one written into the database by anyone else (to log in as that user) shows here."""
+    from .models import User
+
+    for user in User.objects.order_by("pk").iterator():
+        if not user.credential_intact():
+            report.problem(
+                f"user {user.pk} ({user.username}): password hash not set by the server "
+                "(its HMAC does not match): nobody can log in with it"
+            )
 
 
 def _verify_timestamps(report: Report) -> None:

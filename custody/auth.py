@@ -1,11 +1,18 @@
-"""REST token authentication against hashed tokens (``Authorization: Token <token>``)."""
+"""REST token authentication against hashed tokens (``Authorization: Token <token>``), and the
+password check for accounts whose credential the server sealed."""
 
 from __future__ import annotations
 
+import logging
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from .models import ApiToken
+
+logger = logging.getLogger(__name__)
 
 
 class HashedTokenAuthentication(authentication.TokenAuthentication):
@@ -28,3 +35,30 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user, token
+
+
+class SealedModelBackend(ModelBackend):
+    """Django's username and password check, for accounts whose credential the server set.
+
+    A password hash written into the database by anyone but the server (its
+    HMAC, ``User.credential_mac``, no longer matches) lets nobody in: the
+    seal is checked before the password, so Django's re-hash of an outdated
+    hash on login cannot renew it for a hash the database was given.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if username is None or password is None:
+            return None
+        try:
+            user = get_user_model()._default_manager.get_by_natural_key(username)
+        except get_user_model().DoesNotExist:
+            return super().authenticate(request, username=username, password=password, **kwargs)
+        if not user.credential_intact():
+            logger.error(
+                "login as %s refused: the account's password hash was not set by the server", username
+            )
+            get_user_model()().set_password(password)  # the hasher's time, as for a wrong password
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -1,4 +1,5 @@
-"""Custody models. No logic in save() or signals: state changes live in services.py."""
+"""Custody models. No logic in save() or signals: state changes live in services.py (one exception,
+User.save(), seals the credential: see there)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,45 @@ class Role(models.TextChoices):
 
 class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.INVESTIGATOR)
+    # HMAC, under the server's SECRET_KEY, of the account's id and the password hash the server
+    # itself set (credential_mac): a hash written into the database by anyone else lets nobody in.
+    credential_mac = models.BinaryField(null=True, blank=True, editable=False)
+
+    def set_password(self, raw_password):
+        super().set_password(raw_password)
+        self._credential_set_here = True
+
+    def set_unusable_password(self):
+        super().set_unusable_password()
+        self._credential_set_here = True
+
+    def save(self, *args, **kwargs):
+        # The one exception to "no logic in save()": an integrity seal, not a state change. It is
+        # made for a new account and renewed only after set_password() on this instance (a
+        # change of password, Django's re-hash on login), never for a hash as it came from the
+        # database, so no save of a user whose hash was replaced there blesses it.
+        if self.pk is None:
+            super().save(*args, **kwargs)  # the seal covers the id, which the insert gives
+            self.credential_mac = credential_mac(self, settings.SECRET_KEY)
+            super().save(update_fields=["credential_mac"])
+        else:
+            if getattr(self, "_credential_set_here", False):
+                self.credential_mac = credential_mac(self, settings.SECRET_KEY)
+                fields = kwargs.get("update_fields")
+                if fields is not None and "password" in fields:
+                    kwargs["update_fields"] = {*fields, "credential_mac"}
+            super().save(*args, **kwargs)
+        self._credential_set_here = False
+
+    def credential_intact(self) -> bool:
+        """Whether the password hash is the one the server set for this account (its HMAC)."""
+        import hmac
+
+        expected = bytes(self.credential_mac or b"")
+        return any(
+            hmac.compare_digest(expected, credential_mac(self, secret))
+            for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+        )
 
     @property
     def is_custody_admin(self) -> bool:
@@ -25,6 +65,16 @@ class User(AbstractUser):
     @property
     def can_write(self) -> bool:
         return self.is_active and self.role in (Role.INVESTIGATOR, Role.ADMIN)
+
+
+def credential_mac(user, secret) -> bytes:
+    """The HMAC of a user's id and password hash (any model version: the migration uses it)."""
+    import json
+
+    from django.utils.crypto import salted_hmac
+
+    message = json.dumps([str(user.pk), user.password], ensure_ascii=False).encode("utf-8")
+    return salted_hmac("custody.user.credential", message, secret=secret, algorithm="sha256").digest()
 
 
 class Case(models.Model):

@@ -167,7 +167,7 @@ MIDDLEWARE = [
 # reaches the password check.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "custody.auth.SealedModelBackend",
 ]
 CUSTODY_LOGIN_FAILURE_LIMIT = env_int("CUSTODY_LOGIN_FAILURE_LIMIT", 10)
 CUSTODY_LOGIN_COOLOFF_MINUTES = env_int("CUSTODY_LOGIN_COOLOFF_MINUTES", 15)

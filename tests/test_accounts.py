@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from custody.models import ApiToken, LogEntry, Role, User
+from custody import services
+from custody.models import ApiToken, LogEntry, LogHead, Role, User
 from custody.services import token_digest
 
 from .conftest import PASSWORD, ROOT, subprocess_env
@@ -152,3 +153,77 @@ def test_deactivated_account_cannot_sign_in_and_the_change_is_logged(alice, case
     )
     with pytest.raises(CommandError, match="add --update"):
         call_command("create_user", "zed", "--deactivate", stdout=io.StringIO())
+
+
+# --- the credential seal: a password hash the server did not set lets nobody in -----------------
+
+
+def token_for(username: str, password: str):
+    return APIClient().post(
+        "/api/v1/auth/token/", {"username": username, "password": password}, format="json"
+    )
+
+
+def test_password_set_by_the_server_is_sealed_and_a_change_renews_the_seal(alice):
+    alice.refresh_from_db()
+    assert alice.credential_mac and alice.credential_intact()
+    assert token_for("alice", PASSWORD).status_code == 201
+    user = User.objects.get(pk=alice.pk)
+    user.set_password("a new passphrase for alice")
+    user.save(update_fields=["password"])  # as Django's own password forms and commands do
+    assert User.objects.get(pk=alice.pk).credential_intact()
+    assert token_for("alice", "a new passphrase for alice").status_code == 201
+    # Another save of the account (its role, its e-mail) neither needs nor renews the seal.
+    user = User.objects.get(pk=alice.pk)
+    user.email = "alice@example.org"
+    user.save()
+    assert token_for("alice", "a new passphrase for alice").status_code == 201
+
+
+def test_an_outdated_hash_the_server_set_is_rehashed_on_login_and_stays_sealed(alice, settings):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    class Outdated(PBKDF2PasswordHasher):
+        iterations = 1000
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]  # as in production
+    user = User.objects.get(pk=alice.pk)
+    user.set_password(PASSWORD)
+    user.password = Outdated().encode(PASSWORD, Outdated().salt())  # set here, as an older release did
+    user.save()
+    assert User.objects.get(pk=alice.pk).credential_intact()
+    assert token_for("alice", PASSWORD).status_code == 201
+    renewed = User.objects.get(pk=alice.pk)
+    assert "$1000$" not in renewed.password and renewed.credential_intact()  # re-hashed, and sealed
+    assert token_for("alice", PASSWORD).status_code == 201
+
+
+def test_a_hash_moved_from_another_account_or_cleared_seal_lets_nobody_in(alice, bob):
+    bob_row = User.objects.get(pk=bob.pk)
+    # Bob's hash and seal copied onto alice's row: bob's password must not open alice's account.
+    User.objects.filter(pk=alice.pk).update(password=bob_row.password, credential_mac=bob_row.credential_mac)
+    assert token_for("alice", PASSWORD).status_code == 401
+    User.objects.filter(pk=alice.pk).update(credential_mac=None)
+    assert token_for("alice", PASSWORD).status_code == 401
+    assert token_for("bob", PASSWORD).status_code == 201  # bob's own account is untouched
+
+
+def test_accounts_made_before_the_seal_are_sealed_by_the_migration(transactional_db):
+    from django.contrib.auth.hashers import make_password
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0014_resumable_mac")])
+    try:
+        Old = executor.loader.project_state([("custody", "0014_resumable_mac")]).apps.get_model(
+            "custody", "User"
+        )
+        old = Old.objects.create(username="erin", password=make_password(PASSWORD), is_active=True)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert User.objects.get(pk=old.pk).credential_intact()
+    LogHead.objects.get_or_create(pk=1)  # as the release step leaves the database (a token is logged)
+    services.ensure_signing_keys()
+    assert token_for("erin", PASSWORD).status_code == 201
