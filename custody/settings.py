@@ -523,6 +523,8 @@ LOGGING = {
 }
 
 SESSION_COOKIE_HTTPONLY = True
+# Rows named by a digest of the session key, never the key (the cookie) itself: custody/sessions.py.
+SESSION_ENGINE = "custody.sessions"
 CSRF_COOKIE_HTTPONLY = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

@@ -446,11 +446,12 @@ def _weak_pbkdf2():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="sessions are outside the projection, and the secret that signs them can live in the data "
-    "directory (secret_key): a forged django_session row logs anyone in as the administrator",
+    reason="whoever holds SECRET_KEY (it can live in the data directory: secret_key) signs a session "
+    "row of their own and is the administrator; without it a row is refused, and one read from the table "
+    "is no cookie (test_a_session_key_read_from_the_database_is_no_cookie)",
 )
 def test_session_row_forged_for_the_administrator(history, client, settings):
-    from django.contrib.sessions.backends.db import SessionStore
+    from custody.sessions import SessionStore
 
     root = history["root"]
     session = SessionStore()
@@ -462,6 +463,38 @@ def test_session_row_forged_for_the_administrator(history, client, settings):
     page = client.get(f"/cases/{history['other'].case_id}/")
     assert page.status_code == 200  # case B, which only bob and administrators may see
     reported("session")
+
+
+def test_a_session_key_read_from_the_database_is_no_cookie(history, client, settings):
+    """Whoever reads django_session (an administrator of the database, a backup) finds no key a
+    browser can present: rows are named by a digest of the key. A row forged without
+    SECRET_KEY's signature on its data logs nobody in either."""
+    from django.contrib.sessions.models import Session
+    from django.core import signing
+
+    from custody.sessions import stored_key
+
+    root = history["root"]
+    admin = Client()
+    force_login_verified(admin, root)
+    cookie = admin.cookies[settings.SESSION_COOKIE_NAME].value
+    case_page = f"/cases/{history['other'].case_id}/"
+    assert admin.get(case_page).status_code == 200  # the administrator's own session works
+    assert not Session.objects.filter(session_key=cookie).exists()
+    row = Session.objects.get(session_key=stored_key(cookie))
+    client.cookies[settings.SESSION_COOKIE_NAME] = row.session_key  # what the table offers
+    assert client.get(case_page).status_code == 302  # to the login page
+    # A row of one's own, with data signed under another key than the server's.
+    forged_key = "f" * 32
+    data = signing.dumps(
+        {"_auth_user_id": str(root.pk), "_auth_user_backend": settings.AUTHENTICATION_BACKENDS[0]},
+        key="not the server's secret",
+        salt="django.contrib.sessions.SessionStore",
+        compress=True,
+    )
+    Session.objects.create(session_key=stored_key(forged_key), session_data=data, expire_date=row.expire_date)
+    client.cookies[settings.SESSION_COOKIE_NAME] = forged_key
+    assert client.get(case_page).status_code == 302
 
 
 def test_resumable_upload_metadata_rewritten_before_the_last_byte_is_refused(history, alice):
