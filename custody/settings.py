@@ -96,10 +96,12 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 DATA_DIR = Path(os.getenv("CUSTODY_DATA_DIR") or BASE_DIR / "var").resolve()
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
-if not SECRET_KEY and (DATA_DIR / "secret_key").is_file():
-    # Written by scripts/serve on first run, so manage.py commands run with
-    # the defaults find the same key as the server.
-    SECRET_KEY = (DATA_DIR / "secret_key").read_text().strip()
+for _place in (Path(os.getenv("CUSTODY_KEY_DIR") or DATA_DIR / "keys"), DATA_DIR):
+    # Written by scripts/serve on first run (into the key directory; earlier
+    # versions used the data directory), so manage.py commands run with the
+    # defaults find the same key as the server.
+    if not SECRET_KEY and (_place / "secret_key").is_file():
+        SECRET_KEY = (_place / "secret_key").read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(

@@ -131,3 +131,21 @@ def test_login_limits_refuse_zero(tmp_path, name):
     done = run_python("import custody.settings", tmp_path, **{name: "0"})
     assert done.returncode != 0
     assert name in done.stderr
+
+
+def test_the_secret_key_file_is_looked_for_with_the_key_files_first(tmp_path):
+    """scripts/serve writes it to the key directory; one an earlier version left in the data
+    directory is still read when the key directory has none."""
+    code = "import custody.settings as s; print(s.SECRET_KEY)"
+    data = tmp_path / "data"
+    (data / "keys").mkdir(parents=True)
+    (data / "secret_key").write_text("from-the-data-dir\n")
+    assert run_python(code, tmp_path, DJANGO_SECRET_KEY="").stdout.strip() == "from-the-data-dir"
+    (data / "keys" / "secret_key").write_text("from-the-key-dir\n")
+    assert run_python(code, tmp_path, DJANGO_SECRET_KEY="").stdout.strip() == "from-the-key-dir"
+    elsewhere = tmp_path / "keys-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret_key").write_text("from-CUSTODY_KEY_DIR\n")
+    done = run_python(code, tmp_path, DJANGO_SECRET_KEY="", CUSTODY_KEY_DIR=str(elsewhere))
+    assert done.stdout.strip() == "from-CUSTODY_KEY_DIR"
+    assert run_python(code, tmp_path).stdout.strip() == "test-only"  # the environment wins

@@ -446,9 +446,9 @@ def _weak_pbkdf2():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="whoever holds SECRET_KEY (it can live in the data directory: secret_key) signs a session "
-    "row of their own and is the administrator; without it a row is refused, and one read from the table "
-    "is no cookie (test_a_session_key_read_from_the_database_is_no_cookie)",
+    reason="whoever holds SECRET_KEY (kept with the key files by default, but an operator may put it "
+    "anywhere) signs a session row of their own and is the administrator; without it a row is refused, "
+    "and one read from the table is no cookie (test_a_session_key_read_from_the_database_is_no_cookie)",
 )
 def test_session_row_forged_for_the_administrator(history, client, settings):
     from custody.sessions import SessionStore
