@@ -20,8 +20,8 @@ Pure numpy/scipy on a mono signal already decoded at FS = 1000 Hz.
    the smoothed trace (a 5-frame running median), leaving a nearly constant
    phasor, and divided by the hum's amplitude (its mean phasor over
    AMPLITUDE_S, less the noise's share), so that a louder hum on one side
-   of a splice does not pull the statistic's peak away from it. At every instant t (every 0.05 s) the mean phasor over W seconds
-   before t - G is compared with the mean over W seconds after t + G
+   of a splice does not pull the statistic's peak away from it. At every
+   instant t (every 0.05 s) the mean phasor over W seconds before t - G is compared with the mean over W seconds after t + G
    (G = 0.25 s): a splice (cut, insertion, reordering) of a recording with
    hum shows up as a phase step, because the mains phase at the two sides of
    a splice is unrelated. Three tests: W = 1 s and W = 3 s with a common
@@ -33,16 +33,16 @@ Pure numpy/scipy on a mono signal already decoded at FS = 1000 Hz.
    over harmonics it is a chi-square with K degrees of freedom when nothing
    changes, turned into a normal deviate (Wilson-Hilferty). The statistic
    is the largest over the three tests. The strongest instant at or above
-   THRESHOLD (THRESHOLD_WEAK where the hum is under WEAK_SNR_DB) becomes a candidate (placed by the gap-free test within
-   REFINE_S of it, _refine), the tests are redone with windows stopping at it, and so on
-   until nothing reaches THRESHOLD. Phase steps near a whole number of
+   THRESHOLD (THRESHOLD_WEAK where the hum is under WEAK_SNR_DB) becomes a
+   candidate (placed by the gap-free test within REFINE_S of it, _refine),
+   the tests are redone with windows stopping at it, and so on until
+   nothing reaches the threshold. Phase steps near a whole number of
    cycles cannot be seen: a cut removing an exact multiple of 20 ms
    (50 Hz) leaves no trace in the hum.
 5. Instantaneous-frequency test (_if_test, after Esquef, Apolinario and
    Biscainho, IEEE TIFS 2014): disturbances of the hum's instantaneous
-   frequency over a threshold set on unedited material. Computed, but it
-   adds no candidates: it found no splice the phase test missed (see
-   IF_CANDIDATES).
+   frequency over a threshold set on unedited material; adds candidates the
+   phase test did not give.
 6. Hum level test (_level_test): spans where the hum disappears (inserted
    hum-free material); their ends are edit candidates.
 """
@@ -88,15 +88,10 @@ MEDIAN_FRAMES = 5
 # Instantaneous-frequency test (step 5): the phase advance of the de-rotated hum over IF_WINDOW_S
 # just after an instant against just before it, per harmonic over its robust spread in this file.
 IF_WINDOW_S = 0.5
-# IF_THRESHOLD: normal deviate; the lowest with no false alarm on the unedited WAV clips of the
-# evaluation's tuning half (even seeds). There, at 10 it found no splice the phase test had missed;
-# at 5-8 it only added false alarms: it is kept as a second opinion, not as a source of recall.
-IF_THRESHOLD = 10.0
-# IF_CANDIDATES: whether the test adds candidates. Since the phase test normalises the hum's amplitude
-# and tests down to LOCAL_SNR_DB = 5 (audio_enf 2.2.0), the IF test at IF_THRESHOLD found no splice on
-# the tuning half at hum SNR >= 12 dB that the phase test missed, and gave 10 false alarms in its 7.1 h
-# of unedited audio: its statistic is still computed (Result.if_statistic), it adds no candidates.
-IF_CANDIDATES = False
+# IF_THRESHOLD: normal deviate; the lowest of 13-16 that adds no false alarm to the phase and level
+# tests' on the unedited clips of the evaluation's tuning half (even seeds; audio_enf 2.2.0). There it
+# adds 3 splices at hum SNR >= 12 dB; at 10 it added the same 3 and 10 false alarms in 7.1 h, at 13 two.
+IF_THRESHOLD = 14.0
 MERGE_S = 1.0  # a candidate of a later test this close to an earlier one is the same splice
 
 # Hum level test (step 6): spans where the hum's coherent SNR falls LEVEL_DROP_DB below the file's median
@@ -543,8 +538,7 @@ def _if_test(res: Result, tester: _Tester) -> None:
     local SNR allows a phase), squared and summed over harmonics as a
     chi-square, and turned into a normal deviate. Local maxima at or above
     IF_THRESHOLD that are not within MERGE_S of a phase-test candidate become
-    candidates of their own (test "if") when IF_CANDIDATES is set (it is not:
-    see IF_CANDIDATES).
+    candidates of their own (test "if").
     """
     w = int(IF_WINDOW_S * R)
     n = tester.n
@@ -569,8 +563,6 @@ def _if_test(res: Result, tester: _Tester) -> None:
         dof += ok
     z = _wilson_hilferty(chi, dof)
     res.if_statistic = np.interp(res.stat_times, c / R, z, left=np.nan, right=np.nan)
-    if not IF_CANDIDATES:
-        return
     zz = np.where(np.isfinite(z), z, -np.inf)
     order = np.argsort(-zz)
     taken = [k["time"] for k in res.candidates]

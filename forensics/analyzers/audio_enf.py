@@ -30,8 +30,7 @@ Method (details in forensics/analyzers/_enf.py):
 - instantaneous-frequency disturbances (after Esquef, Apolinario and
   Biscainho 2014): the phase advance of the de-rotated hum across an
   instant against the advances just before and after it, over its robust
-  spread in this file; computed, but no longer a source of candidates (on
-  the evaluation's tuning half it found no splice the phase test missed);
+  spread in this file; candidates the phase test did not already give;
 - hum level: spans where the hum's local SNR falls 10 dB below the file's
   median and the hum is gone (inserted hum-free material); reported as
   hum_level_change spans, their ends as edit candidates.
@@ -72,7 +71,8 @@ NAME = "audio.enf"
 # 1.1.0: the decoded_coverage finding; decoding stops are stated
 # 2.1.0: the ENF picture is a labelled matplotlib figure (axes with units, numbered candidates)
 # 2.2.0: the phase test sees the hum at unit amplitude, tests down to a local SNR of 5 dB and places a
-#        split within 1 s of the statistic's peak; the instantaneous-frequency test adds no candidates
+#        split within 1 s of the statistic's peak; in files under 12 dB a candidate needs a statistic of 6.5 (was 5);
+#        the level test judges the hum gone against a span's own noise too; IF threshold 14 (was 10)
 VERSION = "2.2.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
@@ -98,7 +98,8 @@ MIN_TIMED = 10
 
 def _limits() -> list[str]:
     general = [
-        "Indicator: a jump in the phase of the mains hum, or a span where the hum disappears. Unedited recordings can show these when a hum source "
+        "Indicator: a jump in the phase of the mains hum, a disturbance of its instantaneous frequency, "
+        "or a span where the hum disappears. Unedited recordings can show these when a hum source "
         "switches on or off, the microphone moves between sources, or a device's noise suppression or "
         "automatic gain acts on the hum; an edit is not proven by a candidate.",
         "A splice leaves no phase jump when the removed or inserted material spans a whole number of "
@@ -383,7 +384,7 @@ def analyze(path: str, params: dict, ctx) -> dict:
             "edit_candidate_count",
             "measurement",
             len(candidates),
-            note="number of edit candidates (phase jumps, ends of hum-free spans)"
+            note="number of edit candidates (phase jumps, frequency disturbances, ends of hum-free spans)"
             if res.grid is not None
             else "not tested: no usable ENF",
         )
