@@ -21,7 +21,8 @@ Method (details in forensics/analyzers/_enf.py):
 - edit candidates: the phase of each harmonic, de-rotated by the trace, is
   averaged before and after every instant (1 s and 3 s windows, and a 3 s
   window that also lets each side have its own frequency); the jump between
-  the two sides divided by its standard error (neighbour-band noise and a
+  the two sides (the hum divided by its amplitude, so a louder side does
+  not dominate) divided by its standard error (neighbour-band noise and a
   model error of 3 degrees x k) is summed over harmonics as a chi-square and
   turned into a normal deviate. The strongest instant above THRESHOLD is a
   candidate; tests are then repeated with windows stopping at accepted
@@ -69,7 +70,10 @@ NAME = "audio.enf"
 #        uncertainty from the real-speech evaluation (issue 11) instead of synthetic-set figures
 # 1.1.0: the decoded_coverage finding; decoding stops are stated
 # 2.1.0: the ENF picture is a labelled matplotlib figure (axes with units, numbered candidates)
-VERSION = "2.1.0"
+# 2.2.0: the phase test sees the hum at unit amplitude, tests down to a local SNR of 5 dB and places a
+#        split within 1 s of the statistic's peak; in files under 12 dB a candidate needs a statistic of 6.5 (was 5);
+#        the level test judges the hum gone against a span's own noise too; IF threshold 14 (was 10)
+VERSION = "2.2.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
