@@ -131,11 +131,11 @@ def test_the_mp3_synthesis_functions_from_the_decoder_are_near_orthogonal():
 @pytest.mark.parametrize("shift", [0, 1, 47, 331, 575])
 def test_the_mp3_probe_finds_the_granule_grid_to_the_sample(shift):
     rng = np.random.default_rng(shift)
-    x = np.concatenate([np.zeros(shift), _from_sparse_granules(12, rng)])
+    x = np.concatenate([np.zeros(shift), _from_sparse_granules(20, rng)])
     offset, peak, contrast = _mp3grid.probe(x, 2 * _mp3grid.GRANULE + 5)
     assert offset == shift % _mp3grid.GRANULE
     assert peak > 0.7 and contrast > 0.6
-    assert _mp3grid.probe(x, len(x) - 100) is None  # no room for six granules
+    assert _mp3grid.probe(x, len(x) - 100) is None  # no room for twelve granules
 
 
 def test_an_mp3_trace_follows_a_cut_that_shifts_the_grid():

@@ -2,16 +2,17 @@
 
 Method (``_frames`` and ``_mp3grid`` explain why it works): the first channel
 is decoded at its own sample rate; every ``probe_seconds`` a stretch is
-analysed at every offset of a codec's frame, with that codec's long-block
+analysed at every offset of a codec's frame with that codec's long-block
 transform: for AAC 3072 samples with the MDCT (2048-sample Kaiser-Bessel-
-derived window) at all 1024 offsets, for MP3 six granules with the hybrid
+derived window) at all 1024 offsets, for MP3 twelve granules with the hybrid
 filter bank of FFmpeg's MP3 decoder at all 576 offsets. An offset whose share
-of near-zero coefficients stands out (peak minus median above 0.05 for AAC,
-0.03 for MP3) is a candidate grid; informative stretches no candidate
-explains are probed again (two rounds). Every candidate is then traced over
-the whole file frame by frame (excess sparsity over the same frame shifted by
-half a frame); each slot of one frame takes the grid that explains it best
-(excess above 0.05), silence is left out, runs shorter than
+of near-zero coefficients stands out (for AAC, peak minus median above 0.05;
+for MP3, the same as a share of the coefficients not already near zero at the
+median offset, above 0.04) is a candidate grid; informative stretches no
+candidate explains are probed again (two rounds). Every candidate is then
+traced over the whole file frame by frame (excess sparsity over the same frame
+shifted by half a frame); each slot of one frame takes the grid that explains
+it best (excess above 0.05), silence is left out, runs shorter than
 ``min_run_frames`` are absorbed, and informative runs that no grid explains
 are probed again. For an AAC or MP3 file, the grid of its own frames (from
 the decoder's frame boundaries) is set aside: it is this file's encoding, not
