@@ -17,8 +17,9 @@ device chains and noise as in ``forensics/evaluation/frames``, at 16 or
 - never MP3-encoded (16-bit WAV, or AAC 48 kbit/s decoded): the same probes,
   whose peak contrast should stay low.
 
-Prints per condition the probe hit rate, the contrast (peak minus median
-sparsity over the 576 offsets) of hits, misses and never-MP3 probes, the
+Prints per condition the probe hit rate, the contrast (``_mp3grid.probe``:
+peak minus median sparsity over the 576 offsets, as a share of what the
+median leaves) of hits, misses and never-MP3 probes, the
 files in which at least ``MIN_AGREE`` probes agree on one offset with
 contrast above each threshold, and the cut localisation.
 """
@@ -43,7 +44,7 @@ from forensics.evaluation import audio, sources  # noqa: E402
 
 TRUE_OFFSET = (-(576 + 529)) % 576  # 47
 MIN_AGREE = 2
-CONTRASTS = (0.01, 0.015, 0.02, 0.03)
+CONTRASTS = (0.03, 0.04, 0.05, 0.06)  # of the probe contrast (see _mp3grid.probe)
 # (label, sample rate, first encoding: codec name in audio.CODECS, bit rate), MP3 first
 CONDITIONS = [
     ("mp3 64k 16k", 16000, "mp3", 64000),

@@ -1,4 +1,4 @@
-"""Evaluation of audio.frames: real speech, AAC-encoded and decoded, cut, saved or re-encoded.
+"""Evaluation of audio.frames: real speech, AAC- or MP3-encoded and decoded, cut, saved or re-encoded.
 
 Each item (seeded by its number, so the set is rebuilt bit for bit):
 
@@ -17,8 +17,12 @@ Each item (seeded by its number, so the set is rebuilt bit for bit):
   re-encoded to AAC (48 or 96 kbit/s) or MP3 (64 or 128 kbit/s), one of the
   four per item in turn.
 
-The condition a row is for is what the analyzer computes from the evidence
-file itself (codec family, bit-rate band, sample rate).
+The AAC indicators (``earlier_aac_encoding``, ``frame_grid_change``) count
+the items first encoded with AAC as positives, the MP3 ones
+(``earlier_mp3_encoding``, ``mp3_grid_change``) those first encoded with MP3;
+every other item is a negative of each. The condition a row is for is what
+the analyzer computes from the evidence file itself (codec family, bit-rate
+band, sample rate).
 """
 
 from __future__ import annotations
