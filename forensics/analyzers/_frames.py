@@ -128,11 +128,14 @@ class Segment:
     mean_excess: float
 
 
-def labels(traces: list, total: int, hop: int = HOP, centre: int = HOP) -> tuple[np.ndarray, np.ndarray]:
+def labels(
+    traces: list, total: int, hop: int = HOP, centre: int = HOP, min_excess: float = FRAME_EXCESS
+) -> tuple[np.ndarray, np.ndarray]:
     """Per ``hop``-sample slot (slot j starts at j * hop): the grid label (-1 none, -2 silent) and its excess.
 
     ``centre`` is the distance from a frame's first sample to its centre
-    (1024 for the AAC frames; ``_mp3grid`` traces use their own).
+    (1024 for the AAC frames; ``_mp3grid`` traces use their own); a slot is
+    on a grid when its excess there is above ``min_excess``.
     """
     slots = max(0, total // hop)
     best = np.full(slots, -np.inf)
@@ -146,7 +149,7 @@ def labels(traces: list, total: int, hop: int = HOP, centre: int = HOP) -> tuple
         better = inf & (ex > best[idx])
         best[idx[better]] = ex[better]
         label[idx[better]] = t.offset
-    label[best <= FRAME_EXCESS] = -1
+    label[best <= min_excess] = -1
     label[silent] = -2
     best[silent] = 0.0
     return label, best

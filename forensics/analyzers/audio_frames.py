@@ -12,7 +12,7 @@ median offset, above 0.04) is a candidate grid; informative stretches no
 candidate explains are probed again (two rounds). Every candidate is then
 traced over the whole file frame by frame (excess sparsity over the same frame
 shifted by half a frame); each slot of one frame takes the grid that explains
-it best (excess above 0.05), silence is left out, runs shorter than
+it best (excess above 0.05 for AAC, 0.03 for MP3), silence is left out, runs shorter than
 ``min_run_frames`` are absorbed, and informative runs that no grid explains
 are probed again. For an AAC or MP3 file, the grid of its own frames (from
 the decoder's frame boundaries) is set aside: it is this file's encoding, not
@@ -140,6 +140,7 @@ class Bank:
     probe_length: int  # samples one probe reads
     contrast: float  # a probe finds a grid when its peak exceeds the median by this
     min_earlier_slots: int  # slots on earlier grids before an earlier encoding is reported
+    frame_excess: float  # a slot is on a grid when its excess sparsity there is above this
     probe: Callable
     trace: Callable
     fact: str
@@ -156,6 +157,7 @@ BANKS = [
         3 * _frames.HOP,
         _frames.PROBE_CONTRAST,
         16,
+        _frames.FRAME_EXCESS,
         _frames.probe,
         _frames.trace,
         "frame_grid",
@@ -170,6 +172,7 @@ BANKS = [
         _mp3grid.PROBE_LENGTH,
         _mp3grid.PROBE_CONTRAST,
         28,  # about as long as 16 AAC frames
+        _mp3grid.FRAME_EXCESS,
         _mp3grid.probe,
         _mp3grid.trace,
         "mp3_grid",
@@ -234,7 +237,7 @@ def _grids(bank: Bank, x: np.ndarray, probe_step: int, min_run: int, exclude: in
             votes.setdefault(found[0], []).append(found[2])
 
     def labels(traces):
-        return _frames.labels(traces, len(x), hop=bank.hop, centre=bank.centre)
+        return _frames.labels(traces, len(x), hop=bank.hop, centre=bank.centre, min_excess=bank.frame_excess)
 
     for start in range(0, max(1, len(x) - bank.probe_length + 1), probe_step):
         run_probe(start)
