@@ -249,7 +249,12 @@ def test_a_decoded_mp3_cut_and_saved_as_wav_shows_the_earlier_encoding_and_the_c
     lo, hi = changes[0]["at"]
     assert lo - 0.1 <= cut / SR <= hi + 0.1 and hi - lo < 1.0
     assert changes[0]["value"]["shift_samples"] == (-9000) % 576
-    assert changes[0]["rates"]["condition"] == out["condition"]
+    rates = changes[0]["rates"]
+    assert rates["measured"] is True and rates["condition"] == out["condition"]
+    assert changes[0]["score"] == _rates.calibrated(
+        "audio.frames", "mp3_grid_change", changes[0]["raw_score"]
+    )
+    assert earlier[0]["rates"]["measured"] is True
     # the AAC search sees no AAC grid in it
     assert not named(out, "earlier_aac_encoding") and not named(out, "frame_grid_change")
 
@@ -332,6 +337,8 @@ def test_limits_quote_the_stored_table():
     text = " ".join(audio_frames.LIMITS)
     assert "frame_grid_change [evidence pcm, sample rate 16000]: found" in text
     assert "earlier_aac_encoding [evidence pcm, sample rate 16000]: found" in text
+    assert "earlier_mp3_encoding [evidence pcm, sample rate 16000]: found" in text
+    assert "mp3_grid_change [evidence pcm, sample rate 16000]: found" in text
 
 
 def test_the_quick_evaluation_reproduces_the_stored_quick_table():
