@@ -1,8 +1,9 @@
-"""audio.frames: the AAC frame grid, earlier AAC encodings and cuts that shift the grid.
+"""audio.frames: the AAC and MP3 frame grids, earlier encodings and cuts that shift a grid.
 
-Pure: no database. The grid arithmetic is checked on a signal built from
-sparse MDCT frames (so the true offset is known to the sample); the analyzer
-on real speech (Debian's Asterisk prompts) encoded with FFmpeg's AAC encoder;
+Pure: no database. The grid arithmetic is checked on signals built from
+sparse MDCT frames or sparse MP3 granules (so the true offset is known to the
+sample); the analyzer on real speech (Debian's Asterisk prompts) encoded with
+FFmpeg's AAC encoder and libmp3lame;
 the quoted rates by rerunning the quick subset of the evaluation
 (forensics/evaluation/frames.py) and comparing it with the stored table.
 """
@@ -15,7 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from forensics.analyzers import _audio, _frames, _rates, audio_frames
+from forensics.analyzers import _audio, _frames, _mp3grid, _rates, audio_frames
 from forensics.analyzers.base import FINDING_CLASSES, AnalysisContext, AnalysisError, validate_parameters
 from forensics.evaluation import audio, frames, sources, tables
 from tests.test_audio_coverage import HOSTILE, wav
@@ -100,6 +101,57 @@ def test_a_trace_follows_a_cut_that_shifts_the_grid():
     assert before.last * _frames.HOP <= cut + _frames.HOP and after.first * _frames.HOP >= cut - _frames.HOP
 
 
+def _from_sparse_granules(count: int, rng) -> np.ndarray:
+    """Sum of MP3 long-block granules (every 576 samples) with 80% zero coefficients."""
+    basis = _mp3grid.basis().astype(np.float64)
+    out = np.zeros(count * _mp3grid.GRANULE + _mp3grid.SPAN)
+    for k in range(count):
+        coef = rng.standard_normal(_mp3grid.GRANULE) * 0.01
+        coef[rng.random(_mp3grid.GRANULE) < 0.8] = 0.0
+        out[k * _mp3grid.GRANULE : k * _mp3grid.GRANULE + _mp3grid.SPAN] += coef @ basis
+    return out
+
+
+def test_the_mp3_synthesis_functions_from_the_decoder_are_near_orthogonal():
+    basis = _mp3grid.basis().astype(np.float64)
+    assert basis.shape == (_mp3grid.GRANULE, _mp3grid.SPAN)
+    assert np.allclose(np.sum(basis**2, axis=1), 1.0, atol=1e-5)
+    # within a granule and with the next two granules (the filter bank is near-perfect reconstruction)
+    assert np.abs(basis @ basis.T - np.eye(_mp3grid.GRANULE)).max() < 1e-4
+    for shift in (_mp3grid.GRANULE, 2 * _mp3grid.GRANULE):
+        later = np.zeros_like(basis)
+        later[:, shift:] = basis[:, :-shift]
+        assert np.abs(basis @ later.T).max() < 1e-4
+    # coefficient k is a narrow band: its spectrum peaks near (k + 0.5) / 576 of the sample rate
+    for k in (10, 200, 500):
+        peak = np.argmax(np.abs(np.fft.rfft(basis[k], 8 * _mp3grid.SPAN)))
+        assert abs(peak / (8 * _mp3grid.SPAN) - (k + 0.5) / (2 * _mp3grid.GRANULE)) < 0.01
+
+
+@pytest.mark.parametrize("shift", [0, 1, 47, 331, 575])
+def test_the_mp3_probe_finds_the_granule_grid_to_the_sample(shift):
+    rng = np.random.default_rng(shift)
+    x = np.concatenate([np.zeros(shift), _from_sparse_granules(20, rng)])
+    offset, peak, contrast = _mp3grid.probe(x, 2 * _mp3grid.GRANULE + 5)
+    assert offset == shift % _mp3grid.GRANULE
+    assert peak > 0.7 and contrast > 0.6
+    assert _mp3grid.probe(x, len(x) - 100) is None  # no room for twelve granules
+
+
+def test_an_mp3_trace_follows_a_cut_that_shifts_the_grid():
+    rng = np.random.default_rng(4)
+    x = _from_sparse_granules(60, rng)
+    cut = 30 * _mp3grid.GRANULE + 100
+    y = np.concatenate([x[:cut], x[cut + 1000 :]])  # 1000 samples removed
+    traces = [_mp3grid.trace(y, 0), _mp3grid.trace(y, (0 - 1000) % _mp3grid.GRANULE)]
+    label, excess = _frames.labels(traces, len(y), hop=_mp3grid.GRANULE, centre=_mp3grid.SPAN // 2)
+    segs = _frames.segments(label, excess, 4)
+    assert [s.label for s in segs if s.label is not None] == [0, 152]
+    before, after = [s for s in segs if s.label is not None]
+    g = _mp3grid.GRANULE
+    assert before.last * g <= cut + 2 * g and after.first * g >= cut - 2 * g
+
+
 # --- the analyzer on real speech ------------------------------------------------------
 
 
@@ -167,6 +219,70 @@ def test_an_aac_file_sets_its_own_grid_aside(speech_aac, tmp_path):
     assert not named(out, "earlier_aac_encoding") and not named(out, "frame_grid_change")
 
 
+@pytest.fixture(scope="module")
+def speech_mp3(tmp_path_factory):
+    """24 s of a real speaker in a room, MP3-encoded (libmp3lame 64 kbit/s, 16 kHz), decoded."""
+    rng = np.random.default_rng(12)
+    x = audio.resample(sources.speech("fr_CA_f_June", 24, rng), sources.SAMPLE_RATE, SR)
+    x = audio.room(x, SR, rng, 0.3) + audio.noise(len(x), SR, rng, "pink", -55)
+    path = tmp_path_factory.mktemp("frames") / "first.mp3"
+    path.write_bytes(audio.encode(x, "mp3", SR, bit_rate=64000))
+    return x, _audio.decode(str(path)).samples.astype(np.float64)
+
+
+# FFmpeg's decoder drops LAME's encoder delay (576 + 529 samples): granules start at 47 mod 576
+LAME_GRID = (-(576 + 529)) % 576
+
+
+def test_a_decoded_mp3_cut_and_saved_as_wav_shows_the_earlier_encoding_and_the_cut(speech_mp3, tmp_path):
+    _, y = speech_mp3
+    cut = 11 * SR + 321
+    edited = np.concatenate([y[:cut], y[cut + 9000 :]])
+    out = run(write(tmp_path, "edited.wav", audio.encode(edited, "wav", SR)))
+    grid = named(out, "mp3_grid")[0]
+    assert grid["class"] == "fact" and grid["value"]["slot_samples"] == 576
+    assert {g["offset"] for g in grid["value"]["grids"]} == {LAME_GRID, (LAME_GRID - 9000) % 576}
+    earlier = named(out, "earlier_mp3_encoding")
+    assert len(earlier) == 1 and earlier[0]["raw_score"] > 0.3
+    changes = named(out, "mp3_grid_change")
+    assert len(changes) == 1
+    lo, hi = changes[0]["at"]
+    assert lo - 0.1 <= cut / SR <= hi + 0.1 and hi - lo < 1.0
+    assert changes[0]["value"]["shift_samples"] == (-9000) % 576
+    rates = changes[0]["rates"]
+    assert rates["measured"] is True and rates["condition"] == out["condition"]
+    assert changes[0]["score"] == _rates.calibrated(
+        "audio.frames", "mp3_grid_change", changes[0]["raw_score"]
+    )
+    assert earlier[0]["rates"]["measured"] is True
+    # the AAC search sees no AAC grid in it
+    assert not named(out, "earlier_aac_encoding") and not named(out, "frame_grid_change")
+
+
+def test_an_mp3_file_sets_its_own_grid_aside_and_a_transcode_keeps_the_earlier_one(speech_mp3, tmp_path):
+    x, y = speech_mp3
+    out = run(write(tmp_path, "single.mp3", audio.encode(x, "mp3", SR, bit_rate=64000)))
+    stream = named(out, "stream")[0]["value"]
+    assert stream["codec"].startswith("mp3") and stream["own_grid_offset"] == LAME_GRID
+    assert named(out, "mp3_grid")[0]["value"]["own_grid_offset"] == LAME_GRID
+    assert not [f for f in out["findings"] if f["class"] == "indicator"]
+    # decoded MP3, shifted by 200 samples, transcoded to AAC: the MP3 grid survives at 96 kbit/s
+    shifted = np.concatenate([np.zeros(200), y])
+    out = run(write(tmp_path, "transcoded.m4a", audio.encode(shifted, "aac", SR, bit_rate=96000)))
+    grid = named(out, "mp3_grid")[0]["value"]
+    assert grid["found"] and grid["grids"][0]["offset"] == (LAME_GRID + 200) % 576
+    assert named(out, "earlier_mp3_encoding") and not named(out, "mp3_grid_change")
+
+
+def test_audio_never_mp3_encoded_has_no_mp3_grid(speech_aac, tmp_path):
+    x, y = speech_aac
+    for name, data in [("raw.wav", audio.encode(x, "wav", SR)), ("aac.wav", audio.encode(y, "wav", SR))]:
+        out = run(write(tmp_path, name, data))
+        grid = named(out, "mp3_grid")[0]
+        assert grid["value"]["found"] is False and "neutral" in grid["note"]
+        assert not named(out, "earlier_mp3_encoding") and not named(out, "mp3_grid_change")
+
+
 def test_max_seconds_limits_what_is_analysed_and_says_so(speech_aac, tmp_path):
     _, y = speech_aac
     out = run(write(tmp_path, "long.wav", audio.encode(y, "wav", SR)), max_seconds=5.0)
@@ -221,6 +337,8 @@ def test_limits_quote_the_stored_table():
     text = " ".join(audio_frames.LIMITS)
     assert "frame_grid_change [evidence pcm, sample rate 16000]: found" in text
     assert "earlier_aac_encoding [evidence pcm, sample rate 16000]: found" in text
+    assert "earlier_mp3_encoding [evidence pcm, sample rate 16000]: found" in text
+    assert "mp3_grid_change [evidence pcm, sample rate 16000]: found" in text
 
 
 def test_the_quick_evaluation_reproduces_the_stored_quick_table():

@@ -128,21 +128,28 @@ class Segment:
     mean_excess: float
 
 
-def labels(traces: list[Trace], total: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per 1024-sample slot (slot j starts at j * 1024): the grid label (-1 none, -2 silent) and its excess."""
-    slots = max(0, total // HOP)
+def labels(
+    traces: list, total: int, hop: int = HOP, centre: int = HOP, min_excess: float = FRAME_EXCESS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per ``hop``-sample slot (slot j starts at j * hop): the grid label (-1 none, -2 silent) and its excess.
+
+    ``centre`` is the distance from a frame's first sample to its centre
+    (1024 for the AAC frames; ``_mp3grid`` traces use their own); a slot is
+    on a grid when its excess there is above ``min_excess``.
+    """
+    slots = max(0, total // hop)
     best = np.full(slots, -np.inf)
     label = np.full(slots, -1, dtype=int)
     silent = np.ones(slots, dtype=bool)
     for t in traces:
-        idx = (t.starts + HOP) // HOP  # the slot holding the frame's centre
+        idx = (t.starts + centre) // hop  # the slot holding the frame's centre
         ok = idx < slots
         idx, ex, inf = idx[ok], t.excess[ok], t.informative[ok]
         silent[idx[inf]] = False
         better = inf & (ex > best[idx])
         best[idx[better]] = ex[better]
         label[idx[better]] = t.offset
-    label[best <= FRAME_EXCESS] = -1
+    label[best <= min_excess] = -1
     label[silent] = -2
     best[silent] = 0.0
     return label, best

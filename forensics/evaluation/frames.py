@@ -1,4 +1,4 @@
-"""Evaluation of audio.frames: real speech, AAC-encoded and decoded, cut, saved or re-encoded.
+"""Evaluation of audio.frames: real speech, AAC- or MP3-encoded and decoded, cut, saved or re-encoded.
 
 Each item (seeded by its number, so the set is rebuilt bit for bit):
 
@@ -17,8 +17,12 @@ Each item (seeded by its number, so the set is rebuilt bit for bit):
   re-encoded to AAC (48 or 96 kbit/s) or MP3 (64 or 128 kbit/s), one of the
   four per item in turn.
 
-The condition a row is for is what the analyzer computes from the evidence
-file itself (codec family, bit-rate band, sample rate).
+The AAC indicators (``earlier_aac_encoding``, ``frame_grid_change``) count
+the items first encoded with AAC as positives, the MP3 ones
+(``earlier_mp3_encoding``, ``mp3_grid_change``) those first encoded with MP3;
+every other item is a negative of each. The condition a row is for is what
+the analyzer computes from the evidence file itself (codec family, bit-rate
+band, sample rate).
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def build(i: int, workdir: str) -> dict:
         "speaker": speaker,
         "first": f"{first[0]} {first[1] // 1000} kbit/s" if first[0] else "none",
         "aac_before": first[0] == "aac",
+        "mp3_before": first[0] == "mp3",
         "edit": edit,
         "events": [round(t, 4) for t in events if t < SECONDS - 0.5],
         "samples": y,
@@ -148,22 +153,31 @@ def run_item(i: int) -> list[dict]:
                         for f in found
                         if f["name"] == "frame_grid_change"
                     ],
+                    "earlier_mp3": [f["raw_score"] for f in found if f["name"] == "earlier_mp3_encoding"],
+                    "mp3_changes": [
+                        (f["at"][0], f["at"][1], f["value"]["estimate_s"], f["raw_score"])
+                        for f in found
+                        if f["name"] == "mp3_grid_change"
+                    ],
                 }
             )
         return out
 
 
-def _match(record: dict) -> tuple[list[bool], list[tuple[float, int]], list[float]]:
-    """(per event: found?, per change: (raw score, true?), localisation errors of found events)."""
+def _match(record: dict, changes: str = "changes") -> tuple[list[bool], list[tuple[float, int]], list[float]]:
+    """(per event: found?, per change: (raw score, true?), localisation errors of found events).
+
+    ``changes`` names the record's list of grid changes (AAC or MP3).
+    """
     found = []
     errors = []
     for t in record["events"]:
-        hits = [c for c in record["changes"] if c[0] - TOLERANCE_S <= t <= c[1] + TOLERANCE_S]
+        hits = [c for c in record[changes] if c[0] - TOLERANCE_S <= t <= c[1] + TOLERANCE_S]
         found.append(bool(hits))
         if hits:
             errors.append(min(abs(c[2] - t) for c in hits))
     scored = []
-    for c in record["changes"]:
+    for c in record[changes]:
         ok = any(c[0] - TOLERANCE_S <= t <= c[1] + TOLERANCE_S for t in record["events"])
         scored.append((c[3], int(ok)))
     return found, scored, errors
@@ -193,30 +207,37 @@ def _calibration(pairs: list[tuple[int, float, int]]) -> tuple[list, list]:
     return mapping, rel
 
 
-def summarise(records: list[dict]) -> dict:
-    conditions = sorted({tuple(sorted(r["condition"].items())) for r in records})
+# per codec family: (record key: encoded before?, earlier-encoding scores, grid changes, indicator names)
+FAMILIES = [
+    ("aac_before", "earlier", "changes", "earlier_aac_encoding", "frame_grid_change"),
+    ("mp3_before", "earlier_mp3", "mp3_changes", "earlier_mp3_encoding", "mp3_grid_change"),
+]
+
+
+def _family(records: list[dict], conditions: list, before: str, earlier: str, changes: str, name: str):
+    """Rate rows, calibration pairs and report lines of one codec family's two indicators."""
     earlier_rows, change_rows = [], []
     earlier_pairs, change_pairs = [], []
     report = []
     for cond in conditions:
         cd = dict(cond)
         rs = [r for r in records if r["condition"] == cd]
-        pos = [r for r in rs if r["aac_before"]]
-        neg = [r for r in rs if not r["aac_before"]]
+        pos = [r for r in rs if r[before]]
+        neg = [r for r in rs if not r[before]]
         earlier_rows.append(
             tables.rate_row(
                 cd,
                 positives=len(pos),
-                detected=sum(1 for r in pos if r["earlier"]),
+                detected=sum(1 for r in pos if r[earlier]),
                 negatives=len(neg),
-                false_alarms=sum(1 for r in neg if r["earlier"]),
+                false_alarms=sum(1 for r in neg if r[earlier]),
             )
         )
         events = found = false_alarms = 0
         errors: list[float] = []
         for r in rs:
-            f, scored, err = _match(r)
-            if r["aac_before"]:
+            f, scored, err = _match(r, changes)
+            if r[before]:
                 events += len(f)
                 found += sum(f)
                 errors += err
@@ -234,65 +255,85 @@ def summarise(records: list[dict]) -> dict:
             )
         )
     for r in records:
-        earlier_pairs += [(r["item"], s, int(r["aac_before"])) for s in r["earlier"]]
-        change_pairs += [(r["item"], s, ok) for s, ok in _match(r)[1]]
+        earlier_pairs += [(r["item"], s, int(r[before])) for s in r[earlier]]
+        change_pairs += [(r["item"], s, ok) for s, ok in _match(r, changes)[1]]
     # per first encoding and edit (context for the README; not quoted by findings)
     for ev in sorted({r["evidence_file"] for r in records}):
         for first in sorted({r["first"] for r in records}):
             rs = [r for r in records if r["evidence_file"] == ev and r["first"] == first]
             if not rs:
                 continue
-            det = sum(1 for r in rs if r["earlier"])
-            ev_found = [x for r in rs for x in _match(r)[0]]
+            det = sum(1 for r in rs if r[earlier])
+            ev_found = [x for r in rs for x in _match(r, changes)[0]]
             ci = stats.wilson(sum(ev_found), len(ev_found)) if ev_found else None
             report.append(
-                f"evidence {ev}, first encoding {first}: earlier_aac_encoding in {det}/{len(rs)} files; "
+                f"evidence {ev}, first encoding {first}: {name} in {det}/{len(rs)} files; "
                 f"edits found {sum(ev_found)}/{len(ev_found)}"
                 + (f" (95% CI {100 * ci[0]:.0f}-{100 * ci[1]:.0f}%)" if ci else "")
             )
-    # localisation per kind of edit (an insertion of material without a grid
-    # gives one change spanning it: its estimate is the middle, its interval
-    # holds both ends)
+    return earlier_rows, change_rows, earlier_pairs, change_pairs, report
+
+
+def _localisation(records: list[dict], conditions: list, before: str, changes: str, label: str) -> list[str]:
+    """Localisation per kind of edit (an insertion of material without a grid
+    gives one change spanning it: its estimate is the middle, its interval
+    holds both ends)."""
+    report = []
     for cd in [dict(c) for c in conditions]:
         for kind in EDITS[1:]:
-            rs = [r for r in records if r["condition"] == cd and r["aac_before"] and r["edit"] == kind]
+            rs = [r for r in records if r["condition"] == cd and r[before] and r["edit"] == kind]
             found, errors, widths = 0, [], []
             total = 0
             for r in rs:
-                f, _, err = _match(r)
+                f, _, err = _match(r, changes)
                 total += len(f)
                 found += sum(f)
                 errors += err
-                widths += [c[1] - c[0] for c in r["changes"]]
+                widths += [c[1] - c[0] for c in r[changes]]
             if total:
                 report.append(
-                    f"{_describe(cd)}, {kind}: found {found}/{total}; |estimate - edit| p50 "
+                    f"{label}{_describe(cd)}, {kind}: found {found}/{total}; |estimate - edit| p50 "
                     f"{_pct(errors, 50)} s, p90 {_pct(errors, 90)} s; reported interval width median "
                     f"{_pct(widths, 50)} s"
                 )
-    e_map, e_rel = _calibration(earlier_pairs)
-    c_map, c_rel = _calibration(change_pairs)
-    indicators = {
-        "earlier_aac_encoding": {
+    return report
+
+
+def summarise(records: list[dict]) -> dict:
+    conditions = sorted({tuple(sorted(r["condition"].items())) for r in records})
+    aac = _family(records, conditions, *FAMILIES[0][:3], FAMILIES[0][3])
+    mp3 = _family(records, conditions, *FAMILIES[1][:3], FAMILIES[1][3])
+    report = aac[4] + _localisation(records, conditions, "aac_before", "changes", "")
+    report += mp3[4] + _localisation(records, conditions, "mp3_before", "mp3_changes", "MP3 grid: ")
+    indicators = {}
+    for (earlier_rows, change_rows, earlier_pairs, change_pairs, _), (_, _, _, e_name, c_name), codec in [
+        (aac, FAMILIES[0], "AAC"),
+        (mp3, FAMILIES[1], "MP3"),
+    ]:
+        e_map, e_rel = _calibration(earlier_pairs)
+        c_map, c_rel = _calibration(change_pairs)
+        first = "32-64 kbit/s" if codec == "AAC" else "libmp3lame 64 kbit/s"
+        indicators[e_name] = {
             "condition": ["evidence", "sample_rate"],
-            "found_when": "the file's audio was AAC-encoded (32-64 kbit/s) before it became this file "
-            "(per file; false alarms per file never AAC-encoded)",
+            "found_when": f"the file's audio was {codec}-encoded ({first}) before it became this file "
+            f"(per file; false alarms per file never {codec}-encoded)",
             "false_alarm_unit": "file",
             "rows": earlier_rows,
             "calibration": e_map,
             "reliability": e_rel,
-        },
-        "frame_grid_change": {
+        }
+        indicators[c_name] = {
             "condition": ["evidence", "sample_rate"],
-            "found_when": f"an edit made after an AAC encoding lies in a reported interval widened by "
-            f"{TOLERANCE_S} s (edits in audio never AAC-encoded are not counted as positives)",
+            "found_when": f"an edit made after an {codec} encoding lies in a reported interval widened by "
+            f"{TOLERANCE_S} s (edits in audio never {codec}-encoded are not counted as positives)",
             "false_alarm_unit": "hour",
             "rows": change_rows,
             "calibration": c_map,
             "reliability": c_rel,
-        },
-    }
-    return {"indicators": indicators, "report": report}
+        }
+    # the AAC indicators first, then the MP3 ones (the order of the stored table)
+    order = ["earlier_aac_encoding", "frame_grid_change", "earlier_mp3_encoding", "mp3_grid_change"]
+    return {"indicators": {k: indicators[k] for k in order}, "report": report}
 
 
 SET = (
