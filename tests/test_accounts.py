@@ -227,3 +227,35 @@ def test_accounts_made_before_the_seal_are_sealed_by_the_migration(transactional
     LogHead.objects.get_or_create(pk=1)  # as the release step leaves the database (a token is logged)
     services.ensure_signing_keys()
     assert token_for("erin", PASSWORD).status_code == 201
+
+
+def test_after_a_secret_key_rotation_seals_check_under_the_old_key_and_move_to_the_new(
+    alice, bob, settings, capsys
+):
+    from django.contrib.auth.hashers import make_password
+
+    old = settings.SECRET_KEY
+    User.objects.filter(pk=bob.pk).update(password=make_password("planted"))  # not the server's
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the new secret key", [old]
+    assert token_for("alice", PASSWORD).status_code == 201  # sealed under the old key: still good
+    with pytest.raises(SystemExit) as exit_code:
+        call_command("reseal_credentials")
+    assert exit_code.value.code == 1
+    out = capsys.readouterr()
+    assert "resealed 1 account(s)" in out.out and f"user {bob.pk} (bob)" in out.err
+    settings.SECRET_KEY_FALLBACKS = []  # the old key can go now
+    assert token_for("alice", PASSWORD).status_code == 201
+    assert not User.objects.get(pk=bob.pk).credential_intact()  # the planted hash was not blessed
+    # An administrator gives bob a new password: the server sets it, so it is sealed.
+    user = User.objects.get(pk=bob.pk)
+    user.set_password("bob's new passphrase")
+    user.save()
+    assert token_for("bob", "bob's new passphrase").status_code == 201
+
+
+def test_secret_key_fallbacks_come_from_the_environment(tmp_path):
+    from .test_settings import run_python
+
+    code = "import custody.settings as s; print(s.SECRET_KEY_FALLBACKS)"
+    done = run_python(code, tmp_path, DJANGO_SECRET_KEY_FALLBACKS="older\n\n oldest \n")
+    assert done.stdout.strip() == "['older', 'oldest']", done.stderr
