@@ -38,7 +38,7 @@ class User(AbstractUser):
         if self.pk is None:
             super().save(*args, **kwargs)  # the seal covers the id, which the insert gives
             self.credential_mac = credential_mac(self, settings.SECRET_KEY)
-            super().save(update_fields=["credential_mac"])
+            super().save(update_fields=["credential_mac"], using=kwargs.get("using"))
         else:
             if getattr(self, "_credential_set_here", False):
                 self.credential_mac = credential_mac(self, settings.SECRET_KEY)
