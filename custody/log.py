@@ -28,7 +28,6 @@ Two ways in (bench/log.py measures both):
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import time as _time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from . import keys, merkle, signing
-from .models import Checkpoint, LogEntry, LogHead, LogQueue, SigningKey, TreeNode
+from .models import Checkpoint, LogEntry, LogHead, LogQueue, SigningKey, TreeNode, sealed_by_this_server
 from .projection import ENTRY_VERSION, changes_nothing, format_time
 
 HASH_SIZE = 32
@@ -267,10 +266,8 @@ def _queue_mac(secret: str, body: bytes, action: str, actor_id, case_id, evidenc
 
 def _queue_row_problem(body: bytes, action, actor_id, case_id, evidence_id, mac) -> str | None:
     """Why a queued row must not become the entry it describes (None: it may)."""
-    expected = bytes(mac or b"")
-    if not any(
-        hmac.compare_digest(expected, _queue_mac(secret, body, action, actor_id, case_id, evidence_id))
-        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    if not sealed_by_this_server(
+        mac, lambda secret: _queue_mac(secret, body, action, actor_id, case_id, evidence_id)
     ):
         return "its authentication code does not match (not written by this server)"
     try:

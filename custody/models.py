@@ -50,13 +50,7 @@ class User(AbstractUser):
 
     def credential_intact(self) -> bool:
         """Whether the password hash is the one the server set for this account (its HMAC)."""
-        import hmac
-
-        expected = bytes(self.credential_mac or b"")
-        return any(
-            hmac.compare_digest(expected, credential_mac(self, secret))
-            for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-        )
+        return sealed_by_this_server(self.credential_mac, lambda secret: credential_mac(self, secret))
 
     @property
     def is_custody_admin(self) -> bool:
@@ -69,12 +63,28 @@ class User(AbstractUser):
 
 def credential_mac(user, secret) -> bytes:
     """The HMAC of a user's id and password hash (any model version: the migration uses it)."""
+    return seal("custody.user.credential", [str(user.pk), user.password], secret)
+
+
+def seal(purpose: str, values: list[str], secret) -> bytes:
+    """An HMAC-SHA256 under ``secret`` (salted with ``purpose``) of a list of strings."""
     import json
 
     from django.utils.crypto import salted_hmac
 
-    message = json.dumps([str(user.pk), user.password], ensure_ascii=False).encode("utf-8")
-    return salted_hmac("custody.user.credential", message, secret=secret, algorithm="sha256").digest()
+    message = json.dumps(values, ensure_ascii=False).encode("utf-8")
+    return salted_hmac(purpose, message, secret=secret, algorithm="sha256").digest()
+
+
+def sealed_by_this_server(mac, seal_under) -> bool:
+    """Whether ``mac`` is ``seal_under(secret)`` for SECRET_KEY or one of SECRET_KEY_FALLBACKS."""
+    import hmac
+
+    expected = bytes(mac or b"")
+    return any(
+        hmac.compare_digest(expected, seal_under(secret))
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    )
 
 
 class Case(models.Model):
@@ -436,13 +446,7 @@ def upload_record_mac(upload, secret) -> bytes:
 
     Works on a model instance of any version (the migration that added it uses it too).
     """
-    import json
-
-    from django.utils.crypto import salted_hmac
-
-    values = [str(getattr(upload, name)) for name in UPLOAD_RECORD_FIELDS]
-    message = json.dumps(values, ensure_ascii=False).encode("utf-8")
-    return salted_hmac("custody.tus.upload", message, secret=secret, algorithm="sha256").digest()
+    return seal("custody.tus.upload", [str(getattr(upload, name)) for name in UPLOAD_RECORD_FIELDS], secret)
 
 
 class Cosignature(models.Model):

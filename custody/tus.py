@@ -41,7 +41,6 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
-import hmac
 import logging
 import os
 import threading
@@ -60,7 +59,7 @@ from rest_framework.views import APIView
 
 from . import limits, services
 from .hashing import MultiHasher
-from .models import ResumableUpload, upload_record_mac
+from .models import ResumableUpload, sealed_by_this_server, upload_record_mac
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer, UploadStatusSerializer
 from .storage import (
@@ -802,11 +801,7 @@ class ReceivedFile:
 
 def record_intact(upload: ResumableUpload) -> bool:
     """Whether the fields the evidence is made of are still those the client sent (its HMAC)."""
-    expected = bytes(upload.mac or b"")
-    return any(
-        hmac.compare_digest(expected, upload_record_mac(upload, secret))
-        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-    )
+    return sealed_by_this_server(upload.mac, lambda secret: upload_record_mac(upload, secret))
 
 
 def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:

@@ -155,15 +155,20 @@ def test_an_mp3_trace_follows_a_cut_that_shifts_the_grid():
 # --- the analyzer on real speech ------------------------------------------------------
 
 
+def decoded_speech(tmp_path_factory, seed: int, speaker: str, codec: str, bit_rate: int, suffix: str):
+    """24 s of a real speaker in a room, encoded with ``codec`` and decoded: (samples, decoded floats)."""
+    rng = np.random.default_rng(seed)
+    x = audio.resample(sources.speech(speaker, 24, rng), sources.SAMPLE_RATE, SR)
+    x = audio.room(x, SR, rng, 0.3) + audio.noise(len(x), SR, rng, "pink", -55)
+    path = tmp_path_factory.mktemp("frames") / f"first{suffix}"
+    path.write_bytes(audio.encode(x, codec, SR, bit_rate=bit_rate))
+    return x, _audio.decode(str(path)).samples.astype(np.float64)
+
+
 @pytest.fixture(scope="module")
 def speech_aac(tmp_path_factory):
-    """24 s of a real speaker in a room, AAC-encoded at 48 kbit/s, decoded (float samples)."""
-    rng = np.random.default_rng(11)
-    x = audio.resample(sources.speech("it_IT_m_Carlo", 24, rng), sources.SAMPLE_RATE, SR)
-    x = audio.room(x, SR, rng, 0.3) + audio.noise(len(x), SR, rng, "pink", -55)
-    path = tmp_path_factory.mktemp("frames") / "first.m4a"
-    path.write_bytes(audio.encode(x, "aac", SR, bit_rate=48000))
-    return x, _audio.decode(str(path)).samples.astype(np.float64)
+    """A male speaker, AAC-encoded at 48 kbit/s, decoded (float samples)."""
+    return decoded_speech(tmp_path_factory, 11, "it_IT_m_Carlo", "aac", 48000, ".m4a")
 
 
 def test_a_decoded_aac_cut_and_saved_as_wav_shows_the_earlier_encoding_and_the_cut(speech_aac, tmp_path):
@@ -221,13 +226,8 @@ def test_an_aac_file_sets_its_own_grid_aside(speech_aac, tmp_path):
 
 @pytest.fixture(scope="module")
 def speech_mp3(tmp_path_factory):
-    """24 s of a real speaker in a room, MP3-encoded (libmp3lame 64 kbit/s, 16 kHz), decoded."""
-    rng = np.random.default_rng(12)
-    x = audio.resample(sources.speech("fr_CA_f_June", 24, rng), sources.SAMPLE_RATE, SR)
-    x = audio.room(x, SR, rng, 0.3) + audio.noise(len(x), SR, rng, "pink", -55)
-    path = tmp_path_factory.mktemp("frames") / "first.mp3"
-    path.write_bytes(audio.encode(x, "mp3", SR, bit_rate=64000))
-    return x, _audio.decode(str(path)).samples.astype(np.float64)
+    """A female speaker, MP3-encoded (libmp3lame 64 kbit/s, 16 kHz), decoded."""
+    return decoded_speech(tmp_path_factory, 12, "fr_CA_f_June", "mp3", 64000, ".mp3")
 
 
 # FFmpeg's decoder drops LAME's encoder delay (576 + 529 samples): granules start at 47 mod 576
@@ -339,6 +339,8 @@ def test_limits_quote_the_stored_table():
     assert "earlier_aac_encoding [evidence pcm, sample rate 16000]: found" in text
     assert "earlier_mp3_encoding [evidence pcm, sample rate 16000]: found" in text
     assert "mp3_grid_change [evidence pcm, sample rate 16000]: found" in text
+    # the thresholds the limits name are the ones the analyzer uses
+    assert f"probe contrast {_mp3grid.PROBE_CONTRAST:g}, granule excess {_mp3grid.FRAME_EXCESS:g}" in text
 
 
 def test_the_quick_evaluation_reproduces_the_stored_quick_table():

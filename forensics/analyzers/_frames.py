@@ -97,8 +97,8 @@ def probe(x: np.ndarray, start: int) -> tuple[int, float, float] | None:
 @dataclass
 class Trace:
     offset: int
-    starts: np.ndarray  # sample index of each frame's first sample
-    excess: np.ndarray  # sparsity on the grid minus sparsity half a frame off it
+    starts: np.ndarray  # sample index of each frame's first sample (an MP3 granule's analysis window)
+    excess: np.ndarray  # sparsity on the grid minus sparsity half a frame (granule) off it
     informative: np.ndarray  # bool: not sparse off the grid (not silence)
 
 

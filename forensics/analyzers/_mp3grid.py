@@ -33,11 +33,12 @@ analysis coefficient is the inner product with the normalised function.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import av
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from ._frames import Trace  # the same per-frame record: here a frame is a granule
 
 GRANULE = 576  # samples per long-block granule (MPEG-1 and MPEG-2 LSF alike)
 SPAN = 1664  # samples one granule's coefficient reaches in the decoder's output
@@ -149,14 +150,6 @@ def probe(x: np.ndarray, start: int, granules: int = PROBE_GRANULES) -> tuple[in
     median = float(np.median(values))
     contrast = (values[best] - median) / max(1.0 - median, 1e-6)
     return (start + best) % GRANULE, float(values[best]), float(contrast)
-
-
-@dataclass
-class Trace:
-    offset: int
-    starts: np.ndarray  # sample index of each granule's analysis window
-    excess: np.ndarray  # sparsity on the grid minus sparsity half a granule off it
-    informative: np.ndarray  # bool: not sparse off the grid (not silence)
 
 
 SILENT = 0.5  # share of coefficients below 3e-5 half a granule off the grid: silence
