@@ -459,11 +459,18 @@ class _Heartbeat:
         self._thread.join(timeout=10)
 
     def _run(self):
-        from django.db import connection
+        from django.db import DatabaseError, connection
 
         try:
             while not self._stop.wait(self.interval):
-                heartbeat(self.analysis)
+                try:
+                    heartbeat(self.analysis)
+                except DatabaseError as exc:
+                    # A busy database (SQLite's lock, a PostgreSQL restart) misses
+                    # one beat, not all the others: a dead thread would let the
+                    # sweeper take a live run for a dead one.
+                    logger.warning("analysis %s: heartbeat missed: %s", self.analysis.id, exc)
+                    connection.close()
         finally:
             connection.close()
 

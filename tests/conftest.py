@@ -399,7 +399,7 @@ def totp_code(device) -> str:
     Computed from the key (RFC 6238 through django_otp.oath), not asked of the
     server. A code is accepted once: the server takes only steps after the
     last one used, within its tolerance of now, so when the next step is
-    still in the future this waits for the clock, as a user would.
+    beyond the tolerance this waits for the clock, as a user would.
     """
     from django_otp.oath import TOTP
 
@@ -407,7 +407,10 @@ def totp_code(device) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits)
     while True:
         now_t = totp.t()
-        step = max(now_t + device.drift - device.tolerance, device.last_t + 1)
+        # The current step (not the oldest one tolerated): a code read off the
+        # app stays good for the tolerance's steps after, so a test that posts
+        # it a second or two later does not race a step boundary.
+        step = max(now_t + device.drift, device.last_t + 1)
         if step <= now_t + device.drift + device.tolerance:
             break
         time.sleep(device.step - (time.time() - device.t0) % device.step + 0.05)

@@ -145,6 +145,33 @@ def test_a_claimed_analysis_is_not_run_twice(as_alice, evidence_a):
     assert actions_for(analysis_id).count("analysis.completed") == 1
 
 
+def test_a_missed_heartbeat_does_not_stop_the_next_ones(monkeypatch):
+    """A locked or restarting database costs one beat; the thread goes on, so a live run never looks dead."""
+    import threading
+    import types
+
+    from django.db import OperationalError
+
+    beats, failures = threading.Event(), []
+
+    def flaky(analysis):
+        if not failures:
+            failures.append(analysis.id)
+            raise OperationalError("database is locked")
+        beats.set()
+        return True
+
+    monkeypatch.setattr(services, "heartbeat", flaky)
+    beat = services._Heartbeat(types.SimpleNamespace(id=uuid.uuid4()))
+    beat.interval = 0.02
+    beat.start()
+    try:
+        assert beats.wait(5), "no heartbeat after the failed one"
+    finally:
+        beat.stop()
+    assert len(failures) == 1 and not beat._thread.is_alive()
+
+
 def test_case_wide_request(as_alice, case_a, evidence_a):
     upload(as_alice, case_a, b"second item")
     response = as_alice.post(
