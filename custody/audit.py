@@ -455,14 +455,23 @@ def _verify_witnesses(report: Report) -> None:
 
 def _verify_credentials(report: Report) -> None:
     """Password hashes are not custody facts (not in the log), but each carries the server's
-    HMAC: one written into the database by anyone else (to log in as that user) shows here."""
-    from .models import User
+    HMAC: one written into the database by anyone else (to log in as that user) shows here; so
+    does an API token row the server did not make for its account."""
+    from .models import ApiToken, User
 
     for user in User.objects.order_by("pk").iterator():
         if not user.credential_intact():
             report.problem(
                 f"user {user.pk} ({user.username}): password hash not set by the server "
                 "(its HMAC does not match): nobody can log in with it"
+            )
+    # API tokens are custody facts too (the replay compares their rows with the log); the seal
+    # is what the server checks at each request, so a row that fails it is named here as well.
+    for token in ApiToken.objects.order_by("pk").iterator():
+        if not token.seal_intact():
+            report.problem(
+                f"API token {token.prefix}… (user {token.user_id}): row not made by the server "
+                "for this account (its HMAC does not match): it authenticates nobody"
             )
 
 

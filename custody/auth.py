@@ -25,6 +25,11 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
             token = ApiToken.objects.select_related("user").get(digest=token_digest(key))
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed("invalid token") from None
+        if not token.seal_intact():
+            # Written into the database, or moved to another account, by someone other than
+            # the server: the same answer as an unknown token, the reason in the server's log.
+            logger.error("API token %s… refused: its row was not made by the server", token.prefix)
+            raise exceptions.AuthenticationFailed("invalid token")
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("token revoked")
         if not token.user.is_active:

@@ -128,9 +128,29 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # HMAC, under the server's SECRET_KEY, of the digest and the account the token was issued to
+    # (token_mac): a row written into the database by anyone else, or moved to another account,
+    # authenticates nobody.
+    mac = models.BinaryField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+    def save(self, *args, **kwargs):
+        # As in User.save(): an integrity seal, not a state change. Made once, when the row is
+        # made by the server (issue_token's projection, rebuild_state); later saves keep it.
+        if self._state.adding:
+            self.mac = token_mac(self, settings.SECRET_KEY)
+        super().save(*args, **kwargs)
+
+    def seal_intact(self) -> bool:
+        """Whether this row is one the server made for this account (its HMAC)."""
+        return sealed_by_this_server(self.mac, lambda secret: token_mac(self, secret))
+
+
+def token_mac(token, secret) -> bytes:
+    """The seal of an API token row: its digest and the account it authenticates."""
+    return seal("custody.api.token", [token.digest, str(token.user_id)], secret)
 
 
 class Blob(models.Model):

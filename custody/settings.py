@@ -110,9 +110,9 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105 - DEBUG only
 
 # Earlier secret keys, one per line (DJANGO_SECRET_KEY_FALLBACKS, or the file named by
-# DJANGO_SECRET_KEY_FALLBACKS_FILE): what they signed (sessions, the seals on passwords and
-# uploads, queued log rows) still checks; `manage.py reseal_credentials` moves the password seals
-# to the current key, after which the old key can go.
+# DJANGO_SECRET_KEY_FALLBACKS_FILE): what they signed (sessions, the seals on passwords, API
+# tokens and uploads, queued log rows) still checks; `manage.py reseal_credentials` moves the
+# password and token seals to the current key, after which the old key can go.
 SECRET_KEY_FALLBACKS = [
     k.strip() for k in (env_secret("DJANGO_SECRET_KEY_FALLBACKS") or "").splitlines() if k.strip()
 ]

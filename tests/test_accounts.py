@@ -253,6 +253,35 @@ def test_after_a_secret_key_rotation_seals_check_under_the_old_key_and_move_to_t
     assert token_for("bob", "bob's new passphrase").status_code == 201
 
 
+def test_token_seals_check_under_the_old_secret_key_and_move_to_the_new(alice, settings, capsys):
+    issued = token_for("alice", PASSWORD).json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued}")
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the new secret key", [old]
+    assert client.get("/api/v1/cases/").status_code == 200  # sealed under the old key: still good
+    call_command("reseal_credentials")
+    assert "resealed 1 API token(s)" in capsys.readouterr().out
+    settings.SECRET_KEY_FALLBACKS = []
+    assert client.get("/api/v1/cases/").status_code == 200
+    assert ApiToken.objects.get(digest=token_digest(issued)).seal_intact()
+
+
+def test_tokens_issued_before_the_seal_are_sealed_by_the_migration(transactional_db, alice):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    issued = token_for("alice", PASSWORD).json()["token"]
+    ApiToken.objects.update(mac=None)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0015_user_credential_mac")])
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued}")
+    assert client.get("/api/v1/cases/").status_code == 200
+
+
 def test_secret_key_fallbacks_come_from_the_environment(tmp_path):
     from .test_settings import run_python
 

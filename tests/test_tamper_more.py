@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 
 from custody import cosign, dbguard, keys, log, merkle, services, witnessing
 from custody.models import (
+    ApiToken,
     Checkpoint,
     Cosignature,
     Evidence,
@@ -433,6 +434,40 @@ def test_password_hash_replaced_to_act_as_another_user_lets_nobody_in(history, a
     assert answer.status_code in (400, 401), answer.content
     assert User.objects.get(pk=alice.pk).password == weak  # not re-hashed, so not sealed
     reported(f"user {alice.pk} (alice): password hash")
+
+
+def test_api_token_row_planted_or_moved_to_another_account_authenticates_nobody(history, alice, bob):
+    """A token is a credential: a row the database was given (for a token its writer knows), or
+    one of bob's own rows moved onto alice, must not let anyone act as alice until verify_log runs."""
+    import hashlib
+
+    planted = "cst_" + "m" * 43
+    with connection.cursor() as cursor:  # as a database administrator would: no seal
+        cursor.execute(
+            "INSERT INTO custody_apitoken (user_id, digest, prefix, label, created_at) VALUES (%s, %s, %s, %s, %s)",
+            [
+                alice.pk,
+                hashlib.sha256(planted.encode()).hexdigest(),
+                planted[:10],
+                "",
+                history["item"].received_at,
+            ],
+        )
+    mallory = APIClient()
+    mallory.credentials(HTTP_AUTHORIZATION=f"Token {planted}")
+    refused = mallory.get("/api/v1/cases/")
+    assert refused.status_code == 401 and refused.json()["detail"] == "invalid token"  # as an unknown token
+    # Bob's own token, issued by the server and sealed for him, moved onto alice's account.
+    bobs = APIClient().post("/api/v1/auth/token/", {"username": "bob", "password": PASSWORD}, format="json")
+    token = bobs.json()["token"]
+    as_bob = APIClient()
+    as_bob.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert as_bob.get("/api/v1/cases/").status_code == 200
+    ApiToken.objects.filter(digest=hashlib.sha256(token.encode()).hexdigest()).update(user=alice)
+    assert as_bob.get("/api/v1/cases/").status_code == 401
+    reported(
+        f"API token {planted[:10]}… (user {alice.pk}): row not made by the server", f"API token {token[:10]}…"
+    )
 
 
 def _weak_pbkdf2():

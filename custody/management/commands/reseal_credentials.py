@@ -1,9 +1,10 @@
-"""Move every account's password seal to the current SECRET_KEY (after a key rotation).
+"""Move every account's password seal and every API token's seal to the current SECRET_KEY.
 
-An account whose seal checks under one of SECRET_KEY_FALLBACKS is sealed again
-under SECRET_KEY; one whose seal checks under none (a hash the server did not
-set) is named and left as it is: resealing it would bless it. Its owner gets a
-new password from an administrator (`manage.py changepassword`).
+After a key rotation: a seal that checks under one of SECRET_KEY_FALLBACKS is
+made again under SECRET_KEY; one that checks under none (a hash or a token row
+the server did not make) is named and left as it is: resealing it would bless
+it. The account's owner gets a new password from an administrator (`manage.py
+changepassword`); the owner of a refused token gets a new one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from custody.models import User, credential_mac
+from custody.models import ApiToken, User, credential_mac, token_mac
 
 
 class Command(BaseCommand):
@@ -29,13 +30,33 @@ class Command(BaseCommand):
                 moved += 1
             else:
                 refused.append(user)
+        tokens_moved = tokens_kept = 0
+        refused_tokens = []
+        for token in ApiToken.objects.order_by("pk").iterator():
+            current = token_mac(token, settings.SECRET_KEY)
+            if bytes(token.mac or b"") == current:
+                tokens_kept += 1
+            elif token.seal_intact():
+                ApiToken.objects.filter(pk=token.pk, digest=token.digest, user_id=token.user_id).update(
+                    mac=current
+                )
+                tokens_moved += 1
+            else:
+                refused_tokens.append(token)
         for user in refused:
             self.stderr.write(
                 f"user {user.pk} ({user.username}): its password hash was not set by the server under any "
                 "configured key; left as it is (set a new password with manage.py changepassword)"
             )
+        for token in refused_tokens:
+            self.stderr.write(
+                f"API token {token.prefix}… (user {token.user_id}): its row was not made by the server under "
+                "any configured key; left as it is (one issued under a key no longer configured: its owner gets a new token)"
+            )
         self.stdout.write(
-            f"resealed {moved} account(s); {kept} already under the current key; {len(refused)} refused"
+            f"resealed {moved} account(s); {kept} already under the current key; {len(refused)} refused\n"
+            f"resealed {tokens_moved} API token(s); {tokens_kept} already under the current key; "
+            f"{len(refused_tokens)} refused"
         )
-        if refused:
+        if refused or refused_tokens:
             raise SystemExit(1)
