@@ -399,8 +399,10 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
 
 
 def _ask_witnesses(report: Report) -> None:
-    """A log smaller than what a witness cosigned was rolled back: only an outside memory can tell."""
+    """What only an outside memory can tell: a log smaller than what a witness cosigned was rolled
+    back; a checkpoint a witness cosigned must still be here, with that witness's cosignature."""
     from . import log, witnessing
+    from .models import Checkpoint, Cosignature
 
     witnesses = witnessing.configured_witnesses()
     if not witnesses:
@@ -412,11 +414,24 @@ def _ask_witnesses(report: Report) -> None:
         except (witnessing.Unreachable, witnessing.Refused) as exc:
             report.notes.append(f"witness {witness.name} could not be asked ({exc})")
             continue
+        if size is None:
+            continue  # it had cosigned nothing of this log
         head, _ = log.tree_head()
         if size > head:
             report.problem(
                 f"witness {witness.name} has cosigned a tree of {size} entries; this log holds only {head}: "
                 "the newest entries were rolled back (ROLLBACK)"
+            )
+        elif not Checkpoint.objects.filter(size=size).exists():
+            report.problem(
+                f"witness {witness.name} has cosigned the checkpoint at size {size}; no checkpoint at size "
+                f"{size} is stored: it was deleted"
+            )
+        elif not Cosignature.objects.filter(checkpoint_id=size, witness_vkey=witness.vkey).exists():
+            report.problem(
+                f"witness {witness.name} has cosigned the checkpoint at size {size}; its cosignature of it is "
+                "not stored: deleted (the checkpoint no longer counts as final), unless the server stopped "
+                "between the witness's answer and storing it, which the next witnessing round repairs"
             )
 
 

@@ -278,19 +278,19 @@ def witness_checkpoints() -> list[Outcome]:
     return [submit(witness, checkpoint) for witness in witnesses]
 
 
-def witnessed_size(witness: Witness, checkpoint: Checkpoint) -> int:
-    """The largest tree of this log the witness has cosigned (asked without changing its state).
+def witnessed_size(witness: Witness, checkpoint: Checkpoint) -> int | None:
+    """The largest tree of this log the witness had cosigned (asked without changing its state).
 
     An ``old 0`` request is answered 409 with the witness's size by any
     witness that has cosigned something; one that has cosigned nothing takes
-    it as a first checkpoint (harmless: the log's own, signed). Raises
-    Unreachable or Refused.
+    it as a first checkpoint (harmless: the log's own, signed), and the answer
+    is None: it had cosigned nothing. Raises Unreachable or Refused.
     """
     status, _, text = post_add_checkpoint(
         witness.url, request_body(0, [], checkpoint.note), settings.CUSTODY_WITNESS_TIMEOUT
     )
     if status == 200:
-        return checkpoint.size
+        return None
     if status == 409:
         try:
             return int(text.strip().splitlines()[0])
