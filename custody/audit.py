@@ -480,6 +480,11 @@ def _verify_credentials(report: Report) -> None:
                 f"user {user.pk} ({user.username}): password hash not set by the server "
                 "(its HMAC does not match): nobody can log in with it"
             )
+        if not user.grants_intact():
+            report.problem(
+                f"user {user.pk} ({user.username}): name, role or flags not written by the server "
+                "(their HMAC does not match): the account is refused until they are put back"
+            )
     # API tokens are custody facts too (the replay compares their rows with the log); the seal
     # is what the server checks at each request, so a row that fails it is named here as well.
     for token in ApiToken.objects.order_by("pk").iterator():

@@ -32,6 +32,9 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed("invalid token")
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("token revoked")
+        if not token.user.grants_intact():
+            _refuse_grants(token.user)
+            raise exceptions.AuthenticationFailed("user inactive")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("user inactive")
         now = timezone.now()
@@ -43,12 +46,14 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
 
 
 class SealedModelBackend(ModelBackend):
-    """Django's username and password check, for accounts whose credential the server set.
+    """Django's username and password check, for accounts whose credential and grants the server set.
 
     A password hash written into the database by anyone but the server (its
     HMAC, ``User.credential_mac``, no longer matches) lets nobody in: the
     seal is checked before the password, so Django's re-hash of an outdated
-    hash on login cannot renew it for a hash the database was given.
+    hash on login cannot renew it for a hash the database was given. Nor does
+    an account whose name, role or flags were changed there (``grants_mac``):
+    not at login, not for a session already open (``get_user``), not by token.
     """
 
     def authenticate(self, request, username=None, password=None, **kwargs):
@@ -66,4 +71,24 @@ class SealedModelBackend(ModelBackend):
             )
             get_user_model()().set_password(password)  # the hasher's time, as for a wrong password
             return None
+        if not user.grants_intact():
+            _refuse_grants(user)
+            get_user_model()().set_password(password)
+            return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+    def get_user(self, user_id):
+        """The signed-in user of a session, unless what the account may do was changed behind the server."""
+        user = super().get_user(user_id)
+        if user is not None and not user.grants_intact():
+            _refuse_grants(user)
+            return None  # an anonymous request: the session no longer opens anything
+        return user
+
+
+def _refuse_grants(user) -> None:
+    logger.error(
+        "user %s (%s) refused: its name, role or flags were not written by the server (their HMAC does not match)",
+        user.pk,
+        user.get_username(),
+    )

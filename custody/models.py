@@ -21,6 +21,10 @@ class User(AbstractUser):
     # HMAC, under the server's SECRET_KEY, of the account's id and the password hash the server
     # itself set (credential_mac): a hash written into the database by anyone else lets nobody in.
     credential_mac = models.BinaryField(null=True, blank=True, editable=False)
+    # HMAC, under SECRET_KEY, of what the account may do (grants_mac: its name, role, active and
+    # admin flags), made only where the server writes them from a log entry (the projection) or
+    # makes the row: a role or flag written into the database by anyone else locks the account.
+    grants_mac = models.BinaryField(null=True, blank=True, editable=False)
 
     def set_password(self, raw_password):
         super().set_password(raw_password)
@@ -36,9 +40,10 @@ class User(AbstractUser):
         # change of password, Django's re-hash on login), never for a hash as it came from the
         # database, so no save of a user whose hash was replaced there blesses it.
         if self.pk is None:
-            super().save(*args, **kwargs)  # the seal covers the id, which the insert gives
+            super().save(*args, **kwargs)  # the seals cover the id, which the insert gives
             self.credential_mac = credential_mac(self, settings.SECRET_KEY)
-            super().save(update_fields=["credential_mac"], using=kwargs.get("using"))
+            self.grants_mac = grants_mac(self, settings.SECRET_KEY)
+            super().save(update_fields=["credential_mac", "grants_mac"], using=kwargs.get("using"))
         else:
             if getattr(self, "_credential_set_here", False):
                 self.credential_mac = credential_mac(self, settings.SECRET_KEY)
@@ -52,6 +57,10 @@ class User(AbstractUser):
         """Whether the password hash is the one the server set for this account (its HMAC)."""
         return sealed_by_this_server(self.credential_mac, lambda secret: credential_mac(self, secret))
 
+    def grants_intact(self) -> bool:
+        """Whether name, role, active and admin flags are the ones the server wrote (their HMAC)."""
+        return sealed_by_this_server(self.grants_mac, lambda secret: grants_mac(self, secret))
+
     @property
     def is_custody_admin(self) -> bool:
         return self.is_active and (self.role == Role.ADMIN or self.is_superuser)
@@ -64,6 +73,14 @@ class User(AbstractUser):
 def credential_mac(user, secret) -> bytes:
     """The HMAC of a user's id and password hash (any model version: the migration uses it)."""
     return seal("custody.user.credential", [str(user.pk), user.password], secret)
+
+
+GRANT_FIELDS = ("username", "role", "is_active", "is_staff", "is_superuser")
+
+
+def grants_mac(user, secret) -> bytes:
+    """The seal of what an account may do: its id, name, role, active and admin flags."""
+    return seal("custody.user.grants", [str(user.pk)] + [str(getattr(user, f)) for f in GRANT_FIELDS], secret)
 
 
 def seal(purpose: str, values: list[str], secret) -> bytes:

@@ -631,6 +631,36 @@ class ModelStore:
 
     def apply(self, change: Change, reserved: frozenset = frozenset()) -> None:
         table = TABLES[change.table]
+        if table.name == "user":
+            self._apply_to_user(change, reserved)
+        else:
+            self._apply(table, change, reserved)
+
+    def _apply_to_user(self, change: Change, reserved: frozenset) -> None:
+        """Apply, then seal the account's grants (what it may do) again, without blessing a forgery.
+
+        The projection is where the server writes an account's name, role and
+        flags from a signed entry, so it renews their seal. A change that sets
+        only some of them (activation) renews it only if the seal held before:
+        otherwise a role written into the database would be sealed with it.
+        """
+        from django.conf import settings
+
+        from .models import GRANT_FIELDS, grants_mac
+
+        users = self._qs(TABLES["user"])
+        (pk,) = change.key
+        if change.op != "delete" and set(GRANT_FIELDS) - change.fields.keys():
+            before = users.filter(pk=pk).first()
+            renew = before is None or before.grants_intact()
+        else:
+            renew = True
+        self._apply(TABLES["user"], change, reserved)
+        if renew and change.op != "delete":
+            user = users.get(pk=pk)
+            users.filter(pk=pk).update(grants_mac=grants_mac(user, settings.SECRET_KEY))
+
+    def _apply(self, table: Table, change: Change, reserved: frozenset) -> None:
         where = dict(zip(table.key, change.key, strict=True))
         qs = self._qs(table)
         values = self._columns(table, change.fields)

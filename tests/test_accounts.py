@@ -261,20 +261,21 @@ def test_token_seals_check_under_the_old_secret_key_and_move_to_the_new(alice, s
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the new secret key", [old]
     assert client.get("/api/v1/cases/").status_code == 200  # sealed under the old key: still good
     call_command("reseal_credentials")
-    assert "resealed 1 API token(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resealed 1 API token(s)" in out and "resealed the grants of 1 account(s)" in out
     settings.SECRET_KEY_FALLBACKS = []
     assert client.get("/api/v1/cases/").status_code == 200
     assert ApiToken.objects.get(digest=token_digest(issued)).seal_intact()
 
 
-def test_tokens_issued_before_the_seal_are_sealed_by_the_migration(transactional_db, alice):
+def test_tokens_and_accounts_made_before_their_seals_are_sealed_by_the_migrations(transactional_db, alice):
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
     issued = token_for("alice", PASSWORD).json()["token"]
     ApiToken.objects.update(mac=None)
     executor = MigrationExecutor(connection)
-    executor.migrate([("custody", "0015_user_credential_mac")])
+    executor.migrate([("custody", "0015_user_credential_mac")])  # before the token and grant seals
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
     client = APIClient()

@@ -474,6 +474,53 @@ def test_api_token_row_planted_or_moved_to_another_account_authenticates_nobody(
     )
 
 
+def test_role_or_flags_raised_in_the_database_lock_the_account_at_once(history, alice):
+    """Alice, an investigator, made an administrator by a database administrator: she gets nothing
+    from it, not by password, not in a session she already had, not by token, until the row is put
+    back; verify_log names the account; and a later change the server makes (a deactivation and a
+    reactivation) does not seal the planted role with it."""
+    from custody import services
+
+    browser = Client()
+    assert browser.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 302
+    assert browser.get("/").status_code == 200
+    script = api_client_for(alice)
+    assert script.get("/api/v1/cases/").status_code == 200
+    User.objects.filter(pk=alice.pk).update(role="admin", is_staff=True, is_superuser=True)
+    assert browser.get("/")["Location"].startswith("/login/")  # the open session no longer opens anything
+    assert browser.get("/admin/").status_code == 302
+    assert script.get("/api/v1/cases/").status_code == 401
+    fresh = Client().post("/login/", {"username": "alice", "password": PASSWORD})
+    assert fresh.status_code == 200 and "_auth_user_id" not in fresh.wsgi_request.session
+    answer = APIClient().post(
+        "/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+    )
+    assert answer.status_code in (400, 401)
+    services.set_active(actor=history["root"], user=User.objects.get(pk=alice.pk), active=False)
+    services.set_active(actor=history["root"], user=User.objects.get(pk=alice.pk), active=True)
+    assert not User.objects.get(pk=alice.pk).grants_intact()  # not blessed by the server's own change
+    reported(f"user {alice.pk} (alice): name, role or flags not written by the server")
+    # Put back as the log says: she is herself again.
+    User.objects.filter(pk=alice.pk).update(role="investigator", is_staff=False, is_superuser=False)
+    assert User.objects.get(pk=alice.pk).grants_intact()
+    assert script.get("/api/v1/cases/").status_code == 200
+
+
+def test_role_changed_by_the_server_keeps_the_account_open(history, alice):
+    from custody import services
+
+    script = api_client_for(alice)
+    services.set_role(actor=history["root"], user=User.objects.get(pk=alice.pk), role="auditor")
+    services.set_active(actor=history["root"], user=User.objects.get(pk=alice.pk), active=False)
+    assert script.get("/api/v1/cases/").status_code == 401  # deactivated
+    services.set_active(actor=history["root"], user=User.objects.get(pk=alice.pk), active=True)
+    assert User.objects.get(pk=alice.pk).grants_intact()
+    assert script.get("/api/v1/cases/").status_code == 200
+    assert script.post("/api/v1/cases/", {"reference": "X-1", "title": "x"}, format="json").status_code == 403
+    code, out = verify()
+    assert code == 0, out
+
+
 def _weak_pbkdf2():
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
