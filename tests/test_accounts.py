@@ -262,7 +262,7 @@ def test_token_seals_check_under_the_old_secret_key_and_move_to_the_new(alice, s
     assert client.get("/api/v1/cases/").status_code == 200  # sealed under the old key: still good
     call_command("reseal_credentials")
     out = capsys.readouterr().out
-    assert "resealed 1 API token(s)" in out and "resealed the grants of 1 account(s)" in out
+    assert "resealed 1 API token(s)" in out and "resealed 1 account grant(s)" in out
     settings.SECRET_KEY_FALLBACKS = []
     assert client.get("/api/v1/cases/").status_code == 200
     assert ApiToken.objects.get(digest=token_digest(issued)).seal_intact()
