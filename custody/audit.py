@@ -472,7 +472,7 @@ def _verify_credentials(report: Report) -> None:
     """Password hashes are not custody facts (not in the log), but each carries the server's
     HMAC: one written into the database by anyone else (to log in as that user) shows here; so
     does an API token row the server did not make for its account."""
-    from .models import ApiToken, User
+    from .models import ApiToken, Membership, User
 
     for user in User.objects.order_by("pk").iterator():
         if not user.credential_intact():
@@ -484,6 +484,12 @@ def _verify_credentials(report: Report) -> None:
             report.problem(
                 f"user {user.pk} ({user.username}): name, role or flags not written by the server "
                 "(their HMAC does not match): the account is refused until they are put back"
+            )
+    for membership in Membership.objects.order_by("pk").iterator():
+        if not membership.seal_intact():
+            report.problem(
+                f"membership of user {membership.user_id} in case {membership.case_id}: row not made by the "
+                "server (its HMAC does not match): it opens nothing"
             )
     # API tokens are custody facts too (the replay compares their rows with the log); the seal
     # is what the server checks at each request, so a row that fails it is named here as well.

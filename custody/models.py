@@ -127,12 +127,30 @@ class Membership(models.Model):
     case = models.ForeignKey(Case, on_delete=models.PROTECT)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     added_at = models.DateTimeField()
+    # HMAC, under SECRET_KEY, of the case and the member (membership_mac), made when the server
+    # makes the row from a log entry: a membership written into the database opens nothing.
+    mac = models.BinaryField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["case", "user"], name="unique_membership")]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.case}"
+
+    def save(self, *args, **kwargs):
+        # As in User.save(): an integrity seal, made once, when the projection makes the row.
+        if self._state.adding:
+            self.mac = membership_mac(self, settings.SECRET_KEY)
+        super().save(*args, **kwargs)
+
+    def seal_intact(self) -> bool:
+        """Whether the server made this membership (its HMAC)."""
+        return sealed_by_this_server(self.mac, lambda secret: membership_mac(self, secret))
+
+
+def membership_mac(membership, secret) -> bytes:
+    """The seal of a case membership: the case and the member."""
+    return seal("custody.case.membership", [str(membership.case_id), str(membership.user_id)], secret)
 
 
 class ApiToken(models.Model):

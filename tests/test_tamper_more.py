@@ -506,6 +506,30 @@ def test_role_or_flags_raised_in_the_database_lock_the_account_at_once(history, 
     assert script.get("/api/v1/cases/").status_code == 200
 
 
+def test_membership_written_into_the_database_opens_nothing(history, alice):
+    """Alice added to case B (bob's) by a database administrator, or bob's membership moved onto her:
+    the case stays a 404 to her, in the list, the API and the web pages; verify_log names it."""
+    other = history["other"]
+    case_b = other.case
+    script = api_client_for(alice)
+    assert script.get(f"/api/v1/cases/{case_b.pk}/").status_code == 404
+    with connection.cursor() as cursor:  # no seal: the database role alone
+        cursor.execute(
+            "INSERT INTO custody_membership (case_id, user_id, added_at) VALUES (%s, %s, %s)",
+            [case_b.pk.hex if connection.vendor == "sqlite" else case_b.pk, alice.pk, other.received_at],
+        )
+    assert script.get(f"/api/v1/cases/{case_b.pk}/").status_code == 404
+    assert script.get(f"/api/v1/evidence/{other.pk}/").status_code == 404
+    assert case_b.reference not in [c["reference"] for c in script.get("/api/v1/cases/").json()]
+    browser = Client()
+    browser.post("/login/", {"username": "alice", "password": PASSWORD})
+    assert browser.get(f"/cases/{case_b.pk}/").status_code == 404
+    reported(
+        f"membership of user {alice.pk} in case {case_b.pk}: row not made by the server",
+        f"membership of user {alice.pk} (alice) in case {case_b.pk}: the table has it, no log entry accounts for it",
+    )
+
+
 def test_role_changed_by_the_server_keeps_the_account_open(history, alice):
     from custody import services
 

@@ -14,7 +14,16 @@ import functools
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from custody.models import ApiToken, User, credential_mac, grants_mac, sealed_by_this_server, token_mac
+from custody.models import (
+    ApiToken,
+    Membership,
+    User,
+    credential_mac,
+    grants_mac,
+    membership_mac,
+    sealed_by_this_server,
+    token_mac,
+)
 
 # What is sealed: (model, seal field, seal function, how a row is named, what its owner does).
 SEALS = (
@@ -33,6 +42,14 @@ SEALS = (
         "account grant(s)",
         lambda user: f"user {user.pk} ({user.username}): its name, role or flags",
         "verify_log names what the log says they are",
+    ),
+    (
+        Membership,
+        "mac",
+        membership_mac,
+        "case membership(s)",
+        lambda m: f"membership of user {m.user_id} in case {m.case_id}",
+        "verify_log says whether the log accounts for it; if so, remove and add it again",
     ),
     (
         ApiToken,
