@@ -187,6 +187,32 @@ def _body(action, actor, case, evidence, client, reason, details, public) -> dic
     return body
 
 
+def signed_here(row: LogEntry) -> bool:
+    """Whether ``row`` is an entry this server wrote: its signature verifies with a log key whose
+    private half is in this server's key directory, over the leaf as stored, at its own index.
+
+    For what the server takes from an entry at run time (publishing a result names the statement
+    its ``analysis.completed`` entry names): a row rewritten in the database, or signed with a key
+    row added there, is not one. ``verify_log`` checks every entry against the log's own key history.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    leaf = bytes(row.leaf)
+    try:
+        if json.loads(leaf).get("index") != row.index:
+            return False
+    except ValueError:
+        return False
+    message, signature = signing.entry_message(merkle.leaf_hash(leaf)), bytes(row.signature)
+    for keyid in SigningKey.objects.filter(purpose=SigningKey.Purpose.LOG).values_list("keyid", flat=True):
+        try:
+            keys.load_private_key(keyid).public_key().verify(signature, message)
+            return True
+        except (keys.KeyUnavailable, InvalidSignature):
+            continue
+    return False
+
+
 # --- the queue and its sequencer (PostgreSQL) ---------------------------------
 
 # Largest batch: ~40 us of Python per entry (JSON, SHA-256, Ed25519), so a

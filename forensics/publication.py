@@ -69,9 +69,43 @@ def _label(name: str) -> str:
     return REFERENCE_LABEL if name == "reference" else f"{name.replace('_', ' ')} (another recording)"
 
 
+def signed_internal_payload(analysis: Analysis) -> bytes:
+    """The internal statement's bytes, checked against the ``analysis.completed`` entry the server
+    signed for this analysis (its digest, signature, item and analyzer): never only as the row
+    holds them, or findings written into the row would be signed again for the public."""
+    from custody import log
+    from custody.models import LogEntry
+
+    row = None
+    if analysis.result_log_index is not None:
+        row = LogEntry.objects.filter(index=analysis.result_log_index).first()
+    entry = json.loads(bytes(row.leaf)) if row is not None and log.signed_here(row) else {}
+    details = entry.get("details") or {}
+    if (
+        entry.get("action") != "analysis.completed"
+        or details.get("analysis") != str(analysis.pk)
+        or details.get("analyzer") != analysis.analyzer
+        or (entry.get("evidence") or {}).get("id") != str(analysis.evidence_id)
+    ):
+        raise PublicationError(
+            f"analysis {analysis.pk}: no signed analysis.completed entry of this analysis and item backs the "
+            "stored result; nothing is published (run verify_log)"
+        )
+    payload = signing.b64decode(analysis.envelope["payload"])
+    signatures = analysis.envelope.get("signatures") or [{}]
+    if hashlib.sha256(payload).hexdigest() != details.get("statement_sha256") or signatures[0].get(
+        "sig"
+    ) != details.get("sig"):
+        raise PublicationError(
+            f"analysis {analysis.pk}: the stored result is not the statement entry {row.index} records as "
+            "signed; nothing is published (run verify_log)"
+        )
+    return payload
+
+
 def build(analysis: Analysis, *, disclose_references: bool = False) -> PublicStatement:
     """Build, sign and store the public statement of a succeeded analysis."""
-    internal_payload = signing.b64decode(analysis.envelope["payload"])
+    internal_payload = signed_internal_payload(analysis)
     internal = json.loads(internal_payload)
     predicate = internal["predicate"]
     references = predicate.get("references") or {}

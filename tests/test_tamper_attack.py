@@ -376,31 +376,39 @@ def code_from_key(key: bytes, device) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="publication builds and signs the public statement from the envelope in the analysis row "
-    "without checking its signature or its digest against the log, and verify_log never checks "
-    "that a public statement comes from its analysis's signed one: findings forged in the row for "
-    "the moment of publication are signed for the public, for good",
-)
 def test_findings_forged_in_the_row_when_the_result_is_published(history, bob):
+    """Publishing re-checks the stored result against the analysis.completed entry the server signed:
+    findings forged in the row, or the row pointed at another analysis's entry, publish nothing."""
     import json
 
     from custody import signing
 
-    stale = history["stale"]  # succeeded, not published
+    stale, done = history["stale"], history["done"]  # succeeded, not published; and another result
     real = dict(stale.envelope)
     statement = json.loads(signing.b64decode(real["payload"]))
     assert statement["predicate"]["findings"][0]["name"] == "sha256_recomputed"
     statement["predicate"]["findings"][0]["value"] = "the recording is unedited"
     forged = {**real, "payload": signing.b64(json.dumps(statement).encode())}
     Analysis.objects.filter(pk=stale.pk).update(envelope=forged)
-    published = api_client_for(bob).post(f"/api/v1/analyses/{stale.pk}/publish/", {}, format="json")
-    assert published.status_code in (200, 201), published.content
-    Analysis.objects.filter(pk=stale.pk).update(envelope=real)
+    as_bob = api_client_for(bob)
+    refused = as_bob.post(f"/api/v1/analyses/{stale.pk}/publish/", {}, format="json")
+    assert refused.status_code == 409 and "nothing is published" in refused.json()["detail"], refused.content
+    Analysis.objects.filter(pk=stale.pk).update(envelope=real, result_log_index=done.result_log_index)
+    refused = as_bob.post(f"/api/v1/analyses/{stale.pk}/publish/", {}, format="json")
+    assert refused.status_code == 409, refused.content
+    Analysis.objects.filter(pk=stale.pk).update(result_log_index=stale.result_log_index)
     public = APIClient().get("/api/v1/public/results/", {"sha256": stale.evidence.blob_id}).json()
-    assert "the recording is unedited" in json.dumps(public)  # signed by the results key, for anyone
-    reported(f"analysis {stale.pk}")
+    assert "the recording is unedited" not in json.dumps(public)
+    published_entries = [
+        e
+        for e in LogEntry.objects.filter(action="result.published")
+        if e.decoded["details"]["analysis"] == str(stale.pk)
+    ]
+    assert published_entries == []  # the refusals left no publication in the log
+    published = as_bob.post(f"/api/v1/analyses/{stale.pk}/publish/", {}, format="json")
+    assert published.status_code in (200, 201), published.content  # put back: it publishes
+    code, out = verify()
+    assert code == 0, out
 
 
 # --- keys: what the trust root says of them ---------------------------------------------------
