@@ -340,6 +340,49 @@ def heartbeat(analysis: Analysis) -> bool:
     return bool(_still_ours(analysis).update(heartbeat_at=timezone.now()))
 
 
+def _signed_request(analysis: Analysis) -> dict:
+    """The ``analysis.requested`` entry of this analysis, if the server signed it ({} if not)."""
+    from custody.models import LogEntry
+
+    row = LogEntry.objects.filter(index=analysis.request_log_index).first()
+    entry = json.loads(bytes(row.leaf)) if row is not None and log.signed_here(row) else {}
+    if entry.get("action") != "analysis.requested" or (entry.get("details") or {}).get("analysis") != str(
+        analysis.pk
+    ):
+        return {}
+    return entry
+
+
+def _request_problem(analysis: Analysis, entry: dict) -> str | None:
+    """Why the run must not go ahead as the row says (None: it may).
+
+    What is analysed, by which analyzer and with which parameters is what the
+    signed ``analysis.requested`` entry says, not what the row says: a row
+    retargeted in the database (another item, other parameters) for the run,
+    and put back after, would otherwise get a signed result of something
+    nobody asked for.
+    """
+    if not entry:
+        return f"no signed request entry of this analysis at log index {analysis.request_log_index}"
+    details, requested = entry["details"], entry.get("evidence") or {}
+    try:
+        parameters = json.loads(details.get("parameters_json") or "null")
+    except ValueError:
+        parameters = None
+    if (
+        requested.get("id") != str(analysis.evidence_id)
+        or requested.get("sha256") != analysis.evidence.blob_id
+        or details.get("analyzer") != analysis.analyzer
+        or details.get("version") != analysis.analyzer_version
+        or parameters != analysis.parameters
+    ):
+        return (
+            f"the analysis row does not match its signed request (log entry {entry['index']}): its item, "
+            "analyzer or parameters were changed in the database; not run"
+        )
+    return None
+
+
 def run_analysis(analysis_id, worker: str) -> str:
     """Claim, re-check the bytes, analyse, store and sign. Returns the final status (or 'skipped')."""
     analysis = claim(analysis_id, worker)
@@ -352,6 +395,14 @@ def run_analysis(analysis_id, worker: str) -> str:
     inputs = ExitStack()  # local copies of the stored inputs
     beat.start()
     try:
+        request = _signed_request(analysis)
+        problem = _request_problem(analysis, request)
+        if problem is not None:
+            logger.error("analysis %s not run: %s", analysis.pk, problem)
+            requested = Evidence.objects.filter(pk=(request.get("evidence") or {}).get("id")).first()
+            if requested is not None:
+                analysis.evidence = requested  # the failure entry names the item the log says was requested
+            return fail(analysis, problem)
         if module is None or module.VERSION != analysis.analyzer_version:
             return fail(
                 analysis, f"analyzer {analysis.analyzer} {analysis.analyzer_version} is not installed here"
