@@ -44,7 +44,8 @@ Pure numpy/scipy on a mono signal already decoded at FS = 1000 Hz.
    frequency over a threshold set on unedited material; adds candidates the
    phase test did not give.
 6. Hum level test (_level_test): spans where the hum disappears (inserted
-   hum-free material); their ends are edit candidates.
+   hum-free material) and its phase after the span does not continue the
+   phase before it (_bridge); their ends are edit candidates.
 """
 
 from __future__ import annotations
@@ -644,8 +645,12 @@ def _level_test(res: Result, tester: _Tester) -> None:
     level just outside it on both sides. Its ends are placed where the level
     crosses 6 dB under the level just outside (half the hum's amplitude, the
     middle of the window's ramp). Files whose median local SNR is under
-    LEVEL_REF_MIN_DB are not tested. The ends of a span are edit candidates
-    (test "level").
+    LEVEL_REF_MIN_DB are not tested. A span is kept only when the hum's
+    phase just after it differs from its phase just before it by at least
+    LEVEL_BRIDGE_Z (_bridge): material inserted between the two sides moves
+    the later side's phase by the mains frequency times its length, while a
+    dropout of the hum in place (a codec's, a noise suppressor's) leaves the
+    phase running on. The ends of a span are edit candidates (test "level").
     """
     w = int(LEVEL_WINDOW_S * R)
     n = tester.n
