@@ -100,16 +100,20 @@ LEVEL_WINDOW_S = 1.0
 LEVEL_DROP_DB = 10.0
 LEVEL_MIN_S = 0.8
 # LEVEL_REF_MIN_DB: below this median local SNR a drop cannot be told from the noise. 12 (was 14 before
-# the bridge test): on the tuning half the bridge removes every span of an unedited file down to 10
+# the bridge test): on the tuning half the bridge removes every span of an unedited file down to 10, and
+# 12 and 10 found the same splices there (14: 3 fewer)
 LEVEL_REF_MIN_DB = 12.0
 LEVEL_ABSENT_DB = 6.0  # a span's median local SNR must be under this: the hum is (nearly) gone
 # A span is kept only if the hum's phase after it does not continue the phase before it (_bridge):
 # material inserted between the two sides shifts the later side's phase by the mains frequency x its
 # length, while a dropout of the hum (a codec's, a noise suppressor's) leaves it where it was.
 BRIDGE_WINDOW_S = 2.0
-BRIDGE_WANDER_HZ = 0.005  # the trace's frequency error over a span, per harmonic number
+# the trace's frequency error over a span, per harmonic number (not tuned: about the trace's median error
+# at 12-20 dB in the evaluation's report)
+BRIDGE_WANDER_HZ = 0.005
 # LEVEL_BRIDGE_Z: normal deviate. On the tuning half (even seeds, 10 dB reference) every span in unedited
-# files and every span not at an edit bridged at 0.7 or less, the hum-free insertions at 0.1 to 10
+# files and every span not at an edit bridged at 0.7 or less, the hum-free insertions at 0.1 to 10 (all
+# but one of them at 1.1 or more)
 LEVEL_BRIDGE_Z = 1.0
 
 _LOWPASS = signal.firwin(301, 10.0, fs=FS)
