@@ -32,7 +32,9 @@ Method (details in forensics/analyzers/_enf.py):
   instant against the advances just before and after it, over its robust
   spread in this file; candidates the phase test did not already give;
 - hum level: spans where the hum's local SNR falls 10 dB below the file's
-  median and the hum is gone (inserted hum-free material); reported as
+  median and the hum is gone (inserted hum-free material), kept only when
+  the hum's phase after the span does not continue its phase before it (a
+  dropout of the hum in place leaves the phase running on); reported as
   hum_level_change spans, their ends as edit candidates.
 
 Every indicator carries the error rates measured for this file's condition
@@ -73,7 +75,10 @@ NAME = "audio.enf"
 # 2.2.0: the phase test sees the hum at unit amplitude, tests down to a local SNR of 5 dB and places a
 #        split within 1 s of the statistic's peak; in files under 12 dB a candidate needs a statistic of 6.5 (was 5);
 #        the level test judges the hum gone against a span's own noise too; IF threshold 14 (was 10)
-VERSION = "2.2.0"
+# 2.3.0: a hum-level span is kept only if the hum's phase across it jumps (the bridge test: a dropout in
+#        place, a codec's or a noise suppressor's, leaves the phase running on); the level test then runs
+#        in files down to a 12 dB median local SNR (was 14)
+VERSION = "2.3.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
@@ -105,6 +110,11 @@ def _limits() -> list[str]:
         "A splice leaves no phase jump when the removed or inserted material spans a whole number of "
         "mains cycles (20 ms at 50 Hz, 16.7 ms at 60 Hz) to within a few degrees and the hum's level "
         "does not change: such edits cannot be found by this method.",
+        "A span where the hum is gone is reported only when the hum's phase after it does not continue "
+        f"its phase before it (a statistic of at least {_enf.LEVEL_BRIDGE_Z:g}, given as bridge_z; a span "
+        "whose two sides cannot be compared is not reported): "
+        "inserted hum-free material lasting a whole number of mains cycles to within a few tens of "
+        "degrees is not reported as a span, and a dropout of the hum in place is not reported at all.",
         "Edits closer than about 1 s to each other or to the ends of the file, or inside parts where "
         "the hum is too weak (see the tested seconds), cannot be found.",
         f"'No usable ENF' (no grid harmonic {_enf.MIN_SNR_DB:g} dB above its neighbour bands) is "
@@ -367,6 +377,10 @@ def analyze(path: str, params: dict, ctx) -> dict:
                         "end": b,
                         "depth_db": _round(span["depth_db"], _DB),
                         "inside_db": _round(span["inside_db"], _DB),
+                        "bridge_z": _round(span["bridge_z"], 2),
+                        "phase_step_across_deg": {
+                            str(f): round(v) for f, v in sorted(span["bridge_steps_deg"].items())
+                        },
                     },
                     unit="s",
                     at=[a, b],
@@ -374,9 +388,9 @@ def analyze(path: str, params: dict, ctx) -> dict:
                     raw_score=raw,
                     rates=level_rates,
                     note=f"from {a:.2f} s to {b:.2f} s the mains hum is gone (its local SNR falls "
-                    f"{span['depth_db']:.0f} dB below the rest of the file): consistent with material "
-                    "recorded elsewhere (without hum) inserted here, or with the hum source switching "
-                    "off for a while.",
+                    f"{span['depth_db']:.0f} dB below the rest of the file) and its phase after the span "
+                    "does not continue its phase before it: consistent with material recorded elsewhere "
+                    "(without hum) inserted here, or with the hum source switching off for a while.",
                 )
             )
     findings.append(
