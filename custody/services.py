@@ -25,6 +25,7 @@ from .models import (
     Blob,
     Case,
     Evidence,
+    LogEntry,
     LogHead,
     Membership,
     Role,
@@ -281,9 +282,36 @@ def ensure_signing_keys(*, actor: User | None = None) -> list[SigningKey]:
     return created
 
 
+def _keys_as_logged() -> dict[str, dict]:
+    """Every signing key as the log's key entries state it: keyid -> the fields its row must have.
+
+    An entry that carries a signature must be one this server signed (log.signed_here).
+    """
+    stated: dict[str, dict] = {}
+    for row in LogEntry.objects.filter(action__in=("key.added", "key.retired")).order_by("index"):
+        if bytes(row.signature) and not log.signed_here(row):
+            raise ServiceError(
+                f"log entry {row.index} ({row.action}) is not one this server signed: no trust root is "
+                "published (run verify_log)",
+                409,
+            )
+        for change in projection.changes(row.decoded, settings.CUSTODY_LOG_ORIGIN):
+            if change.op == "insert":
+                stated[change.key[0]] = dict(change.fields)
+            elif change.key[0] in stated:
+                stated[change.key[0]].update(change.fields)
+    return stated
+
+
 def trust_root_document(version: int, previous: TrustRoot | None) -> dict:
-    """What the trust root says now: keys from the custody record, witnesses and TSAs from the settings."""
+    """What the trust root says now: keys from the custody record, witnesses and TSAs from the settings.
+
+    The keys are the signing-key table's, which must say what the log's signed key entries say:
+    a key added, or a validity stretched, in the table alone would otherwise be signed into the
+    root every outside verifier pins.
+    """
     rows = SigningKey.objects.order_by("purpose", "valid_from", "keyid")
+    stated = _keys_as_logged()
     key_list = []
     for row in rows:
         item = {
@@ -294,11 +322,24 @@ def trust_root_document(version: int, previous: TrustRoot | None) -> dict:
             "valid_from": log.format_time(row.valid_from),
             "valid_until": log.format_time(row.valid_until) if row.valid_until else None,
         }
+        logged = stated.pop(row.keyid, None)
+        if logged is None or any(item[field] != logged[field] for field in logged):
+            raise ServiceError(
+                f"signing key {row.keyid[:16]}: its row does not say what the log's key entries say "
+                f"({logged or 'no key.added entry'}); no trust root is published (run verify_log)",
+                409,
+            )
         if row.purpose == SigningKey.Purpose.LOG:
             item["vkey"] = signing.note_verifier_key(
                 row.name, signing.load_public_key_pem(row.public_key_pem)
             )
         key_list.append(item)
+    if stated:
+        raise ServiceError(
+            f"signing key(s) {', '.join(k[:16] for k in sorted(stated))} added in the log are missing from the "
+            "table; no trust root is published (run verify_log)",
+            409,
+        )
     witnesses = [
         {"name": cosign.parse_verifier_key(vkey).name, "vkey": vkey, "url": url}
         for url, vkey in settings.CUSTODY_WITNESSES

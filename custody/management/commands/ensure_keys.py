@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from custody import services
 
@@ -16,5 +16,8 @@ class Command(BaseCommand):
         if not created:
             self.stdout.write("signing keys present")
         # Witnesses or time-stamp authorities may have changed in the settings.
-        root = services.update_trust_root()
+        try:
+            root = services.update_trust_root()
+        except services.ServiceError as exc:
+            raise CommandError(exc.detail) from None
         self.stdout.write(f"trust root version {root.version}")
