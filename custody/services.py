@@ -685,6 +685,7 @@ def release_custody(
     _refuse_on_bad_fixity(evidence, fixity, actor, client)
     with transaction.atomic():
         locked = Evidence.objects.select_for_update().select_related("custodian").get(pk=evidence.pk)
+        _require_logged_custodian(locked)
         # Again under the row lock: another handover may have been accepted
         # since the check above, and only the custodian of now may release.
         if locked.custodian_id != actor.pk and not actor.is_custody_admin:
@@ -713,6 +714,51 @@ def release_custody(
         return Transfer.objects.get(pk=transfer_id)
 
 
+def _signed_entry(row: LogEntry | None) -> dict:
+    """The entry of ``row`` if this server signed it ({} if not, or no row)."""
+    return row.decoded if row is not None and log.signed_here(row) else {}
+
+
+def _require_logged_custodian(evidence: Evidence) -> None:
+    """Custody moves only from the custodian the log's signed entries give the item (who received
+    it, or the receiver of its latest accepted handover), not from whoever the table names."""
+    row = (
+        LogEntry.objects.filter(evidence=evidence, action__in=("evidence.received", "custody.accepted"))
+        .order_by("-index")
+        .first()
+    )
+    entry = _signed_entry(row)
+    logged = None
+    if entry:
+        for change in projection.changes(entry, settings.CUSTODY_LOG_ORIGIN):
+            if change.table == "evidence" and "custodian_id" in change.fields:
+                logged = change.fields["custodian_id"]
+    if logged is None or logged != evidence.custodian_id:
+        raise ServiceError(
+            f"the item's custodian in the database is not the one its signed log entries give it (user "
+            f"{logged}): no handover until that is resolved (run verify_log)",
+            status=409,
+        )
+
+
+def _require_logged_release(transfer: Transfer) -> None:
+    """A handover is decided only if its release is a signed entry of this item, sender and receiver."""
+    entry = _signed_entry(LogEntry.objects.filter(index=transfer.release_log_index).first())
+    details = entry.get("details") or {}
+    if (
+        entry.get("action") != "custody.released"
+        or details.get("transfer") != str(transfer.pk)
+        or (entry.get("evidence") or {}).get("id") != str(transfer.evidence_id)
+        or (details.get("from") or {}).get("id") != transfer.from_user_id
+        or (details.get("to") or {}).get("id") != transfer.to_user_id
+    ):
+        raise ServiceError(
+            "this handover has no signed release entry of this item, sender and receiver: it cannot be "
+            "decided (run verify_log)",
+            status=409,
+        )
+
+
 def decide_transfer(
     *, actor: User, transfer: Transfer, accept: bool, note: str = "", client: str | None = None
 ) -> Transfer:
@@ -730,6 +776,8 @@ def decide_transfer(
         if transfer.status != Transfer.Status.PENDING:
             raise ServiceError(f"this handover is already {transfer.status}", status=409)
         locked = Evidence.objects.select_for_update().get(pk=evidence.pk)
+        _require_logged_custodian(locked)
+        _require_logged_release(transfer)
         if accept and locked.custodian_id != transfer.from_user_id:
             # Custody is not where the release left it: accepting would take
             # the item from someone who never released it.

@@ -188,6 +188,15 @@ def test_accept_refuses_when_custody_moved_since_the_release(alice, erin, root, 
     )
     # The handover and the item disagree (a table changed behind the log's back).
     Transfer.objects.filter(pk=first.pk).update(from_user=root)
-    with pytest.raises(services.ServiceError, match="custodian changed since this handover was released"):
+    # The signed release says alice released it: the row's sender is not believed.
+    with pytest.raises(
+        services.ServiceError, match="no signed release entry of this item, sender and receiver"
+    ):
         services.decide_transfer(actor=erin, transfer=Transfer.objects.get(pk=first.pk), accept=True)
     assert Evidence.objects.get(pk=evidence_a.pk).custodian == alice
+    # Put back, the release is what the log says; the item's custodian moved meanwhile (in the table
+    # alone): still no move.
+    Transfer.objects.filter(pk=first.pk).update(from_user=alice)
+    Evidence.objects.filter(pk=evidence_a.pk).update(custodian=root)
+    with pytest.raises(services.ServiceError, match="not the one its signed log entries give it"):
+        services.decide_transfer(actor=erin, transfer=Transfer.objects.get(pk=first.pk), accept=True)
