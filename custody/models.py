@@ -25,6 +25,10 @@ class User(AbstractUser):
     # admin flags), made only where the server writes them from a log entry (the projection) or
     # makes the row: a role or flag written into the database by anyone else locks the account.
     grants_mac = models.BinaryField(null=True, blank=True, editable=False)
+    # Whether the account has a second factor in force (custody/second_factor.py sets it with the
+    # device, under the grants' seal): devices deleted in the database do not make the password alone
+    # enough again.
+    second_factor = models.BooleanField(default=False, editable=False)
 
     def set_password(self, raw_password):
         super().set_password(raw_password)
@@ -70,12 +74,29 @@ class User(AbstractUser):
         return self.is_active and self.role in (Role.INVESTIGATOR, Role.ADMIN)
 
 
+def update_grants(user_id, *, using: str = "default", **fields) -> None:
+    """Write some of an account's grants and renew their seal, only if it held before.
+
+    For the server's own writes (the projection of a log entry, the second
+    factor's enrolment and removal): a seal broken in the database stays
+    broken, so no later write of the server blesses a role written there.
+    """
+    users = User.objects.using(using)
+    user = users.select_for_update().get(pk=user_id)
+    intact = user.grants_intact()
+    for name, value in fields.items():
+        setattr(user, name, value)
+    if intact:
+        fields["grants_mac"] = grants_mac(user, settings.SECRET_KEY)
+    users.filter(pk=user_id).update(**fields)
+
+
 def credential_mac(user, secret) -> bytes:
     """The HMAC of a user's id and password hash (any model version: the migration uses it)."""
     return seal("custody.user.credential", [str(user.pk), user.password], secret)
 
 
-GRANT_FIELDS = ("username", "role", "is_active", "is_staff", "is_superuser")
+GRANT_FIELDS = ("username", "role", "is_active", "is_staff", "is_superuser", "second_factor")
 
 
 def grants_mac(user, secret) -> bytes:

@@ -640,21 +640,18 @@ class ModelStore:
         """Apply, then seal the account's grants (what it may do) again, without blessing a forgery.
 
         The projection is where the server writes an account's name, role and
-        flags from a signed entry, so it renews their seal. A change that sets
-        only some of them (activation) renews it only if the seal held before:
-        otherwise a role written into the database would be sealed with it.
+        flags from a signed entry, so it renews their seal, but only if the
+        seal held before (or the row is new): otherwise a role written into
+        the database would be sealed with the entry's change.
         """
         from django.conf import settings
 
-        from .models import GRANT_FIELDS, grants_mac
+        from .models import grants_mac
 
         users = self._qs(TABLES["user"])
         (pk,) = change.key
-        if change.op != "delete" and set(GRANT_FIELDS) - change.fields.keys():
-            before = users.filter(pk=pk).first()
-            renew = before is None or before.grants_intact()
-        else:
-            renew = True
+        before = users.filter(pk=pk).first()
+        renew = before is None or before.grants_intact()
         self._apply(TABLES["user"], change, reserved)
         if renew and change.op != "delete":
             user = users.get(pk=pk)

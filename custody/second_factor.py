@@ -33,16 +33,18 @@ from base64 import b32encode
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import log
-from .models import Role, User
+from .models import Role, User, update_grants
 from .permissions import Forbidden
 
 RECOVERY_CODE_COUNT = 10
@@ -78,7 +80,9 @@ def totp_device(user, *, confirmed: bool = True) -> TOTPDevice | None:
 
 
 def is_enrolled(user) -> bool:
-    return user.is_authenticated and TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    """Whether a second factor is in force: the account's sealed flag, not whether device rows exist
+    (devices deleted in the database must not make the password alone enough again)."""
+    return bool(user.is_authenticated and User.objects.filter(pk=user.pk, second_factor=True).exists())
 
 
 def recovery_codes_left(user) -> int:
@@ -110,6 +114,25 @@ def is_totp_code(code: str) -> bool:
 
 def new_recovery_code() -> str:
     return b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
+
+
+def recovery_token(user, code: str, secret=None) -> str:
+    """How a recovery code is stored: an HMAC under SECRET_KEY of the account and the code, in the
+    16 characters django-otp keeps (64 bits). The table holds no code anyone can type."""
+    digest = salted_hmac(
+        "custody.recovery_code",
+        f"{user.pk}:{normalise(code)}",
+        secret=secret or settings.SECRET_KEY,
+        algorithm="sha256",
+    )
+    return digest.hexdigest()[:16]
+
+
+def recovery_tokens(user, code: str) -> list[str]:
+    """The stored forms of ``code`` under SECRET_KEY and each of SECRET_KEY_FALLBACKS."""
+    return [
+        recovery_token(user, code, secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ]
 
 
 def show_code(code: str) -> str:
@@ -166,9 +189,22 @@ def _check_code(
     if device is None:
         if method == "recovery":
             raise SecondFactorError("this account has no recovery codes left; use the authenticator app")
+        if is_enrolled(user):
+            raise SecondFactorError(
+                "this account's second factor is missing from the database: an administrator must reset it "
+                "(manage.py reset_second_factor), then enrol again",
+                status=409,
+            )
         raise SecondFactorError("this account has no second factor")
     _refuse_if_throttled(device)
     details = {"user": _user_ref(user), "method": method, "purpose": purpose}
+    if method == "recovery":
+        # Stored as their HMAC (recovery_token): a code read from the table, or a row inserted there,
+        # is no code. The stored form of the code typed, under the current or an earlier key:
+        stored = device.token_set.filter(token__in=recovery_tokens(user, code)).values_list(
+            "token", flat=True
+        )
+        code = next(iter(stored), recovery_tokens(user, code)[0])
     if not device.verify_token(code):
         log.append("account.second_factor_failed", actor=user, client=client, details=details)
         return Checked(device=None, method=method)
@@ -223,6 +259,8 @@ def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevi
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+            update_grants(user.pk, second_factor=True)
+            user.second_factor = True
             log.append(
                 "account.second_factor_enrolled",
                 actor=user,
@@ -240,7 +278,7 @@ def _replace_recovery_codes(user: User, *, client: str | None, reason: str) -> l
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=STATIC_DEVICE_NAME, confirmed=True)
     codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=c) for c in codes)
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=recovery_token(user, c)) for c in codes)
     log.append(
         "account.recovery_codes_generated",
         actor=user,
@@ -280,10 +318,13 @@ def remove(*, actor: User | None, user: User, code: str = "", client: str | None
         if actor is not None and actor.pk == user.pk:
             checked = _check_code(user, code, purpose="removal", client=client)
         if checked is None or checked.device is not None:
-            if not TOTPDevice.objects.filter(user=user).exists():
+            locked = User.objects.select_for_update().get(pk=user.pk)
+            if not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists():
                 raise SecondFactorError("this account has no second factor", status=404)
             TOTPDevice.objects.filter(user=user).delete()
             StaticDevice.objects.filter(user=user).delete()
+            update_grants(user.pk, second_factor=False)
+            user.second_factor = False
             log.append(
                 "account.second_factor_removed",
                 actor=actor,
