@@ -393,18 +393,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.nodb)
 
 
-def totp_code(device) -> str:
+def totp_code(device, key: bytes | None = None) -> str:
     """The code an authenticator app holding ``device``'s key shows for the next step the server accepts.
 
     Computed from the key (RFC 6238 through django_otp.oath), not asked of the
     server. A code is accepted once: the server takes only steps after the
     last one used, within its tolerance of now, so when the next step is
     beyond the tolerance this waits for the clock, as a user would.
+    ``key``: another key than the device's (an attacker's copy read from the table).
     """
     from django_otp.oath import TOTP
 
     device.refresh_from_db()
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits)
+    totp = TOTP(device.bin_key if key is None else key, device.step, device.t0, device.digits)
     while True:
         now_t = totp.t()
         # The current step (not the oldest one tolerated): a code read off the

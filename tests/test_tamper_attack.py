@@ -21,7 +21,6 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
@@ -32,7 +31,7 @@ from custody.storage import blob_store
 from forensics import services as analyses
 from forensics.models import Analysis, Artifact
 
-from .conftest import PASSWORD, api_client_for, enrol_second_factor
+from .conftest import PASSWORD, api_client_for, enrol_second_factor, totp_code
 from .test_tamper_more import history, reported, verify  # noqa: F401 - the fixture
 from .test_tus import TUS, create, id_of, patch, path_of
 
@@ -361,21 +360,6 @@ def test_evidence_file_swapped_while_the_analyzer_reads_it(history, bob):
     )
 
 
-def code_from_key(key: bytes, device) -> str:
-    """The next code the server takes, computed from ``key`` (as tests.conftest.totp_code does from
-    the device's own key)."""
-    device.refresh_from_db()
-    totp = TOTP(key, device.step, device.t0, device.digits)
-    while True:
-        now_t = totp.t()
-        step = max(now_t + device.drift, device.last_t + 1)
-        if step <= now_t + device.drift + device.tolerance:
-            break
-        time.sleep(device.step - (time.time() - device.t0) % device.step + 0.05)
-    totp.time = device.t0 + step * device.step
-    return f"{totp.token():0{device.digits}d}"
-
-
 def test_findings_forged_in_the_row_when_the_result_is_published(history, bob):
     """Publishing re-checks the stored result against the analysis.completed entry the server signed:
     findings forged in the row, or the row pointed at another analysis's entry, publish nothing."""
@@ -490,6 +474,6 @@ def test_totp_key_read_from_the_table_gives_the_codes(history, alice):
     with connection.cursor() as cursor:
         cursor.execute("SELECT key FROM otp_totp_totpdevice WHERE user_id = %s", [alice.pk])
         (stored,) = cursor.fetchone()
-    code = code_from_key(bytes.fromhex(stored), device)
+    code = totp_code(device, key=bytes.fromhex(stored))
     answer = token_with_password("alice", otp=code)
     assert answer.status_code != 201, "a code computed from the table's key was accepted"
