@@ -213,6 +213,11 @@ def signed_here(row: LogEntry) -> bool:
     return False
 
 
+def signed_entry(row: LogEntry | None) -> dict:
+    """The entry of ``row`` if this server signed it (``signed_here``); {} if not, or if there is no row."""
+    return row.decoded if row is not None and signed_here(row) else {}
+
+
 # --- the queue and its sequencer (PostgreSQL) ---------------------------------
 
 # Largest batch: ~40 us of Python per entry (JSON, SHA-256, Ed25519), so a

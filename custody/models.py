@@ -1,5 +1,5 @@
-"""Custody models. No logic in save() or signals: state changes live in services.py (one exception,
-User.save(), seals the credential: see there)."""
+"""Custody models. No logic in save() or signals: state changes live in services.py (one exception:
+User.save() and SealedOnCreate.save() seal rows with an HMAC: see there)."""
 
 from __future__ import annotations
 
@@ -125,6 +125,27 @@ def sealed_by_this_server(mac, seal_under) -> bool:
     )
 
 
+class SealedOnCreate:
+    """A row sealed once, when the server makes it (the projection of a log entry, rebuild_state):
+    ``mac`` is ``self._seal(SECRET_KEY)``, an HMAC of what the row grants. A row written into the
+    database by anyone else, or changed there, fails ``seal_intact`` and grants nothing.
+
+    As in User.save(): an integrity seal in save(), not a state change.
+    """
+
+    def _seal(self, secret) -> bytes:
+        raise NotImplementedError
+
+    def save(self, *args, **kwargs):
+        if self._state.adding:
+            self.mac = self._seal(settings.SECRET_KEY)
+        super().save(*args, **kwargs)
+
+    def seal_intact(self) -> bool:
+        """Whether the server made this row (its HMAC, under SECRET_KEY or a fallback)."""
+        return sealed_by_this_server(self.mac, self._seal)
+
+
 class Case(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Unique among the cases one user can see, not globally: a global check
@@ -144,7 +165,7 @@ class Case(models.Model):
         return f"{self.reference}: {self.title}"
 
 
-class Membership(models.Model):
+class Membership(SealedOnCreate, models.Model):
     case = models.ForeignKey(Case, on_delete=models.PROTECT)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     added_at = models.DateTimeField()
@@ -158,15 +179,8 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.case}"
 
-    def save(self, *args, **kwargs):
-        # As in User.save(): an integrity seal, made once, when the projection makes the row.
-        if self._state.adding:
-            self.mac = membership_mac(self, settings.SECRET_KEY)
-        super().save(*args, **kwargs)
-
-    def seal_intact(self) -> bool:
-        """Whether the server made this membership (its HMAC)."""
-        return sealed_by_this_server(self.mac, lambda secret: membership_mac(self, secret))
+    def _seal(self, secret) -> bytes:
+        return membership_mac(self, secret)
 
 
 def membership_mac(membership, secret) -> bytes:
@@ -174,7 +188,7 @@ def membership_mac(membership, secret) -> bytes:
     return seal("custody.case.membership", [str(membership.case_id), str(membership.user_id)], secret)
 
 
-class ApiToken(models.Model):
+class ApiToken(SealedOnCreate, models.Model):
     """A REST token. Only its SHA-256 is stored; the token is shown once."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tokens")
@@ -192,16 +206,8 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
 
-    def save(self, *args, **kwargs):
-        # As in User.save(): an integrity seal, not a state change. Made once, when the row is
-        # made by the server (issue_token's projection, rebuild_state); later saves keep it.
-        if self._state.adding:
-            self.mac = token_mac(self, settings.SECRET_KEY)
-        super().save(*args, **kwargs)
-
-    def seal_intact(self) -> bool:
-        """Whether this row is one the server made for this account (its HMAC)."""
-        return sealed_by_this_server(self.mac, lambda secret: token_mac(self, secret))
+    def _seal(self, secret) -> bytes:
+        return token_mac(self, secret)
 
 
 def token_mac(token, secret) -> bytes:

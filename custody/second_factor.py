@@ -201,10 +201,9 @@ def _check_code(
     if method == "recovery":
         # Stored as their HMAC (recovery_token): a code read from the table, or a row inserted there,
         # is no code. The stored form of the code typed, under the current or an earlier key:
-        stored = device.token_set.filter(token__in=recovery_tokens(user, code)).values_list(
-            "token", flat=True
-        )
-        code = next(iter(stored), recovery_tokens(user, code)[0])
+        candidates = recovery_tokens(user, code)
+        stored = device.token_set.filter(token__in=candidates).values_list("token", flat=True)
+        code = next(iter(stored), candidates[0])
     if not device.verify_token(code):
         log.append("account.second_factor_failed", actor=user, client=client, details=details)
         return Checked(device=None, method=method)

@@ -714,11 +714,6 @@ def release_custody(
         return Transfer.objects.get(pk=transfer_id)
 
 
-def _signed_entry(row: LogEntry | None) -> dict:
-    """The entry of ``row`` if this server signed it ({} if not, or no row)."""
-    return row.decoded if row is not None and log.signed_here(row) else {}
-
-
 def _require_logged_custodian(evidence: Evidence) -> None:
     """Custody moves only from the custodian the log's signed entries give the item (who received
     it, or the receiver of its latest accepted handover), not from whoever the table names."""
@@ -727,7 +722,7 @@ def _require_logged_custodian(evidence: Evidence) -> None:
         .order_by("-index")
         .first()
     )
-    entry = _signed_entry(row)
+    entry = log.signed_entry(row)
     logged = None
     if entry:
         for change in projection.changes(entry, settings.CUSTODY_LOG_ORIGIN):
@@ -743,7 +738,7 @@ def _require_logged_custodian(evidence: Evidence) -> None:
 
 def _require_logged_release(transfer: Transfer) -> None:
     """A handover is decided only if its release is a signed entry of this item, sender and receiver."""
-    entry = _signed_entry(LogEntry.objects.filter(index=transfer.release_log_index).first())
+    entry = log.signed_entry(LogEntry.objects.filter(index=transfer.release_log_index).first())
     details = entry.get("details") or {}
     if (
         entry.get("action") != "custody.released"

@@ -76,10 +76,7 @@ def signed_internal_payload(analysis: Analysis) -> bytes:
     from custody import log
     from custody.models import LogEntry
 
-    row = None
-    if analysis.result_log_index is not None:
-        row = LogEntry.objects.filter(index=analysis.result_log_index).first()
-    entry = json.loads(bytes(row.leaf)) if row is not None and log.signed_here(row) else {}
+    entry = log.signed_entry(LogEntry.objects.filter(index=analysis.result_log_index).first())
     details = entry.get("details") or {}
     if (
         entry.get("action") != "analysis.completed"
@@ -97,7 +94,7 @@ def signed_internal_payload(analysis: Analysis) -> bytes:
         "sig"
     ) != details.get("sig"):
         raise PublicationError(
-            f"analysis {analysis.pk}: the stored result is not the statement entry {row.index} records as "
+            f"analysis {analysis.pk}: the stored result is not the statement entry {entry['index']} records as "
             "signed; nothing is published (run verify_log)"
         )
     return payload

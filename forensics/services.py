@@ -344,8 +344,7 @@ def _signed_request(analysis: Analysis) -> dict:
     """The ``analysis.requested`` entry of this analysis, if the server signed it ({} if not)."""
     from custody.models import LogEntry
 
-    row = LogEntry.objects.filter(index=analysis.request_log_index).first()
-    entry = json.loads(bytes(row.leaf)) if row is not None and log.signed_here(row) else {}
+    entry = log.signed_entry(LogEntry.objects.filter(index=analysis.request_log_index).first())
     if entry.get("action") != "analysis.requested" or (entry.get("details") or {}).get("analysis") != str(
         analysis.pk
     ):
