@@ -469,36 +469,16 @@ def _verify_witnesses(report: Report) -> None:
 
 
 def _verify_credentials(report: Report) -> None:
-    """Password hashes are not custody facts (not in the log), but each carries the server's
-    HMAC: one written into the database by anyone else (to log in as that user) shows here; so
-    does an API token row the server did not make for its account."""
-    from .models import ApiToken, Membership, User
+    """Password hashes, grants, memberships and API tokens each carry the server's HMAC
+    (``models.SEALS``): a row written or changed in the database by anyone else is named here, as
+    the server refuses it at each use. (Memberships and tokens are custody facts too: the replay
+    compares their rows with the log as well.)"""
+    from .models import SEALS
 
-    for user in User.objects.order_by("pk").iterator():
-        if not user.credential_intact():
-            report.problem(
-                f"user {user.pk} ({user.username}): password hash not set by the server "
-                "(its HMAC does not match): nobody can log in with it"
-            )
-        if not user.grants_intact():
-            report.problem(
-                f"user {user.pk} ({user.username}): name, role or flags not written by the server "
-                "(their HMAC does not match): the account is refused until they are put back"
-            )
-    for membership in Membership.objects.order_by("pk").iterator():
-        if not membership.seal_intact():
-            report.problem(
-                f"membership of user {membership.user_id} in case {membership.case_id}: row not made by the "
-                "server (its HMAC does not match): it opens nothing"
-            )
-    # API tokens are custody facts too (the replay compares their rows with the log); the seal
-    # is what the server checks at each request, so a row that fails it is named here as well.
-    for token in ApiToken.objects.order_by("pk").iterator():
-        if not token.seal_intact():
-            report.problem(
-                f"API token {token.prefix}… (user {token.user_id}): row not made by the server "
-                "for this account (its HMAC does not match): it authenticates nobody"
-            )
+    for kind in SEALS:
+        for row in kind.model.objects.order_by("pk").iterator():
+            if not kind.intact(row):
+                report.problem(f"{kind.label(row)}: {kind.broken}")
 
 
 def _verify_timestamps(report: Report) -> None:

@@ -3,7 +3,11 @@ User.save() and SealedOnCreate.save() seal rows with an HMAC: see there)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -59,11 +63,11 @@ class User(AbstractUser):
 
     def credential_intact(self) -> bool:
         """Whether the password hash is the one the server set for this account (its HMAC)."""
-        return sealed_by_this_server(self.credential_mac, lambda secret: credential_mac(self, secret))
+        return CREDENTIAL_SEAL.intact(self)
 
     def grants_intact(self) -> bool:
         """Whether name, role, active and admin flags are the ones the server wrote (their HMAC)."""
-        return sealed_by_this_server(self.grants_mac, lambda secret: grants_mac(self, secret))
+        return GRANTS_SEAL.intact(self)
 
     @property
     def is_custody_admin(self) -> bool:
@@ -75,20 +79,11 @@ class User(AbstractUser):
 
 
 def update_grants(user_id, *, using: str = "default", **fields) -> None:
-    """Write some of an account's grants and renew their seal, only if it held before.
-
-    For the server's own writes (the projection of a log entry, the second
-    factor's enrolment and removal): a seal broken in the database stays
-    broken, so no later write of the server blesses a role written there.
-    """
+    """Write some of an account's grants (the second factor's enrolment and removal) and renew
+    their seal only if it held before (``renewing_seal``)."""
     users = User.objects.using(using)
-    user = users.select_for_update().get(pk=user_id)
-    intact = user.grants_intact()
-    for name, value in fields.items():
-        setattr(user, name, value)
-    if intact:
-        fields["grants_mac"] = grants_mac(user, settings.SECRET_KEY)
-    users.filter(pk=user_id).update(**fields)
+    with renewing_seal(GRANTS_SEAL, users.select_for_update(), pk=user_id):
+        users.filter(pk=user_id).update(**fields)
 
 
 def credential_mac(user, secret) -> bytes:
@@ -211,8 +206,10 @@ class ApiToken(SealedOnCreate, models.Model):
 
 
 def token_mac(token, secret) -> bytes:
-    """The seal of an API token row: its digest and the account it authenticates."""
-    return seal("custody.api.token", [token.digest, str(token.user_id)], secret)
+    """The seal of an API token row: its digest, the account it authenticates, and when it was
+    revoked ("" while live), so a revoked token written back to live in the database is refused."""
+    revoked = "" if token.revoked_at is None else token.revoked_at.astimezone(dt.UTC).isoformat()
+    return seal("custody.api.token", [token.digest, str(token.user_id), revoked], secret)
 
 
 class Blob(models.Model):
@@ -581,3 +578,97 @@ class WitnessStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.witness_name} ({self.state})"
+
+
+# --- the seals, in one place ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealKind:
+    """One HMAC seal under SECRET_KEY on the rows of one model (verify_log, reseal_credentials and
+    the projection all go through this list, so a new seal is added here once).
+
+    ``projected``: the projection writes the sealed columns from signed log entries, so it renews
+    the seal after each write, and only if the seal held before (``renewing_seal``).
+    """
+
+    model: type
+    field: str
+    seal_of: Callable  # (row, secret) -> bytes
+    plural: str  # how reseal_credentials counts them
+    label: Callable  # row -> how a report names it
+    broken: str  # what verify_log says of a row whose seal does not hold
+    remedy: str  # what the row's owner does when reseal_credentials cannot move it
+    projected: bool
+
+    def intact(self, row) -> bool:
+        return sealed_by_this_server(getattr(row, self.field), lambda secret: self.seal_of(row, secret))
+
+
+def _user_label(user) -> str:
+    return f"user {user.pk} ({user.username})"
+
+
+GRANTS_SEAL = SealKind(
+    User,
+    "grants_mac",
+    grants_mac,
+    "account grant(s)",
+    _user_label,
+    "name, role or flags not written by the server (their HMAC does not match): the account is refused "
+    "until they are put back",
+    "verify_log names what the log says they are",
+    projected=True,
+)
+
+CREDENTIAL_SEAL = SealKind(
+    User,
+    "credential_mac",
+    credential_mac,
+    "account(s)",
+    _user_label,
+    "password hash not set by the server (its HMAC does not match): nobody can log in with it",
+    "set a new password with manage.py changepassword",
+    projected=False,
+)
+
+SEALS: tuple[SealKind, ...] = (
+    CREDENTIAL_SEAL,
+    GRANTS_SEAL,
+    SealKind(
+        Membership,
+        "mac",
+        membership_mac,
+        "case membership(s)",
+        lambda m: f"membership of user {m.user_id} in case {m.case_id}",
+        "row not made by the server (its HMAC does not match): it opens nothing",
+        "verify_log says whether the log accounts for it; if so, remove and add it again",
+        projected=True,
+    ),
+    SealKind(
+        ApiToken,
+        "mac",
+        token_mac,
+        "API token(s)",
+        lambda token: f"API token {token.prefix}… (user {token.user_id})",
+        "row not made by the server for this account, or its revocation changed (its HMAC does not "
+        "match): it authenticates nobody",
+        "one issued under a key no longer configured: its owner gets a new token",
+        projected=True,
+    ),
+)
+
+
+@contextlib.contextmanager
+def renewing_seal(kind: SealKind, rows, **where):
+    """Around a write of the server's own to one row of ``kind.model`` (``rows``: its queryset):
+    after the write, seal the row again under SECRET_KEY, but only if its seal held before the write
+    (or the row is new). A seal broken in the database stays broken, so no write of the server's
+    blesses a value written there by someone else."""
+    before = rows.filter(**where).first()
+    renew = before is None or kind.intact(before)
+    yield
+    if renew:
+        row = rows.filter(**where).first()
+        if row is not None:  # deleted by the write
+            rows.filter(pk=row.pk).update(**{kind.field: kind.seal_of(row, settings.SECRET_KEY)})

@@ -613,8 +613,12 @@ class ModelStore:
     def __init__(self, using: str = "default"):
         from django.apps import apps
 
+        from .models import SEALS
+
         self.using = using
         self.models = {name: apps.get_model(t.model) for name, t in TABLES.items()}
+        projected = {kind.model: kind for kind in SEALS if kind.projected}
+        self.seals = {name: projected[model] for name, model in self.models.items() if model in projected}
 
     def _qs(self, table: Table):
         return self.models[table.name].objects.using(self.using)
@@ -630,32 +634,18 @@ class ModelStore:
         return out
 
     def apply(self, change: Change, reserved: frozenset = frozenset()) -> None:
+        """Write one change; a row under a seal (an account's grants, a membership, an API token)
+        is sealed again after it, without blessing a forgery: ``models.renewing_seal`` renews the
+        seal only if it held before the write (or the row is new)."""
+        from .models import renewing_seal
+
         table = TABLES[change.table]
-        if table.name == "user":
-            self._apply_to_user(change, reserved)
-        else:
+        kind = self.seals.get(table.name)
+        if kind is None or change.op == "delete":
             self._apply(table, change, reserved)
-
-    def _apply_to_user(self, change: Change, reserved: frozenset) -> None:
-        """Apply, then seal the account's grants (what it may do) again, without blessing a forgery.
-
-        The projection is where the server writes an account's name, role and
-        flags from a signed entry, so it renews their seal, but only if the
-        seal held before (or the row is new): otherwise a role written into
-        the database would be sealed with the entry's change.
-        """
-        from django.conf import settings
-
-        from .models import grants_mac
-
-        users = self._qs(TABLES["user"])
-        (pk,) = change.key
-        before = users.filter(pk=pk).first()
-        renew = before is None or before.grants_intact()
-        self._apply(TABLES["user"], change, reserved)
-        if renew and change.op != "delete":
-            user = users.get(pk=pk)
-            users.filter(pk=pk).update(grants_mac=grants_mac(user, settings.SECRET_KEY))
+            return
+        with renewing_seal(kind, self._qs(table), **dict(zip(table.key, change.key, strict=True))):
+            self._apply(table, change, reserved)
 
     def _apply(self, table: Table, change: Change, reserved: frozenset) -> None:
         where = dict(zip(table.key, change.key, strict=True))

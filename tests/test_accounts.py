@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
@@ -281,6 +282,41 @@ def test_tokens_and_accounts_made_before_their_seals_are_sealed_by_the_migration
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {issued}")
     assert client.get("/api/v1/cases/").status_code == 200
+
+
+def test_token_seals_of_before_0020_move_to_the_seal_that_covers_revocation(transactional_db, alice):
+    """Rows sealed the old way (digest and account) are sealed again with their revocation time;
+    a row whose old seal did not hold stays refused."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from custody.models import seal
+
+    live, revoked, planted = (token_for("alice", PASSWORD).json()["token"] for _ in range(3))
+    services.revoke_token(actor=alice, token=ApiToken.objects.get(digest=token_digest(revoked)))
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0019_recovery_code_hmac")])
+    for row in ApiToken.objects.all():
+        old = seal("custody.api.token", [row.digest, str(row.user_id)], settings.SECRET_KEY)
+        ApiToken.objects.filter(pk=row.pk).update(
+            mac=b"planted" if row.digest == token_digest(planted) else old
+        )
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    answers = {}
+    for name, token in (("live", live), ("revoked", revoked), ("planted", planted)):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        answer = client.get("/api/v1/cases/")
+        answers[name] = (
+            answer.status_code,
+            answer.json().get("detail") if answer.status_code != 200 else None,
+        )
+    assert answers == {
+        "live": (200, None),
+        "revoked": (401, "token revoked"),
+        "planted": (401, "invalid token"),
+    }
 
 
 def test_secret_key_fallbacks_come_from_the_environment(tmp_path):

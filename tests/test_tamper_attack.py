@@ -93,17 +93,38 @@ def test_usernames_swapped_between_two_accounts(history, alice, bob):
     )
 
 
-def test_revoked_token_revived_works_until_verify_log_runs(history, alice):
-    """Detected, not prevented: revoked_at is not under the row's seal, so the revived token
-    authenticates at once; verify_log compares the row with the log's token.revoked entry."""
+def test_revoked_token_revived_in_the_table_stays_refused(history, alice):
+    """revoked_at is under the row's seal: a revoked token written back to live authenticates
+    nobody (the unknown token's 401), and verify_log names the row twice (its seal, and the log's
+    token.revoked entry)."""
     as_alice = api_client_for(alice)
     token = as_alice._credentials["HTTP_AUTHORIZATION"].split()[1]
     row = ApiToken.objects.get(digest=sha256(token.encode()))
     services.revoke_token(actor=alice, token=row)
     assert as_alice.get("/api/v1/cases/").status_code == 401
     ApiToken.objects.filter(pk=row.pk).update(revoked_at=None)
-    assert as_alice.get("/api/v1/cases/").status_code == 200  # not refused at request time
-    reported(f"API token {row.digest}: revoked_at: log says")
+    refused = as_alice.get("/api/v1/cases/")
+    assert refused.status_code == 401 and refused.json()["detail"] == "invalid token"
+    reported(
+        f"API token {row.prefix}… (user {alice.pk}): row not made by the server",
+        f"API token {row.digest}: revoked_at: log says",
+    )
+
+
+def test_token_moved_to_another_account_is_not_resealed_by_its_revocation(history, alice, bob):
+    """The projection renews a seal only if it held before the write: a token row moved to bob in
+    the table, then revoked by the server, keeps its broken seal (no write of the server's blesses
+    the move), and is named by verify_log."""
+    as_alice = api_client_for(alice)
+    token = as_alice._credentials["HTTP_AUTHORIZATION"].split()[1]
+    row = ApiToken.objects.get(digest=sha256(token.encode()))
+    ApiToken.objects.filter(pk=row.pk).update(user=bob)
+    services.revoke_token(actor=None, token=ApiToken.objects.get(pk=row.pk))
+    assert not ApiToken.objects.get(pk=row.pk).seal_intact()
+    ApiToken.objects.filter(pk=row.pk).update(user=alice)  # the move undone, the revocation kept
+    assert not ApiToken.objects.get(pk=row.pk).seal_intact()  # still the seal of the live token
+    assert as_alice.get("/api/v1/cases/").status_code == 401
+    reported(f"API token {row.prefix}… (user {alice.pk}): row not made by the server")
 
 
 # --- acts the log's own state never allowed --------------------------------------------------
