@@ -473,12 +473,18 @@ def _verify_credentials(report: Report) -> None:
     (``models.SEALS``): a row written or changed in the database by anyone else is named here, as
     the server refuses it at each use. (Memberships and tokens are custody facts too: the replay
     compares their rows with the log as well.)"""
-    from .models import SEALS
+    from .models import SEALS, SealedTOTPDevice
 
     for kind in SEALS:
         for row in kind.model.objects.order_by("pk").iterator():
             if not kind.intact(row):
                 report.problem(f"{kind.label(row)}: {kind.broken}")
+    for device in SealedTOTPDevice.objects.order_by("pk").iterator():
+        if not device.key_intact():
+            report.problem(
+                f"TOTP device {device.pk} of user {device.user_id}: key not stored by the server for this "
+                "account (it does not decrypt under SECRET_KEY): it gives no codes"
+            )
 
 
 def _verify_timestamps(report: Report) -> None:

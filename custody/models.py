@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 
 class Role(models.TextChoices):
@@ -578,6 +579,72 @@ class WitnessStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.witness_name} ({self.state})"
+
+
+# --- the TOTP key, encrypted --------------------------------------------------------------
+
+
+class TotpKeyRefused(ValueError):
+    """A TOTP key that no configured SECRET_KEY encrypted for this account (written or moved in the
+    database by someone else): it gives no codes."""
+
+
+def _totp_cipher(secret):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"custody.totp-key.v1").derive(raw)
+    return AESSIV(key)
+
+
+def _totp_context(user_id) -> list[bytes]:
+    return [b"custody.totp-key", str(user_id).encode()]
+
+
+def seal_totp_key(raw: bytes, user_id, secret=None) -> str:
+    """The TOTP key as stored: AES-SIV under a key derived from SECRET_KEY, bound to the account
+    (hex, so it fits django-otp's column: a 20-byte key takes 72 of its 80 characters)."""
+    cipher = _totp_cipher(settings.SECRET_KEY if secret is None else secret)
+    return cipher.encrypt(raw, _totp_context(user_id)).hex()
+
+
+def open_totp_key(stored: str, user_id) -> tuple[bytes, object]:
+    """(the TOTP key, the secret it was sealed under) for a stored key, or TotpKeyRefused."""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        sealed = bytes.fromhex(stored)
+    except ValueError:
+        raise TotpKeyRefused("not a stored key") from None
+    for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]:
+        try:
+            return _totp_cipher(secret).decrypt(sealed, _totp_context(user_id)), secret
+        except (InvalidTag, ValueError):
+            continue
+    raise TotpKeyRefused("the TOTP key was not stored by this server for this account")
+
+
+class SealedTOTPDevice(TOTPDevice):
+    """django-otp's TOTP device with its key stored encrypted under SECRET_KEY (``seal_totp_key``):
+    reading the table gives no codes, and a key written there, or moved from another account, gives
+    none either (``bin_key`` raises TotpKeyRefused). django-otp itself only loads devices to tell
+    whether a session is verified; every code is checked through this model (second_factor.py)."""
+
+    class Meta:
+        proxy = True
+
+    @property
+    def bin_key(self) -> bytes:
+        return open_totp_key(self.key, self.user_id)[0]
+
+    def key_intact(self) -> bool:
+        try:
+            open_totp_key(self.key, self.user_id)
+        except TotpKeyRefused:
+            return False
+        return True
 
 
 # --- the seals, in one place ---------------------------------------------------------------

@@ -19,8 +19,9 @@ every server process sees it. Wrong passwords stay with django-axes.
 The log. Enrolment, removal, new recovery codes, each code accepted and each
 code refused are log entries (``account.second_factor_*``,
 ``account.recovery_codes_generated``), written in the same transaction as the
-change. They hold no secret. The devices themselves (the TOTP key, the
-recovery codes) are credentials, like password hashes: they are not custody
+change. They hold no secret. The devices themselves (the TOTP key, stored
+encrypted under SECRET_KEY and bound to its account, models.seal_totp_key; the
+recovery codes, stored as their HMAC) are credentials, like password hashes: they are not custody
 facts, so the projection has no table for them (projection.TABLES), these
 entries change no projected row, and ``verify_log`` has nothing of them to
 compare.
@@ -28,6 +29,8 @@ compare.
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 from base64 import b32encode
 from dataclasses import dataclass
@@ -41,11 +44,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import log
-from .models import Role, User, update_grants
+from .models import Role, User, seal_totp_key, update_grants
+from .models import SealedTOTPDevice as TOTPDevice
 from .permissions import Forbidden
+
+logger = logging.getLogger(__name__)
 
 RECOVERY_CODE_COUNT = 10
 # 10 random bytes: 16 base32 characters (StaticToken's longest), 80 bits.
@@ -162,6 +167,18 @@ def _refuse_if_throttled(device) -> None:
         raise SecondFactorError(f"too many wrong codes in a row: try again in {wait} seconds", status=429)
 
 
+def _refuse_unsealed_key(device) -> None:
+    if not device.key_intact():
+        logger.error(
+            "second factor of user %s refused: its TOTP key was not stored by this server", device.user_id
+        )
+        raise SecondFactorError(
+            "this account's second factor was changed in the database: an administrator must reset it "
+            "(manage.py reset_second_factor), then enrol again",
+            status=409,
+        )
+
+
 def _check_code(
     user: User, code: str, *, purpose: str, client: str | None, totp_only: bool = False
 ) -> Checked:
@@ -196,6 +213,8 @@ def _check_code(
                 status=409,
             )
         raise SecondFactorError("this account has no second factor")
+    if method == "totp":
+        _refuse_unsealed_key(device)
     _refuse_if_throttled(device)
     details = {"user": _user_ref(user), "method": method, "purpose": purpose}
     if method == "recovery":
@@ -232,7 +251,9 @@ def start_enrolment(user: User) -> TOTPDevice:
         raise SecondFactorError("you already have a second factor", status=409)
     device = totp_device(user, confirmed=False)
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False)
+        # The key is made here and stored encrypted (models.seal_totp_key): the table never holds it.
+        key = seal_totp_key(os.urandom(20), user.pk)
+        device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False, key=key)
     return device
 
 
@@ -252,6 +273,7 @@ def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevi
         code = normalise(code)
         if not is_totp_code(code):
             raise SecondFactorError("enter the six-digit code your authenticator app shows")
+        _refuse_unsealed_key(device)
         _refuse_if_throttled(device)
         ok = device.verify_token(code)
         if ok:

@@ -404,8 +404,12 @@ def totp_code(device, key: bytes | None = None) -> str:
     """
     from django_otp.oath import TOTP
 
+    from custody.models import open_totp_key
+
     device.refresh_from_db()
-    totp = TOTP(device.bin_key if key is None else key, device.step, device.t0, device.digits)
+    if key is None:
+        key, _ = open_totp_key(device.key, device.user_id)  # stored encrypted (models.seal_totp_key)
+    totp = TOTP(key, device.step, device.t0, device.digits)
     while True:
         now_t = totp.t()
         # The current step (not the oldest one tolerated): a code read off the

@@ -14,11 +14,11 @@ import pytest
 from django.test import Client
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
 from custody import second_factor
 from custody.models import LogEntry
+from custody.models import SealedTOTPDevice as TOTPDevice
 from custody.permissions import Forbidden
 
 from .conftest import PASSWORD, api_client_for, enrol_second_factor, run_verify_log, totp_code
@@ -468,3 +468,46 @@ def test_one_step_of_clock_difference_is_allowed_either_way(root, alice, bob, da
         except second_factor.SecondFactorError:
             outcomes[offset] = False
     assert outcomes == {-2: False, -1: True, 1: True, 2: False}
+
+
+def test_totp_keys_follow_a_secret_key_rotation(alice, settings, capsys):
+    """A key encrypted under the old SECRET_KEY still gives codes while it is a fallback;
+    reseal_credentials encrypts it again under the new one, after which the old key can go."""
+    from django.core.management import call_command
+
+    device, _ = enrol_second_factor(alice)
+    raw = device.bin_key
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the new secret key", [old]
+    assert TOTPDevice.objects.get(pk=device.pk).bin_key == raw
+    call_command("reseal_credentials")
+    assert "encrypted again 1 TOTP key(s)" in capsys.readouterr().out
+    settings.SECRET_KEY_FALLBACKS = []
+    assert TOTPDevice.objects.get(pk=device.pk).bin_key == raw
+    answer = APIClient().post(
+        "/api/v1/auth/token/",
+        {"username": "alice", "password": PASSWORD, "otp": totp_code(device)},
+        format="json",
+    )
+    assert answer.status_code == 201, answer.content
+
+
+def test_totp_keys_of_before_0022_are_encrypted_by_the_migration(transactional_db, alice):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    device, _ = enrol_second_factor(alice)
+    raw = device.bin_key
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0021_apitoken_mac_covers_revocation")])
+    assert TOTPDevice.objects.get(pk=device.pk).key == raw.hex()  # as django-otp stored it
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    stored = TOTPDevice.objects.get(pk=device.pk)
+    assert stored.key != raw.hex() and stored.bin_key == raw
+    answer = APIClient().post(
+        "/api/v1/auth/token/",
+        {"username": "alice", "password": PASSWORD, "otp": totp_code(device)},
+        format="json",
+    )
+    assert answer.status_code == 201, answer.content

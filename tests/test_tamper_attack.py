@@ -484,17 +484,33 @@ def test_recovery_code_added_in_the_database(history):
     assert verified.status_code == 302  # a code as shown at enrolment still works
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the TOTP key is stored in clear in the database (as django-otp stores it): reading the "
-    "table gives every code of every account that has one; nothing under SECRET_KEY protects it, unlike "
-    "the recovery codes and the session table's keys",
-)
-def test_totp_key_read_from_the_table_gives_the_codes(history, alice):
+def test_totp_key_read_from_the_table_gives_no_codes(history, alice):
+    """The TOTP key is stored encrypted under SECRET_KEY: the table's value is not the key, and a code
+    computed from it (as if it were) is refused."""
     device, _ = enrol_second_factor(alice)
     with connection.cursor() as cursor:
         cursor.execute("SELECT key FROM otp_totp_totpdevice WHERE user_id = %s", [alice.pk])
         (stored,) = cursor.fetchone()
+    assert bytes.fromhex(stored) != device.bin_key
     code = totp_code(device, key=bytes.fromhex(stored))
     answer = token_with_password("alice", otp=code)
     assert answer.status_code != 201, "a code computed from the table's key was accepted"
+    time.sleep(1.1)  # the throttle after one wrong code
+    assert token_with_password("alice", otp=totp_code(device)).status_code == 201
+
+
+def test_totp_key_written_into_the_table_gives_no_codes(history, alice, bob):
+    """A key the insider knows, written in clear, or bob's encrypted key moved to alice's device,
+    opens nothing: the server says an administrator must reset the second factor, and verify_log
+    names the device."""
+    device, _ = enrol_second_factor(alice)
+    bobs, _ = enrol_second_factor(bob)
+    known = bytes(range(20))
+    for forged in (known.hex(), TOTPDevice.objects.get(pk=bobs.pk).key):
+        TOTPDevice.objects.filter(pk=device.pk).update(key=forged)
+        code = totp_code(device, key=known if forged == known.hex() else bobs.bin_key)
+        answer = token_with_password("alice", otp=code)
+        assert (
+            answer.status_code in (401, 409) and "administrator must reset it" in answer.json()["detail"]
+        ), answer.content
+    reported(f"TOTP device {device.pk} of user {alice.pk}: key not stored by the server")

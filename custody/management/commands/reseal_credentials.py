@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from custody.models import SEALS
+from custody.models import SEALS, SealedTOTPDevice, TotpKeyRefused, open_totp_key, seal_totp_key
 
 
 class Command(BaseCommand):
@@ -42,5 +42,32 @@ class Command(BaseCommand):
                 f"resealed {moved} {kind.plural}; {kept} already under the current key; {refused} refused"
             )
             any_refused = any_refused or refused > 0
+        any_refused = self._totp_keys() or any_refused
         if any_refused:
             raise SystemExit(1)
+
+    def _totp_keys(self) -> bool:
+        """TOTP keys are encrypted, not sealed: one that opens under a fallback key is encrypted
+        again under SECRET_KEY. Returns whether one opened under no key."""
+        moved = kept = refused = 0
+        for device in SealedTOTPDevice.objects.order_by("pk").iterator():
+            try:
+                raw, secret = open_totp_key(device.key, device.user_id)
+            except TotpKeyRefused:
+                refused += 1
+                self.stderr.write(
+                    f"TOTP device {device.pk} (user {device.user_id}): its key was not stored by the server "
+                    "under any configured key; left as it is (manage.py reset_second_factor, then enrol again)"
+                )
+                continue
+            if secret == settings.SECRET_KEY:
+                kept += 1
+                continue
+            SealedTOTPDevice.objects.filter(pk=device.pk, key=device.key).update(
+                key=seal_totp_key(raw, device.user_id)
+            )
+            moved += 1
+        self.stdout.write(
+            f"encrypted again {moved} TOTP key(s); {kept} already under the current key; {refused} refused"
+        )
+        return refused > 0
