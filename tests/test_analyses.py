@@ -505,3 +505,13 @@ def test_every_analyzer_reads_the_workers_nameless_copy_as_it_reads_a_named_file
             assert by_copy == by_name, (module.NAME, media_type)
             compared.add(module.NAME)
     assert compared == {name for name in analyzers.registry() if not name.startswith("test.")}
+
+
+def test_no_room_for_the_private_copy_fails_the_run_saying_so(as_alice, evidence_a, settings):
+    settings.CUSTODY_FREE_SPACE_RESERVE_BYTES = 10**18  # the disk is short
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    assert services.run_analysis(analysis_id, worker="inline") == "failed"
+    analysis = Analysis.objects.get(pk=analysis_id)
+    assert "not enough free disk space for the analysis's private copy" in analysis.error
+    assert analysis.envelope is None and actions_for(analysis_id)[-1] == "analysis.failed"
+    assert not list(settings.FILE_UPLOAD_TEMP_DIR.glob(f"analysis-{analysis_id}-*"))
