@@ -3,8 +3,8 @@
 ``blob_store()`` is the configured store (``CUSTODY_BLOB_STORE``: empty for
 the directory under the data dir, ``s3://bucket/prefix`` for S3BlobStore);
 both answer the BlobStore protocol. Callers read bytes with ``open`` (a
-stream) or, when a tool needs a file path, ``local_copy`` (the blob's own
-file, or a verified private temporary copy of the object).
+stream) or, when a tool needs a file, ``verified_copy`` (a private copy that
+no path names, checked against the SHA-256 as it was made: whichever store).
 
 On disk, a blob lives at ``sha256/ab/cd/<hex>`` and is never overwritten or deleted by
 the application, with one exception: a stored file that no longer hashes to
@@ -68,9 +68,6 @@ class BlobStore(Protocol):
 
     def open(self, sha256: str) -> BinaryIO:
         """A binary stream of the stored bytes, as the store returns them (not re-hashed)."""
-
-    def local_copy(self, sha256: str, verify: bool = True) -> contextlib.AbstractContextManager[Path]:
-        """A local file of the blob for the ``with`` block; with ``verify``, BlobMismatch unless it hashes to its name."""
 
     def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
         """Store the file (hashed by the caller) as ``sha256``; False if it was stored already."""
@@ -145,16 +142,6 @@ class LocalBlobStore:
 
     def describe(self) -> str:
         return f"directory {self.root}"
-
-    @contextlib.contextmanager
-    def local_copy(self, sha256: str, verify: bool = True) -> Iterator[Path]:
-        """The blob's own file (no copy), re-hashed first with ``verify``."""
-        path = self.path(sha256)
-        if verify:
-            actual = sha256_stream(open(path, "rb"))
-            if actual != sha256.lower():
-                raise BlobMismatch(sha256, actual)
-        yield path
 
     def put_file(self, source: str | os.PathLike, sha256: str, size: int) -> bool:
         """Store the file at ``source`` (already hashed by the caller) as blob ``sha256``.
@@ -273,6 +260,70 @@ def hash_stream(f: BinaryIO) -> tuple[dict[str, str], int]:
 def hash_stored(sha256: str) -> tuple[dict[str, str], int]:
     """Re-hash what the configured store returns for blob ``sha256``: ({algorithm: hex}, size)."""
     return hash_stream(blob_store().open(sha256))
+
+
+# --- verified private copies ------------------------------------------------
+#
+# What a tool that needs a file (an analyzer) reads must be the bytes whose
+# SHA-256 was checked, with no moment at which a file in the data directory
+# can change them: re-hashing the blob's own file and then handing its path
+# over leaves a window in which anyone who can write there (same uid as the
+# server) rewrites the file, has it analysed, and puts it back. So the blob
+# is copied once, hashed as it is copied (one read, one write: no separate
+# re-hash), into a file that no path names: O_TMPFILE (never linked into a
+# directory), or where the filesystem lacks it a mkstemp file unlinked at
+# once (``tempfile.TemporaryFile``). The copy is made read-only and reached
+# by its descriptor alone (``path`` is /proc/self/fd/N, which a child given
+# the descriptor with ``pass_fds`` opens too). The kernel frees its blocks
+# when the last descriptor closes: at the end of the run, or when a killed
+# worker's processes end; nothing is left for a sweeper.
+#
+# What remains: in the mkstemp fallback the file has a name for the few
+# microseconds between the two calls; and a process of the server's own uid
+# can still reach an open file through /proc/<pid>/fd/N of the worker or of
+# its analysis child (chmod, then write), or ptrace either. Closing that
+# needs the worker under a uid of its own, which the data directory's
+# writers do not have.
+
+
+class VerifiedCopy:
+    """An open, read-only, nameless file holding a blob's bytes, checked against its SHA-256."""
+
+    def __init__(self, fd: int, sha256: str, size: int):
+        self.fd, self.sha256, self.size = fd, sha256, size
+
+    @property
+    def path(self) -> str:
+        """The copy's path in this process, and in a child given ``fd`` under the same number (``pass_fds``)."""
+        return f"/proc/self/fd/{self.fd}"
+
+
+@contextlib.contextmanager
+def verified_copy(
+    sha256: str, directory: Path | str, store: BlobStore | None = None
+) -> Iterator[VerifiedCopy]:
+    """The blob copied into a nameless file on ``directory``'s filesystem, for the ``with`` block.
+
+    ``tempfile.TemporaryFile`` makes the file: O_TMPFILE where the filesystem
+    has it, else mkstemp and unlink at once. Raises FileNotFoundError (no
+    such blob), BlobStoreUnavailable, BlobMismatch (the bytes read do not
+    hash to ``sha256``; no copy is kept) or OSError (e.g. the disk is full).
+    Memory stays flat whatever the size: the bytes are streamed in chunks.
+    """
+    store = store or blob_store()
+    with tempfile.TemporaryFile(dir=directory) as copy:
+        digest, size = hashlib.sha256(), 0
+        with store.open(sha256) as source:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+                size += len(chunk)
+        copy.flush()
+        os.fchmod(copy.fileno(), BLOB_MODE)
+        if digest.hexdigest() != sha256.lower():
+            raise BlobMismatch(sha256, digest.hexdigest())
+        copy.seek(0)
+        yield VerifiedCopy(copy.fileno(), sha256.lower(), size)
 
 
 # --- S3 ---------------------------------------------------------------------
@@ -423,13 +474,11 @@ class S3BlobStore(S3Bucket):
         region: str | None = None,
         retention_days: int = 3650,
         max_attempts: int = 3,
-        temp_dir: str | os.PathLike | None = None,
     ):
         super().__init__(bucket, prefix, endpoint_url=endpoint_url, region=region, max_attempts=max_attempts)
         if retention_days < 1:
             raise BlobError(f"CUSTODY_S3_RETENTION_DAYS must be at least 1, got {retention_days}")
         self.retention_days = retention_days
-        self.temp_dir = temp_dir
         self._protection: str | None = None  # "object-lock" or "versioning", once checked
         self._conditional_put = True  # If-None-Match honoured, until the store says otherwise
 
@@ -505,24 +554,6 @@ class S3BlobStore(S3Bucket):
         with self._calling("GET", key):
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
         return _ObjectReader(answer["Body"], answer["ContentLength"], key)
-
-    @contextlib.contextmanager
-    def local_copy(self, sha256: str, verify: bool = True) -> Iterator[Path]:
-        """The object fetched into a private temporary file (re-hashed while fetched), removed afterwards."""
-        fd, name = tempfile.mkstemp(prefix=f"blob-{sha256[:16]}-", dir=self.temp_dir)
-        path = Path(name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, self.open(sha256) as src:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            os.chmod(path, BLOB_MODE)
-            if verify and digest.hexdigest() != sha256.lower():
-                raise BlobMismatch(sha256, digest.hexdigest())
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
 
     # -- writing
 
@@ -898,7 +929,6 @@ def blob_store() -> BlobStore:
             prefix,
             **_s3_connection(settings),
             retention_days=settings.CUSTODY_S3_RETENTION_DAYS,
-            temp_dir=settings.FILE_UPLOAD_TEMP_DIR,
         )
     return LocalBlobStore(settings.CUSTODY_BLOB_DIR)
 

@@ -58,17 +58,24 @@ def run(
     *,
     time_limit: float,
     memory_limit: int | None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[dict, AnalysisContext]:
     """``module.analyze(path, params, ctx)`` in a child; returns (output, ctx with its artifacts).
 
     Raises AnalysisError (the analyzer refused the input, or failed), its
     subclass LimitExceeded (time or memory) or ChildDied; each message is
-    the plain reason to record. The request and the answer go through files
-    in ``ctx.workdir`` (no pipe to fill up and block on).
+    the plain reason to record. ``pass_fds``: descriptors the child inherits
+    under the same numbers (the verified copies that ``path`` and ``params``
+    name as /proc/self/fd/N).
+
+    The request, the answer and the child's stderr go through files (no
+    pipe to fill up and block on) that no path names, on ``ctx.workdir``'s
+    filesystem, passed as descriptors: a named file there could be rewritten
+    by anyone who can write in the data directory between one process
+    writing it and the other reading it (another file to analyse, a forged
+    answer for the worker to sign).
     """
     workdir = Path(ctx.workdir or tempfile.mkdtemp(prefix="analysis-"))
-    request, answer = workdir / ".sandbox-request.pickle", workdir / ".sandbox-answer.pickle"
-    errors = workdir / ".sandbox-stderr.txt"  # a file, not a pipe: FFmpeg may say a lot about a bad file
     job = {
         "sys_path": [p for p in sys.path if p],
         "module": module_name,
@@ -78,42 +85,49 @@ def run(
         "memory_limit": memory_limit,
         "time_limit": time_limit,
         "parent": os.getpid(),
-        "answer": str(answer),
     }
-    request.write_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
-    # Not multiprocessing: Celery's pool processes are daemonic, and those may
-    # not start multiprocessing children. A plain interpreter, started fresh.
-    with open(errors, "wb") as stderr_file:
+    with (
+        tempfile.TemporaryFile(dir=workdir) as request,
+        tempfile.TemporaryFile(dir=workdir) as answer,
+        tempfile.TemporaryFile(dir=workdir) as errors,  # FFmpeg may say a lot about a bad file
+    ):
+        request.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        request.flush()
+        request.seek(0)  # the child reads through the same open file, from here
+        # Not multiprocessing: Celery's pool processes are daemonic, and those may
+        # not start multiprocessing children. A plain interpreter, started fresh.
         child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "forensics.sandbox", str(request)],
+            [sys.executable, "-m", "forensics.sandbox", str(request.fileno()), str(answer.fileno())],
             env=env,
             cwd=str(workdir),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=stderr_file,
+            stderr=errors,
+            pass_fds=(request.fileno(), answer.fileno(), *pass_fds),
         )
-    try:
-        child.wait(timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-        raise LimitExceeded(
-            f"the analysis went past its time limit of {time_limit:g} s and was stopped"
-        ) from None
-    finally:
-        if child.poll() is None:
+        try:
+            child.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        request.unlink(missing_ok=True)
-    try:
-        kind, payload = pickle.loads(answer.read_bytes())  # noqa: S301 - written by our own child
-    except (OSError, EOFError, pickle.UnpicklingError):
-        reason = _death_reason(child.returncode, memory_limit, _tail(errors))
-        raise (LimitExceeded if "out of memory" in reason else ChildDied)(reason) from None
-    finally:
-        answer.unlink(missing_ok=True)
-        errors.unlink(missing_ok=True)
+            raise LimitExceeded(
+                f"the analysis went past its time limit of {time_limit:g} s and was stopped"
+            ) from None
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        answer.seek(0)
+        data = answer.read()
+        size = int.from_bytes(data[:8], "big")
+        try:
+            if len(data) != 8 + size:  # none, or only part of one: the child died while writing
+                raise EOFError
+            kind, payload = pickle.loads(data[8:])  # noqa: S301 - written by our own child
+        except (EOFError, pickle.UnpicklingError):
+            reason = _death_reason(child.returncode, memory_limit, _tail(errors))
+            raise (LimitExceeded if "out of memory" in reason else ChildDied)(reason) from None
     if kind == "ok":
         return payload
     if kind == "memory":
@@ -127,11 +141,10 @@ def _mib(limit: int | None) -> str:
     return f"{limit / (1 << 20):g} MiB" if limit else "the machine's memory"
 
 
-def _tail(path: Path, size: int = 4096) -> bytes:
+def _tail(f, size: int = 4096) -> bytes:
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
-            return f.read()
+        f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+        return f.read()
     except OSError:
         return b""
 
@@ -155,9 +168,10 @@ def _death_reason(exitcode: int | None, memory_limit: int | None, stderr: bytes 
     return f"the analysis process ended without a result (exit code {exitcode}){detail}"
 
 
-def main(request_path: str) -> None:
+def main(request_fd: int, answer_fd: int) -> None:
     """The child: read the request, limit ourselves, analyse, write the answer."""
-    job = pickle.loads(Path(request_path).read_bytes())  # noqa: S301 - written by our parent
+    with os.fdopen(request_fd, "rb") as request:
+        job = pickle.load(request)  # noqa: S301 - written by our parent
     _die_with(job["parent"])
     cpu = int(job["time_limit"]) + _CPU_GRACE_S
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -181,10 +195,10 @@ def main(request_path: str) -> None:
         data = pickle.dumps(("memory", None))
     except Exception as exc:  # e.g. output that cannot be pickled
         data = pickle.dumps(("error", f"the output cannot be passed back: {exc.__class__.__name__}: {exc}"))
-    # Written whole, then renamed: a child killed while writing leaves no answer, not half of one.
-    partial = Path(job["answer"] + ".part")
-    partial.write_bytes(data)
-    partial.rename(job["answer"])
+    # Its length first: a child killed while writing leaves an answer too short, which counts as none.
+    with os.fdopen(answer_fd, "wb") as answer:
+        answer.write(len(data).to_bytes(8, "big"))
+        answer.write(data)
 
 
 def _die_with(parent_pid: int) -> None:
@@ -199,4 +213,4 @@ def _die_with(parent_pid: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(int(sys.argv[1]), int(sys.argv[2]))

@@ -30,7 +30,7 @@ from custody import keys, log, projection, signing
 from custody.models import Case, Evidence, SigningKey, User
 from custody.permissions import require_write
 from custody.services import ServiceError
-from custody.storage import BlobMismatch, BlobStoreUnavailable, blob_store
+from custody.storage import BlobMismatch, BlobStoreUnavailable, VerifiedCopy, blob_store, verified_copy
 
 from . import analyzers, publication, sandbox
 from .analyzers.base import (
@@ -383,7 +383,7 @@ def _request_problem(analysis: Analysis, entry: dict) -> str | None:
 
 
 def run_analysis(analysis_id, worker: str) -> str:
-    """Claim, re-check the bytes, analyse, store and sign. Returns the final status (or 'skipped')."""
+    """Claim, copy and check the bytes, analyse the copy, store and sign. Returns the final status (or 'skipped')."""
     analysis = claim(analysis_id, worker)
     if analysis is None:
         return "skipped"
@@ -406,11 +406,23 @@ def run_analysis(analysis_id, worker: str) -> str:
             return fail(
                 analysis, f"analyzer {analysis.analyzer} {analysis.analyzer_version} is not installed here"
             )
-        # The bytes analysed must be the bytes received: a local file of the
-        # blob (from an object store, a private temporary copy) re-hashed
-        # before use, kept until the run ends.
+        # A private scratch directory, named by attempt so that the sweeper
+        # can remove a dead run's (sweep_stale).
+        workdir = inputs.enter_context(
+            tempfile.TemporaryDirectory(
+                prefix=f"analysis-{analysis.pk}-{analysis.attempts}-", dir=settings.FILE_UPLOAD_TEMP_DIR
+            )
+        )
+        # The bytes analysed must be the bytes received, with no window for a
+        # file rewritten in the data dir: a private copy that no path names,
+        # hashed as it is made (custody.storage.verified_copy, whichever the
+        # store), which the analyzer opens by its descriptor; kept until the
+        # run ends (and freed by the kernel if the worker is killed).
+        short = _short_of_space(workdir, evidence.blob.size)
+        if short:
+            return fail(analysis, short)
         try:
-            path = inputs.enter_context(blob_store().local_copy(evidence.blob_id))
+            subject = inputs.enter_context(verified_copy(evidence.blob_id, workdir))
         except FileNotFoundError:
             return fail(analysis, "the stored evidence file is missing")
         except BlobMismatch as exc:
@@ -419,40 +431,40 @@ def run_analysis(analysis_id, worker: str) -> str:
             )
         except BlobStoreUnavailable as exc:
             return retry_or_fail(analysis, f"the blob store is unavailable: {exc}")
+        except OSError as exc:  # e.g. the disk filled up meanwhile
+            return retry_or_fail(analysis, f"the private copy of the evidence could not be made: {exc}")
         params = dict(analysis.parameters)
-        with tempfile.TemporaryDirectory(
-            prefix=f"analysis-{analysis.pk}-{analysis.attempts}-", dir=settings.FILE_UPLOAD_TEMP_DIR
-        ) as workdir:
-            ctx = AnalysisContext(
-                original_name=evidence.original_name,
-                media_type=evidence.media_type,
-                size=evidence.blob.size,
-                workdir=workdir,
+        ctx = AnalysisContext(
+            original_name=evidence.original_name,
+            media_type=evidence.media_type,
+            size=evidence.blob.size,
+            workdir=workdir,
+        )
+        time_limit, memory_limit = limits_for(module)
+        try:
+            call_params, copies = _resolve_evidence_parameters(module, params, ctx, inputs)
+            # In a child process, so that no input can outlive its time
+            # limit, exhaust the worker's memory or take the worker down.
+            output, ctx = sandbox.run(
+                module.__name__,
+                subject.path,
+                call_params,
+                ctx,
+                time_limit=time_limit,
+                memory_limit=memory_limit,
+                pass_fds=(subject.fd, *(c.fd for c in copies)),
             )
-            time_limit, memory_limit = limits_for(module)
-            try:
-                call_params = _resolve_evidence_parameters(module, params, ctx, inputs)
-                # In a child process, so that no input can outlive its time
-                # limit, exhaust the worker's memory or take the worker down.
-                output, ctx = sandbox.run(
-                    module.__name__,
-                    str(path),
-                    call_params,
-                    ctx,
-                    time_limit=time_limit,
-                    memory_limit=memory_limit,
-                )
-            except (sandbox.ChildDied, BlobStoreUnavailable) as exc:
-                # Perhaps the machine, not the input (the OOM killer takes the
-                # largest process; a store down): another attempt, up to the cap.
-                return retry_or_fail(analysis, str(exc))
-            except AnalysisError as exc:
-                return fail(analysis, str(exc) or exc.__class__.__name__)
-            except MemoryError:
-                return fail(analysis, "the analysis ran out of memory")
-            except Exception as exc:  # a bug or an input the analyzer did not foresee
-                return fail(analysis, f"analyzer error: {exc.__class__.__name__}: {exc}")
-        inputs.close()  # the input copies go before the results are stored
+        except (sandbox.ChildDied, BlobStoreUnavailable) as exc:
+            # Perhaps the machine, not the input (the OOM killer takes the
+            # largest process; a store down): another attempt, up to the cap.
+            return retry_or_fail(analysis, str(exc))
+        except AnalysisError as exc:
+            return fail(analysis, str(exc) or exc.__class__.__name__)
+        except MemoryError:
+            return fail(analysis, "the analysis ran out of memory")
+        except Exception as exc:  # a bug or an input the analyzer did not foresee
+            return fail(analysis, f"analyzer error: {exc.__class__.__name__}: {exc}")
+        inputs.close()  # the input copies and the scratch directory go before the results are stored
         return complete(analysis, module, output, ctx, started, timezone.now())
     finally:
         inputs.close()
@@ -468,26 +480,47 @@ def limits_for(module) -> tuple[int, int]:
     return time_limit, memory_limit
 
 
-def _resolve_evidence_parameters(module, params: dict, ctx: AnalysisContext, inputs: ExitStack) -> dict:
-    """Replace "evidence" parameters by the other item's file path, re-checked like the subject.
+def _short_of_space(directory: str, size: int, what: str = "the file") -> str | None:
+    """Why a private copy of ``what`` (``size`` bytes) may not be made in ``directory`` (None: it may).
 
-    The local copies are kept until ``inputs`` is closed.
+    The copy must leave CUSTODY_FREE_SPACE_RESERVE_BYTES free, as an upload
+    must: the reserve is for the database, the log and accepted uploads.
     """
-    out = dict(params)
+    if shutil.disk_usage(directory).free - size >= settings.CUSTODY_FREE_SPACE_RESERVE_BYTES:
+        return None
+    return (
+        f"not enough free disk space for the analysis's private copy of {what} ({size} bytes); "
+        "request the analysis again once there is room"
+    )
+
+
+def _resolve_evidence_parameters(
+    module, params: dict, ctx: AnalysisContext, inputs: ExitStack
+) -> tuple[dict, list[VerifiedCopy]]:
+    """Replace "evidence" parameters by a verified private copy of the other item, made like the subject's.
+
+    Returns the parameters (the copies' paths in them) and the copies, kept
+    until ``inputs`` is closed.
+    """
+    out, copies = dict(params), []
     for name, rule in module.PARAMETERS.items():
         if rule["type"] == "evidence" and params.get(name):
             other = Evidence.objects.select_related("blob").get(pk=params[name])
+            short = _short_of_space(ctx.workdir, other.blob.size, f"item {other.pk}")
+            if short:
+                raise AnalysisError(short)
             try:
-                path = inputs.enter_context(blob_store().local_copy(other.blob_id))
+                copy = inputs.enter_context(verified_copy(other.blob_id, ctx.workdir))
             except FileNotFoundError:
                 raise AnalysisError(f"the stored file of item {other.pk} is missing") from None
             except BlobMismatch:
                 raise AnalysisError(
                     f"the stored bytes of item {other.pk} no longer match its SHA-256"
                 ) from None
-            out[name] = str(path)
+            out[name] = copy.path
+            copies.append(copy)
             ctx.references[name] = {"id": str(other.pk), "sha256": other.blob_id}
-    return out
+    return out, copies
 
 
 class _Heartbeat:

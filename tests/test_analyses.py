@@ -430,3 +430,88 @@ def test_queued_run_whose_message_was_lost_is_sent_again_once_per_period(
     # Only queued runs: a running one is the stale-heartbeat sweep's business.
     Analysis.objects.filter(pk=analysis_id).update(status=Analysis.Status.RUNNING, sent_at=an_hour_ago)
     assert services.resend_queued() == []
+
+
+def _inputs_of_every_family(tmp_path) -> dict[str, tuple[str, bytes]]:
+    """{media type: (original name, bytes)}: a photo with EXIF, WAV, MP3 and ZIP files."""
+    import io
+    import zipfile
+
+    from .audio_fixtures import encode, noise, tone
+    from .test_analyzers_image import camera_exif, jpeg_bytes, synthetic
+
+    mp3 = encode(tone(440, 3, 44100) + noise(3, 44100, 0.05), 44100, tmp_path / "tone.mp3", bitrate=128000)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "the minutes\n" * 50)
+    reference, clip = meeting_and_clip()
+    return {
+        "image/jpeg": ("scene.jpg", jpeg_bytes(synthetic(3, 256), 85, exif=camera_exif())),
+        "audio/x-wav": ("leak.wav", _wav(clip)),
+        "audio/mpeg": ("tone.mp3", mp3.read_bytes()),
+        "application/zip": ("notes.zip", archive.getvalue()),
+        "reference": ("meeting.wav", _wav(reference)),
+    }
+
+
+def test_every_analyzer_reads_the_workers_nameless_copy_as_it_reads_a_named_file(custody_db, tmp_path):
+    """What the worker hands over (/proc/self/fd/N of a verified copy with no name) gives every
+    analyzer the very findings and artifacts that a named file of the same bytes does."""
+    from custody.storage import LocalBlobStore, verified_copy
+    from forensics import analyzers
+    from forensics.analyzers.base import AnalysisContext, validate_parameters
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    named = tmp_path / "named"
+    named.mkdir()
+    inputs = _inputs_of_every_family(tmp_path)
+    for _, data in inputs.values():
+        store.put_bytes(data, hashlib.sha256(data).hexdigest())
+
+    def analyse(module, path, media_type, params):
+        name, data = inputs[media_type]
+        ctx = AnalysisContext(
+            original_name=name, media_type=media_type, size=len(data), workdir=str(tmp_path)
+        )
+        output = module.analyze(path, params, ctx)
+        return output, [(a.name, a.media_type, a.sha256) for a in ctx.artifacts]
+
+    compared = set()
+    for media_type, (name, data) in inputs.items():
+        if media_type == "reference":
+            continue
+        (named / name).write_bytes(data)
+        reference_name, reference = inputs["reference"]
+        (named / reference_name).write_bytes(reference)
+        for module in analyzers.registry().values():
+            if module.NAME.startswith("test.") or not analyzers.accepts(module, media_type):
+                continue
+            spec = module.PARAMETERS
+            evidence = [k for k, rule in spec.items() if rule["type"] == "evidence"]
+            params = validate_parameters({k: v for k, v in spec.items() if k not in evidence}, {})
+            with (
+                verified_copy(hashlib.sha256(data).hexdigest(), tmp_path, store) as copy,
+                verified_copy(hashlib.sha256(reference).hexdigest(), tmp_path, store) as other,
+            ):
+                by_copy = analyse(
+                    module, copy.path, media_type, {**params, **dict.fromkeys(evidence, other.path)}
+                )
+            by_name = analyse(
+                module,
+                str(named / name),
+                media_type,
+                {**params, **dict.fromkeys(evidence, str(named / reference_name))},
+            )
+            assert by_copy == by_name, (module.NAME, media_type)
+            compared.add(module.NAME)
+    assert compared == {name for name in analyzers.registry() if not name.startswith("test.")}
+
+
+def test_no_room_for_the_private_copy_fails_the_run_saying_so(as_alice, evidence_a, settings):
+    settings.CUSTODY_FREE_SPACE_RESERVE_BYTES = 10**18  # the disk is short
+    analysis_id = request(as_alice, evidence_a.pk).json()["id"]
+    assert services.run_analysis(analysis_id, worker="inline") == "failed"
+    analysis = Analysis.objects.get(pk=analysis_id)
+    assert "not enough free disk space for the analysis's private copy" in analysis.error
+    assert analysis.envelope is None and actions_for(analysis_id)[-1] == "analysis.failed"
+    assert not list(settings.FILE_UPLOAD_TEMP_DIR.glob(f"analysis-{analysis_id}-*"))

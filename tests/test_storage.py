@@ -111,3 +111,73 @@ def test_make_dirs_durable_refuses_a_file_in_the_way(tmp_path):
     (tmp_path / "a").write_bytes(b"")
     with pytest.raises(FileExistsError):
         make_dirs_durable(tmp_path / "a" / "b")
+
+
+# --- verified private copies: what an analyzer reads ------------------------------------------
+
+
+def test_a_verified_copy_has_no_name_is_read_only_and_opens_in_a_child(store, tmp_path):
+    import subprocess
+    import sys
+
+    from custody.storage import verified_copy
+
+    store.put_bytes(GOOD, sha256(GOOD))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with verified_copy(sha256(GOOD), workdir, store) as copy:
+        assert list(workdir.iterdir()) == []  # no path in the directory names it
+        assert stat.S_IMODE(os.fstat(copy.fd).st_mode) == stat.S_IRUSR
+        assert copy.size == len(GOOD) and copy.sha256 == sha256(GOOD)
+        with open(copy.path, "rb") as f:
+            assert f.read() == GOOD
+        child = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-c", f"import sys; sys.stdout.buffer.write(open({copy.path!r}, 'rb').read())"],
+            pass_fds=(copy.fd,),
+            capture_output=True,
+            check=True,
+        )
+        assert child.stdout == GOOD
+        fd = copy.fd
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: the kernel frees the copy
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_verified_copy_of_changed_bytes_is_refused_and_not_kept(store, tmp_path):
+    from custody.storage import BlobMismatch, verified_copy
+
+    store.put_bytes(GOOD, sha256(GOOD))
+    damage(store.path(sha256(GOOD)), b"other bytes")
+    opened = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(BlobMismatch) as caught, verified_copy(sha256(GOOD), tmp_path, store):
+        pass
+    assert caught.value.actual == sha256(b"other bytes")
+    assert len(os.listdir("/proc/self/fd")) == opened  # the copy's descriptor was closed
+    with pytest.raises(FileNotFoundError), verified_copy(sha256(b"never stored"), tmp_path, store):
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == ["blobs"]
+
+
+def test_a_verified_copy_of_a_large_blob_streams_in_chunks(store, tmp_path):
+    import tracemalloc
+
+    from custody.storage import verified_copy
+
+    chunk = os.urandom(1 << 20)
+    big = tmp_path / "big"
+    digest = hashlib.sha256()
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(chunk)
+            digest.update(chunk)
+    store.put_file(big, digest.hexdigest(), big.stat().st_size)
+    big.unlink()
+    tracemalloc.start()
+    try:
+        with verified_copy(digest.hexdigest(), tmp_path, store) as copy:
+            peak = tracemalloc.get_traced_memory()[1]
+            assert copy.size == 64 << 20 and os.fstat(copy.fd).st_size == 64 << 20
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # a few chunks at most, never the whole file

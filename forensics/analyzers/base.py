@@ -2,8 +2,11 @@
 LIMITS, PARAMETERS, TIME_LIMIT, MEMORY_LIMIT and a pure function
 ``analyze(path, params, ctx) -> dict``.
 
-The task around it (forensics/tasks.py) claims the run, re-checks the file's
-SHA-256, calls ``analyze``, stores the artifacts as blobs and signs the result.
+The task around it (forensics/tasks.py) claims the run, copies the file into
+a private copy that no path names (checking its SHA-256 as it copies), calls
+``analyze`` with that copy's path (/proc/self/fd/N: no file name, so no
+extension; ``ctx.original_name`` has the one the file came with), stores the
+artifacts as blobs and signs the result.
 An analyzer never touches the database, the network or the clock: running
 the same version on the same bytes with the same parameters gives the same
 findings (times of the run are recorded by the pipeline, not the analyzer).

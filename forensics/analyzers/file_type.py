@@ -207,11 +207,23 @@ def _mismatch(ext: str | None, content: str) -> tuple[bool | None, str]:
     return True, f"the content is {content} but the name ends in {ext}, which claims {claimed}"
 
 
+def _libmagic(**kind) -> magic.Magic:
+    """libmagic set to follow a symbolic link (``file -L``) to the file it names.
+
+    The worker hands over its verified copy as /proc/self/fd/N, a link to a
+    file that has no name; libmagic would otherwise describe the link
+    ("inode/symlink"). A regular file is read as before.
+    """
+    m = magic.Magic(**kind)
+    magic.magic_setflags(m.cookie, m.flags | magic.MAGIC_SYMLINK)
+    return m
+
+
 def analyze(path: str, params: dict, ctx) -> dict:
     try:
-        content = magic.Magic(mime=True).from_file(path)
-        encoding = magic.Magic(mime_encoding=True).from_file(path)
-        description = magic.Magic().from_file(path)
+        content = _libmagic(mime=True).from_file(path)
+        encoding = _libmagic(mime_encoding=True).from_file(path)
+        description = _libmagic().from_file(path)
     except (OSError, magic.MagicException) as exc:
         raise AnalysisError(f"libmagic could not read the file: {exc}") from None
 
