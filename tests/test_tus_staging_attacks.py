@@ -306,6 +306,29 @@ def test_the_store_believes_only_pieces_of_the_upload_that_follow_on(
     assert path.read_bytes() == content[:end]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="an upload's progress put back to an earlier state the server sealed holds (nothing outside "
+    "the database says it moved on): once the upload is evidence its staged pieces are gone, so the "
+    "next node rolls back to 0 and the client's resent bytes become a second item",
+)
+def test_a_finished_uploads_earlier_progress_put_back_makes_no_second_item(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    fields = ("offset", "offset_sha256", "staged", "progress_mac", "evidence")
+    earlier = ResumableUpload.objects.filter(pk=upload.pk).values(*fields).get()
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    ResumableUpload.objects.filter(pk=upload.pk).update(**earlier)  # as it was half-way
+
+    move_to(settings, tmp_path, "node-b")
+    answer = patch(as_alice, url, content[MB:], MB)  # the client resumes where HEAD says
+    if answer.status_code == 409 and answer["Upload-Offset"] == "0":
+        patch(as_alice, url, content, 0)  # as a tus client does after a 409
+    assert Evidence.objects.count() == 1
+
+
 # --- a client that sends other bytes after a reset --------------------------------------------
 
 
