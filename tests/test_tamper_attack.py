@@ -242,7 +242,7 @@ def assert_a_new_upload_works(as_alice, case) -> None:
     assert Evidence.objects.filter(blob_id=sha256(DATA), original_name="interview.wav").exists()
 
 
-def test_resumable_upload_offset_moved_on_with_nothing_on_disk_is_refused(history, alice):
+def test_resumable_upload_offset_moved_on_with_nothing_on_disk_is_refused(history, alice, settings, caplog):
     """An offset moved on in the table breaks the upload's progress seal: every request on the
     upload is refused (410, start a new upload), and verify_log names it."""
     as_alice = api_client_for(alice)
@@ -255,6 +255,14 @@ def test_resumable_upload_offset_moved_on_with_nothing_on_disk_is_refused(histor
     assert not Evidence.objects.filter(original_name="interview.wav").exists()
     reported(f"resumable upload {id_of(url)}", "offset", "not recorded by the server")
     assert_a_new_upload_works(as_alice, history["item"].case)
+    # Expired, it goes like any other, named in the server's log as it goes.
+    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
+    with caplog.at_level("ERROR", logger="custody.tus"):
+        assert tus.sweep_expired() == 1
+    assert (
+        f"resumable upload {id_of(url)}: expired with its progress not as the server sealed it" in caplog.text
+    )
+    assert not ResumableUpload.objects.filter(pk=id_of(url)).exists()
 
 
 def test_resumable_upload_offset_moved_on_over_bytes_appended_in_the_data_dir_is_refused(history, alice):
