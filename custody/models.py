@@ -517,6 +517,10 @@ class ResumableUpload(models.Model):
     # as the server hashed them when it counted them: a process that re-reads the partial file
     # checks it against this before it goes on.
     offset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The partial file's st_ctime_ns on the host that last counted bytes, once it had: a file
+    # changed since (a write, whoever made it, sets its ctime, which nobody can set back) is
+    # hashed again from the start, and checked, before any more bytes are added.
+    file_ctime = models.BigIntegerField(null=True, blank=True)
     # HMAC, under SECRET_KEY, of the progress (upload_progress_mac): offset, offset_sha256,
     # evidence and staged, renewed by the server each time it counts bytes or links the
     # evidence. A row whose progress the server did not seal is refused wherever it is read.
@@ -541,14 +545,22 @@ def upload_record_mac(upload, secret) -> bytes:
 
 def upload_progress_mac(upload, secret) -> bytes:
     """The HMAC of how far a resumable upload has come: the bytes counted (``offset``), the
-    SHA-256 of those bytes, the evidence they became (if any) and the staged pieces that hold them.
+    SHA-256 of those bytes, the evidence they became (if any), the staged pieces that hold them
+    and the partial file's ctime after they were written.
 
     Works on a model instance of any version (the migration that added it uses it too).
     """
     import json
 
     staged = json.dumps(upload.staged, sort_keys=True, separators=(",", ":"))
-    values = [str(upload.id), str(upload.offset), upload.offset_sha256, str(upload.evidence_id or ""), staged]
+    values = [
+        str(upload.id),
+        str(upload.offset),
+        upload.offset_sha256,
+        str(upload.evidence_id or ""),
+        staged,
+        str(upload.file_ctime or ""),
+    ]
     return seal("custody.tus.progress", values, secret)
 
 

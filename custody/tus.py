@@ -40,7 +40,10 @@ sweeper, verify_log) a record whose seal does not hold is refused (410), and
 a process that catches up from the partial file checks the SHA-256 of what it
 re-read against the sealed one before it adds a byte: an offset moved over
 bytes planted in the data directory, bytes rewritten there, or an evidence
-link set in the table never become what the client is told it sent.
+link set in the table never become what the client is told it sent. A
+process that holds the hash state re-reads too if the partial file's ctime is
+neither the one it left nor the one sealed by the last process that counted
+bytes (_forget_if_touched): a write made there outside the server shows.
 """
 
 from __future__ import annotations
@@ -83,13 +86,13 @@ from .serializers import EvidenceSerializer, UploadStatusSerializer
 from .storage import (
     BlobError,
     BlobStoreUnavailable,
+    _pread_exactly,
     fsync_dir,
     make_dirs_durable,
     staged_chain,
     staged_pieces,
     upload_staging,
 )
-from .storage import _pread_exactly as pread_exactly  # noqa: PLC2701 - the same exact read as staging
 from .uploads import _read_socket_directly, _Writeback
 
 logger = logging.getLogger(__name__)
@@ -149,13 +152,15 @@ def expires_at(upload: ResumableUpload) -> dt.datetime:
 
 
 class _HashState:
-    def __init__(self, vouched: int = 0, staged: list[dict] = ()):
+    def __init__(self, vouched: int = 0, staged: list[dict] = (), ctime: int | None = None):
         self.hasher = MultiHasher()
         self.offset = 0  # bytes fed to the hasher
         # Bytes of the local file this process vouches for: its own, counted, or restored and checked.
         self.vouched = vouched
         # With a staging store: the names of the pieces recorded then.
         self.staged: list[str] = [p["name"] for p in staged]
+        # The local file's st_ctime_ns when this process last left it.
+        self.ctime = ctime
 
 
 _states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
@@ -187,6 +192,28 @@ def _own_offset(upload_id, staged: list[dict]) -> int:
         del _states[upload_id]
     state.hasher.abort()
     return 0
+
+
+def _forget_if_touched(upload: ResumableUpload, fd: int) -> None:
+    """Drop this process's state of the upload if the local file changed since it was last left
+    by this process or by the one that last counted bytes (its ctime is neither's).
+
+    Any write sets a file's ctime, and nobody can set it back: so a file written to outside the
+    server between two PATCHes is hashed again from the start, and checked against the sealed
+    digest, instead of being trusted for the bytes this state hashed as they arrived. (A write
+    within the same clock tick as the server's last one is not seen where ctime is kept only to
+    the tick, a few milliseconds: before Linux 6.13's fine-grained timestamps.)
+    """
+    ctime = os.fstat(fd).st_ctime_ns
+    with _states_lock:
+        state = _states.get(upload.pk)
+        if state is None or ctime in (state.ctime, upload.file_ctime):
+            return
+        del _states[upload.pk]
+    logger.warning(
+        "resumable upload %s: its partial file changed since it was last written; re-read", upload.pk
+    )
+    state.hasher.abort()
 
 
 def _keep_state(upload_id, state: _HashState) -> None:
@@ -653,6 +680,7 @@ def _record_progress(upload: ResumableUpload, **filters) -> int:
     return ResumableUpload.objects.filter(pk=upload.pk, **filters).update(
         offset=upload.offset,
         offset_sha256=upload.offset_sha256,
+        file_ctime=upload.file_ctime,
         staged=upload.staged,
         progress_mac=upload.progress_mac,
         updated_at=upload.updated_at,
@@ -672,13 +700,14 @@ def _roll_back(upload: ResumableUpload, fd: int, on_disk: int) -> None:
     for piece in staged_chain(upload.staged):
         if piece["end"] > on_disk:
             break
-        data = pread_exactly(fd, piece["end"] - piece["start"], piece["start"])
+        data = _pread_exactly(fd, piece["end"] - piece["start"], piece["start"])
         if hashlib.sha256(data).hexdigest() != piece["sha256"]:
             break
         state.hasher.update(data)
         state.offset = piece["end"]
         kept.append(piece)
     os.ftruncate(fd, state.offset)
+    state.ctime = upload.file_ctime = os.fstat(fd).st_ctime_ns
     upload.offset, upload.staged = state.offset, kept
     upload.offset_sha256 = state.hasher.hexdigest_so_far("sha256")
     _record_progress(upload)
@@ -711,6 +740,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             raise progress_refused(upload)
         if upload.evidence_id is not None:
             return answer_finished(upload, offset, count)
+        _forget_if_touched(upload, fd)
         on_disk = os.fstat(fd).st_size
         staging = upload_staging()
         if staging is not None:
@@ -779,7 +809,8 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 # and checked: it keeps vouching for them (the next PATCH hashes
                 # them again from this disk), so a refused chunk never makes it
                 # fetch the staged pieces again.
-                _keep_state(upload.pk, _HashState(vouched=offset, staged=staged_pieces(upload.staged)))
+                vouched = _HashState(offset, staged_pieces(upload.staged), os.fstat(fd).st_ctime_ns)
+                _keep_state(upload.pk, vouched)
             if failed is not None:
                 raise _storage_error(failed.cause, failed.error, offset)
             if received < count:
@@ -819,6 +850,7 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
         upload.offset, upload.updated_at = new_offset, timezone.now()
         upload.staged = [*staged_pieces(upload.staged)[: -len(replaced) or None], *pieces]
         upload.offset_sha256 = state.hasher.hexdigest_so_far("sha256")  # of exactly these bytes
+        state.ctime = upload.file_ctime = os.fstat(fd).st_ctime_ns  # as this process leaves it
         counted = _record_progress(upload, offset=offset)
         if not counted:
             # The record went while the bytes arrived (the sweeper took the

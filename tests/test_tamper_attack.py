@@ -318,20 +318,30 @@ def test_resumable_upload_bytes_rewritten_before_another_worker_resumes_are_refu
     assert_a_new_upload_works(as_alice, history["item"].case)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the process that holds an upload's running hash does not re-read the partial file: bytes "
-    "rewritten there between two PATCHes are stored as the blob under the digest of what alice sent "
-    "(her item, digests and receipt are right; verify_log names the blob as changed)",
-)
-def test_resumable_upload_bytes_rewritten_while_the_same_process_holds_the_running_hash(history, alice):
+@pytest.mark.parametrize("who", ["the same worker", "the other worker, that has seen a later PATCH"])
+def test_resumable_upload_bytes_rewritten_while_a_process_holds_the_running_hash_are_refused(
+    history, alice, who
+):
+    """A process that holds the upload's running hash does not re-read the bytes it hashed, unless
+    the partial file changed since a server process last wrote it (its ctime): then it hashes the
+    file again and checks it against the sealed digest. Otherwise the rewritten bytes would be
+    stored as the blob under the digest of what alice sent."""
     as_alice = api_client_for(alice)
     url = _half_sent(as_alice, history["item"].case, DATA, 1000)
-    with open(tus.data_path(uuid.UUID(id_of(url))), "r+b") as f:
+    upload_id = uuid.UUID(id_of(url))
+    if who != "the same worker":
+        this_worker = dict(tus._states)
+        tus._states.clear()
+        assert patch(as_alice, url, DATA[1000:2000], 1000).status_code == 204  # the other worker
+        tus._states.clear()
+        tus._states.update(this_worker)  # back in the first, whose state covers 0-1000
+    with open(tus.data_path(upload_id), "r+b") as f:
         f.write((b"nothing of interest was said.\n" * 100)[:1000])
-    last = patch(as_alice, url, DATA[1000:], 1000)  # the same process: its hash state covers 0-1000
-    made = Evidence.objects.filter(blob_id=sha256(DATA)).first()
-    assert last.status_code != 204 or made is None or blob_store().path(made.blob_id).read_bytes() == DATA
+    offset = 1000 if who == "the same worker" else 2000
+    last = patch(as_alice, url, DATA[offset:], offset)
+    assert last.status_code == 410, last.content
+    assert "partial file" in last.json()["detail"]
+    assert not Evidence.objects.filter(original_name="interview.wav").exists()
 
 
 def test_unfinished_upload_pointed_at_an_existing_item_is_refused(history, alice):

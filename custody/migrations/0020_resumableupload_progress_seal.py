@@ -1,5 +1,7 @@
 """Resumable uploads carry a seal over their progress (custody.models.upload_progress_mac): the
-offset, the SHA-256 of the bytes it counts, the staged pieces and the item the upload became.
+offset, the SHA-256 of the bytes it counts, the staged pieces, the item the upload became and
+the partial file's ctime after the server last wrote it (left empty here: the first PATCH after
+the upgrade hashes the partial file again, and checks it).
 
 Uploads that exist now get theirs from what is there, as 0014 did for the record:
 
@@ -65,6 +67,11 @@ class Migration(migrations.Migration):
             model_name="resumableupload",
             name="offset_sha256",
             field=models.CharField(blank=True, default="", max_length=64),
+        ),
+        migrations.AddField(
+            model_name="resumableupload",
+            name="file_ctime",
+            field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
             model_name="resumableupload",
