@@ -522,7 +522,7 @@ class ResumableUpload(models.Model):
     # hashed again from the start, and checked, before any more bytes are added.
     file_ctime = models.BigIntegerField(null=True, blank=True)
     # HMAC, under SECRET_KEY, of the progress (upload_progress_mac): offset, offset_sha256,
-    # evidence and staged, renewed by the server each time it counts bytes or links the
+    # evidence, staged and file_ctime, renewed by the server each time it counts bytes or links the
     # evidence. A row whose progress the server did not seal is refused wherever it is read.
     progress_mac = models.BinaryField(null=True, blank=True, editable=False)
 
@@ -559,7 +559,7 @@ def upload_progress_mac(upload, secret) -> bytes:
         upload.offset_sha256,
         str(upload.evidence_id or ""),
         staged,
-        str(upload.file_ctime or ""),
+        "" if upload.file_ctime is None else str(upload.file_ctime),
     ]
     return seal("custody.tus.progress", values, secret)
 
