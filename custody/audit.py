@@ -391,6 +391,10 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     say("checking that every password hash was set by the server")
     _verify_credentials(report)
 
+    # 5d. Resumable uploads: each one's progress is as the server sealed it.
+    say("checking that every resumable upload's progress was recorded by the server")
+    _verify_uploads(report)
+
     # 6. Every custody table against the state the log implies.
     say("comparing every table with the state the log implies")
     replay.compare()
@@ -484,6 +488,29 @@ def _verify_credentials(report: Report) -> None:
             report.problem(
                 f"TOTP device {device.pk} of user {device.user_id}: key not stored by the server for this "
                 "account (it does not decrypt under SECRET_KEY): it gives no codes"
+            )
+
+
+def _verify_uploads(report: Report) -> None:
+    """A resumable upload's offset, the SHA-256 of the bytes it counts, its staged pieces and the
+    item it became are not custody facts (not in the log until the last byte), but the server
+    seals them each time it records them: a row changed in the database shows here (and is
+    refused at once when used: the client is told to start a new upload)."""
+    from .models import ResumableUpload, upload_progress_intact
+
+    for upload in ResumableUpload.objects.order_by("pk").iterator():
+        if upload_progress_intact(upload):
+            continue
+        if upload.progress_mac is None:
+            report.problem(
+                f"resumable upload {upload.pk} (user {upload.created_by_id}): progress without the "
+                "server's seal (under way at the upgrade, its partial file could not be checked): refused"
+            )
+        else:
+            report.problem(
+                f"resumable upload {upload.pk} (user {upload.created_by_id}): offset {upload.offset}, "
+                f"its digest, staged pieces or item {upload.evidence_id or '(none)'} not recorded by the "
+                "server (their HMAC does not match): refused, nothing of it becomes evidence"
             )
 
 

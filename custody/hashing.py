@@ -43,6 +43,9 @@ class _Worker(threading.Thread):
             chunk = self.queue.get()
             if chunk is _STOP or self.cancelled:
                 return
+            if isinstance(chunk, _Snapshot):
+                chunk.take(self.hashes)
+                continue
             try:
                 for update in updates:
                     update(chunk)
@@ -67,6 +70,17 @@ class _Worker(threading.Thread):
             self.queue.put_nowait(_STOP)
         except queue.Full:
             pass  # busy: it sees ``cancelled`` after the chunk in hand
+
+
+class _Snapshot:
+    """A request, queued after the chunks fed so far, for one digest of them."""
+
+    def __init__(self, name: str):
+        self.name, self.value, self.done = name, None, threading.Event()
+
+    def take(self, hashes: dict) -> None:
+        self.value = hashes[self.name].copy().hexdigest()
+        self.done.set()
 
 
 def _cancel_all(workers: list[_Worker]) -> None:
@@ -118,6 +132,20 @@ class MultiHasher:
         else:
             for h in self._inline.values():
                 h.update(chunk)
+
+    def hexdigest_so_far(self, name: str) -> str:
+        """The ``name`` digest of the bytes fed so far; the hasher goes on (waits for its thread)."""
+        if self._result is not None:
+            return self._result[name]
+        if not self._workers:
+            return self._inline[name].copy().hexdigest()
+        (worker,) = (w for w in self._workers if name in w.hashes)
+        snapshot = _Snapshot(name)
+        worker.put(snapshot)
+        while not snapshot.done.wait(timeout=1.0):
+            if not worker.is_alive():
+                raise RuntimeError("hashing thread failed") from worker.error
+        return snapshot.value
 
     def hexdigests(self) -> dict[str, str]:
         """Finish (idempotent) and return {"sha256": hex, "sha1": hex, "md5": hex}."""

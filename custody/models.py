@@ -511,6 +511,18 @@ class ResumableUpload(models.Model):
     # HMAC, under the server's SECRET_KEY, of what the upload becomes when its last byte
     # arrives (upload_record_mac): the database role alone cannot change it unnoticed.
     mac = models.BinaryField(null=True, blank=True, editable=False)
+    # The SHA-256 of the first ``offset`` bytes (of the whole file once ``evidence`` is set),
+    # as the server hashed them when it counted them: a process that re-reads the partial file
+    # checks it against this before it goes on.
+    offset_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The partial file's st_ctime_ns on the host that last counted bytes, once it had: a file
+    # changed since (a write, whoever made it, sets its ctime, which nobody can set back) is
+    # hashed again from the start, and checked, before any more bytes are added.
+    file_ctime = models.BigIntegerField(null=True, blank=True)
+    # HMAC, under SECRET_KEY, of the progress (upload_progress_mac): offset, offset_sha256,
+    # evidence, staged and file_ctime, renewed by the server each time it counts bytes or links the
+    # evidence. A row whose progress the server did not seal is refused wherever it is read.
+    progress_mac = models.BinaryField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"upload {self.id} ({self.offset}/{self.length} bytes)"
@@ -527,6 +539,37 @@ def upload_record_mac(upload, secret) -> bytes:
     Works on a model instance of any version (the migration that added it uses it too).
     """
     return seal("custody.tus.upload", [str(getattr(upload, name)) for name in UPLOAD_RECORD_FIELDS], secret)
+
+
+def upload_progress_mac(upload, secret) -> bytes:
+    """The HMAC of how far a resumable upload has come: the bytes counted (``offset``), the
+    SHA-256 of those bytes, the evidence they became (if any), the staged pieces that hold them
+    and the partial file's ctime after they were written.
+
+    Works on a model instance of any version (the migration that added it uses it too).
+    """
+    import json
+
+    staged = json.dumps(upload.staged, sort_keys=True, separators=(",", ":"))
+    values = [
+        str(upload.id),
+        str(upload.offset),
+        upload.offset_sha256,
+        str(upload.evidence_id or ""),
+        staged,
+        "" if upload.file_ctime is None else str(upload.file_ctime),
+    ]
+    return seal("custody.tus.progress", values, secret)
+
+
+def seal_upload_progress(upload) -> None:
+    """Seal the progress the server itself has just counted (never values read back unchecked)."""
+    upload.progress_mac = upload_progress_mac(upload, settings.SECRET_KEY)
+
+
+def upload_progress_intact(upload) -> bool:
+    """Whether the upload's progress is as the server last recorded it (its HMAC)."""
+    return sealed_by_this_server(upload.progress_mac, lambda secret: upload_progress_mac(upload, secret))
 
 
 class Cosignature(models.Model):

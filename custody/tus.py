@@ -30,6 +30,20 @@ uploads it has served. A PATCH that lands in a process that has not seen the
 earlier bytes (the other gunicorn worker, or after a restart) first hashes
 the part on disk that this state has not covered, so each process reads each
 byte at most once more.
+
+Progress seal: each time the server counts bytes (or links the evidence) it
+records, beside the offset, the SHA-256 of the bytes counted so far (taken
+from the running hash) and an HMAC under SECRET_KEY of the offset, that
+digest, the evidence and the staged pieces (models.upload_progress_mac).
+Wherever that progress is read (HEAD, GET, PATCH, the finished answer, the
+sweeper, verify_log) a record whose seal does not hold is refused (410), and
+a process that catches up from the partial file checks the SHA-256 of what it
+re-read against the sealed one before it adds a byte: an offset moved over
+bytes planted in the data directory, bytes rewritten there, or an evidence
+link set in the table never become what the client is told it sent. A
+process that holds the hash state re-reads too if the partial file's ctime is
+neither the one it left nor the one sealed by the last process that counted
+bytes (_forget_if_touched): a write made there outside the server shows.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import copy
 import datetime as dt
 import errno
 import fcntl
@@ -59,12 +74,19 @@ from rest_framework.views import APIView
 
 from . import limits, services
 from .hashing import MultiHasher
-from .models import ResumableUpload, sealed_by_this_server, upload_record_mac
+from .models import (
+    ResumableUpload,
+    seal_upload_progress,
+    sealed_by_this_server,
+    upload_progress_intact,
+    upload_record_mac,
+)
 from .permissions import Forbidden, client_address, require_write
 from .serializers import EvidenceSerializer, UploadStatusSerializer
 from .storage import (
     BlobError,
     BlobStoreUnavailable,
+    _pread_exactly,
     fsync_dir,
     make_dirs_durable,
     staged_chain,
@@ -130,13 +152,15 @@ def expires_at(upload: ResumableUpload) -> dt.datetime:
 
 
 class _HashState:
-    def __init__(self, vouched: int = 0, staged: list[dict] = ()):
+    def __init__(self, vouched: int = 0, staged: list[dict] = (), ctime: int | None = None):
         self.hasher = MultiHasher()
         self.offset = 0  # bytes fed to the hasher
         # Bytes of the local file this process vouches for: its own, counted, or restored and checked.
         self.vouched = vouched
         # With a staging store: the names of the pieces recorded then.
         self.staged: list[str] = [p["name"] for p in staged]
+        # The local file's st_ctime_ns when this process last left it.
+        self.ctime = ctime
 
 
 _states: collections.OrderedDict[uuid.UUID, _HashState] = collections.OrderedDict()
@@ -168,6 +192,28 @@ def _own_offset(upload_id, staged: list[dict]) -> int:
         del _states[upload_id]
     state.hasher.abort()
     return 0
+
+
+def _forget_if_touched(upload: ResumableUpload, fd: int) -> None:
+    """Drop this process's state of the upload if the local file changed since it was last left
+    by this process or by the one that last counted bytes (its ctime is neither's).
+
+    Any write sets a file's ctime, and nobody can set it back: so a file written to outside the
+    server between two PATCHes is hashed again from the start, and checked against the sealed
+    digest, instead of being trusted for the bytes this state hashed as they arrived. (A write
+    within the same clock tick as the server's last one is not seen where ctime is kept only to
+    the tick, a few milliseconds: before Linux 6.13's fine-grained timestamps.)
+    """
+    ctime = os.fstat(fd).st_ctime_ns
+    with _states_lock:
+        state = _states.get(upload.pk)
+        if state is None or ctime in (state.ctime, upload.file_ctime):
+            return
+        del _states[upload.pk]
+    logger.warning(
+        "resumable upload %s: its partial file changed since it was last written; re-read", upload.pk
+    )
+    state.hasher.abort()
 
 
 def _keep_state(upload_id, state: _HashState) -> None:
@@ -330,6 +376,10 @@ class _TusView(APIView):
         )
         if upload is None:
             raise Http404("upload not found")
+        if not upload_progress_intact(upload):
+            if request.method == "DELETE":
+                return upload  # the client gives it up: delete() removes it as unfinished
+            raise progress_refused(upload)
         if upload.evidence_id is None and expires_at(upload) < timezone.now():
             discard(upload)
             raise TusError(410, "this upload expired; start a new one")
@@ -494,7 +544,8 @@ class UploadView(_TusView):
     )
     def delete(self, request, upload_id):
         upload = self.get_upload(request, upload_id)
-        if upload.evidence_id is None:
+        if upload.evidence_id is None or not upload_progress_intact(upload):
+            # (An evidence link the server did not seal is no evidence of this upload's.)
             with _locked(upload):
                 discard(upload)
         else:
@@ -531,6 +582,8 @@ def start_upload(
         declared_sha256=declared,
     )
     upload.mac = upload_record_mac(upload, settings.SECRET_KEY)
+    upload.offset_sha256 = EMPTY_SHA256
+    seal_upload_progress(upload)
     upload.save(force_insert=True)
     path = data_path(upload.pk)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -590,6 +643,78 @@ class _locked:
                 connection.close()
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def progress_refused(upload: ResumableUpload) -> TusError:
+    """The answer for an upload whose recorded progress the server did not seal: refused, for good."""
+    if upload.progress_mac is None:
+        logger.error("resumable upload %s: its progress carries no seal; refused", upload.pk)
+        return TusError(
+            410,
+            "this upload's progress carries no seal of this server (it was under way when the server "
+            "was upgraded, and its partial file could not be checked then): nothing of it will be "
+            "evidence; start a new upload",
+        )
+    logger.error("resumable upload %s: its progress no longer matches its HMAC; refused", upload.pk)
+    return TusError(
+        410,
+        "this upload's recorded state (how many bytes were received, their digest, the pieces "
+        "that hold them or the item it became) was changed outside the server: nothing of it will "
+        "be evidence; tell the server's operator, and start a new upload",
+    )
+
+
+def _partial_file_refused(upload: ResumableUpload, why: str) -> TusError:
+    logger.error("resumable upload %s: %s; refused", upload.pk, why)
+    return TusError(
+        410,
+        f"this upload's partial file on the server {why} (it was changed or lost outside the "
+        "server): nothing of it will be evidence; tell the server's operator, and start a new upload",
+    )
+
+
+def _record_progress(upload: ResumableUpload, **filters) -> int:
+    """Record and seal the progress the server has just counted in ``upload``; how many rows changed."""
+    seal_upload_progress(upload)
+    return ResumableUpload.objects.filter(pk=upload.pk, **filters).update(
+        offset=upload.offset,
+        offset_sha256=upload.offset_sha256,
+        file_ctime=upload.file_ctime,
+        staged=upload.staged,
+        progress_mac=upload.progress_mac,
+        updated_at=upload.updated_at,
+    )
+
+
+def _roll_back(upload: ResumableUpload, fd: int, on_disk: int) -> None:
+    """Count only what the local file holds of the staged pieces (``on_disk`` bytes of them).
+
+    The pieces that follow on from byte 0 within those bytes are re-read from
+    the local file, each checked against its digest in the sealed record, and
+    that prefix (its SHA-256 from the same reading) is sealed as the upload's
+    progress. This process keeps the hash state of it.
+    """
+    state = _HashState()
+    kept = []
+    for piece in staged_chain(upload.staged):
+        if piece["end"] > on_disk:
+            break
+        data = _pread_exactly(fd, piece["end"] - piece["start"], piece["start"])
+        if hashlib.sha256(data).hexdigest() != piece["sha256"]:
+            break
+        state.hasher.update(data)
+        state.offset = piece["end"]
+        kept.append(piece)
+    os.ftruncate(fd, state.offset)
+    state.ctime = upload.file_ctime = os.fstat(fd).st_ctime_ns
+    upload.offset, upload.staged = state.offset, kept
+    upload.offset_sha256 = state.hasher.hexdigest_so_far("sha256")
+    _record_progress(upload)
+    state.vouched, state.staged = state.offset, [p["name"] for p in kept]
+    _keep_state(upload.pk, state)
+
+
 def _check_offset(offset: int, upload: ResumableUpload) -> None:
     if offset != upload.offset:
         raise TusError(
@@ -610,8 +735,12 @@ def _staging_failed(exc: Exception, kept: int) -> TusError:
 def receive(request, upload: ResumableUpload, offset: int, count: int, checksum) -> HttpResponse:
     with _locked(upload) as fd:
         upload.refresh_from_db()  # another process may have moved it on while we waited
+        if not upload_progress_intact(upload):
+            _drop_state(upload.pk)
+            raise progress_refused(upload)
         if upload.evidence_id is not None:
             return answer_finished(upload, offset, count)
+        _forget_if_touched(upload, fd)
         on_disk = os.fstat(fd).st_size
         staging = upload_staging()
         if staging is not None:
@@ -632,11 +761,13 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
             except (BlobStoreUnavailable, BlobError) as exc:
                 raise _staging_failed(exc, upload.offset) from None
         if on_disk < upload.offset:
-            # Bytes counted but not on disk (lost in a crash): resume from what is there.
-            kept = [p for p in staged_chain(upload.staged) if p["end"] <= on_disk]
-            ResumableUpload.objects.filter(pk=upload.pk).update(offset=on_disk, staged=kept)
-            upload.offset, upload.staged = on_disk, kept
             _drop_state(upload.pk)
+            if staging is None:
+                # Each chunk is on disk before its offset is recorded: fewer bytes than counted
+                # means the file was cut outside the server, and what is left cannot be vouched for.
+                raise _partial_file_refused(upload, f"holds fewer bytes than the {upload.offset} counted")
+            # A staged piece is missing or not what the record says: go on from the pieces that hold.
+            _roll_back(upload, fd, on_disk)
         _check_offset(offset, upload)
         state = _take_state(upload.pk)
         if state.offset > offset:  # cannot happen unless the state is stale: start over
@@ -648,8 +779,17 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 data = os.pread(
                     fd, min(settings.CUSTODY_UPLOAD_CHUNK_SIZE, offset - state.offset), state.offset
                 )
+                if not data:
+                    break  # shorter than it was a moment ago: the check below refuses it
                 state.hasher.update(data)
                 state.offset += len(data)
+            # Whatever was re-read from the disk must be the bytes counted (sealed digest)
+            # before anything is added to them.
+            if state.offset != offset or state.hasher.hexdigest_so_far("sha256") != upload.offset_sha256:
+                state.hasher.abort()
+                raise _partial_file_refused(
+                    upload, f"does not hold the {offset} bytes counted so far (their SHA-256 differs)"
+                )
             os.ftruncate(fd, offset)
             received, broken, chunk_digest = _copy_body(request, fd, offset, count, state, checksum)
         except _WriteFailed as exc:
@@ -669,7 +809,8 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 # and checked: it keeps vouching for them (the next PATCH hashes
                 # them again from this disk), so a refused chunk never makes it
                 # fetch the staged pieces again.
-                _keep_state(upload.pk, _HashState(vouched=offset, staged=staged_pieces(upload.staged)))
+                vouched = _HashState(offset, staged_pieces(upload.staged), os.fstat(fd).st_ctime_ns)
+                _keep_state(upload.pk, vouched)
             if failed is not None:
                 raise _storage_error(failed.cause, failed.error, offset)
             if received < count:
@@ -708,9 +849,9 @@ def receive(request, upload: ResumableUpload, offset: int, count: int, checksum)
                 raise _staging_failed(exc, offset) from None
         upload.offset, upload.updated_at = new_offset, timezone.now()
         upload.staged = [*staged_pieces(upload.staged)[: -len(replaced) or None], *pieces]
-        counted = ResumableUpload.objects.filter(pk=upload.pk, offset=offset).update(
-            offset=upload.offset, updated_at=upload.updated_at, staged=upload.staged
-        )
+        upload.offset_sha256 = state.hasher.hexdigest_so_far("sha256")  # of exactly these bytes
+        state.ctime = upload.file_ctime = os.fstat(fd).st_ctime_ns  # as this process leaves it
+        counted = _record_progress(upload, offset=offset)
         if not counted:
             # The record went while the bytes arrived (the sweeper took the
             # upload as expired; it does not wait for the lock): they count
@@ -827,8 +968,16 @@ def finish(request, upload: ResumableUpload, state: _HashState) -> HttpResponse:
         # Inside the intake's transaction: the upload is finished exactly when
         # its evidence exists. Marked afterwards, a crash in between left an
         # unfinished upload whose retry made a second evidence of the same bytes.
+        finished = copy.copy(upload)  # (this transaction may yet roll back)
+        finished.evidence_id, finished.offset = evidence.pk, upload.length
+        finished.offset_sha256 = received.digests["sha256"]
+        seal_upload_progress(finished)  # the evidence the server has just made of these bytes
         marked = ResumableUpload.objects.filter(pk=upload.pk, evidence=None).update(
-            evidence=evidence, offset=upload.length, updated_at=timezone.now()
+            evidence=evidence,
+            offset=finished.offset,
+            offset_sha256=finished.offset_sha256,
+            progress_mac=finished.progress_mac,
+            updated_at=timezone.now(),
         )
         if not marked:  # finished or removed meanwhile: roll this intake back
             raise TusError(409, "this upload was finished or removed by another request")
@@ -896,6 +1045,8 @@ def _forget_here(upload: ResumableUpload) -> int:
         pass  # another request here holds it: it meets the same shortage, or frees its copy itself
     except ResumableUpload.DoesNotExist:
         return 0
+    if not upload_progress_intact(upload):
+        raise progress_refused(upload)
     return upload.offset
 
 
@@ -924,6 +1075,12 @@ def sweep_expired() -> int:
     limit = timezone.now() - expiry
     count = 0
     for upload in ResumableUpload.objects.filter(evidence=None, updated_at__lt=limit):
+        if not upload_progress_intact(upload):
+            # Removed like any expired upload (its bytes count for nothing), but named in the
+            # server's log first: verify_log will not see it any more.
+            logger.error(
+                "resumable upload %s: expired with its progress not as the server sealed it", upload.pk
+            )
         discard(upload)
         count += 1
     known = {str(pk) for pk in ResumableUpload.objects.filter(evidence=None).values_list("pk", flat=True)}

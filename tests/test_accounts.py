@@ -284,7 +284,7 @@ def test_tokens_and_accounts_made_before_their_seals_are_sealed_by_the_migration
     assert client.get("/api/v1/cases/").status_code == 200
 
 
-def test_token_seals_of_before_0020_move_to_the_seal_that_covers_revocation(transactional_db, alice):
+def test_token_seals_of_before_0021_move_to_the_seal_that_covers_revocation(transactional_db, alice):
     """Rows sealed the old way (digest and account) are sealed again with their revocation time;
     a row whose old seal did not hold stays refused."""
     from django.db import connection
@@ -295,7 +295,7 @@ def test_token_seals_of_before_0020_move_to_the_seal_that_covers_revocation(tran
     live, revoked, planted = (token_for("alice", PASSWORD).json()["token"] for _ in range(3))
     services.revoke_token(actor=alice, token=ApiToken.objects.get(digest=token_digest(revoked)))
     executor = MigrationExecutor(connection)
-    executor.migrate([("custody", "0019_recovery_code_hmac")])
+    executor.migrate([("custody", "0020_resumableupload_progress_seal")])
     for row in ApiToken.objects.all():
         old = seal("custody.api.token", [row.digest, str(row.user_id)], settings.SECRET_KEY)
         ApiToken.objects.filter(pk=row.pk).update(

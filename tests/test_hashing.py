@@ -33,6 +33,18 @@ def test_digests_match_hashlib_whatever_the_chunking(sizes):
     assert hasher.size == sum(sizes)
 
 
+@pytest.mark.parametrize("sizes", [[3, 5], [1 << 20, 1 << 20, 7], [10, 1 << 17, 1]])
+def test_a_digest_so_far_is_of_the_bytes_fed_and_the_hasher_goes_on(sizes):
+    """What a resumable upload seals at each offset: the SHA-256 of exactly the bytes before it."""
+    chunks = [os.urandom(n) for n in sizes]
+    hasher = MultiHasher()
+    for i, chunk in enumerate(chunks):
+        hasher.update(chunk)
+        assert hasher.hexdigest_so_far("sha256") == expected(b"".join(chunks[: i + 1]))["sha256"]
+    assert hasher.hexdigests() == expected(b"".join(chunks))
+    assert hasher.hexdigest_so_far("md5") == expected(b"".join(chunks))["md5"]
+
+
 def test_memoryview_chunks_are_copied_before_queueing():
     buf = bytearray(os.urandom(1 << 18))
     hasher = MultiHasher()

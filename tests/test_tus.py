@@ -536,3 +536,70 @@ def test_uploads_in_progress_when_the_record_hmac_came_are_authenticated_by_the_
     assert upload.mac and tus.record_intact(upload)
     ResumableUpload.objects.filter(pk=upload.pk).update(source="elsewhere")
     assert not tus.record_intact(ResumableUpload.objects.get(pk=upload.pk))
+
+
+def test_uploads_under_way_when_the_progress_seal_came_are_sealed_by_the_migration_if_their_file_holds(
+    transactional_db, alice, case_a, as_alice
+):
+    """Migration 0020 seals each upload's progress from what is there: an unfinished one from the
+    SHA-256 of the bytes its partial file holds (it goes on), a finished one with its item's
+    SHA-256. One whose partial file is not on this host is left unsealed and refused, saying so."""
+    from django.conf import settings
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    data = os.urandom(5000)
+    finished = path_of(create(as_alice, case_a, len(data))["Location"])
+    assert patch(as_alice, finished, data, 0).status_code == 204
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0019_recovery_code_hmac")])
+    try:
+        Old = executor.loader.project_state([("custody", "0019_recovery_code_hmac")]).apps.get_model(
+            "custody", "ResumableUpload"
+        )
+        under_way, elsewhere = (
+            Old.objects.create(case_id=case_a.pk, created_by_id=alice.pk, length=len(data), offset=2000)
+            for _ in range(2)
+        )
+        for upload in (under_way, elsewhere):
+            upload.mac = tus.upload_record_mac(upload, settings.SECRET_KEY)
+            upload.save(update_fields=["mac"])
+        tus.data_path(under_way.pk).write_bytes(data[:2000])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    done = ResumableUpload.objects.get(pk=id_of(finished))
+    assert tus.upload_progress_intact(done) and done.offset_sha256 == hashlib.sha256(data).hexdigest()
+    assert tus.upload_progress_intact(ResumableUpload.objects.get(pk=under_way.pk))
+    url = f"/api/v1/uploads/{under_way.pk}/"
+    assert as_alice.head(url, **TUS)["Upload-Offset"] == "2000"
+    assert patch(as_alice, url, data[2000:], 2000).status_code == 204
+    assert Evidence.objects.filter(blob_id=hashlib.sha256(data).hexdigest()).count() == 2
+
+    refused = patch(as_alice, f"/api/v1/uploads/{elsewhere.pk}/", data[2000:], 2000)
+    assert refused.status_code == 410 and "carries no seal" in refused.json()["detail"]
+    assert as_alice.head(f"/api/v1/uploads/{elsewhere.pk}/", **TUS).status_code == 410
+
+
+def test_two_workers_taking_turns_read_each_byte_at_most_once_more(as_alice, case_a, monkeypatch):
+    """A worker whose hash state is behind catches up on the bytes the other one wrote only: the
+    file's ctime is the one the other sealed, so nothing it hashed before is read again."""
+    data = os.urandom(6000)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    workers = [{}, {}]
+    read = []
+    real_pread = os.pread
+
+    def pread(fd, size, offset):
+        chunk = real_pread(fd, size, offset)
+        read.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(os, "pread", pread)
+    for n, offset in enumerate(range(0, 6000, 1000)):
+        tus._states.clear()
+        tus._states.update(workers[n % 2])  # the PATCH lands in worker n % 2
+        assert patch(as_alice, url, data[offset : offset + 1000], offset).status_code == 204
+        workers[n % 2] = dict(tus._states)
+    assert sum(read) <= 6000, read  # each worker read the other's bytes once, never its own
+    assert Evidence.objects.get().blob_id == hashlib.sha256(data).hexdigest()

@@ -2,7 +2,8 @@
 
 The adversaries: a client that lies or sends different bytes after a reset,
 a node that dies between two steps, an operator with access to the staging
-bucket, and a DBA who edits an upload's ``staged`` list. What must hold
+bucket, and a DBA who edits an upload's ``staged`` list (under the upload's
+progress seal: refused, and nothing is fetched for it). What must hold
 whatever they do: the evidence (its digests, its receipt) is exactly the
 bytes the client's accepted PATCHes carried, in their places; hostile
 content in the database or the bucket gets a clean JSON answer, never a
@@ -28,7 +29,7 @@ from django.db.models import JSONField, Value
 
 from custody import tus
 from custody.models import Evidence, ResumableUpload
-from custody.storage import STAGING_PIECE, UploadStaging, blob_store
+from custody.storage import STAGING_PIECE, UploadStaging, blob_store, upload_staging
 
 from . import test_tus_staging
 from .s3_fixtures import PLAIN
@@ -70,6 +71,12 @@ def assert_evidence_is(content: bytes) -> None:
     assert statement["subject"][0]["digest"] == expected
     with blob_store().open(blob.sha256) as stored:
         assert stored.read() == content
+
+
+def assert_refused_as_changed(answer) -> None:
+    """The upload's progress seal does not hold: 410, and a detail that says why."""
+    assert_clean(answer, 410)
+    assert "changed outside the server" in answer.json()["detail"]
 
 
 def assert_clean(answer, *statuses) -> None:
@@ -158,16 +165,14 @@ HOSTILE = {
 def test_a_staged_list_that_is_not_one_gets_clean_answers(
     as_alice, case_a, staging, seaweed, settings, tmp_path, staged
 ):
-    """Hostile ``staged`` JSON: PATCH elsewhere resumes from 0, DELETE and the sweeper still work."""
+    """Hostile ``staged`` JSON: PATCH elsewhere is refused (the progress seal), DELETE and the
+    sweeper still work."""
     content = os.urandom(2 * MB)
     url, upload = start(as_alice, case_a, content, MB)
     set_staged(upload, staged)
 
     move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[MB:], MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == "0"
-    set_staged(upload, staged)  # again, for DELETE
+    assert_refused_as_changed(patch(as_alice, url, content[MB:], MB))
     assert as_alice.delete(url, **TUS).status_code == 204
 
     # The sweeper meets such a record among expired ones and still removes them all.
@@ -179,86 +184,149 @@ def test_a_staged_list_that_is_not_one_gets_clean_answers(
     assert not ResumableUpload.objects.exists()
 
 
-def test_a_gap_in_the_staged_pieces_resumes_at_the_gap(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    content = os.urandom(4 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
-    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
-    assert patch(as_alice, url, content[2 * MB : 3 * MB], 2 * MB).status_code == 204
-    upload.refresh_from_db()
-    set_staged(upload, [upload.staged[0], upload.staged[2]])  # the middle piece is forgotten
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[3 * MB :], 3 * MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == str(MB)
-    assert patch(as_alice, url, content[MB:], MB).status_code == 204
-    assert_evidence_is(content)
+def _gap(upload, pieces, other):
+    return [pieces[0], pieces[2]]  # the middle piece is forgotten
 
 
-def test_pieces_swapped_with_their_digests_are_not_put_out_of_place(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    """Each object's name says where its bytes go: a record that moves them is not believed."""
-    content = os.urandom(3 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
-    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
-    upload.refresh_from_db()
-    first, second = upload.staged
-    swapped = [
+def _swapped(upload, pieces, other):
+    first, second = pieces[:2]
+    return [
         {**second, "start": first["start"], "end": first["end"]},
         {**first, "start": second["start"], "end": second["end"]},
+        pieces[2],
     ]
-    set_staged(upload, swapped)
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == "0"
-    assert not Evidence.objects.exists()
 
 
-def test_a_piece_named_into_another_upload_is_neither_read_nor_deleted(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    """``name`` with ``../``: the upload must not take another upload's bytes, nor remove them."""
-    secret = os.urandom(2 * MB)
-    other_url, other = start(as_alice, case_a, secret, MB)
-    (piece,) = other.staged
-    url, upload = start(as_alice, case_a, os.urandom(2 * MB), 1)
-    set_staged(upload, [{**piece, "name": f"../{other.pk}/{piece['name']}"}])
-    ResumableUpload.objects.filter(pk=upload.pk).update(offset=MB)
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, secret[MB:], MB)  # would complete the upload with the other's bytes
-    assert_clean(answer, 409)
-    assert not Evidence.objects.exists()
-    set_staged(upload, [{**piece, "name": f"../{other.pk}/{piece['name']}"}])
-    assert as_alice.delete(url, **TUS).status_code == 204
-    assert f"{staging}/{other.pk}/{piece['name']}" in staged_keys(seaweed, staging)
-
-    move_to(settings, tmp_path, "node-c")  # the other upload goes on from its own pieces
-    assert patch(as_alice, other_url, secret[MB:], MB).status_code == 204
-    assert_evidence_is(secret)
+def _named_into_the_other(upload, pieces, other):
+    return [{**other.staged[0], "name": f"../{other.pk}/{other.staged[0]['name']}"}, *pieces[1:]]
 
 
-def test_a_huge_staged_list_of_bogus_pieces_gets_clean_answers(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    content = os.urandom(2 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
+def _the_others_list(upload, pieces, other):
+    return other.staged
+
+
+def _wrong_digest(upload, pieces, other):
+    return [{**pieces[0], "sha256": hashlib.sha256(b"other").hexdigest()}, *pieces[1:]]
+
+
+def _duplicate(upload, pieces, other):
+    return [pieces[0], {**pieces[0], "name": pieces[0]["name"][:-8] + "00000000"}, *pieces[1:]]
+
+
+def _bogus_after(upload, pieces, other):
     bogus = [
         {"start": i, "end": i + 1, "name": f"{i:016d}-{i + 1:016d}-00000000", "sha256": "0" * 64}
         for i in range(20_000)
     ]
-    set_staged(upload, upload.staged + bogus)
+    return pieces + bogus
+
+
+def _overlap(upload, pieces, other, *, seaweed=None, staging=None, content=None):
+    """An added object over 0.5-1.5 MB, recorded with its own (true) digest between the real
+    pieces: each piece checks out alone; together they would put other bytes at 1-1.5 MB."""
+    half = MB // 2
+    forged = content[half:MB] + b"\0" * half
+    name = f"{half:016d}-{half + MB:016d}-0badf00d"
+    seaweed.client().put_object(Bucket=PLAIN, Key=f"{staging}/{upload.pk}/{name}", Body=forged)
+    overlap = {"start": half, "end": half + MB, "name": name, "sha256": hashlib.sha256(forged).hexdigest()}
+    return [pieces[0], overlap, *pieces[1:]]
+
+
+# Each edit, and where the staged bytes it leaves would end if the store were asked for them.
+EDITS = {
+    "a gap": (_gap, MB),
+    "pieces swapped with their digests": (_swapped, 0),
+    "a name into another upload": (_named_into_the_other, 0),
+    "another upload's list": (_the_others_list, 0),
+    "a wrong digest": (_wrong_digest, 0),
+    "a duplicate piece": (_duplicate, MB),
+    "a huge list of bogus pieces": (_bogus_after, MB),
+    "an overlapping piece": (_overlap, MB),
+}
+
+
+def _three_pieces_and_another(as_alice, case_a, content):
+    """An upload of ``content`` with three staged pieces (0-1, 1-2, 2-3 MB), and another upload."""
+    _, other = start(as_alice, case_a, os.urandom(2 * MB), MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
+    assert patch(as_alice, url, content[2 * MB : 3 * MB], 2 * MB).status_code == 204
+    upload.refresh_from_db()
+    assert [(p["start"], p["end"]) for p in upload.staged] == [(0, MB), (MB, 2 * MB), (2 * MB, 3 * MB)]
+    return url, upload, other
+
+
+def _edit(name, upload, other, seaweed, staging, content):
+    edit, _ = EDITS[name]
+    extra = {"seaweed": seaweed, "staging": staging, "content": content} if edit is _overlap else {}
+    return edit(upload, list(upload.staged), other, **extra)
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_a_staged_record_edited_in_the_database_is_refused_and_nothing_is_fetched(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, monkeypatch, name
+):
+    """The pieces and their digests are under the upload's progress seal: a record edited to
+    move, drop, add or borrow pieces is refused on every node (410, start a new upload) before
+    anything is fetched from the store; DELETE removes only the upload's own pieces."""
+    content = os.urandom(4 * MB)
+    url, upload, other = _three_pieces_and_another(as_alice, case_a, content)
+    set_staged(upload, _edit(name, upload, other, seaweed, staging, content))
+    fetched = count_restored(monkeypatch)
+
+    for node in ("node-a", "node-b"):  # the node that holds the bytes, and one that would fetch them
+        move_to(settings, tmp_path, node)
+        assert_refused_as_changed(patch(as_alice, url, content[3 * MB :], 3 * MB))
+        assert as_alice.head(url, **TUS).status_code == 410
+    assert fetched == []
+    assert not Evidence.objects.exists()
+    assert as_alice.delete(url, **TUS).status_code == 204
+    assert not ResumableUpload.objects.filter(pk=upload.pk).exists()
+    assert [k for k in staged_keys(seaweed, staging) if f"/{other.pk}/" in k] == [
+        f"{staging}/{other.pk}/{other.staged[0]['name']}"
+    ]
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_the_store_believes_only_pieces_of_the_upload_that_follow_on(
+    as_alice, case_a, staging, seaweed, settings, tmp_path, name
+):
+    """Beneath the seal: a staged list, whatever it says, rebuilds only the upload's own pieces,
+    each checked, in their places, from byte 0 to the first gap, overlap or bad piece."""
+    content = os.urandom(4 * MB)
+    _, upload, other = _three_pieces_and_another(as_alice, case_a, content)
+    pieces = _edit(name, upload, other, seaweed, staging, content)
+    path = tmp_path / "rebuilt"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        end = upload_staging().restore(upload.pk, pieces, fd, 0)
+    finally:
+        os.close(fd)
+    assert end == EDITS[name][1]
+    assert path.read_bytes() == content[:end]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an upload's progress put back to an earlier state the server sealed holds (nothing outside "
+    "the database says it moved on): once the upload is evidence its staged pieces are gone, so the "
+    "next node rolls back to 0 and the client's resent bytes become a second item",
+)
+def test_a_finished_uploads_earlier_progress_put_back_makes_no_second_item(
+    as_alice, case_a, staging, seaweed, settings, tmp_path
+):
+    content = os.urandom(2 * MB)
+    url, upload = start(as_alice, case_a, content, MB)
+    fields = ("offset", "offset_sha256", "staged", "progress_mac", "evidence")
+    earlier = ResumableUpload.objects.filter(pk=upload.pk).values(*fields).get()
+    assert patch(as_alice, url, content[MB:], MB).status_code == 204
+    ResumableUpload.objects.filter(pk=upload.pk).update(**earlier)  # as it was half-way
 
     move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[MB:], MB)
-    assert answer.status_code == 204, answer.content  # the real piece covers the offset
-    assert_evidence_is(content)
-    assert staged_keys(seaweed, staging) == []
+    answer = patch(as_alice, url, content[MB:], MB)  # the client resumes where HEAD says
+    if answer.status_code == 409 and answer["Upload-Offset"] == "0":
+        patch(as_alice, url, content, 0)  # as a tus client does after a 409
+    assert Evidence.objects.count() == 1
 
 
 # --- a client that sends other bytes after a reset --------------------------------------------
@@ -568,93 +636,6 @@ def test_the_store_down_during_a_restore_keeps_the_offset(
     settings.CUSTODY_S3_ENDPOINT_URL = endpoint
     upload_staging.cache_clear()
     assert patch(as_alice, url, content[2 * MB :], 2 * MB).status_code == 204
-    assert_evidence_is(content)
-
-
-def test_another_uploads_staged_list_leads_to_none_of_its_bytes(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    """A DBA copies one upload's ``staged`` into another's: the names resolve under the upload's
-    own prefix, where no such object is, so it resumes from 0 with none of the other's bytes."""
-    secret = os.urandom(2 * MB)
-    _, other = start(as_alice, case_a, secret, MB)
-    url, upload = start(as_alice, case_a, os.urandom(2 * MB), MB)
-    set_staged(upload, other.staged)
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, secret[MB:], MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == "0"
-    assert not Evidence.objects.exists()
-    assert f"{staging}/{other.pk}/{other.staged[0]['name']}" in staged_keys(seaweed, staging)
-
-
-def test_a_wrong_digest_in_the_record_is_a_bad_piece(as_alice, case_a, staging, seaweed, settings, tmp_path):
-    content = os.urandom(2 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
-    set_staged(upload, [{**upload.staged[0], "sha256": hashlib.sha256(b"other").hexdigest()}])
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[MB:], MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == "0"
-    assert patch(as_alice, url, content, 0).status_code == 204
-    assert_evidence_is(content)
-    # The object the record no longer names stays until the sweeper, once the upload has ended.
-    assert len(staged_keys(seaweed, staging)) == 1
-    settings.CUSTODY_UPLOAD_EXPIRY_SECONDS = -60
-    tus.sweep_expired()
-    assert staged_keys(seaweed, staging) == []
-
-
-def test_an_overlapping_piece_cannot_overwrite_bytes_of_the_pieces_it_overlaps(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    """Bucket and record both edited: an added object over 0.5-1.5 MB, recorded with its own
-    (true) digest between the real pieces. Each piece checks out alone; together they would
-    put other bytes at 1-1.5 MB. A record whose pieces do not follow on exactly is not believed past that point."""
-    content = os.urandom(3 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
-    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
-    upload.refresh_from_db()
-    half = MB // 2
-    forged = content[half:MB] + b"\0" * half
-    name = f"{half:016d}-{half + MB:016d}-0badf00d"
-    seaweed.client().put_object(Bucket=PLAIN, Key=f"{staging}/{upload.pk}/{name}", Body=forged)
-    overlap = {"start": half, "end": half + MB, "name": name, "sha256": hashlib.sha256(forged).hexdigest()}
-    set_staged(upload, [upload.staged[0], overlap, upload.staged[1]])
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[2 * MB :], 2 * MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == str(MB)  # the first piece holds; the record is not believed after it
-    assert patch(as_alice, url, content[MB:], MB).status_code == 204
-    assert_evidence_is(content)
-
-
-def test_a_record_cleaned_by_a_rollback_does_not_stop_the_upload_again(
-    as_alice, case_a, staging, seaweed, settings, tmp_path
-):
-    """A duplicate entry for the first piece (another object of the same range): the first
-    rollback keeps only the pieces that follow on, so later node switches go on normally."""
-    content = os.urandom(4 * MB)
-    url, upload = start(as_alice, case_a, content, MB)
-    assert patch(as_alice, url, content[MB : 2 * MB], MB).status_code == 204
-    upload.refresh_from_db()
-    first = upload.staged[0]
-    duplicate = {**first, "name": first["name"][:-8] + "00000000"}
-    set_staged(upload, [first, duplicate, *upload.staged[1:]])
-
-    move_to(settings, tmp_path, "node-b")
-    answer = patch(as_alice, url, content[2 * MB : 3 * MB], 2 * MB)
-    assert_clean(answer, 409)
-    assert answer["Upload-Offset"] == str(MB)
-    assert patch(as_alice, url, content[MB : 3 * MB], MB).status_code == 204
-    assert [p["name"] for p in ResumableUpload.objects.get().staged][:1] == [first["name"]]
-
-    move_to(settings, tmp_path, "node-c")  # not rolled back again
-    done = patch(as_alice, url, content[3 * MB :], 3 * MB)
-    assert done.status_code == 204, done.content
     assert_evidence_is(content)
 
 

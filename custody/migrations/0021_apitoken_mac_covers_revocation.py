@@ -32,6 +32,6 @@ def reseal(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("custody", "0019_recovery_code_hmac")]
+    dependencies = [("custody", "0020_resumableupload_progress_seal")]
 
     operations = [migrations.RunPython(reseal, migrations.RunPython.noop)]
