@@ -98,7 +98,7 @@ def breakdown_lines(extra: dict) -> list[str]:
     lines = [extra["title"], "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in extra["rows"]]
     if extra.get("notes"):
-        lines += ["", *extra["notes"]]
+        lines += ["", *(f"- {note}" for note in extra["notes"])]
     return lines
 
 
