@@ -11,6 +11,10 @@ Each module of ``forensics/evaluation`` that defines ``ANALYZER`` and
 returns is the table (``forensics.analyzers._rates`` describes the format),
 written to ``forensics/analyzers/rates/<analyzer>.json``. A full run writes
 the "indicators" block, a quick run the "quick" block of the same table.
+A full run also keeps the evaluation's "report" lines and its "breakdowns"
+(tables of rates by a property of the edits the conditions do not cover:
+{"title", "columns", "rows", "notes"}), which ``--markdown`` prints after
+the rows.
 """
 
 from __future__ import annotations
@@ -83,7 +87,19 @@ def markdown(analyzer: str, data: dict) -> str:
     if extras:
         lines.append("")
         lines += [f"- {x}" for x in extras]
+    for extra in data.get("breakdowns", []):
+        lines += ["", *breakdown_lines(extra)]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def breakdown_lines(extra: dict) -> list[str]:
+    """A breakdown an evaluation adds to its table ({"title", "columns", "rows", "notes"}) as Markdown."""
+    columns = extra["columns"]
+    lines = [extra["title"], "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in extra["rows"]]
+    if extra.get("notes"):
+        lines += ["", *(f"- {note}" for note in extra["notes"])]
+    return lines
 
 
 def summary(tables: dict[str, dict]) -> str:
@@ -159,6 +175,8 @@ def main(argv=None) -> int:
         print_table(name, {"indicators": block, "set": result.get("set", "")})
         for extra in result.get("report", []):
             print("  " + extra)
+        for extra in result.get("breakdowns", []):
+            print("\n".join("  " + line for line in breakdown_lines(extra)))
         print(f"  ({time.monotonic() - start:.0f} s)")
         stored = _rates.table(name) or {}
         if args.check:
@@ -176,6 +194,7 @@ def main(argv=None) -> int:
             data["set"] = result.get("set", "")
             data["command"] = f"python bench/evaluate.py {name}"
             data["report"] = result.get("report", [])
+            data["breakdowns"] = result.get("breakdowns", [])
         print(f"  wrote {tables.write(name, data).relative_to(ROOT)}")
     return status
 

@@ -100,6 +100,64 @@ def test_a_hum_free_insertion_is_a_span_with_rates_and_a_calibrated_score(tmp_pa
         assert c["at"] == [round(c["value"]["time"] - half, 2), round(c["value"]["time"] + half, 2)]
 
 
+def test_the_evaluation_records_the_true_phase_step_of_each_splice():
+    sr = enf_eval.SR
+    n = np.arange(2 * sr)
+    freq = np.full(len(n), 50.0)
+    left = enf_eval.Hum(freq, 2 * np.pi * 50.0 * n / sr, {1: 0.0, 2: 0.0, 3: 0.0})
+    right = enf_eval.Hum(freq + 0.02, 2 * np.pi * 50.02 * n / sr + np.radians(100), {1: 0.0, 2: 1.0, 3: 0.0})
+    silent = enf_eval.Hum(freq, None, {})
+    # the part before heard at its sample 800, the part after at its sample 40 (100 ms later in its own time)
+    (join,) = enf_eval._joins([(left, 0), (right, 0)], [(800, 40)], [1.0])
+    expect = 100 + 360 * 50.02 * 40 / sr - 360 * 50.0 * 800 / sr
+    assert join["step_deg"] == pytest.approx((expect + 180) % 360 - 180)
+    assert -180 <= join["step_deg"] < 180 and join["freq_step_mhz"] == pytest.approx(20.0)
+    second = 2 * expect + np.degrees(1.0)
+    assert join["harmonic_steps_deg"]["2"] == pytest.approx((second + 180) % 360 - 180)
+    (none,) = enf_eval._joins([(left, 0), (silent, 0)], [(800, 40)], [1.0])
+    assert none["step_deg"] is None and none["freq_step_mhz"] is None
+
+    clip = enf_eval.clip(4, 30)  # a cut: within one recording each harmonic steps k times the fundamental
+    assert clip.kind == "cut" and 0.3 <= clip.description["edit"]["removed_s"] <= 6
+    (join,) = clip.joins
+    for k in (2, 3):
+        diff = join["harmonic_steps_deg"][str(k)] - k * join["step_deg"]
+        assert min(diff % 360, -diff % 360) == pytest.approx(0, abs=1e-6)
+    humfree = enf_eval.clip(8, 30)
+    assert [j["step_deg"] for j in humfree.joins] == [None, None]
+    assert -180 <= humfree.description["edit"]["bridge_step_deg"] < 180
+
+
+def test_recall_by_phase_step_counts_each_splice_in_its_band():
+    def record(band, edits, steps, found):
+        return {
+            "seed": 1,
+            "codec": "wav",
+            "kind": "cut",
+            "band": band,
+            "edits": edits,
+            "joins": [
+                {"time": e, "step_deg": s, "harmonic_steps_deg": {}, "freq_step_mhz": 0.0}
+                for e, s in zip(edits, steps, strict=True)
+            ],
+            "candidates": [{"time": e + 0.1} for e, hit in zip(edits, found, strict=True) if hit],
+        }
+
+    bands = list(audio_enf.SNR_BANDS)
+    recs = [
+        record(bands[1], [10.0, 20.0, 30.0], [5.0, -100.0, None], [False, True, True]),
+        record(bands[2], [10.0, 20.0], [20.0, 170.0], [True, False]),
+    ]
+    table = enf_eval.phase_step_breakdown(recs, bands)
+    rows = {r[0]: r[1:] for r in table["rows"]}
+    assert rows["0-15°"][1].startswith("0/1 =") and rows["90-180°"][1].startswith("1/1 =")
+    assert rows["15-30°"][2].startswith("1/1 =") and rows["90-180°"][2].startswith("0/1 =")
+    assert rows["none: hum-free material on one side"][1].startswith("1/1 =")
+    assert rows["all splices"][3].startswith("3/5 =") and rows["all splices"][0] == "-"
+    assert table["columns"][0] == "phase step of the fundamental (absolute)"
+    assert any(line.startswith("Hum SNR >= 12 dB") for line in table["notes"])
+
+
 def test_trace_digits_and_uncertainty_follow_the_measured_error(tmp_path):
     clip = enf_eval.clip(3)  # unedited, 120 s
     assert clip.kind == "unedited"

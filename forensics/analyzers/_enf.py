@@ -638,8 +638,10 @@ def _level_test(res: Result, tester: _Tester) -> None:
     """Step 6: spans where the hum disappears or drops (inserted hum-free material).
 
     The local hum SNR is the power of the de-rotated hum's mean phasor over
-    LEVEL_WINDOW_S over the noise power of such a mean (from the neighbour
-    bands), on the file's strongest harmonic: about 0 dB where there is no hum.
+    LEVEL_WINDOW_S, less the local noise's share of it, over the noise power
+    of such a mean (from the neighbour bands, at most the file's median), on
+    the file's strongest harmonic: at or under 0 dB where there is no hum,
+    in inserted material noisier than the file too.
     A span is where it stays LEVEL_DROP_DB below the file's median for at
     least LEVEL_MIN_S, its lower quartile is under LEVEL_ABSENT_DB (the hum is gone,
     not just turned down: phones' noise suppression turns a steady hum down
@@ -670,7 +672,11 @@ def _level_test(res: Result, tester: _Tester) -> None:
     # leak its step into the neighbour bands, which would lower the level a second early
     local = (ncs[a + w] - ncs[a]) / w
     noise = np.minimum(local, np.median(np.diff(ncs))) / w
-    level = 10 * np.log10((hum + 1e-30) / (noise + 1e-30))
+    # the hum's power less the local noise's share of a mean phasor (as _amplitude): inserted material
+    # much noisier than the file would otherwise read as hum against the file's noise, and its span
+    # break up into pieces too short to count (floored 30 dB under that share)
+    coherent = np.maximum(hum - local / w, 1e-3 * local / w)
+    level = 10 * np.log10((coherent + 1e-30) / (noise + 1e-30))
     own = 10 * np.log10((hum + 1e-30) / (local / w + 1e-30))  # against the span's own noise
     res.level_times = (a + w / 2) / R
     res.level_db = level

@@ -78,7 +78,9 @@ NAME = "audio.enf"
 # 2.3.0: a hum-level span is kept only if the hum's phase across it jumps (the bridge test: a dropout in
 #        place, a codec's or a noise suppressor's, leaves the phase running on); the level test then runs
 #        in files down to a 12 dB median local SNR (was 14)
-VERSION = "2.3.0"
+# 2.4.0: the level test's local hum SNR is the hum's power less the local noise's share, so inserted
+#        material much noisier than the file no longer reads as hum and breaks its span into pieces
+VERSION = "2.4.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]

@@ -130,17 +130,36 @@ def suppress(x: np.ndarray, sr: int, strength: float = 0.8, floor_db: float = -1
     return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
+# the high-pass filter's cutoff (Hz) in each device chain that has one
+DEVICE_HIGHPASS_HZ = {"highpass": 80.0, "phone": 100.0}
+
+
 def device(x: np.ndarray, sr: int, kind: str) -> np.ndarray:
     """A device's processing chain by name: 'none', 'highpass', 'agc', 'phone' (all three)."""
     if kind == "none":
         return x
     if kind == "highpass":
-        return highpass(x, sr, 80.0)
+        return highpass(x, sr, DEVICE_HIGHPASS_HZ[kind])
     if kind == "agc":
         return agc(x, sr)
     if kind == "phone":
-        return suppress(agc(highpass(x, sr, 100.0), sr), sr)
+        return suppress(agc(highpass(x, sr, DEVICE_HIGHPASS_HZ[kind]), sr), sr)
     raise ValueError(f"unknown device {kind!r}")
+
+
+def device_phase(kind: str, sr: int, freq: float) -> float:
+    """The phase (radians) a device chain adds to a steady tone at ``freq`` Hz.
+
+    Only its high-pass filter shifts the phase: gain control and the noise gate
+    scale the signal by real, slowly changing gains.
+    """
+    if kind not in ("none", "highpass", "agc", "phone"):
+        raise ValueError(f"unknown device {kind!r}")
+    if kind not in DEVICE_HIGHPASS_HZ:
+        return 0.0
+    sos = signal.butter(2, DEVICE_HIGHPASS_HZ[kind], "highpass", fs=sr, output="sos")
+    _, h = signal.sosfreqz(sos, worN=[freq], fs=sr)
+    return float(np.angle(h[0]))
 
 
 def grid_frequency(
@@ -161,17 +180,20 @@ def hum(
     level_db: float,
     harmonics_db: tuple[float, float] = (-6.0, -10.0),
     phase: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
     """Mains hum following ``freq`` (Hz per sample) at ``level_db`` dBFS (fundamental, peak).
 
-    Returns (samples, phase of the fundamental in radians per sample).
+    Returns (samples, phase of the fundamental in radians per sample, offsets):
+    harmonic k's phase is ``k * phase + offsets[k]`` (offsets[1] is 0).
     """
     phi0 = rng.uniform(0, 2 * np.pi) if phase is None else phase
     ph = phi0 + 2 * np.pi * np.cumsum(freq) / sr
     y = np.sin(ph) * db(level_db)
+    offsets = {1: 0.0}
     for k, h_db in zip((2, 3), harmonics_db, strict=True):
-        y += np.sin(k * ph + rng.uniform(0, 2 * np.pi)) * db(level_db + h_db)
-    return y, ph
+        offsets[k] = float(rng.uniform(0, 2 * np.pi))
+        y += np.sin(k * ph + offsets[k]) * db(level_db + h_db)
+    return y, ph, offsets
 
 
 # name -> (container, suffix, encoder, rate, bit rate, options)
