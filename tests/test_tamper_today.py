@@ -1,6 +1,7 @@
 """The database administrator with a grudge, against this round's defences: the seals listed in
 ``models.SEALS`` (renewed by the projection only where they held before), the API token's seal over
-its revocation, the TOTP key stored encrypted, and the analyzer's free-space check before its
+its revocation, the TOTP key stored encrypted (and the device's other columns, the recovery
+codes), the resumable uploads' progress seal, and the analyzer's free-space check before its
 verified private copy.
 
 The insider runs any SQL and writes in the data directory, as the server's uid, but holds neither
