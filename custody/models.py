@@ -642,37 +642,47 @@ def _totp_cipher(secret):
     return AESSIV(key)
 
 
-def _totp_context(user_id) -> list[bytes]:
-    return [b"custody.totp-key", str(user_id).encode()]
+# The device's columns the key is bound to (as AES-SIV associated data): its row and account, and
+# how codes are made from the key and how far from now one is taken. A key moved to another row
+# (another account's, or her own new device's: an old phone's key) does not open, nor does one
+# whose step, start, digits or tolerance were changed in the table (a tolerance widened so that
+# guesses pass). Not drift, last_t or the throttle's columns, which django-otp changes as codes
+# are checked.
+TOTP_BOUND_FIELDS = ("pk", "user_id", "step", "t0", "digits", "tolerance")
 
 
-def seal_totp_key(raw: bytes, user_id, secret=None) -> str:
-    """The TOTP key as stored: AES-SIV under a key derived from SECRET_KEY, bound to the account
-    (hex, so it fits django-otp's column: a 20-byte key takes 72 of its 80 characters)."""
+def _totp_context(device) -> list[bytes]:
+    return [b"custody.totp-key.v1"] + [str(getattr(device, name)).encode() for name in TOTP_BOUND_FIELDS]
+
+
+def seal_totp_key(raw: bytes, device, secret=None) -> str:
+    """The TOTP key as stored: AES-SIV under a key derived from SECRET_KEY, bound to the device's row
+    (``TOTP_BOUND_FIELDS``; hex, so it fits django-otp's column: a 20-byte key takes 72 of its 80
+    characters). ``device``: a saved row of any model version (the migration uses it too)."""
     cipher = _totp_cipher(settings.SECRET_KEY if secret is None else secret)
-    return cipher.encrypt(raw, _totp_context(user_id)).hex()
+    return cipher.encrypt(raw, _totp_context(device)).hex()
 
 
-def open_totp_key(stored: str, user_id) -> tuple[bytes, object]:
-    """(the TOTP key, the secret it was sealed under) for a stored key, or TotpKeyRefused."""
+def open_totp_key(device) -> tuple[bytes, object]:
+    """(the TOTP key, the secret it was sealed under) for a device's stored key, or TotpKeyRefused."""
     from cryptography.exceptions import InvalidTag
 
     try:
-        sealed = bytes.fromhex(stored)
+        sealed = bytes.fromhex(device.key)
     except ValueError:
         raise TotpKeyRefused("not a stored key") from None
     for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]:
         try:
-            return _totp_cipher(secret).decrypt(sealed, _totp_context(user_id)), secret
+            return _totp_cipher(secret).decrypt(sealed, _totp_context(device)), secret
         except (InvalidTag, ValueError):
             continue
-    raise TotpKeyRefused("the TOTP key was not stored by this server for this account")
+    raise TotpKeyRefused("the TOTP key was not stored by this server for this device")
 
 
 class SealedTOTPDevice(TOTPDevice):
     """django-otp's TOTP device with its key stored encrypted under SECRET_KEY (``seal_totp_key``):
-    reading the table gives no codes, and a key written there, or moved from another account, gives
-    none either (``bin_key`` raises TotpKeyRefused). django-otp itself only loads devices to tell
+    reading the table gives no codes, and a key written there, moved from another row, or left on a
+    row whose code parameters were changed gives none either (``bin_key`` raises TotpKeyRefused). django-otp itself only loads devices to tell
     whether a session is verified; every code is checked through this model (second_factor.py)."""
 
     class Meta:
@@ -680,11 +690,11 @@ class SealedTOTPDevice(TOTPDevice):
 
     @property
     def bin_key(self) -> bytes:
-        return open_totp_key(self.key, self.user_id)[0]
+        return open_totp_key(self)[0]
 
     def key_intact(self) -> bool:
         try:
-            open_totp_key(self.key, self.user_id)
+            open_totp_key(self)
         except TotpKeyRefused:
             return False
         return True

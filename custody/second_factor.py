@@ -20,7 +20,7 @@ The log. Enrolment, removal, new recovery codes, each code accepted and each
 code refused are log entries (``account.second_factor_*``,
 ``account.recovery_codes_generated``), written in the same transaction as the
 change. They hold no secret. The devices themselves (the TOTP key, stored
-encrypted under SECRET_KEY and bound to its account, models.seal_totp_key; the
+encrypted under SECRET_KEY and bound to its device row, models.seal_totp_key; the
 recovery codes, stored as their HMAC) are credentials, like password hashes: they are not custody
 facts, so the projection has no table for them (projection.TABLES), these
 entries change no projected row, and ``verify_log`` has nothing of them to
@@ -251,9 +251,12 @@ def start_enrolment(user: User) -> TOTPDevice:
         raise SecondFactorError("you already have a second factor", status=409)
     device = totp_device(user, confirmed=False)
     if device is None:
-        # The key is made here and stored encrypted (models.seal_totp_key): the table never holds it.
-        key = seal_totp_key(os.urandom(20), user.pk)
-        device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False, key=key)
+        # The key is made here and stored encrypted, bound to the row (models.seal_totp_key), so the
+        # row is made first: the table never holds the key itself (the placeholder opens nothing).
+        with transaction.atomic():
+            device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False, key="00")
+            device.key = seal_totp_key(os.urandom(20), device)
+            device.save(update_fields=["key"])
     return device
 
 

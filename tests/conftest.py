@@ -408,7 +408,7 @@ def totp_code(device, key: bytes | None = None) -> str:
 
     device.refresh_from_db()
     if key is None:
-        key, _ = open_totp_key(device.key, device.user_id)  # stored encrypted (models.seal_totp_key)
+        key, _ = open_totp_key(device)  # stored encrypted (models.seal_totp_key)
     totp = TOTP(key, device.step, device.t0, device.digits)
     while True:
         now_t = totp.t()

@@ -209,18 +209,11 @@ def test_password_hash_and_seal_of_before_a_change_written_back(history, alice):
 # --- the TOTP key, encrypted; the device's other columns ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the TOTP key's encryption binds only the account, not the device nor its enrolment, so a "
-    "stored key of one of her earlier devices (removed because the phone was lost) put on her new "
-    "device opens and gives codes; verify_log checks only that the key opens (fix: bind the AES-SIV "
-    "context to the device id and the log index of its account.second_factor_enrolled entry)",
-)
 def test_a_removed_devices_key_put_on_her_new_device(alice):
     """Alice loses her phone, removes its device and enrols a new one. The insider had saved the
-    old device's stored (encrypted) key; the thief has the phone, so the key. Writing the old stored
-    key on the new device's row should give nothing: the thief's code should be refused, as a key
-    moved from another account is."""
+    old device's stored (encrypted) key; the thief has the phone, so the key. The key is bound to its
+    device row, so written on the new device's row it opens nothing: the thief's code is refused, as
+    a key moved from another account is."""
     old, _ = enrol_second_factor(alice)
     old_stored, old_key = TOTPDevice.objects.get(pk=old.pk).key, old.bin_key
     second_factor.remove(actor=alice, user=alice, code=totp_code(old))
@@ -279,18 +272,11 @@ def test_last_step_set_back_to_replay_a_used_code(alice):
         second_factor.verify(user=alice, code=code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the device's tolerance (and drift, step, t0) are in its row under no seal: a tolerance of "
-    "T makes a guess match any of about T codes of the steps ahead of the last one used, so at "
-    "T=10**6 most random guesses pass, and codes far from now are taken (fix: keep these parameters inside the AES-SIV plaintext or associated "
-    "data with the key, or ignore the row's values and use the server's settings)",
-)
 def test_tolerance_widened_in_the_table_takes_a_code_from_far_away(alice):
     """The insider sets the device's ``tolerance`` to 5000 steps (about 42 hours either way). A code
     for a step 40 hours ahead (computed here from the key, standing for one of the many codes a
-    guess now matches) should still be refused: the server accepts only the steps its own settings
-    allow around now."""
+    guess now matches) is refused: the key is bound to the row's step, start, digits and tolerance,
+    so with the tolerance changed it opens nothing."""
     device, _ = enrol_second_factor(alice)
     TOTPDevice.objects.filter(pk=device.pk).update(tolerance=5000)
 

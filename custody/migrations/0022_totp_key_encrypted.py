@@ -13,7 +13,7 @@ def encrypt_keys(apps, schema_editor):
 
     TOTPDevice = apps.get_model("otp_totp", "TOTPDevice")
     for device in TOTPDevice.objects.iterator():
-        sealed = seal_totp_key(bytes.fromhex(device.key), device.user_id)
+        sealed = seal_totp_key(bytes.fromhex(device.key), device)
         TOTPDevice.objects.filter(pk=device.pk).update(key=sealed)
 
 
@@ -23,7 +23,7 @@ def decrypt_keys(apps, schema_editor):
     TOTPDevice = apps.get_model("otp_totp", "TOTPDevice")
     for device in TOTPDevice.objects.iterator():
         try:
-            raw, _ = open_totp_key(device.key, device.user_id)
+            raw, _ = open_totp_key(device)
         except TotpKeyRefused:
             continue  # never the server's: left as it is, it gives no codes either way
         TOTPDevice.objects.filter(pk=device.pk).update(key=raw.hex())

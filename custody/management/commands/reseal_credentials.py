@@ -52,7 +52,7 @@ class Command(BaseCommand):
         moved = kept = refused = 0
         for device in SealedTOTPDevice.objects.order_by("pk").iterator():
             try:
-                raw, secret = open_totp_key(device.key, device.user_id)
+                raw, secret = open_totp_key(device)
             except TotpKeyRefused:
                 refused += 1
                 self.stderr.write(
@@ -64,7 +64,7 @@ class Command(BaseCommand):
                 kept += 1
                 continue
             SealedTOTPDevice.objects.filter(pk=device.pk, key=device.key).update(
-                key=seal_totp_key(raw, device.user_id)
+                key=seal_totp_key(raw, device)
             )
             moved += 1
         self.stdout.write(
