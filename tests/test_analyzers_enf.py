@@ -238,6 +238,35 @@ def test_a_cut_is_found_at_its_time(tmp_path):
     )  # one row per frame
 
 
+def test_placement_moves_a_misplaced_candidate_to_the_phase_step_and_adds_none():
+    """_place moves phase-test candidates to where a split model fits best, within PLACE_S, never past another."""
+    rng = np.random.default_rng(7)
+    fs, seconds, splice = _enf.FS, 40.0, 20.0
+    t = np.arange(int(seconds * fs)) / fs
+    freq = 50.0 + 0.01 * np.sin(2 * np.pi * t / 17)  # a slowly wandering grid
+    step = np.where(t >= splice, np.radians(120), 0.0)  # a 120 degree phase step at the splice
+    phase = 2 * np.pi * np.cumsum(freq) / fs + step
+    hum = sum(a * np.cos(k * phase + k) for k, a in ((1, 0.02), (2, 0.01), (3, 0.006)))
+    res = _enf.analyse(hum + 0.02 * rng.standard_normal(len(t)))
+    assert res.grid == 50
+    tester = _enf._Tester(res)
+    res.candidates = [
+        {"time": 10.0, "test": "level"},  # not moved: one side of a level candidate has no hum
+        {"time": 20.8, "test": "const:3s"},  # misplaced by 0.8 s
+        {"time": 32.0, "test": "if"},  # no step nearby: may move, but at most PLACE_S
+    ]
+    _enf._place(res, tester)
+    times = [c["time"] for c in res.candidates]
+    assert len(times) == 3 and times[0] == 10.0
+    assert abs(times[1] - splice) < 0.15
+    assert abs(times[2] - 32.0) <= _enf.PLACE_S
+    # another candidate 0.3 s before the splice: each search stops PLACE_MIN_S short of the other candidate
+    res.candidates = [{"time": 19.7, "test": "if"}, {"time": 20.8, "test": "const:1s"}]
+    _enf._place(res, tester)
+    assert res.candidates[0]["time"] < res.candidates[1]["time"]
+    assert res.candidates[1]["time"] >= 19.7 + _enf.PLACE_MIN_S - 0.5 / _enf.R
+
+
 def test_same_bytes_give_the_same_findings_and_pictures(tmp_path):
     clip = fx.make_reordering(402, 39.0, 60.0)
     path = fx.write(tmp_path, "reorder", clip.samples, "opus")

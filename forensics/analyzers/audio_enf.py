@@ -35,7 +35,12 @@ Method (details in forensics/analyzers/_enf.py):
   median and the hum is gone (inserted hum-free material), kept only when
   the hum's phase after the span does not continue its phase before it (a
   dropout of the hum in place leaves the phase running on); reported as
-  hum_level_change spans, their ends as edit candidates.
+  hum_level_change spans, their ends as edit candidates;
+- placement: each phase-test and instantaneous-frequency candidate moves
+  (at most 1.5 s, never past another candidate) to the instant where a
+  split model fits the de-rotated hum best: on each side its own phase and
+  grid frequency, the hum divided by its amplitude over 0.25 s (so a louder
+  side is no change). None is added or removed.
 
 Every indicator carries the error rates measured for this file's condition
 (codec and hum SNR band: forensics/evaluation/enf.py, rates/audio.enf.json)
@@ -80,7 +85,9 @@ NAME = "audio.enf"
 #        in files down to a 12 dB median local SNR (was 14)
 # 2.4.0: the level test's local hum SNR is the hum's power less the local noise's share, so inserted
 #        material much noisier than the file no longer reads as hum and breaks its span into pieces
-VERSION = "2.4.0"
+# 2.5.0: each phase-test and IF candidate is placed where a split model (the hum, divided by its amplitude
+#        over 0.25 s, with its own phase and grid frequency on each side) fits best within 1.5 s (_place)
+VERSION = "2.5.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
