@@ -565,6 +565,15 @@ def test_disk_full_during_an_upload(postgres, tmp_path):
         filler = data_dir / "filler"
 
         def fill_the_disk() -> None:
+            # Only once the server has written most of what was sent, so that the space the
+            # refused upload held, freed after it, is more than the reserve and the server goes on
+            # (on a busy machine the server can lag the client by megabytes).
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                held = [p.stat().st_size for p in (site.data / "tmp").glob("upload-*")]
+                if held and max(held) >= 4 << 20:
+                    break
+                time.sleep(0.05)
             with open(filler, "wb") as f:
                 try:
                     while True:
@@ -580,8 +589,13 @@ def test_disk_full_during_an_upload(postgres, tmp_path):
         assert site.query("SELECT count(*) FROM custody_logentry")[0][0] == entries
         assert site.query("SELECT count(*) FROM custody_evidence")[0][0] == items
         assert temp_uploads(site) == []
-        # The server goes on: the space the refused upload held is free again.
-        response = client.upload(b"a small file after the refusal")
+        # The server goes on: the space the refused upload held is free again (once the request's
+        # thread has closed the unlinked file: a client told "try again later" does so).
+        deadline = time.monotonic() + TIMEOUT
+        while (response := client.upload(b"a small file after the refusal")).status_code in (413, 507):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert response.status_code == 201, response.text
         filler.unlink()
         nothing_lost(site)
