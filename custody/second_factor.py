@@ -283,14 +283,16 @@ def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevi
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-            update_grants(user.pk, second_factor=True)
-            user.second_factor = True
-            log.append(
+            # The entry first: the grants' seal binds its index (a flag set back with the seal of
+            # before is refused, as this entry is later).
+            entry = log.append(
                 "account.second_factor_enrolled",
                 actor=user,
                 client=client,
                 details={"user": _user_ref(user), "method": "totp"},
             )
+            update_grants(user.pk, entry.index, second_factor=True)
+            user.second_factor = True
             codes = _replace_recovery_codes(user, client=client, reason="enrolment")
     if not ok:
         # Not logged: no second factor is in force yet; the throttle still counts.
@@ -343,18 +345,22 @@ def remove(*, actor: User | None, user: User, code: str = "", client: str | None
             checked = _check_code(user, code, purpose="removal", client=client)
         if checked is None or checked.device is not None:
             locked = User.objects.select_for_update().get(pk=user.pk)
-            if not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists():
+            # Nothing to remove, unless the flag is an earlier state the log no longer vouches for
+            # (cleared in the database with an earlier seal, or after rebuild_state, which does not
+            # restore it): the removal entry makes the account's grants what the log says again.
+            nothing = not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists()
+            if nothing and locked.grants_current():
                 raise SecondFactorError("this account has no second factor", status=404)
             TOTPDevice.objects.filter(user=user).delete()
             StaticDevice.objects.filter(user=user).delete()
-            update_grants(user.pk, second_factor=False)
-            user.second_factor = False
-            log.append(
+            entry = log.append(
                 "account.second_factor_removed",
                 actor=actor,
                 client=client,
                 details={"user": _user_ref(user)},
             )
+            update_grants(user.pk, entry.index, second_factor=False)
+            user.second_factor = False
     if checked is not None:
         _wrong(checked)
 
