@@ -1,5 +1,6 @@
 """Custody models. No logic in save() or signals: state changes live in services.py (one exception:
-User.save() and SealedOnCreate.save() seal rows with an HMAC: see there)."""
+User.save() and SealedOnCreate.save() seal rows with an HMAC, and User.save() logs a new password as
+account.password_changed, the entry its seal binds: see there)."""
 
 from __future__ import annotations
 

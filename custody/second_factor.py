@@ -29,6 +29,7 @@ compare.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -223,13 +224,32 @@ def _check_code(
         candidates = recovery_tokens(user, code)
         stored = device.token_set.filter(token__in=candidates).values_list("token", flat=True)
         code = next(iter(stored), candidates[0])
-    if not device.verify_token(code):
+    if not device.verify_token(code) or (method == "totp" and _step_used_before(user, device.last_t)):
         log.append("account.second_factor_failed", actor=user, client=client, details=details)
         return Checked(device=None, method=method)
     if method == "recovery":
         details["recovery_codes_left"] = device.token_set.count()
+    else:
+        details["step"] = device.last_t
     log.append("account.second_factor_used", actor=user, client=client, details=details)
     return Checked(device=device, method=method)
+
+
+def _step_used_before(user, step: int) -> bool:
+    """Whether a TOTP code of ``step`` (or an earlier one) was already taken, by the signed log's
+    newest account.second_factor_used entry of a TOTP code: the device's ``last_t``, which
+    django-otp checks, is a column anyone with the database can set back. One indexed query."""
+    from .models import LogEntry
+
+    for leaf in (
+        LogEntry.objects.filter(subject=f"otp:{user.pk}")
+        .order_by("-index")
+        .values_list("leaf", flat=True)[:20]
+    ):
+        used = json.loads(bytes(leaf)).get("details") or {}
+        if used.get("method") == "totp" and isinstance(used.get("step"), int):
+            return step <= used["step"]
+    return False
 
 
 def _wrong(checked: Checked) -> None:

@@ -337,16 +337,10 @@ def test_throttle_reset_in_the_table_to_guess_codes(alice):
     assert after_reset.value.status == 429
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the last step used (last_t) is in the device row under no seal: set back, a code already "
-    "used (seen over her shoulder, or in a proxy's log) is taken a second time (fix: seal last_t with "
-    "the key, renewed by the server after each code, or refuse a code whose step is not after the "
-    "step of the last account.second_factor_used entry)",
-)
 def test_last_step_set_back_to_replay_a_used_code(alice):
     """Alice logs in with a code; someone saw it. The insider sets the device's last_t back one step.
-    The defence: the code, used once, is refused the second time."""
+    The defence: the account.second_factor_used entry records the step the code took, and the server
+    refuses a code whose step is not after it, so the code, used once, is refused the second time."""
     device, _ = enrol_second_factor(alice)
     code = totp_code(device)
     second_factor.verify(user=alice, code=code)
