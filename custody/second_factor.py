@@ -122,22 +122,44 @@ def new_recovery_code() -> str:
     return b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
 
 
-def recovery_token(user, code: str, secret=None) -> str:
-    """How a recovery code is stored: an HMAC under SECRET_KEY of the account and the code, in the
-    16 characters django-otp keeps (64 bits). The table holds no code anyone can type."""
+def recovery_token(user, code: str, secret=None, generation: int | None = None) -> str:
+    """How a recovery code is stored: an HMAC under SECRET_KEY of the account, the log index of the
+    account.recovery_codes_generated entry that made its sheet (``generation``; None for a sheet made
+    before the entries were bound so) and the code, in the 16 characters django-otp keeps (64 bits).
+    The table holds no code anyone can type, and the stored forms of a replaced sheet, written back,
+    are no codes of the current one."""
+    what = (
+        f"{user.pk}:{normalise(code)}" if generation is None else f"{user.pk}:{generation}:{normalise(code)}"
+    )
     digest = salted_hmac(
-        "custody.recovery_code",
-        f"{user.pk}:{normalise(code)}",
-        secret=secret or settings.SECRET_KEY,
-        algorithm="sha256",
+        "custody.recovery_code", what, secret=secret or settings.SECRET_KEY, algorithm="sha256"
     )
     return digest.hexdigest()[:16]
 
 
+def recovery_generation(user) -> int | None:
+    """The log index of the account's newest account.recovery_codes_generated entry if it binds its
+    sheet (``bound``), else None (a sheet of before, stored in the old form): one indexed query."""
+    from .models import LogEntry
+
+    newest = (
+        LogEntry.objects.filter(subject=f"recovery:{user.pk}")
+        .order_by("-index")
+        .values_list("index", "leaf")
+        .first()
+    )
+    if newest is None or not (json.loads(bytes(newest[1])).get("details") or {}).get("bound"):
+        return None
+    return newest[0]
+
+
 def recovery_tokens(user, code: str) -> list[str]:
-    """The stored forms of ``code`` under SECRET_KEY and each of SECRET_KEY_FALLBACKS."""
+    """The stored forms of ``code`` in the current sheet, under SECRET_KEY and each of
+    SECRET_KEY_FALLBACKS."""
+    generation = recovery_generation(user)
     return [
-        recovery_token(user, code, secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+        recovery_token(user, code, secret, generation)
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
     ]
 
 
@@ -324,12 +346,15 @@ def _replace_recovery_codes(user: User, *, client: str | None, reason: str) -> l
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=STATIC_DEVICE_NAME, confirmed=True)
     codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=recovery_token(user, c)) for c in codes)
-    log.append(
+    # The entry first: the sheet's stored forms bind its index (``bound``: the sheet is stored so).
+    entry = log.append(
         "account.recovery_codes_generated",
         actor=user,
         client=client,
-        details={"user": _user_ref(user), "count": len(codes), "reason": reason},
+        details={"user": _user_ref(user), "count": len(codes), "reason": reason, "bound": True},
+    )
+    StaticToken.objects.bulk_create(
+        StaticToken(device=device, token=recovery_token(user, c, generation=entry.index)) for c in codes
     )
     return codes
 

@@ -365,18 +365,12 @@ def test_tolerance_widened_in_the_table_takes_a_code_from_far_away(alice):
         second_factor.verify(user=alice, code=far)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recovery code is stored as an HMAC of the account and the code alone, so the stored "
-    "forms of a sheet she replaced (because it was lost) written back into her recovery device make "
-    "that sheet work again, and verify_log has nothing to compare (fix: bind the stored form to the "
-    "log index of the account.recovery_codes_generated entry that made it, and refuse a token of "
-    "an earlier generation)",
-)
 def test_recovery_codes_of_a_replaced_sheet_written_back(alice):
     """Alice loses her printed recovery codes and makes new ones (the old ones stop working). The
     insider had read the old codes' stored forms from the table and writes them back into her
-    recovery device, for whoever found the sheet. The defence: a code of the old sheet is refused."""
+    recovery device, for whoever found the sheet. The defence: each stored form binds the log index
+    of the account.recovery_codes_generated entry that made its sheet, and a code is looked up in
+    the form of the newest one: a code of the old sheet is refused."""
     device, old_codes = enrol_second_factor(alice)
     old_stored = list(StaticToken.objects.filter(device__user=alice).values_list("token", flat=True))
     second_factor.regenerate_recovery_codes(user=alice, code=totp_code(device))
