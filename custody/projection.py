@@ -264,8 +264,9 @@ _SUBJECTS = {
     "account.second_factor_enrolled": lambda e, d: f"user:{_id(d['user'])}",
     "account.second_factor_removed": lambda e, d: f"user:{_id(d['user'])}",
     "account.password_changed": lambda e, d: f"password:{_id(d['user'])}",
-    # Not a sealed row: the TOTP device's last step used, which the server takes from these entries.
+    # Not a sealed row: the second factor's last step used and throttle, taken from these entries.
     "account.second_factor_used": lambda e, d: f"otp:{_id(d['user'])}",
+    "account.second_factor_failed": lambda e, d: f"otp:{_id(d['user'])}",
     # Nor is this: the recovery codes' sheet, whose stored forms bind the entry's index.
     "account.recovery_codes_generated": lambda e, d: f"recovery:{_id(d['user'])}",
     "case.member_added": lambda e, d: f"membership:{_id(e['case'])}:{_id(d['user'])}",

@@ -183,11 +183,54 @@ def _user_ref(user: User) -> dict:
     return {"id": user.pk, "username": user.get_username()}
 
 
-def _refuse_if_throttled(device) -> None:
+def _refuse_if_throttled(device, method: str | None = None) -> None:
+    """django-otp's throttle (in the device row), and with ``method`` the signed log's (which
+    nobody sets back in the table): refused with 429 until the later of the two allows a try."""
     allowed, info = device.verify_is_allowed()
-    if not allowed:
-        wait = max(1, int((info["locked_until"] - timezone.now()).total_seconds() + 0.999))
-        raise SecondFactorError(f"too many wrong codes in a row: try again in {wait} seconds", status=429)
+    locked_until = None if allowed else info["locked_until"]
+    if method is not None:
+        logged = _locked_until_by_the_log(device, method)
+        if logged is not None and (locked_until is None or logged > locked_until):
+            locked_until = logged
+    if locked_until is not None:
+        wait = (locked_until - timezone.now()).total_seconds()
+        if wait > 0 or not allowed:
+            seconds = max(1, int(wait + 0.999))
+            raise SecondFactorError(
+                f"too many wrong codes in a row: try again in {seconds} seconds", status=429
+            )
+
+
+# How far back the log is read for the throttle and the last step: 2**31 seconds is longer than
+# anyone waits.
+THROTTLE_LOOKBACK = 32
+
+
+def _locked_until_by_the_log(device, method: str):
+    """The throttle as the signed log has it: after n wrong codes of this method in a row (its
+    account.second_factor_failed entries since its last account.second_factor_used), none until
+    factor * 2**(n-1) seconds after the last. django-otp keeps the count in the device row, which
+    anyone with the database can set back; the log's entries hold it too. One indexed query."""
+    import datetime as dt
+
+    from .models import LogEntry
+
+    rows = (
+        LogEntry.objects.filter(subject=f"otp:{device.user_id}")
+        .order_by("-index")
+        .values_list("action", "time", "leaf")[:THROTTLE_LOOKBACK]
+    )
+    failures, last = 0, None
+    for action, time, leaf in rows:
+        if (json.loads(bytes(leaf)).get("details") or {}).get("method") != method:
+            continue
+        if action != "account.second_factor_failed":
+            break
+        failures += 1
+        last = last or time
+    if not failures:
+        return None
+    return last + dt.timedelta(seconds=device.get_throttle_factor() * 2 ** (failures - 1))
 
 
 def _refuse_unsealed_key(device) -> None:
@@ -238,7 +281,7 @@ def _check_code(
         raise SecondFactorError("this account has no second factor")
     if method == "totp":
         _refuse_unsealed_key(device)
-    _refuse_if_throttled(device)
+    _refuse_if_throttled(device, method)
     details = {"user": _user_ref(user), "method": method, "purpose": purpose}
     if method == "recovery":
         # Stored as their HMAC (recovery_token): a code read from the table, or a row inserted there,
@@ -263,14 +306,11 @@ def _step_used_before(user, step: int) -> bool:
     django-otp checks, is a column anyone with the database can set back. One indexed query."""
     from .models import LogEntry
 
-    for leaf in (
-        LogEntry.objects.filter(subject=f"otp:{user.pk}")
-        .order_by("-index")
-        .values_list("leaf", flat=True)[:20]
-    ):
-        used = json.loads(bytes(leaf)).get("details") or {}
-        if used.get("method") == "totp" and isinstance(used.get("step"), int):
-            return step <= used["step"]
+    used = LogEntry.objects.filter(subject=f"otp:{user.pk}", action="account.second_factor_used")
+    for leaf in used.order_by("-index").values_list("leaf", flat=True)[:THROTTLE_LOOKBACK]:
+        details = json.loads(bytes(leaf)).get("details") or {}
+        if details.get("method") == "totp" and isinstance(details.get("step"), int):
+            return step <= details["step"]
     return False
 
 

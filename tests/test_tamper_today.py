@@ -307,17 +307,12 @@ def test_a_removed_devices_key_put_on_her_new_device(alice):
         second_factor.verify(user=alice, code=totp_code(new, key=old_key))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the throttle's count and time live in the device row, under no seal: the insider resets "
-    "them after each wrong code and the guesses run at full speed (fix: seal the throttling columns "
-    "with the key, or keep the failure count in the signed log's second_factor_failed entries and "
-    "count those)",
-)
 def test_throttle_reset_in_the_table_to_guess_codes(alice):
     """After a wrong code the next attempt is refused (429) for a second, even with the right code.
     The insider sets throttling_failure_count and throttling_failure_timestamp back after each guess.
-    The defence: the throttle still holds, so the right code right after a wrong one is refused."""
+    The defence: the server counts the wrong codes in a row in the signed log too (its
+    account.second_factor_failed entries since the last account.second_factor_used), so the
+    throttle still holds and the right code right after a wrong one is refused."""
     device, _ = enrol_second_factor(alice)
     right = totp_code(device)
     wrong = "000000" if right != "000000" else "000001"
