@@ -174,11 +174,6 @@ class SealedOnCreate:
     def _seal(self, secret) -> bytes:
         raise NotImplementedError
 
-    def seal_current(self) -> bool:
-        """``seal_intact``, and no signed log entry about the row is later than the one its seal
-        binds (``SealKind.current``)."""
-        return _kind_of(type(self)).current(self)
-
     def save(self, *args, **kwargs):
         if self._state.adding:
             self.mac = self._seal(settings.SECRET_KEY)
@@ -930,10 +925,6 @@ TOKEN_SEAL = SealKind(
 )
 
 SEALS: tuple[SealKind, ...] = (CREDENTIAL_SEAL, GRANTS_SEAL, MEMBERSHIP_SEAL, TOKEN_SEAL)
-
-
-def _kind_of(model) -> SealKind:
-    return next(kind for kind in SEALS if kind.model is model)
 
 
 @contextlib.contextmanager
