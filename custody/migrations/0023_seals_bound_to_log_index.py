@@ -10,6 +10,10 @@ migration cannot be told from a current one here (verify_log still compares it w
 whose old seal did not hold keeps it, and stays refused. Password hashes are bound to no entry
 (none recorded a change until now: account.password_changed starts here).
 
+The entries the second factor's checks read (account.second_factor_used and _failed,
+account.recovery_codes_generated: projection._SUBJECTS) get their subject here too; a recovery sheet
+made before stays in its old stored form (its entry says nothing of ``bound``).
+
 Backwards: rows whose new seal holds are sealed the old way again; the columns go.
 """
 
