@@ -203,6 +203,15 @@ class HashingUploadHandler(FileUploadHandler):
             self.writeback.close()
         if hasattr(self, "file"):
             path = self.file.temporary_file_path()
+            # Emptied first: the writeback helper may still hold its own descriptor
+            # of the file for a moment after close() (a dup, closed by its thread),
+            # and an unlinked file keeps its blocks until the last descriptor goes.
+            # Truncation frees them now, so the refusal is answered with its space
+            # already free (a full disk takes the next upload at once).
+            try:
+                os.ftruncate(self.file.fileno(), 0)
+            except (OSError, ValueError):  # already closed: nothing left to free
+                pass
             try:
                 self.file.close()
             except OSError:  # buffered bytes a full disk could not take: dropped with the file

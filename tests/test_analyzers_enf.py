@@ -100,6 +100,28 @@ def test_a_hum_free_insertion_is_a_span_with_rates_and_a_calibrated_score(tmp_pa
         assert c["at"] == [round(c["value"]["time"] - half, 2), round(c["value"]["time"] + half, 2)]
 
 
+def test_a_voiced_moment_inside_hum_free_material_does_not_split_its_span(tmp_path, monkeypatch):
+    """5 s of hum-free speech inserted into a 50 Hz recording (tuning half): for about half a second
+    inside it the inserted speech has energy at the hum's harmonic and the level rises to the file's.
+    The two low runs on either side are one span, whose ends are the splices; before audio.enf 2.6.0
+    (LEVEL_CLOSE_S) each run alone was judged and neither was kept."""
+    clip = enf_eval.clip(68)
+    assert clip.kind == "humfree"
+    path = tmp_path / "humfree.wav"
+    path.write_bytes(audio.encode(clip.samples, "wav", enf_eval.SR))
+    a, b = clip.humfree
+    det = audio_enf.detect(str(path))
+    (span,) = det.level_spans
+    assert abs(span["start"] - a) <= 0.5 and abs(span["end"] - b) <= 0.5
+    inside = (det.result.level_times > a + 0.5) & (det.result.level_times < b - 0.5)
+    assert (
+        det.result.level_db[inside].max() > det.result.level_ref_db - _enf.LEVEL_DROP_DB
+    )  # the voiced moment
+
+    monkeypatch.setattr(_enf, "LEVEL_CLOSE_S", 0.0)
+    assert audio_enf.detect(str(path)).level_spans == []
+
+
 def test_the_evaluation_records_the_true_phase_step_of_each_splice():
     sr = enf_eval.SR
     n = np.arange(2 * sr)

@@ -565,21 +565,27 @@ def test_disk_full_during_an_upload(postgres, tmp_path):
         filler = data_dir / "filler"
 
         def fill_the_disk() -> None:
-            # Only once the server has written most of what was sent, so that the space the
-            # refused upload held, freed after it, is more than the reserve and the server goes on
-            # (on a busy machine the server can lag the client by megabytes).
+            # Once the server holds 4 MiB of the upload, another writer takes the space that is free
+            # at that moment, and no more. Not "until the disk is full": the server may still be
+            # writing what it has buffered, and it refuses as soon as the rest of the upload would
+            # not fit, which can be while the filler is writing; a filler that went on until ENOSPC
+            # would then take the space the refusal freed as well, and the next upload found a
+            # full disk whatever the server did. Bounded, the filler leaves exactly what the
+            # server held when it began (4 MiB or more), free again if, and only if, the server
+            # has let go of it.
             deadline = time.monotonic() + TIMEOUT
-            while time.monotonic() < deadline:
-                held = [p.stat().st_size for p in (site.data / "tmp").glob("upload-*")]
-                if held and max(held) >= 4 << 20:
-                    break
+            while (
+                not (held := [p.stat().st_size for p in (site.data / "tmp").glob("upload-*")])
+                or max(held) < 4 << 20
+            ):
+                assert time.monotonic() < deadline, f"the server wrote {held} of the upload in {TIMEOUT} s"
                 time.sleep(0.05)
-            with open(filler, "wb") as f:
+            room = shutil.disk_usage(data_dir).free
+            with open(filler, "wb", buffering=0) as f:
                 try:
-                    while True:
-                        f.write(b"\0" * (1 << 20))
-                        f.flush()
-                except OSError:
+                    while room > 0:
+                        room -= f.write(b"\0" * min(room, 1 << 20))
+                except OSError:  # the server wrote meanwhile: the disk is full before the filler's share
                     pass
 
         status, body = send_slowly(site.server.url, token, site.case, 24 << 20, 8 << 20, fill_the_disk)
@@ -589,13 +595,10 @@ def test_disk_full_during_an_upload(postgres, tmp_path):
         assert site.query("SELECT count(*) FROM custody_logentry")[0][0] == entries
         assert site.query("SELECT count(*) FROM custody_evidence")[0][0] == items
         assert temp_uploads(site) == []
-        # The server goes on: the space the refused upload held is free again (once the request's
-        # thread has closed the unlinked file: a client told "try again later" does so).
-        deadline = time.monotonic() + TIMEOUT
-        while (response := client.upload(b"a small file after the refusal")).status_code in (413, 507):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        # The server goes on: the space the refused upload held is free by the time it answers,
+        # and the next upload is accepted at once.
+        assert shutil.disk_usage(data_dir).free >= 4 << 20
+        response = client.upload(b"a small file after the refusal")
         assert response.status_code == 201, response.text
         filler.unlink()
         nothing_lost(site)

@@ -91,6 +91,48 @@ def test_multipart_disk_full_while_writing_is_507_and_keeps_nothing(rf, monkeypa
     assert not os.path.exists(path)
 
 
+def test_a_refused_upload_frees_its_space_before_the_answer(rf, settings, monkeypatch):
+    """The writeback helper's own descriptor of the file does not keep the refused bytes on disk.
+
+    The helper (uploads._Writeback) closes its duplicate descriptor in its own thread, perhaps
+    after the refusal is answered; an unlinked file keeps its blocks until then. The file is
+    emptied before it is closed, so the space is free when the view answers.
+    """
+    import threading
+
+    from django.core.files.uploadhandler import StopUpload
+
+    from custody import uploads
+
+    started, release, helper_fds = threading.Event(), threading.Event(), []
+
+    def busy_helper(state, fd):  # a helper still busy with the disk when the upload is refused
+        helper_fds.append(fd)
+        started.set()
+        release.wait(10)
+        os.close(fd)
+
+    monkeypatch.setattr(uploads._Writeback, "WINDOW", 4096)
+    monkeypatch.setattr(uploads, "_give_writeback_hints", busy_helper)
+    settings.CUSTODY_MAX_UPLOAD_BYTES = 3 << 16
+    handler = uploads.HashingUploadHandler(rf.post("/"))
+    handler.handle_raw_input(None, {}, 0, b"x")
+    handler.new_file("file", "a.bin", "application/octet-stream", None)
+    path = handler.file.temporary_file_path()
+    try:
+        handler.receive_data_chunk(os.urandom(1 << 16), 0)
+        handler.receive_data_chunk(os.urandom(1 << 16), 1 << 16)
+        assert started.wait(10), "the writeback helper did not start"
+        with pytest.raises(StopUpload):
+            handler.receive_data_chunk(os.urandom(1 << 17), 2 << 16)
+        assert uploads.refusal(handler.request).status == 413
+        assert not os.path.exists(path)
+        held = os.fstat(helper_fds[0])  # the helper's descriptor is still open
+        assert (held.st_size, held.st_blocks) == (0, 0)
+    finally:
+        release.set()
+
+
 def test_disk_full_while_storing_the_blob_is_507_and_keeps_nothing(as_alice, case_a, monkeypatch):
     import errno
 

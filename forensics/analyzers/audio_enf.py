@@ -87,7 +87,9 @@ NAME = "audio.enf"
 #        material much noisier than the file no longer reads as hum and breaks its span into pieces
 # 2.5.0: each phase-test and IF candidate is placed where a split model (the hum, divided by its amplitude
 #        over 0.25 s, with its own phase and grid frequency on each side) fits best within 1.5 s (_place)
-VERSION = "2.5.0"
+# 2.6.0: the hum-level test joins runs of low level less than 1.2 s apart into one span (a voiced
+#        moment of inserted hum-free speech no longer splits it into pieces whose ends are not the splices)
+VERSION = "2.6.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
