@@ -217,7 +217,7 @@ def _parse_leaf(leaf: bytes) -> tuple[object, str | None]:
 
 def _leaf_rows() -> Iterator[tuple]:
     """(index, leaf, leaf hash, action, time as format_time spells it, actor id, case id, evidence id,
-    signature) of every entry in index order: bytes, str and int as the checks compare them."""
+    signature, subject) of every entry in index order: bytes, str and int as the checks compare them."""
     if connection.vendor == "postgresql":
         # Raw rows off a server-side cursor: no model instances, no per-row
         # converters; the server spells the time and ids (to_char of the
@@ -225,7 +225,7 @@ def _leaf_rows() -> Iterator[tuple]:
         sql = (
             "SELECT index, leaf, leaf_hash, action, "
             "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-            "actor_id, case_id::text, evidence_id::text, signature FROM custody_logentry ORDER BY index"
+            "actor_id, case_id::text, evidence_id::text, signature, subject FROM custody_logentry ORDER BY index"
         )
         yield from _raw_stream(sql)
         return
@@ -240,8 +240,9 @@ def _leaf_rows() -> Iterator[tuple]:
         "case_id",
         "evidence_id",
         "signature",
+        "subject",
     )
-    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature in rows:
+    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature, subject in rows:
         yield (
             index,
             bytes(leaf),
@@ -252,6 +253,7 @@ def _leaf_rows() -> Iterator[tuple]:
             str(case_id) if case_id is not None else None,
             str(evidence_id) if evidence_id is not None else None,
             bytes(signature),
+            subject,
         )
 
 
@@ -275,7 +277,18 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
     frontier: list[bytes] = []
     expected = 0
     sha256 = hashlib.sha256
-    for index, leaf, stored_hash, action, time, actor_id, case_id, evidence_id, signature in _leaf_rows():
+    for (
+        index,
+        leaf,
+        stored_hash,
+        action,
+        time,
+        actor_id,
+        case_id,
+        evidence_id,
+        signature,
+        subject,
+    ) in _leaf_rows():
         if index != expected:
             report.problem(f"log indexes jump from {expected - 1} to {index}: entries missing or inserted")
             # Keep hashing what is there: the roots will not match the checkpoints.
@@ -299,6 +312,7 @@ def _verify_log_and_tables(report: Report, say, replay: Replay) -> None:
                 "case": case_id,
                 "evidence": evidence_id,
                 "signature": signature,
+                "subject": subject,
             }
             replay.feed(index, entry, leaf_hash, columns)
         except (ValueError, TypeError) as exc:
@@ -477,12 +491,18 @@ def _verify_credentials(report: Report) -> None:
     (``models.SEALS``): a row written or changed in the database by anyone else is named here, as
     the server refuses it at each use. (Memberships and tokens are custody facts too: the replay
     compares their rows with the log as well.)"""
-    from .models import SEALS, SealedTOTPDevice
+    from .models import SEALS, SealedTOTPDevice, as_the_log_says, fresh
 
     for kind in SEALS:
         for row in kind.model.objects.order_by("pk").iterator():
             if not kind.intact(row):
                 report.problem(f"{kind.label(row)}: {kind.broken}")
+            elif not fresh(kind.claim(row)) and not as_the_log_says(kind, row):
+                subject, bound = kind.claim(row)
+                report.problem(
+                    f"{kind.label(row)}: an earlier state written back with its seal (the seal binds log "
+                    f"entry {bound}, the log holds a later entry about {subject}): refused at use"
+                )
     for device in SealedTOTPDevice.objects.order_by("pk").iterator():
         if not device.key_intact():
             report.problem(

@@ -10,7 +10,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from .models import ApiToken
+from .models import CREDENTIAL_SEAL, GRANTS_SEAL, TOKEN_SEAL, ApiToken, all_current
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         if not token.user.grants_intact():
             _refuse_grants(token.user)
             raise exceptions.AuthenticationFailed("user inactive")
+        # Both seals hold; are they the newest? A row and seal of an earlier moment written back
+        # (a revoked token made live, an account's grants of before its deactivation) hold too, but
+        # the log has a later entry about the row. One indexed query for both.
+        if not all_current((TOKEN_SEAL, token), (GRANTS_SEAL, token.user)):
+            logger.error(
+                "API token %s… of user %s refused: the token or account row is an earlier state written "
+                "back (the log holds a later entry about it)",
+                token.prefix,
+                token.user_id,
+            )
+            raise exceptions.AuthenticationFailed("invalid token")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("user inactive")
         now = timezone.now()
@@ -75,12 +86,22 @@ class SealedModelBackend(ModelBackend):
             _refuse_grants(user)
             get_user_model()().set_password(password)
             return None
+        if not all_current((CREDENTIAL_SEAL, user), (GRANTS_SEAL, user)):
+            # Hash or grants of an earlier moment written back with their seals (a password changed
+            # since, an account deactivated or given a second factor since): one indexed query.
+            logger.error(
+                "login as %s refused: its password hash or grants are an earlier state written back (the "
+                "log holds a later entry about them)",
+                username,
+            )
+            get_user_model()().set_password(password)
+            return None
         return super().authenticate(request, username=username, password=password, **kwargs)
 
     def get_user(self, user_id):
         """The signed-in user of a session, unless what the account may do was changed behind the server."""
         user = super().get_user(user_id)
-        if user is not None and not user.grants_intact():
+        if user is not None and not user.grants_current():
             _refuse_grants(user)
             return None  # an anonymous request: the session no longer opens anything
         return user

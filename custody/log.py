@@ -40,7 +40,7 @@ from django.utils.crypto import salted_hmac
 
 from . import keys, merkle, signing
 from .models import Checkpoint, LogEntry, LogHead, LogQueue, SigningKey, TreeNode, sealed_by_this_server
-from .projection import ENTRY_VERSION, changes_nothing, format_time
+from .projection import ENTRY_VERSION, changes_nothing, format_time, subject_of
 
 HASH_SIZE = 32
 
@@ -87,8 +87,16 @@ def append(
     actor_id = actor.pk if _actor(actor) else None
     case_id = case.pk if case is not None else None
     evidence_id = evidence.pk if evidence is not None else None
-    if seal is None and changes_nothing(action) and queue_enabled() and not _head_locked_here():
-        body = _body(action, actor, case, evidence, client, reason, details, public)
+    body = _body(action, actor, case, evidence, client, reason, details, public)
+    # An entry about a sealed row is appended directly: the row's seal binds its index.
+    subject = subject_of(body)
+    if (
+        seal is None
+        and subject is None
+        and changes_nothing(action)
+        and queue_enabled()
+        and not _head_locked_here()
+    ):
         return _enqueue(body, action, actor_id, case_id, evidence_id)
     sql = _statements(connection.vendor)
     _warm_log_key()
@@ -113,7 +121,7 @@ def append(
             found = cursor.fetchone()
             if found is not None:
                 prev = {"index": found[0], "hash": bytes(found[1]).hex()}
-        entry = _body(action, actor, case, evidence, client, reason, details, public)
+        entry = body
         entry.update(index=index, time=format_time(time))
         if evidence is not None:
             entry["prev"] = prev
@@ -141,6 +149,7 @@ def append(
             _fk_param("case", case_id),
             _fk_param("evidence", evidence_id),
             signature,
+            subject,
         ]
         node_params = [x for node in inner for x in node]
         head_params = [index + 1, b"".join(new_frontier), merkle.root_from_frontier(new_frontier)]
@@ -162,6 +171,7 @@ def append(
         case_id=case_id,
         evidence_id=evidence_id,
         signature=signature,
+        subject=subject,
     )
     row._state.adding, row._state.db = False, connection.alias
     row.entry = entry
@@ -538,7 +548,7 @@ def _statements(vendor: str) -> dict[str, str]:
         "lock": "SELECT size, frontier FROM {head} WHERE id = 1",
         "entry": (
             "INSERT INTO {entry} ({index}, leaf, leaf_hash, time, action, actor_id, case_id, evidence_id, "
-            "signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "signature, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ),
         "nodes": "INSERT INTO {node} (level, {index}, hash) VALUES ",
         "head": "UPDATE {head} SET size = %s, frontier = %s, root = %s WHERE id = 1",

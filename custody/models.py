@@ -1,5 +1,6 @@
 """Custody models. No logic in save() or signals: state changes live in services.py (one exception:
-User.save() and SealedOnCreate.save() seal rows with an HMAC: see there)."""
+User.save() and SealedOnCreate.save() seal rows with an HMAC, and User.save() logs a new password as
+account.password_changed, the entry its seal binds: see there)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import models, transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 
@@ -34,6 +35,12 @@ class User(AbstractUser):
     # device, under the grants' seal): devices deleted in the database do not make the password alone
     # enough again.
     second_factor = models.BooleanField(default=False, editable=False)
+    # The log index of the signed entry that last wrote the grants (user.*, account.second_factor_*)
+    # and of the last account.password_changed entry, each under its seal: a row and seal of an
+    # earlier moment, written back, are refused at use because the log holds a later entry about
+    # the account (``SealKind.current``).
+    grants_log_index = models.BigIntegerField(null=True, blank=True, editable=False)
+    credential_log_index = models.BigIntegerField(null=True, blank=True, editable=False)
 
     def set_password(self, raw_password):
         super().set_password(raw_password)
@@ -42,6 +49,7 @@ class User(AbstractUser):
     def set_unusable_password(self):
         super().set_unusable_password()
         self._credential_set_here = True
+        self._credential_changed = True
 
     def save(self, *args, **kwargs):
         # The one exception to "no logic in save()": an integrity seal, not a state change. It is
@@ -53,14 +61,32 @@ class User(AbstractUser):
             self.credential_mac = credential_mac(self, settings.SECRET_KEY)
             self.grants_mac = grants_mac(self, settings.SECRET_KEY)
             super().save(update_fields=["credential_mac", "grants_mac"], using=kwargs.get("using"))
-        else:
-            if getattr(self, "_credential_set_here", False):
+        elif getattr(self, "_credential_set_here", False):
+            # A new password (set_password, set_unusable_password) is a signed log entry,
+            # account.password_changed, whose index the seal binds: the hash and seal of before,
+            # written back, are refused at use (a later entry about the password exists). Django's
+            # re-hash on login (its setter clears _password before saving) keeps the password and
+            # its entry: the seal is renewed with the same index.
+            from . import log
+
+            using = kwargs.get("using") or "default"
+            changed = self._password is not None or getattr(self, "_credential_changed", False)
+            with transaction.atomic(using=using):
+                if changed:
+                    entry = log.append(
+                        "account.password_changed",
+                        details={"user": {"id": self.pk, "username": self.username}},
+                    )
+                    self.credential_log_index = entry.index
                 self.credential_mac = credential_mac(self, settings.SECRET_KEY)
                 fields = kwargs.get("update_fields")
                 if fields is not None and "password" in fields:
-                    kwargs["update_fields"] = {*fields, "credential_mac"}
+                    kwargs["update_fields"] = {*fields, "credential_mac", "credential_log_index"}
+                super().save(*args, **kwargs)
+        else:
             super().save(*args, **kwargs)
         self._credential_set_here = False
+        self._credential_changed = False
 
     def credential_intact(self) -> bool:
         """Whether the password hash is the one the server set for this account (its HMAC)."""
@@ -69,6 +95,11 @@ class User(AbstractUser):
     def grants_intact(self) -> bool:
         """Whether name, role, active and admin flags are the ones the server wrote (their HMAC)."""
         return GRANTS_SEAL.intact(self)
+
+    def grants_current(self) -> bool:
+        """``grants_intact``, and no signed log entry about the grants is later than the one the seal
+        binds (so they are not an earlier state written back): one indexed query."""
+        return GRANTS_SEAL.current(self)
 
     @property
     def is_custody_admin(self) -> bool:
@@ -79,25 +110,36 @@ class User(AbstractUser):
         return self.is_active and self.role in (Role.INVESTIGATOR, Role.ADMIN)
 
 
-def update_grants(user_id, *, using: str = "default", **fields) -> None:
-    """Write some of an account's grants (the second factor's enrolment and removal) and renew
-    their seal only if it held before (``renewing_seal``)."""
+def update_grants(user_id, index: int, *, using: str = "default", **fields) -> None:
+    """Write some of an account's grants (the second factor's enrolment and removal), recorded by
+    the log entry at ``index``, and renew their seal only if it held before (``renewing_seal``)."""
     users = User.objects.using(using)
-    with renewing_seal(GRANTS_SEAL, users.select_for_update(), pk=user_id):
+    with renewing_seal(GRANTS_SEAL, users.select_for_update(), index, pk=user_id):
         users.filter(pk=user_id).update(**fields)
 
 
+def _bound(row, field: str) -> list[str]:
+    """The log index a seal binds, as sealed: nothing for a row bound to no entry (so such a seal is
+    the one made before seals bound an index; any model version: the migrations use it)."""
+    index = getattr(row, field, None)
+    return [] if index is None else [str(index)]
+
+
 def credential_mac(user, secret) -> bytes:
-    """The HMAC of a user's id and password hash (any model version: the migration uses it)."""
-    return seal("custody.user.credential", [str(user.pk), user.password], secret)
+    """The HMAC of a user's id, password hash and the index of the account.password_changed entry
+    that set it (none for the one set when the account was made)."""
+    values = [str(user.pk), user.password, *_bound(user, "credential_log_index")]
+    return seal("custody.user.credential", values, secret)
 
 
 GRANT_FIELDS = ("username", "role", "is_active", "is_staff", "is_superuser", "second_factor")
 
 
 def grants_mac(user, secret) -> bytes:
-    """The seal of what an account may do: its id, name, role, active and admin flags."""
-    return seal("custody.user.grants", [str(user.pk)] + [str(getattr(user, f)) for f in GRANT_FIELDS], secret)
+    """The seal of what an account may do: its id, name, role, active and admin flags, second factor,
+    and the index of the log entry that last wrote them."""
+    values = [str(user.pk)] + [str(getattr(user, f)) for f in GRANT_FIELDS] + _bound(user, "grants_log_index")
+    return seal("custody.user.grants", values, secret)
 
 
 def seal(purpose: str, values: list[str], secret) -> bytes:
@@ -165,9 +207,11 @@ class Membership(SealedOnCreate, models.Model):
     case = models.ForeignKey(Case, on_delete=models.PROTECT)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     added_at = models.DateTimeField()
-    # HMAC, under SECRET_KEY, of the case and the member (membership_mac), made when the server
-    # makes the row from a log entry: a membership written into the database opens nothing.
+    # HMAC, under SECRET_KEY, of the case, the member and the index of the case.member_added entry
+    # (membership_mac), made when the server makes the row from that entry: a membership written
+    # into the database opens nothing, nor does one put back after a later case.member_removed.
     mac = models.BinaryField(null=True, blank=True, editable=False)
+    log_index = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["case", "user"], name="unique_membership")]
@@ -180,8 +224,9 @@ class Membership(SealedOnCreate, models.Model):
 
 
 def membership_mac(membership, secret) -> bytes:
-    """The seal of a case membership: the case and the member."""
-    return seal("custody.case.membership", [str(membership.case_id), str(membership.user_id)], secret)
+    """The seal of a case membership: the case, the member and the index of the entry that made it."""
+    values = [str(membership.case_id), str(membership.user_id), *_bound(membership, "log_index")]
+    return seal("custody.case.membership", values, secret)
 
 
 class ApiToken(SealedOnCreate, models.Model):
@@ -196,8 +241,10 @@ class ApiToken(SealedOnCreate, models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     # HMAC, under the server's SECRET_KEY, of the digest and the account the token was issued to
     # (token_mac): a row written into the database by anyone else, or moved to another account,
-    # authenticates nobody.
+    # authenticates nobody. With it the index of the log entry that last wrote the row
+    # (token.issued, token.revoked): a live row and seal put back after its revocation are refused.
     mac = models.BinaryField(null=True, blank=True, editable=False)
+    log_index = models.BigIntegerField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
@@ -210,7 +257,8 @@ def token_mac(token, secret) -> bytes:
     """The seal of an API token row: its digest, the account it authenticates, and when it was
     revoked ("" while live), so a revoked token written back to live in the database is refused."""
     revoked = "" if token.revoked_at is None else token.revoked_at.astimezone(dt.UTC).isoformat()
-    return seal("custody.api.token", [token.digest, str(token.user_id), revoked], secret)
+    values = [token.digest, str(token.user_id), revoked, *_bound(token, "log_index")]
+    return seal("custody.api.token", values, secret)
 
 
 class Blob(models.Model):
@@ -371,12 +419,20 @@ class LogEntry(models.Model):
     # entry's index by it, and the queue's guard lets a queued row be deleted
     # only once an entry names it.
     queue_id = models.BigIntegerField(null=True, db_index=True)
+    # The sealed row the entry writes (projection.subject_of: "token:<digest>", "user:<id>",
+    # "password:<id>", "membership:<case>:<user>"), null for the others. A copy of the leaf for
+    # queries, like action: a sealed row is refused at use while a later entry about it exists.
+    subject = models.CharField(max_length=120, null=True, blank=True)
 
     class Meta:
         ordering = ["index"]
         verbose_name_plural = "log entries"
-        # The append finds the previous entry about an item (its hash chain) with this.
-        indexes = [models.Index(fields=["evidence", "index"], name="logentry_item_chain")]
+        indexes = [
+            # The append finds the previous entry about an item (its hash chain) with this.
+            models.Index(fields=["evidence", "index"], name="logentry_item_chain"),
+            # A sealed row's use asks whether a later entry about it exists (models.fresh).
+            models.Index(fields=["subject", "index"], name="logentry_subject"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.index} {self.action}"
@@ -720,9 +776,94 @@ class SealKind:
     broken: str  # what verify_log says of a row whose seal does not hold
     remedy: str  # what the row's owner does when reseal_credentials cannot move it
     projected: bool
+    bound: str  # the column (under the seal) that holds the index of the entry that last wrote the row
+    subject: Callable  # row -> the LogEntry.subject of the entries that write it (projection.subject_of)
 
     def intact(self, row) -> bool:
         return sealed_by_this_server(getattr(row, self.field), lambda secret: self.seal_of(row, secret))
+
+    def claim(self, row) -> tuple[str, int | None]:
+        """(subject, bound index) of a row: what ``fresh`` asks the log about."""
+        return self.subject(row), getattr(row, self.bound)
+
+    def current(self, row) -> bool:
+        """The seal holds and is current: no signed log entry about the row is later than the one
+        the seal binds, or (``as_the_log_says``) the row's values are those the log's entries make.
+        A row and seal saved at an earlier moment and written back hold (an HMAC of those values)
+        but are not current. One indexed query (LogEntry.subject, index) when nothing is amiss."""
+        return self.intact(row) and all_current((self, row))
+
+
+def all_current(*rows: tuple[SealKind, object]) -> bool:
+    """Whether each (kind, row), whose seal holds, is current (``SealKind.current``): one query for
+    all of them, and one more per row only when the log holds a later entry about some row."""
+    if fresh(*(kind.claim(row) for kind, row in rows)):
+        return True
+    return all(fresh(kind.claim(row)) or as_the_log_says(kind, row) for kind, row in rows)
+
+
+def as_the_log_says(kind: SealKind, row, before: int | None = None, using: str | None = None) -> bool:
+    """Whether a sealed row's values are those the signed log entries about it make (those before
+    ``before``): for a row whose seal binds an earlier entry. Its earlier state written back is
+    refused where it differs from the current one (a token live again, a membership back, an account
+    active again or without its second factor); put back as the log says (after a change in the
+    database that the server's own writes did not bless), it is harmless and opens again. A password
+    hash is no custody fact: the log cannot vouch for it, so an earlier one is always refused."""
+    import json
+
+    from . import projection
+
+    if kind is CREDENTIAL_SEAL:
+        return False
+    table = next(t for t in projection.TABLES.values() if t.model == kind.model._meta.label)
+    entries = LogEntry.objects.using(using or "default").filter(subject=kind.subject(row))
+    if before is not None:
+        entries = entries.filter(index__lt=before)
+    state, second_factor = None, False
+    for leaf in entries.order_by("index").values_list("leaf", flat=True):
+        entry = json.loads(bytes(leaf))
+        if entry.get("action") in ("account.second_factor_enrolled", "account.second_factor_removed"):
+            second_factor = entry["action"] == "account.second_factor_enrolled"
+            continue
+        try:
+            made = projection.changes(entry, settings.CUSTODY_LOG_ORIGIN)
+        except projection.ProjectionError:
+            return False
+        for change in made:
+            if change.table != table.name:
+                continue
+            if change.op == "delete":
+                state = None
+            elif change.op == "update":
+                state = {**(state or {}), **change.fields}
+            else:
+                state = dict(change.fields)
+    if state is None:
+        return False
+    if any(
+        projection.normalize(table, column, getattr(row, column)) != value for column, value in state.items()
+    ):
+        return False
+    return kind is not GRANTS_SEAL or row.second_factor == second_factor
+
+
+def fresh(*claims: tuple[str, int | None], before: int | None = None, using: str | None = None) -> bool:
+    """Whether the log holds no entry about any ``subject`` later than its ``bound`` (and, with
+    ``before``, earlier than that index: the entry being applied). One query, on the
+    (subject, index) index, however many claims."""
+    import functools
+    import operator
+
+    if not claims:
+        return True
+    where = functools.reduce(
+        operator.or_,
+        (models.Q(subject=subject, index__gt=-1 if bound is None else bound) for subject, bound in claims),
+    )
+    later = LogEntry.objects.using(using or "default").filter(where)
+    if before is not None:
+        later = later.filter(index__lt=before)
+    return not later.exists()
 
 
 def _user_label(user) -> str:
@@ -739,6 +880,8 @@ GRANTS_SEAL = SealKind(
     "until they are put back",
     "verify_log names what the log says they are",
     projected=True,
+    bound="grants_log_index",
+    subject=lambda user: f"user:{user.pk}",
 )
 
 CREDENTIAL_SEAL = SealKind(
@@ -750,45 +893,61 @@ CREDENTIAL_SEAL = SealKind(
     "password hash not set by the server (its HMAC does not match): nobody can log in with it",
     "set a new password with manage.py changepassword",
     projected=False,
+    bound="credential_log_index",
+    subject=lambda user: f"password:{user.pk}",
 )
 
-SEALS: tuple[SealKind, ...] = (
-    CREDENTIAL_SEAL,
-    GRANTS_SEAL,
-    SealKind(
-        Membership,
-        "mac",
-        membership_mac,
-        "case membership(s)",
-        lambda m: f"membership of user {m.user_id} in case {m.case_id}",
-        "row not made by the server (its HMAC does not match): it opens nothing",
-        "verify_log says whether the log accounts for it; if so, remove and add it again",
-        projected=True,
-    ),
-    SealKind(
-        ApiToken,
-        "mac",
-        token_mac,
-        "API token(s)",
-        lambda token: f"API token {token.prefix}… (user {token.user_id})",
-        "row not made by the server for this account, or its revocation changed (its HMAC does not "
-        "match): it authenticates nobody",
-        "one issued under a key no longer configured: its owner gets a new token",
-        projected=True,
-    ),
+MEMBERSHIP_SEAL = SealKind(
+    Membership,
+    "mac",
+    membership_mac,
+    "case membership(s)",
+    lambda m: f"membership of user {m.user_id} in case {m.case_id}",
+    "row not made by the server (its HMAC does not match): it opens nothing",
+    "verify_log says whether the log accounts for it; if so, remove and add it again",
+    projected=True,
+    bound="log_index",
+    subject=lambda m: f"membership:{m.case_id}:{m.user_id}",
 )
+
+TOKEN_SEAL = SealKind(
+    ApiToken,
+    "mac",
+    token_mac,
+    "API token(s)",
+    lambda token: f"API token {token.prefix}… (user {token.user_id})",
+    "row not made by the server for this account, or its revocation changed (its HMAC does not "
+    "match): it authenticates nobody",
+    "one issued under a key no longer configured: its owner gets a new token",
+    projected=True,
+    bound="log_index",
+    subject=lambda token: f"token:{token.digest}",
+)
+
+SEALS: tuple[SealKind, ...] = (CREDENTIAL_SEAL, GRANTS_SEAL, MEMBERSHIP_SEAL, TOKEN_SEAL)
 
 
 @contextlib.contextmanager
-def renewing_seal(kind: SealKind, rows, **where):
-    """Around a write of the server's own to one row of ``kind.model`` (``rows``: its queryset):
-    after the write, seal the row again under SECRET_KEY, but only if its seal held before the write
-    (or the row is new). A seal broken in the database stays broken, so no write of the server's
-    blesses a value written there by someone else."""
+def renewing_seal(kind: SealKind, rows, index: int, **where):
+    """Around a write of the server's own to one row of ``kind.model`` (``rows``: its queryset),
+    recorded by the log entry at ``index``: after the write, bind the row to that index and seal it
+    again under SECRET_KEY, but only if its seal held before the write and was the newest (no entry
+    about the row between the one it binds and this one), or the row is new. A seal broken in the
+    database stays broken, and so does an earlier row and seal written back: no write of the
+    server's blesses a value written there by someone else."""
     before = rows.filter(**where).first()
-    renew = before is None or kind.intact(before)
+    renew = before is None or (
+        kind.intact(before)
+        and (
+            fresh(kind.claim(before), before=index, using=rows.db)
+            or as_the_log_says(kind, before, before=index, using=rows.db)
+        )
+    )
     yield
     if renew:
         row = rows.filter(**where).first()
         if row is not None:  # deleted by the write
-            rows.filter(pk=row.pk).update(**{kind.field: kind.seal_of(row, settings.SECRET_KEY)})
+            setattr(row, kind.bound, index)
+            rows.filter(pk=row.pk).update(
+                **{kind.bound: index, kind.field: kind.seal_of(row, settings.SECRET_KEY)}
+            )

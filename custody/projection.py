@@ -254,6 +254,40 @@ def changes(entry: dict, origin: str) -> list[Change]:
         raise ProjectionError(f"{action} entry lacks {exc}") from None
 
 
+# Entries that write a sealed row (models.SEALS), and how they name it: the row's seal binds the
+# index of the newest such entry, and the row is refused at use while a later one exists.
+_SUBJECTS = {
+    "user.created": lambda e, d: f"user:{_id(d['user'])}",
+    "user.role_changed": lambda e, d: f"user:{_id(d['user'])}",
+    "user.activated": lambda e, d: f"user:{_id(d['user'])}",
+    "user.deactivated": lambda e, d: f"user:{_id(d['user'])}",
+    "account.second_factor_enrolled": lambda e, d: f"user:{_id(d['user'])}",
+    "account.second_factor_removed": lambda e, d: f"user:{_id(d['user'])}",
+    "account.password_changed": lambda e, d: f"password:{_id(d['user'])}",
+    # Not a sealed row: the second factor's last step used and throttle, taken from these entries.
+    "account.second_factor_used": lambda e, d: f"otp:{_id(d['user'])}",
+    "account.second_factor_failed": lambda e, d: f"otp:{_id(d['user'])}",
+    # Nor is this: the recovery codes' sheet, whose stored forms bind the entry's index.
+    "account.recovery_codes_generated": lambda e, d: f"recovery:{_id(d['user'])}",
+    "case.member_added": lambda e, d: f"membership:{_id(e['case'])}:{_id(d['user'])}",
+    "case.member_removed": lambda e, d: f"membership:{_id(e['case'])}:{_id(d['user'])}",
+    "token.issued": lambda e, d: f"token:{d['digest']}",
+    "token.revoked": lambda e, d: f"token:{d['digest']}",
+}
+
+
+def subject_of(entry: dict) -> str | None:
+    """The sealed row an entry (or an entry's body, before its index) writes, as LogEntry.subject
+    names it; None for an entry that writes none (or lacks what would name it)."""
+    name = _SUBJECTS.get(entry.get("action"))
+    if name is None:
+        return None
+    try:
+        return name(entry, entry.get("details") or {})
+    except (KeyError, TypeError, ProjectionError):
+        return None
+
+
 def changes_nothing(action: str) -> bool:
     """True when an entry with this action changes no custody table (the log may queue it)."""
     return action not in _HANDLERS
@@ -633,10 +667,11 @@ class ModelStore:
             out[column] = value
         return out
 
-    def apply(self, change: Change, reserved: frozenset = frozenset()) -> None:
-        """Write one change; a row under a seal (an account's grants, a membership, an API token)
-        is sealed again after it, without blessing a forgery: ``models.renewing_seal`` renews the
-        seal only if it held before the write (or the row is new)."""
+    def apply(self, change: Change, index: int, reserved: frozenset = frozenset()) -> None:
+        """Write one change of the entry at ``index``; a row under a seal (an account's grants, a
+        membership, an API token) is bound to that index and sealed again after it, without blessing
+        a forgery: ``models.renewing_seal`` renews the seal only if it held before the write and was
+        the newest (or the row is new)."""
         from .models import renewing_seal
 
         table = TABLES[change.table]
@@ -644,7 +679,8 @@ class ModelStore:
         if kind is None or change.op == "delete":
             self._apply(table, change, reserved)
             return
-        with renewing_seal(kind, self._qs(table), **dict(zip(table.key, change.key, strict=True))):
+        where = dict(zip(table.key, change.key, strict=True))
+        with renewing_seal(kind, self._qs(table), index, **where):
             self._apply(table, change, reserved)
 
     def _apply(self, table: Table, change: Change, reserved: frozenset) -> None:
@@ -702,4 +738,4 @@ def apply(entry_row, using: str = "default", reserved: frozenset = frozenset()) 
         return  # also a queued entry (custody/log.py), which has no index yet
     store = _model_store(using)
     for change in changes(entry_row.entry, settings.CUSTODY_LOG_ORIGIN):
-        store.apply(change, reserved)
+        store.apply(change, entry_row.entry["index"], reserved)

@@ -66,7 +66,7 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
             # Apply before the row is written: a public entry's item is found
             # through the analysis that earlier entries created.
             for change in projection.changes(entry, origin):
-                store.apply(change)
+                store.apply(change, entry["index"])
             # The entry's signature is the server's attestation, not derivable: kept as it is
             # (verify_log on the rebuilt database checks it against the log's keys).
             entries.append(_row(entry, leaf, leaf_hash, bytes(signature), target, entries))
@@ -118,6 +118,7 @@ def _row(
         case_id=case_id,
         evidence_id=evidence_id,
         signature=signature,
+        subject=projection.subject_of(entry),
     )
 
 

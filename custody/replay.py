@@ -324,6 +324,10 @@ class Replay:
             "case": case,
             "evidence": evidence_id,
         }
+        if "subject" in columns:
+            # The sealed row the entry writes: the column a sealed row's use asks the log by (a later
+            # entry about the row, its subject cleared here, would let an earlier row and seal back in).
+            expected["subject"] = projection.subject_of(entry)
         item = self.get("evidence", (evidence_id,)) if evidence_id is not None else None
         named = (entry.get("evidence") or {}).get("sha256")
         if item is not None and named != item["blob_id"]:

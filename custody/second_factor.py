@@ -29,6 +29,7 @@ compare.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -121,22 +122,44 @@ def new_recovery_code() -> str:
     return b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
 
 
-def recovery_token(user, code: str, secret=None) -> str:
-    """How a recovery code is stored: an HMAC under SECRET_KEY of the account and the code, in the
-    16 characters django-otp keeps (64 bits). The table holds no code anyone can type."""
+def recovery_token(user, code: str, secret=None, generation: int | None = None) -> str:
+    """How a recovery code is stored: an HMAC under SECRET_KEY of the account, the log index of the
+    account.recovery_codes_generated entry that made its sheet (``generation``; None for a sheet made
+    before the entries were bound so) and the code, in the 16 characters django-otp keeps (64 bits).
+    The table holds no code anyone can type, and the stored forms of a replaced sheet, written back,
+    are no codes of the current one."""
+    what = (
+        f"{user.pk}:{normalise(code)}" if generation is None else f"{user.pk}:{generation}:{normalise(code)}"
+    )
     digest = salted_hmac(
-        "custody.recovery_code",
-        f"{user.pk}:{normalise(code)}",
-        secret=secret or settings.SECRET_KEY,
-        algorithm="sha256",
+        "custody.recovery_code", what, secret=secret or settings.SECRET_KEY, algorithm="sha256"
     )
     return digest.hexdigest()[:16]
 
 
+def recovery_generation(user) -> int | None:
+    """The log index of the account's newest account.recovery_codes_generated entry if it binds its
+    sheet (``bound``), else None (a sheet of before, stored in the old form): one indexed query."""
+    from .models import LogEntry
+
+    newest = (
+        LogEntry.objects.filter(subject=f"recovery:{user.pk}")
+        .order_by("-index")
+        .values_list("index", "leaf")
+        .first()
+    )
+    if newest is None or not (json.loads(bytes(newest[1])).get("details") or {}).get("bound"):
+        return None
+    return newest[0]
+
+
 def recovery_tokens(user, code: str) -> list[str]:
-    """The stored forms of ``code`` under SECRET_KEY and each of SECRET_KEY_FALLBACKS."""
+    """The stored forms of ``code`` in the current sheet, under SECRET_KEY and each of
+    SECRET_KEY_FALLBACKS."""
+    generation = recovery_generation(user)
     return [
-        recovery_token(user, code, secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+        recovery_token(user, code, secret, generation)
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
     ]
 
 
@@ -160,11 +183,54 @@ def _user_ref(user: User) -> dict:
     return {"id": user.pk, "username": user.get_username()}
 
 
-def _refuse_if_throttled(device) -> None:
+def _refuse_if_throttled(device, method: str | None = None) -> None:
+    """django-otp's throttle (in the device row), and with ``method`` the signed log's (which
+    nobody sets back in the table): refused with 429 until the later of the two allows a try."""
     allowed, info = device.verify_is_allowed()
-    if not allowed:
-        wait = max(1, int((info["locked_until"] - timezone.now()).total_seconds() + 0.999))
-        raise SecondFactorError(f"too many wrong codes in a row: try again in {wait} seconds", status=429)
+    locked_until = None if allowed else info["locked_until"]
+    if method is not None:
+        logged = _locked_until_by_the_log(device, method)
+        if logged is not None and (locked_until is None or logged > locked_until):
+            locked_until = logged
+    if locked_until is not None:
+        wait = (locked_until - timezone.now()).total_seconds()
+        if wait > 0 or not allowed:
+            seconds = max(1, int(wait + 0.999))
+            raise SecondFactorError(
+                f"too many wrong codes in a row: try again in {seconds} seconds", status=429
+            )
+
+
+# How far back the log is read for the throttle and the last step: 2**31 seconds is longer than
+# anyone waits.
+THROTTLE_LOOKBACK = 32
+
+
+def _locked_until_by_the_log(device, method: str):
+    """The throttle as the signed log has it: after n wrong codes of this method in a row (its
+    account.second_factor_failed entries since its last account.second_factor_used), none until
+    factor * 2**(n-1) seconds after the last. django-otp keeps the count in the device row, which
+    anyone with the database can set back; the log's entries hold it too. One indexed query."""
+    import datetime as dt
+
+    from .models import LogEntry
+
+    rows = (
+        LogEntry.objects.filter(subject=f"otp:{device.user_id}")
+        .order_by("-index")
+        .values_list("action", "time", "leaf")[:THROTTLE_LOOKBACK]
+    )
+    failures, last = 0, None
+    for action, time, leaf in rows:
+        if (json.loads(bytes(leaf)).get("details") or {}).get("method") != method:
+            continue
+        if action != "account.second_factor_failed":
+            break
+        failures += 1
+        last = last or time
+    if not failures:
+        return None
+    return last + dt.timedelta(seconds=device.get_throttle_factor() * 2 ** (failures - 1))
 
 
 def _refuse_unsealed_key(device) -> None:
@@ -215,7 +281,7 @@ def _check_code(
         raise SecondFactorError("this account has no second factor")
     if method == "totp":
         _refuse_unsealed_key(device)
-    _refuse_if_throttled(device)
+    _refuse_if_throttled(device, method)
     details = {"user": _user_ref(user), "method": method, "purpose": purpose}
     if method == "recovery":
         # Stored as their HMAC (recovery_token): a code read from the table, or a row inserted there,
@@ -223,13 +289,29 @@ def _check_code(
         candidates = recovery_tokens(user, code)
         stored = device.token_set.filter(token__in=candidates).values_list("token", flat=True)
         code = next(iter(stored), candidates[0])
-    if not device.verify_token(code):
+    if not device.verify_token(code) or (method == "totp" and _step_used_before(user, device.last_t)):
         log.append("account.second_factor_failed", actor=user, client=client, details=details)
         return Checked(device=None, method=method)
     if method == "recovery":
         details["recovery_codes_left"] = device.token_set.count()
+    else:
+        details["step"] = device.last_t
     log.append("account.second_factor_used", actor=user, client=client, details=details)
     return Checked(device=device, method=method)
+
+
+def _step_used_before(user, step: int) -> bool:
+    """Whether a TOTP code of ``step`` (or an earlier one) was already taken, by the signed log's
+    newest account.second_factor_used entry of a TOTP code: the device's ``last_t``, which
+    django-otp checks, is a column anyone with the database can set back. One indexed query."""
+    from .models import LogEntry
+
+    used = LogEntry.objects.filter(subject=f"otp:{user.pk}", action="account.second_factor_used")
+    for leaf in used.order_by("-index").values_list("leaf", flat=True)[:THROTTLE_LOOKBACK]:
+        details = json.loads(bytes(leaf)).get("details") or {}
+        if details.get("method") == "totp" and isinstance(details.get("step"), int):
+            return step <= details["step"]
+    return False
 
 
 def _wrong(checked: Checked) -> None:
@@ -283,14 +365,16 @@ def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevi
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-            update_grants(user.pk, second_factor=True)
-            user.second_factor = True
-            log.append(
+            # The entry first: the grants' seal binds its index (a flag set back with the seal of
+            # before is refused, as this entry is later).
+            entry = log.append(
                 "account.second_factor_enrolled",
                 actor=user,
                 client=client,
                 details={"user": _user_ref(user), "method": "totp"},
             )
+            update_grants(user.pk, entry.index, second_factor=True)
+            user.second_factor = True
             codes = _replace_recovery_codes(user, client=client, reason="enrolment")
     if not ok:
         # Not logged: no second factor is in force yet; the throttle still counts.
@@ -302,12 +386,15 @@ def _replace_recovery_codes(user: User, *, client: str | None, reason: str) -> l
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=STATIC_DEVICE_NAME, confirmed=True)
     codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=recovery_token(user, c)) for c in codes)
-    log.append(
+    # The entry first: the sheet's stored forms bind its index (``bound``: the sheet is stored so).
+    entry = log.append(
         "account.recovery_codes_generated",
         actor=user,
         client=client,
-        details={"user": _user_ref(user), "count": len(codes), "reason": reason},
+        details={"user": _user_ref(user), "count": len(codes), "reason": reason, "bound": True},
+    )
+    StaticToken.objects.bulk_create(
+        StaticToken(device=device, token=recovery_token(user, c, generation=entry.index)) for c in codes
     )
     return codes
 
@@ -343,18 +430,22 @@ def remove(*, actor: User | None, user: User, code: str = "", client: str | None
             checked = _check_code(user, code, purpose="removal", client=client)
         if checked is None or checked.device is not None:
             locked = User.objects.select_for_update().get(pk=user.pk)
-            if not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists():
+            # Nothing to remove, unless the flag is an earlier state the log no longer vouches for
+            # (cleared in the database with an earlier seal, or after rebuild_state, which does not
+            # restore it): the removal entry makes the account's grants what the log says again.
+            nothing = not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists()
+            if nothing and locked.grants_current():
                 raise SecondFactorError("this account has no second factor", status=404)
             TOTPDevice.objects.filter(user=user).delete()
             StaticDevice.objects.filter(user=user).delete()
-            update_grants(user.pk, second_factor=False)
-            user.second_factor = False
-            log.append(
+            entry = log.append(
                 "account.second_factor_removed",
                 actor=actor,
                 client=client,
                 details={"user": _user_ref(user)},
             )
+            update_grants(user.pk, entry.index, second_factor=False)
+            user.second_factor = False
     if checked is not None:
         _wrong(checked)
 

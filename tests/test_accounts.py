@@ -296,11 +296,13 @@ def test_token_seals_of_before_0021_move_to_the_seal_that_covers_revocation(tran
     services.revoke_token(actor=alice, token=ApiToken.objects.get(digest=token_digest(revoked)))
     executor = MigrationExecutor(connection)
     executor.migrate([("custody", "0020_resumableupload_progress_seal")])
-    for row in ApiToken.objects.all():
+    # The model as it was then (later migrations add columns the current model reads).
+    Old = executor.loader.project_state([("custody", "0020_resumableupload_progress_seal")]).apps.get_model(
+        "custody", "ApiToken"
+    )
+    for row in Old.objects.all():
         old = seal("custody.api.token", [row.digest, str(row.user_id)], settings.SECRET_KEY)
-        ApiToken.objects.filter(pk=row.pk).update(
-            mac=b"planted" if row.digest == token_digest(planted) else old
-        )
+        Old.objects.filter(pk=row.pk).update(mac=b"planted" if row.digest == token_digest(planted) else old)
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
     answers = {}
@@ -317,6 +319,35 @@ def test_token_seals_of_before_0021_move_to_the_seal_that_covers_revocation(tran
         "revoked": (401, "token revoked"),
         "planted": (401, "invalid token"),
     }
+
+
+def test_seals_of_before_0023_are_bound_to_the_newest_entry_about_their_row(transactional_db, alice):
+    """Migration 0023 gives existing entries their subject and binds each row still sealed the old way
+    to the newest entry about it: a live token, the account, its grants still work; a row's seal of
+    before the migration (bound to no entry), written back after a later change, is refused."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    live = token_for("alice", PASSWORD).json()["token"]
+    executor = MigrationExecutor(connection)
+    executor.migrate([("custody", "0022_totp_key_encrypted")])
+    with connection.cursor() as cursor:  # the rows as a backup of before 0023 holds them
+        cursor.execute("SELECT mac FROM custody_apitoken")
+        (old_mac,) = cursor.fetchone()
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    row = ApiToken.objects.get(digest=token_digest(live))
+    issued = LogEntry.objects.get(action="token.issued", subject=f"token:{row.digest}")
+    assert row.log_index == issued.index and row.seal_intact()
+    assert User.objects.get(pk=alice.pk).grants_log_index is not None
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {live}")
+    assert client.get("/api/v1/cases/").status_code == 200
+    assert token_for("alice", PASSWORD).status_code == 201
+    services.revoke_token(actor=alice, token=row)
+    ApiToken.objects.filter(pk=row.pk).update(revoked_at=None, mac=bytes(old_mac), log_index=None)
+    assert ApiToken.objects.get(pk=row.pk).seal_intact()  # the seal of before 0023 holds...
+    assert client.get("/api/v1/cases/").status_code == 401  # ...but a later entry is in the log
 
 
 def test_secret_key_fallbacks_come_from_the_environment(tmp_path):

@@ -222,9 +222,12 @@ def test_new_recovery_codes_need_an_app_code_and_cancel_the_old_ones(alice):
     assert len(new) == 10 and not set(new) & set(old)
     stored = set(StaticToken.objects.filter(device__user=alice).values_list("token", flat=True))
     # Stored as their HMAC, never as a code anyone could type.
-    assert stored == {second_factor.recovery_token(alice, c) for c in new} and not stored & {
-        c.replace("-", "") for c in new
-    }
+    # ...of the account, the sheet's generation (its entry's log index) and the code.
+    generation = second_factor.recovery_generation(alice)
+    assert generation is not None
+    assert stored == {
+        second_factor.recovery_token(alice, c, generation=generation) for c in new
+    } and not stored & {c.replace("-", "") for c in new}
     with pytest.raises(second_factor.SecondFactorError):
         second_factor.verify(user=alice, code=old[1])
     reasons = [e["details"]["reason"] for e in entries("account.recovery_codes_generated", alice)]
@@ -511,3 +514,27 @@ def test_totp_keys_of_before_0022_are_encrypted_by_the_migration(transactional_d
         format="json",
     )
     assert answer.status_code == 201, answer.content
+
+
+def test_a_sheet_of_before_the_sheets_were_bound_still_works(alice):
+    """A sheet generated before the recovery_codes_generated entries bound their sheets (no ``bound``
+    in the entry: its codes stored as an HMAC of the account and the code alone) keeps working."""
+    from django.db import transaction
+    from django_otp.plugins.otp_static.models import StaticDevice
+
+    from custody import log
+
+    enrol_second_factor(alice)
+    legacy = second_factor.new_recovery_code()
+    with transaction.atomic():
+        log.append(
+            "account.recovery_codes_generated",
+            actor=alice,
+            details={"user": {"id": alice.pk, "username": "alice"}, "count": 1, "reason": "regenerated"},
+        )
+        StaticToken.objects.filter(device__user=alice).delete()
+        StaticDevice.objects.get(user=alice).token_set.create(
+            token=second_factor.recovery_token(alice, legacy)
+        )
+    assert second_factor.recovery_generation(alice) is None
+    assert second_factor.verify(user=alice, code=legacy).method == "recovery"

@@ -19,24 +19,28 @@ replay; at the moment the server acts, nothing does.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 import uuid
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from custody import second_factor, services, tus
-from custody.models import ApiToken, Blob, Evidence, Membership, ResumableUpload, User
+from custody import dbguard, second_factor, services, tus
+from custody.models import ApiToken, Blob, Evidence, LogEntry, Membership, ResumableUpload, User
 from custody.second_factor import SecondFactorError
 from custody.storage import blob_store
 from forensics import services as analyses
 from forensics.models import Analysis
 
-from .conftest import api_client_for, enrol_second_factor, totp_code
-from .test_tamper_attack import DATA, _half_sent, token_with_password, web_login
-from .test_tamper_more import history, reported  # noqa: F401 - the fixture
+from .conftest import PASSWORD, api_client_for, enrol_second_factor, totp_code
+from .test_tamper_attack import DATA, _half_sent, token_with_password
+from .test_tamper_more import history, reported, verify  # noqa: F401 - the fixture
 from .test_tus import id_of, patch
 
 __all__ = ["history"]
@@ -93,16 +97,17 @@ def test_two_tokens_prefixes_and_labels_swapped_are_named(history, alice):
 
 def _replay(what: str, history, alice):
     """Make the server change a sealed row, then put back the row's earlier values with the seal
-    they had (as a backup holds them). Returns (a callable that uses what was put back and returns
+    they had, and the log index the seal binds (as a backup holds them all). Returns (a callable that uses what was put back and returns
     whether the server let it through, the phrases verify_log should print)."""
     root = history["root"]
     if what == "a revoked token revived":
         as_alice = api_client_for(alice)
         row = token_row(as_alice)
-        live_seal = bytes(row.mac)
+        live_seal, live_index = bytes(row.mac), row.log_index
         services.revoke_token(actor=alice, token=row)
         assert as_alice.get("/api/v1/cases/").status_code == 401
-        ApiToken.objects.filter(pk=row.pk).update(revoked_at=None, mac=live_seal)
+        ApiToken.objects.filter(pk=row.pk).update(revoked_at=None, mac=live_seal, log_index=live_index)
+        assert ApiToken.objects.get(pk=row.pk).seal_intact()  # the seal holds: an earlier state
         return (
             lambda: as_alice.get("/api/v1/cases/").status_code == 200,
             [f"API token {row.digest}: revoked_at: log says"],
@@ -115,17 +120,30 @@ def _replay(what: str, history, alice):
         assert as_alice.get(f"/api/v1/cases/{case.pk}/").status_code == 404
         # bulk_create writes the row as given (no save()): the insider's INSERT of the old row.
         Membership.objects.bulk_create(
-            [Membership(case=case, user=alice, added_at=kept.added_at, mac=bytes(kept.mac))]
+            [
+                Membership(
+                    case=case,
+                    user=alice,
+                    added_at=kept.added_at,
+                    mac=bytes(kept.mac),
+                    log_index=kept.log_index,
+                )
+            ]
         )
+        assert Membership.objects.get(case=case, user=alice).seal_intact()
         return (
             lambda: as_alice.get(f"/api/v1/cases/{case.pk}/").status_code == 200,
             [f"membership of user {alice.pk} (alice) in case {case.pk}: the table has it, no log entry"],
         )
     assert what == "a deactivated account reactivated"
-    active_seal = bytes(User.objects.get(pk=alice.pk).grants_mac)
+    active = User.objects.get(pk=alice.pk)
+    active_seal, active_index = bytes(active.grants_mac), active.grants_log_index
     services.set_active(actor=root, user=User.objects.get(pk=alice.pk), active=False)
     assert token_with_password("alice").status_code in (400, 401)
-    User.objects.filter(pk=alice.pk).update(is_active=True, grants_mac=active_seal)
+    User.objects.filter(pk=alice.pk).update(
+        is_active=True, grants_mac=active_seal, grants_log_index=active_index
+    )
+    assert User.objects.get(pk=alice.pk).grants_intact()
     return (
         lambda: token_with_password("alice").status_code == 201,
         [f"user {alice.pk} (alice): is_active: log says"],
@@ -145,63 +163,129 @@ def test_an_earlier_seal_put_back_with_its_values_is_named_by_verify_log(history
     reported(*phrases)
 
 
+def test_an_earlier_state_put_back_as_the_log_says_it_is_now_opens(history, alice):
+    """Alice's account is deactivated and reactivated by the server; the insider writes back the row and seal of before both (a backup). The seal binds an earlier
+    entry, but the values are the ones the log's entries make now (active, her role): harmless, so
+    the password works, and verify_log has nothing to say of the account."""
+    root = history["root"]
+    earlier = User.objects.get(pk=alice.pk)
+    seal, index = bytes(earlier.grants_mac), earlier.grants_log_index
+    services.set_active(actor=root, user=User.objects.get(pk=alice.pk), active=False)
+    services.set_active(actor=root, user=User.objects.get(pk=alice.pk), active=True)
+    User.objects.filter(pk=alice.pk).update(grants_mac=seal, grants_log_index=index)
+    assert token_with_password("alice").status_code == 201
+    code, out = verify()
+    assert code == 0, out
+
+
+def _hide_the_revocation(how: str, row: ApiToken) -> None:
+    """The insider also hides the later entry from the server's question (LogEntry.subject, index)."""
+    revoked = LogEntry.objects.get(subject=f"token:{row.digest}", action="token.revoked")
+    dbguard.remove(connection)
+    try:
+        if how == "its subject column cleared":
+            LogEntry.objects.filter(pk=revoked.pk).update(subject=None)
+        else:
+            LogEntry.objects.filter(pk=revoked.pk).delete()
+    finally:
+        dbguard.install(connection)
+
+
+HIDINGS = ["its subject column cleared", "the entry deleted"]
+
+
+def _revoked_token_revived_and_hidden(alice, how):
+    as_alice = api_client_for(alice)
+    row = token_row(as_alice)
+    live_seal, live_index = bytes(row.mac), row.log_index
+    services.revoke_token(actor=alice, token=row)
+    ApiToken.objects.filter(pk=row.pk).update(revoked_at=None, mac=live_seal, log_index=live_index)
+    _hide_the_revocation(how, row)
+    return as_alice, row
+
+
+@pytest.mark.parametrize("how", HIDINGS)
+def test_the_later_entry_hidden_too_is_named_by_verify_log(history, alice, how):
+    """The insider revives a revoked token with its earlier seal and hides the token.revoked entry
+    from the server's question: its ``subject`` column cleared (the leaf untouched), or the entry
+    deleted. verify_log names the broken log: the column against the signed leaf, or the entry
+    missing from the tree the head records."""
+    _, row = _revoked_token_revived_and_hidden(alice, how)
+    if how == "its subject column cleared":
+        reported(f"the row's subject column says None, its signed leaf says 'token:{row.digest}'")
+    else:
+        # Here it is the newest entry: the tree head still counts it. (Set back with the tree head and
+        # nodes too, it is the rollback of the newest entries, which only a witness's memory shows.)
+        reported("tree head says")
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="a seal is an HMAC of the row's values alone, so a row's earlier values with their earlier "
-    "seal hold again: a revoked token authenticates, a removed member sees the case, a deactivated "
-    "account logs in, until verify_log runs (fix: seal the row together with the log index of the "
-    "entry that last wrote it, and check at use that no later signed entry for the row exists)",
+    reason="at use the server asks the log by its subject column (one indexed query), not by its signed "
+    "leaves: an insider who also clears that column of the later entry (or deletes the entry, breaking "
+    "the tree) gets the earlier state through until verify_log runs, which names the broken log "
+    "(test above); refusing it at use would mean reading and checking the signatures of every entry "
+    "about the row on each use, or a memory outside the database",
 )
+@pytest.mark.parametrize("how", HIDINGS)
+def test_the_later_entry_hidden_too_is_refused_at_use(history, alice, how):
+    as_alice, _ = _revoked_token_revived_and_hidden(alice, how)
+    assert as_alice.get("/api/v1/cases/").status_code == 401
+
+
 @pytest.mark.parametrize("what", REPLAYS)
 def test_an_earlier_seal_put_back_with_its_values_is_refused_at_use(history, alice, what):
-    """The same replay as above, at the moment the server acts: it should refuse the revived token,
+    """The same replay as above, at the moment the server acts: the seal holds, but it binds the log
+    index of the entry that wrote the earlier state, and the log holds a later entry about the row
+    (token.revoked, case.member_removed, user.deactivated): the server refuses the revived token,
     membership or account as it refuses one whose seal does not hold."""
     let_through, _ = _replay(what, history, alice)
     assert not let_through()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="second_factor is under the grants seal but not among the columns the projection compares, "
-    "so the grants seal of before enrolment put back with second_factor=False (and the devices deleted) "
-    "lets the password alone in, and verify_log says nothing (fix: compare second_factor with the "
-    "log's enrolled/removed entries in verify_log and at login, or seal the flag with the index of "
-    "the entry that set it)",
-)
 def test_second_factor_flag_cleared_with_the_seal_from_before_enrolment(history, alice):
-    """Alice enrols a second factor; the insider, who kept her grants seal from before (a backup),
-    deletes her devices and writes second_factor=False back with that seal, for an accomplice who has
-    phished her password but not her phone. The defence: the password alone is still not enough
-    (by token and on the login page), and verify_log names the account."""
-    before = bytes(User.objects.get(pk=alice.pk).grants_mac)
+    """Alice enrols a second factor; the insider, who kept her grants seal (and the log index it
+    binds) from before (a backup), deletes her devices and writes second_factor=False back with that
+    seal, for an accomplice who has phished her password but not her phone. The seal holds, but the
+    account.second_factor_enrolled entry is later than the index it binds: the password alone is
+    still not enough (by token and on the login page), and verify_log names the account."""
+    earlier = User.objects.get(pk=alice.pk)
+    before, before_index = bytes(earlier.grants_mac), earlier.grants_log_index
     enrol_second_factor(alice)
     assert token_with_password("alice").status_code == 401  # a code is needed
     TOTPDevice.objects.filter(user=alice).delete()
     StaticDevice.objects.filter(user=alice).delete()
-    User.objects.filter(pk=alice.pk).update(second_factor=False, grants_mac=before)
+    User.objects.filter(pk=alice.pk).update(
+        second_factor=False, grants_mac=before, grants_log_index=before_index
+    )
+    assert User.objects.get(pk=alice.pk).grants_intact()
     assert token_with_password("alice").status_code != 201, "the password alone bought a token"
-    browser = web_login("alice")
+    # The login page refuses the password (the account's grants are an earlier state), so no session
+    # reaches the pages; were it let through, the gate would still have to ask for a code.
+    browser = Client()
+    browser.post("/login/", {"username": "alice", "password": PASSWORD})
     assert browser.get("/").status_code == 302, "the password alone opened the web pages"
-    reported(f"user {alice.pk} (alice)")
+    reported(f"user {alice.pk} (alice): an earlier state written back")
+    # The way back: an administrator removes the second factor (logged); she logs in and may enrol.
+    call_command("reset_second_factor", "alice", stdout=io.StringIO())
+    assert token_with_password("alice").status_code == 201
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the credential seal is an HMAC of the account and the hash alone, and no log entry says "
-    "when the password changed: the hash and seal of before a change, written back, make the old "
-    "(leaked) password work again, and verify_log finds the seal intact (fix: seal the hash with a "
-    "counter the log records, e.g. an account.password_changed entry's index, and compare)",
-)
 def test_password_hash_and_seal_of_before_a_change_written_back(history, alice):
     """Alice's password leaks; an administrator gives her a new one (manage.py changepassword, which
-    sets and saves it). The insider writes back the hash and seal the row had before (a backup).
-    The defence: the leaked password opens nothing, and verify_log names the account."""
+    sets and saves it: an account.password_changed entry, whose index the new seal binds). The
+    insider writes back the hash, seal and index the row had before (a backup). The seal holds, but
+    the log holds a later account.password_changed entry: the leaked password opens nothing, and
+    verify_log names the account."""
     leaked = User.objects.get(pk=alice.pk)
-    old_hash, old_seal = leaked.password, bytes(leaked.credential_mac)
+    old_hash, old_seal, old_index = leaked.password, bytes(leaked.credential_mac), leaked.credential_log_index
     leaked.set_password("a new password nobody else knows")  # what changepassword does
     leaked.save()
     assert token_with_password("alice").status_code in (400, 401)
-    User.objects.filter(pk=alice.pk).update(password=old_hash, credential_mac=old_seal)
+    User.objects.filter(pk=alice.pk).update(
+        password=old_hash, credential_mac=old_seal, credential_log_index=old_index
+    )
+    assert User.objects.get(pk=alice.pk).credential_intact()
     assert token_with_password("alice").status_code in (400, 401), "the leaked password works again"
     reported(f"user {alice.pk} (alice)")
 
@@ -223,17 +307,12 @@ def test_a_removed_devices_key_put_on_her_new_device(alice):
         second_factor.verify(user=alice, code=totp_code(new, key=old_key))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the throttle's count and time live in the device row, under no seal: the insider resets "
-    "them after each wrong code and the guesses run at full speed (fix: seal the throttling columns "
-    "with the key, or keep the failure count in the signed log's second_factor_failed entries and "
-    "count those)",
-)
 def test_throttle_reset_in_the_table_to_guess_codes(alice):
     """After a wrong code the next attempt is refused (429) for a second, even with the right code.
     The insider sets throttling_failure_count and throttling_failure_timestamp back after each guess.
-    The defence: the throttle still holds, so the right code right after a wrong one is refused."""
+    The defence: the server counts the wrong codes in a row in the signed log too (its
+    account.second_factor_failed entries since the last account.second_factor_used), so the
+    throttle still holds and the right code right after a wrong one is refused."""
     device, _ = enrol_second_factor(alice)
     right = totp_code(device)
     wrong = "000000" if right != "000000" else "000001"
@@ -253,16 +332,10 @@ def test_throttle_reset_in_the_table_to_guess_codes(alice):
     assert after_reset.value.status == 429
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the last step used (last_t) is in the device row under no seal: set back, a code already "
-    "used (seen over her shoulder, or in a proxy's log) is taken a second time (fix: seal last_t with "
-    "the key, renewed by the server after each code, or refuse a code whose step is not after the "
-    "step of the last account.second_factor_used entry)",
-)
 def test_last_step_set_back_to_replay_a_used_code(alice):
     """Alice logs in with a code; someone saw it. The insider sets the device's last_t back one step.
-    The defence: the code, used once, is refused the second time."""
+    The defence: the account.second_factor_used entry records the step the code took, and the server
+    refuses a code whose step is not after it, so the code, used once, is refused the second time."""
     device, _ = enrol_second_factor(alice)
     code = totp_code(device)
     second_factor.verify(user=alice, code=code)
@@ -287,18 +360,12 @@ def test_tolerance_widened_in_the_table_takes_a_code_from_far_away(alice):
         second_factor.verify(user=alice, code=far)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recovery code is stored as an HMAC of the account and the code alone, so the stored "
-    "forms of a sheet she replaced (because it was lost) written back into her recovery device make "
-    "that sheet work again, and verify_log has nothing to compare (fix: bind the stored form to the "
-    "log index of the account.recovery_codes_generated entry that made it, and refuse a token of "
-    "an earlier generation)",
-)
 def test_recovery_codes_of_a_replaced_sheet_written_back(alice):
     """Alice loses her printed recovery codes and makes new ones (the old ones stop working). The
     insider had read the old codes' stored forms from the table and writes them back into her
-    recovery device, for whoever found the sheet. The defence: a code of the old sheet is refused."""
+    recovery device, for whoever found the sheet. The defence: each stored form binds the log index
+    of the account.recovery_codes_generated entry that made its sheet, and a code is looked up in
+    the form of the newest one: a code of the old sheet is refused."""
     device, old_codes = enrol_second_factor(alice)
     old_stored = list(StaticToken.objects.filter(device__user=alice).values_list("token", flat=True))
     second_factor.regenerate_recovery_codes(user=alice, code=totp_code(device))
