@@ -491,13 +491,13 @@ def _verify_credentials(report: Report) -> None:
     (``models.SEALS``): a row written or changed in the database by anyone else is named here, as
     the server refuses it at each use. (Memberships and tokens are custody facts too: the replay
     compares their rows with the log as well.)"""
-    from .models import SEALS, SealedTOTPDevice, as_the_log_says, fresh
+    from .models import SEALS, SealedTOTPDevice, all_current
 
     for kind in SEALS:
         for row in kind.model.objects.order_by("pk").iterator():
             if not kind.intact(row):
                 report.problem(f"{kind.label(row)}: {kind.broken}")
-            elif not fresh(kind.claim(row)) and not as_the_log_says(kind, row):
+            elif not all_current((kind, row)):
                 subject, bound = kind.claim(row)
                 report.problem(
                     f"{kind.label(row)}: an earlier state written back with its seal (the seal binds log "

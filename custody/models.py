@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import json
+import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from .projection import log_subject
 
 
 class Role(models.TextChoices):
@@ -144,8 +149,6 @@ def grants_mac(user, secret) -> bytes:
 
 def seal(purpose: str, values: list[str], secret) -> bytes:
     """An HMAC-SHA256 under ``secret`` (salted with ``purpose``) of a list of strings."""
-    import json
-
     from django.utils.crypto import salted_hmac
 
     message = json.dumps(values, ensure_ascii=False).encode("utf-8")
@@ -419,9 +422,10 @@ class LogEntry(models.Model):
     # entry's index by it, and the queue's guard lets a queued row be deleted
     # only once an entry names it.
     queue_id = models.BigIntegerField(null=True, db_index=True)
-    # The sealed row the entry writes (projection.subject_of: "token:<digest>", "user:<id>",
-    # "password:<id>", "membership:<case>:<user>"), null for the others. A copy of the leaf for
-    # queries, like action: a sealed row is refused at use while a later entry about it exists.
+    # The sealed row the entry writes (projection.subject_of, spelt by projection.log_subject:
+    # "token:<digest>", "user:<id>", "password:<id>", "membership:<case>:<user>"), null for the others.
+    # A copy of the leaf for queries, like action: a sealed row is refused at use while a later entry
+    # about it exists.
     subject = models.CharField(max_length=120, null=True, blank=True)
 
     class Meta:
@@ -604,8 +608,6 @@ def upload_progress_mac(upload, secret) -> bytes:
 
     Works on a model instance of any version (the migration that added it uses it too).
     """
-    import json
-
     staged = json.dumps(upload.staged, sort_keys=True, separators=(",", ":"))
     values = [
         str(upload.id),
@@ -809,8 +811,6 @@ def as_the_log_says(kind: SealKind, row, before: int | None = None, using: str |
     active again or without its second factor); put back as the log says (after a change in the
     database that the server's own writes did not bless), it is harmless and opens again. A password
     hash is no custody fact: the log cannot vouch for it, so an earlier one is always refused."""
-    import json
-
     from . import projection
 
     if kind is CREDENTIAL_SEAL:
@@ -851,9 +851,6 @@ def fresh(*claims: tuple[str, int | None], before: int | None = None, using: str
     """Whether the log holds no entry about any ``subject`` later than its ``bound`` (and, with
     ``before``, earlier than that index: the entry being applied). One query, on the
     (subject, index) index, however many claims."""
-    import functools
-    import operator
-
     if not claims:
         return True
     where = functools.reduce(
@@ -881,7 +878,7 @@ GRANTS_SEAL = SealKind(
     "verify_log names what the log says they are",
     projected=True,
     bound="grants_log_index",
-    subject=lambda user: f"user:{user.pk}",
+    subject=lambda user: log_subject("user", user.pk),
 )
 
 CREDENTIAL_SEAL = SealKind(
@@ -894,7 +891,7 @@ CREDENTIAL_SEAL = SealKind(
     "set a new password with manage.py changepassword",
     projected=False,
     bound="credential_log_index",
-    subject=lambda user: f"password:{user.pk}",
+    subject=lambda user: log_subject("password", user.pk),
 )
 
 MEMBERSHIP_SEAL = SealKind(
@@ -907,7 +904,7 @@ MEMBERSHIP_SEAL = SealKind(
     "verify_log says whether the log accounts for it; if so, remove and add it again",
     projected=True,
     bound="log_index",
-    subject=lambda m: f"membership:{m.case_id}:{m.user_id}",
+    subject=lambda m: log_subject("membership", m.case_id, m.user_id),
 )
 
 TOKEN_SEAL = SealKind(
@@ -921,7 +918,7 @@ TOKEN_SEAL = SealKind(
     "one issued under a key no longer configured: its owner gets a new token",
     projected=True,
     bound="log_index",
-    subject=lambda token: f"token:{token.digest}",
+    subject=lambda token: log_subject("token", token.digest),
 )
 
 SEALS: tuple[SealKind, ...] = (CREDENTIAL_SEAL, GRANTS_SEAL, MEMBERSHIP_SEAL, TOKEN_SEAL)

@@ -254,25 +254,44 @@ def changes(entry: dict, origin: str) -> list[Change]:
         raise ProjectionError(f"{action} entry lacks {exc}") from None
 
 
+def log_subject(kind: str, *ids) -> str:
+    """How LogEntry.subject names the row an entry writes: "user:<id>" (the grants), "password:<id>",
+    "otp:<id>", "recovery:<id>", "membership:<case>:<user>", "token:<digest>". The one spelling: the
+    entries here, the seals' rows (models.SEALS) and the second factor's checks all ask by it."""
+    return ":".join([kind, *(str(i) for i in ids)])
+
+
+def _of_user(kind: str):
+    return lambda e, d: log_subject(kind, _id(d["user"]))
+
+
+def _of_membership(e: dict, d: dict) -> str:
+    return log_subject("membership", _id(e["case"]), _id(d["user"]))
+
+
+def _of_token(e: dict, d: dict) -> str:
+    return log_subject("token", d["digest"])
+
+
 # Entries that write a sealed row (models.SEALS), and how they name it: the row's seal binds the
 # index of the newest such entry, and the row is refused at use while a later one exists.
 _SUBJECTS = {
-    "user.created": lambda e, d: f"user:{_id(d['user'])}",
-    "user.role_changed": lambda e, d: f"user:{_id(d['user'])}",
-    "user.activated": lambda e, d: f"user:{_id(d['user'])}",
-    "user.deactivated": lambda e, d: f"user:{_id(d['user'])}",
-    "account.second_factor_enrolled": lambda e, d: f"user:{_id(d['user'])}",
-    "account.second_factor_removed": lambda e, d: f"user:{_id(d['user'])}",
-    "account.password_changed": lambda e, d: f"password:{_id(d['user'])}",
+    "user.created": _of_user("user"),
+    "user.role_changed": _of_user("user"),
+    "user.activated": _of_user("user"),
+    "user.deactivated": _of_user("user"),
+    "account.second_factor_enrolled": _of_user("user"),
+    "account.second_factor_removed": _of_user("user"),
+    "account.password_changed": _of_user("password"),
     # Not a sealed row: the second factor's last step used and throttle, taken from these entries.
-    "account.second_factor_used": lambda e, d: f"otp:{_id(d['user'])}",
-    "account.second_factor_failed": lambda e, d: f"otp:{_id(d['user'])}",
+    "account.second_factor_used": _of_user("otp"),
+    "account.second_factor_failed": _of_user("otp"),
     # Nor is this: the recovery codes' sheet, whose stored forms bind the entry's index.
-    "account.recovery_codes_generated": lambda e, d: f"recovery:{_id(d['user'])}",
-    "case.member_added": lambda e, d: f"membership:{_id(e['case'])}:{_id(d['user'])}",
-    "case.member_removed": lambda e, d: f"membership:{_id(e['case'])}:{_id(d['user'])}",
-    "token.issued": lambda e, d: f"token:{d['digest']}",
-    "token.revoked": lambda e, d: f"token:{d['digest']}",
+    "account.recovery_codes_generated": _of_user("recovery"),
+    "case.member_added": _of_membership,
+    "case.member_removed": _of_membership,
+    "token.issued": _of_token,
+    "token.revoked": _of_token,
 }
 
 

@@ -50,6 +50,7 @@ from . import log
 from .models import Role, User, seal_totp_key, update_grants
 from .models import SealedTOTPDevice as TOTPDevice
 from .permissions import Forbidden
+from .projection import log_subject
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def recovery_generation(user) -> int | None:
     from .models import LogEntry
 
     newest = (
-        LogEntry.objects.filter(subject=f"recovery:{user.pk}")
+        LogEntry.objects.filter(subject=log_subject("recovery", user.pk))
         .order_by("-index")
         .values_list("index", "leaf")
         .first()
@@ -216,7 +217,7 @@ def _locked_until_by_the_log(device, method: str):
     from .models import LogEntry
 
     rows = (
-        LogEntry.objects.filter(subject=f"otp:{device.user_id}")
+        LogEntry.objects.filter(subject=log_subject("otp", device.user_id))
         .order_by("-index")
         .values_list("action", "time", "leaf")[:THROTTLE_LOOKBACK]
     )
@@ -306,7 +307,7 @@ def _step_used_before(user, step: int) -> bool:
     django-otp checks, is a column anyone with the database can set back. One indexed query."""
     from .models import LogEntry
 
-    used = LogEntry.objects.filter(subject=f"otp:{user.pk}", action="account.second_factor_used")
+    used = LogEntry.objects.filter(subject=log_subject("otp", user.pk), action="account.second_factor_used")
     for leaf in used.order_by("-index").values_list("leaf", flat=True)[:THROTTLE_LOOKBACK]:
         details = json.loads(bytes(leaf)).get("details") or {}
         if details.get("method") == "totp" and isinstance(details.get("step"), int):
