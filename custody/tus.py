@@ -1027,6 +1027,7 @@ def _discard_if_unfinished(upload: ResumableUpload) -> None:
         with _locked(upload):
             upload.refresh_from_db()
             if upload.evidence_id is None:
+                _empty_local_copy(upload)
                 discard(upload)
     except (TusError, ResumableUpload.DoesNotExist):
         pass  # gone already, or another request holds it and will meet the same limit
@@ -1040,6 +1041,7 @@ def _forget_here(upload: ResumableUpload) -> int:
             upload.refresh_from_db()
             if upload.evidence_id is None:
                 _drop_state(upload.pk)
+                _empty_local_copy(upload)
                 data_path(upload.pk).unlink(missing_ok=True)
     except TusError:
         pass  # another request here holds it: it meets the same shortage, or frees its copy itself
@@ -1048,6 +1050,28 @@ def _forget_here(upload: ResumableUpload) -> int:
     if not upload_progress_intact(upload):
         raise progress_refused(upload)
     return upload.offset
+
+
+def _empty_local_copy(upload: ResumableUpload) -> None:
+    """Free the blocks of an unfinished upload's file now, before it is unlinked.
+
+    The PATCH that met the limit may have left the writeback helper
+    (uploads._Writeback) holding its own descriptor of the file for a moment,
+    and an unlinked file keeps its blocks until the last descriptor goes: the
+    refusal would be answered with its space still taken. Only under the
+    upload's lock, and only while the file has no other name: ``finish``,
+    which links the file into the blob store, holds that lock too, and a file
+    linked by a finish that failed afterwards is a blob's bytes as well.
+    """
+    try:
+        fd = os.open(data_path(upload.pk), os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError:  # gone already, or not ours to write: unlinking is all there is
+        return
+    try:
+        if os.fstat(fd).st_nlink == 1:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def discard(upload: ResumableUpload) -> None:

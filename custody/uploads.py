@@ -298,7 +298,7 @@ class _Writeback:
             # reused) while a hint is still being given.
             state.thread = threading.Thread(
                 target=_give_writeback_hints,
-                args=(state, os.dup(self._fd)),
+                args=(state, _own_descriptor(self._fd)),
                 daemon=True,
                 name="upload-writeback",
             )
@@ -309,6 +309,22 @@ class _Writeback:
     def close(self) -> None:
         """Stop the helper (does not wait for the disk)."""
         self._state.close()
+
+
+def _own_descriptor(fd: int) -> int:
+    """A descriptor of fd's file that shares nothing with fd but the file.
+
+    Not a dup: a duplicate shares fd's open file description, and with it the
+    flock a resumable upload is locked by (tus._locked), so the helper, which
+    closes its descriptor in its own time, would keep the upload locked after
+    the request ended (the client's next PATCH answered 423, a refused
+    upload's discard skipped). Opened again through /proc (the file may be
+    unlinked already); a dup only where /proc is missing.
+    """
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return os.dup(fd)
 
 
 class _WritebackState:

@@ -445,3 +445,25 @@ def force_login_verified(client, user) -> None:
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session.save()
+
+
+def busy_writeback_helper(monkeypatch):
+    """Replace the writeback helper (uploads._Writeback) by one that holds its descriptor until released.
+
+    Returns (started, release, its descriptors): a helper still busy with the disk after the
+    request that started it has answered."""
+    import threading
+
+    from custody import uploads
+
+    started, release, fds = threading.Event(), threading.Event(), []
+
+    def busy_helper(state, fd):  # still busy with the disk after the request has ended
+        fds.append(fd)
+        started.set()
+        release.wait(10)
+        os.close(fd)
+
+    monkeypatch.setattr(uploads._Writeback, "WINDOW", 4096)
+    monkeypatch.setattr(uploads, "_give_writeback_hints", busy_helper)
+    return started, release, fds

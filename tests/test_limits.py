@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 from custody import tus
 from custody.models import Evidence, ResumableUpload
 
-from .conftest import upload
+from .conftest import busy_writeback_helper, upload
 from .test_tus import create, patch, path_of
 
 # --- 3. limits ---------------------------------------------------------------------------
@@ -98,22 +98,11 @@ def test_a_refused_upload_frees_its_space_before_the_answer(rf, settings, monkey
     after the refusal is answered; an unlinked file keeps its blocks until then. The file is
     emptied before it is closed, so the space is free when the view answers.
     """
-    import threading
-
     from django.core.files.uploadhandler import StopUpload
 
     from custody import uploads
 
-    started, release, helper_fds = threading.Event(), threading.Event(), []
-
-    def busy_helper(state, fd):  # a helper still busy with the disk when the upload is refused
-        helper_fds.append(fd)
-        started.set()
-        release.wait(10)
-        os.close(fd)
-
-    monkeypatch.setattr(uploads._Writeback, "WINDOW", 4096)
-    monkeypatch.setattr(uploads, "_give_writeback_hints", busy_helper)
+    started, release, helper_fds = busy_writeback_helper(monkeypatch)
     settings.CUSTODY_MAX_UPLOAD_BYTES = 3 << 16
     handler = uploads.HashingUploadHandler(rf.post("/"))
     handler.handle_raw_input(None, {}, 0, b"x")

@@ -16,7 +16,7 @@ from custody import services, tus
 from custody.models import Blob, Evidence, LogEntry, ResumableUpload
 from custody.storage import blob_store
 
-from .conftest import PASSWORD, start_gunicorn
+from .conftest import PASSWORD, busy_writeback_helper, start_gunicorn
 
 TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
 
@@ -372,7 +372,60 @@ def test_a_broken_connection_keeps_what_arrived(gunicorn_server, alice, case_a):
     assert evidence["md5"] == hashlib.md5(data).hexdigest()  # noqa: S324 (comparing with the server's MD5)
 
 
+def test_the_next_chunk_is_not_locked_out_by_the_last_ones_writeback(as_alice, case_a, settings, monkeypatch):
+    """The helper's descriptor is its own: it does not hold the upload's lock after the PATCH ends."""
+    started, release, _ = busy_writeback_helper(monkeypatch)
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 4096
+    data = os.urandom(64 * 1024)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    try:
+        assert patch(as_alice, url, data[:32768], 0).status_code == 204
+        assert started.wait(10), "the writeback helper did not start"
+        response = patch(as_alice, url, data[32768:], 32768)
+        assert response.status_code == 204, response.content
+        assert Evidence.objects.get().blob.sha256 == hashlib.sha256(data).hexdigest()
+    finally:
+        release.set()
+
+
 # --- the disk refuses: only bytes on disk are counted ---------------------------------------
+
+
+def test_an_upload_refused_mid_chunk_frees_its_space_before_the_answer(
+    as_alice, case_a, settings, monkeypatch
+):
+    """The disk's reserve reached while a chunk arrives: the upload goes, and its blocks with it.
+
+    The writeback helper (uploads._Writeback) holds its own descriptor of the file and closes
+    it in its own thread, perhaps after the answer; an unlinked file keeps its blocks until
+    then. The file is emptied before it is unlinked (as the multipart path does).
+    """
+    from custody import limits
+
+    started, release, helper_fds = busy_writeback_helper(monkeypatch)
+    settings.CUSTODY_UPLOAD_CHUNK_SIZE = 4096
+    data = os.urandom(64 * 1024)
+    url = path_of(create(as_alice, case_a, len(data))["Location"])
+    path = tus.data_path(id_of(url))
+    real, calls = limits.check_free_space, []
+
+    def filling(directory, incoming):
+        calls.append(incoming)
+        if len(calls) == 6:  # the view's check, then one per piece: five pieces are on disk
+            assert started.wait(10), "the writeback helper did not start"
+            raise limits.UploadRefused("the server cannot take an upload of this size at the moment")
+        return real(directory, incoming)
+
+    monkeypatch.setattr(limits, "check_free_space", filling)
+    try:
+        response = patch(as_alice, url, data, 0)
+        assert response.status_code == 413, response.content
+        assert "cannot take" in response.json()["detail"]
+        assert not path.exists() and not ResumableUpload.objects.exists()
+        held = os.fstat(helper_fds[0])  # the helper's descriptor is still open
+        assert (held.st_size, held.st_blocks) == (0, 0)
+    finally:
+        release.set()
 
 
 def _failing_pwrite(monkeypatch, fail_on_call: int, how: str) -> None:
