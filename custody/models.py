@@ -36,9 +36,10 @@ class User(AbstractUser):
     # admin flags), made only where the server writes them from a log entry (the projection) or
     # makes the row: a role or flag written into the database by anyone else locks the account.
     grants_mac = models.BinaryField(null=True, blank=True, editable=False)
-    # Whether the account has a second factor in force (custody/second_factor.py sets it with the
-    # device, under the grants' seal): devices deleted in the database do not make the password alone
-    # enough again.
+    # Whether the account has a second factor in force: projected from the log's
+    # account.second_factor_enrolled / _removed entries (custody/projection.py), under the grants'
+    # seal. Devices deleted in the database (or not rebuilt: they are not in the log) do not make
+    # the password alone enough again.
     second_factor = models.BooleanField(default=False, editable=False)
     # The log index of the signed entry that last wrote the grants (user.*, account.second_factor_*)
     # and of the last account.password_changed entry, each under its seal: a row and seal of an
@@ -113,14 +114,6 @@ class User(AbstractUser):
     @property
     def can_write(self) -> bool:
         return self.is_active and self.role in (Role.INVESTIGATOR, Role.ADMIN)
-
-
-def update_grants(user_id, index: int, *, using: str = "default", **fields) -> None:
-    """Write some of an account's grants (the second factor's enrolment and removal), recorded by
-    the log entry at ``index``, and renew their seal only if it held before (``renewing_seal``)."""
-    users = User.objects.using(using)
-    with renewing_seal(GRANTS_SEAL, users.select_for_update(), index, pk=user_id):
-        users.filter(pk=user_id).update(**fields)
 
 
 def _bound(row, field: str) -> list[str]:
@@ -819,12 +812,9 @@ def as_the_log_says(kind: SealKind, row, before: int | None = None, using: str |
     entries = LogEntry.objects.using(using or "default").filter(subject=kind.subject(row))
     if before is not None:
         entries = entries.filter(index__lt=before)
-    state, second_factor = None, False
+    state = None
     for leaf in entries.order_by("index").values_list("leaf", flat=True):
         entry = json.loads(bytes(leaf))
-        if entry.get("action") in ("account.second_factor_enrolled", "account.second_factor_removed"):
-            second_factor = entry["action"] == "account.second_factor_enrolled"
-            continue
         try:
             made = projection.changes(entry, settings.CUSTODY_LOG_ORIGIN)
         except projection.ProjectionError:
@@ -840,11 +830,9 @@ def as_the_log_says(kind: SealKind, row, before: int | None = None, using: str |
                 state = dict(change.fields)
     if state is None:
         return False
-    if any(
-        projection.normalize(table, column, getattr(row, column)) != value for column, value in state.items()
-    ):
-        return False
-    return kind is not GRANTS_SEAL or row.second_factor == second_factor
+    return all(
+        projection.normalize(table, column, getattr(row, column)) == value for column, value in state.items()
+    )
 
 
 def fresh(*claims: tuple[str, int | None], before: int | None = None, using: str | None = None) -> bool:

@@ -15,7 +15,12 @@ the entry's own terms (ids as strings or integers, times as RFC 3339
 strings); stores convert them to columns.
 
 Not projected, because they are not custody facts: password hashes, sessions,
-a token's last use, an analysis's heartbeat, unfinished resumable uploads.
+a token's last use, an analysis's heartbeat, unfinished resumable uploads, and
+the second factor's devices (the TOTP key, the recovery codes: credentials,
+like password hashes). Whether an account has a second factor in force is a
+custody fact (the account's ``second_factor`` column, written by the enrolment
+and removal entries): a rebuilt account keeps the requirement, though not its
+devices.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ TABLES: dict[str, Table] = {
             "user",
             "custody.User",
             ["id"],
-            ["username", "email", "role", "is_active", "is_staff", "is_superuser"],
+            ["username", "email", "role", "is_active", "is_staff", "is_superuser", "second_factor"],
         ),
         _t(
             "case",
@@ -324,6 +329,7 @@ def _user_created(e, d, origin):
                 "role": d["role"],
                 "is_active": True,
                 **admin_flags(d["role"]),
+                "second_factor": False,
             },
         )
     ]
@@ -335,6 +341,14 @@ def _user_role_changed(e, d, origin):
 
 def _user_active_changed(e, d, origin):
     return [Change("update", "user", (_id(d["user"]),), {"is_active": e["action"] == "user.activated"})]
+
+
+def _second_factor_changed(e, d, origin):
+    # The flag only: the devices (TOTP key, recovery codes) are credentials, not in the log. An
+    # account rebuilt with the flag and no device is asked for a code it cannot give until an
+    # administrator resets it (second_factor._check_code): the requirement is never dropped.
+    enrolled = e["action"] == "account.second_factor_enrolled"
+    return [Change("update", "user", (_id(d["user"]),), {"second_factor": enrolled})]
 
 
 def _case_created(e, d, origin):
@@ -604,6 +618,8 @@ _HANDLERS = {
     "user.role_changed": _user_role_changed,
     "user.activated": _user_active_changed,
     "user.deactivated": _user_active_changed,
+    "account.second_factor_enrolled": _second_factor_changed,
+    "account.second_factor_removed": _second_factor_changed,
     "case.created": _case_created,
     "case.member_added": _member_added,
     "case.member_removed": _member_removed,

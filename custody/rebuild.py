@@ -10,9 +10,14 @@ the signed checkpoints as they are, and every custody table through
 Nothing of the source's tables is read: what the rebuilt database holds is
 what the log says. Not rebuilt, as they are not custody facts: password
 hashes (accounts come back without a usable password), sessions, token
-last-use times, analysis heartbeats, unfinished resumable uploads. Result
-envelopes are read from the blob store (their statement bytes are blobs
-named by the SHA-256 the log records).
+last-use times, analysis heartbeats, unfinished resumable uploads, and the
+second factor's devices (TOTP keys, recovery codes). Whether an account has a
+second factor in force is rebuilt (its enrolment and removal entries): such an
+account comes back asking for a code it has no device for, and stays refused
+until an administrator runs ``manage.py reset_second_factor`` for it
+(``second_factor_without_device`` lists them). Result envelopes are read from
+the blob store (their statement bytes are blobs named by the SHA-256 the log
+records).
 """
 
 from __future__ import annotations
@@ -87,6 +92,19 @@ def rebuild(source: str, target: str = "default", progress: Callable[[str], None
             checkpoint.save(using=target, force_insert=True)
         _reset_sequences(target)
     return count
+
+
+def second_factor_without_device(using: str = "default") -> list[str]:
+    """Usernames of the accounts that have a second factor in force but no confirmed authenticator
+    app (after a rebuild: every one that had enrolled). Each is refused at login until an
+    administrator resets its second factor (``manage.py reset_second_factor``)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from .models import User
+
+    devices = TOTPDevice.objects.using(using).filter(confirmed=True).values("user_id")
+    users = User.objects.using(using).filter(second_factor=True).exclude(pk__in=devices)
+    return list(users.order_by("username").values_list("username", flat=True))
 
 
 def _row(

@@ -19,12 +19,19 @@ every server process sees it. Wrong passwords stay with django-axes.
 The log. Enrolment, removal, new recovery codes, each code accepted and each
 code refused are log entries (``account.second_factor_*``,
 ``account.recovery_codes_generated``), written in the same transaction as the
-change. They hold no secret. The devices themselves (the TOTP key, stored
-encrypted under SECRET_KEY and bound to its device row, models.seal_totp_key; the
-recovery codes, stored as their HMAC) are credentials, like password hashes: they are not custody
-facts, so the projection has no table for them (projection.TABLES), these
-entries change no projected row, and ``verify_log`` has nothing of them to
-compare.
+change. They hold no secret. Whether an account has a second factor in force
+is a custody fact: the enrolment and removal entries write the account's
+``second_factor`` flag through the projection (projection.apply), so
+``rebuild_state`` restores it and ``verify_log`` compares it with the log. The
+devices themselves (the TOTP key, stored encrypted under SECRET_KEY and bound
+to its device row, models.seal_totp_key; the recovery codes, stored as their
+HMAC) are credentials, like password hashes: they are not custody facts, so
+the projection has no table for them (projection.TABLES) and ``verify_log``
+has nothing of them to compare with the log. An account whose flag is set but
+whose devices are gone (a rebuilt database, or rows deleted behind the server)
+is asked for a code it cannot give: it stays refused, never let in on the
+password alone, until an administrator resets its second factor
+(``manage.py reset_second_factor``, logged as a removal) and it enrols again.
 """
 
 from __future__ import annotations
@@ -46,8 +53,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 
-from . import log
-from .models import Role, User, seal_totp_key, update_grants
+from . import log, projection
+from .models import Role, User, seal_totp_key
 from .models import SealedTOTPDevice as TOTPDevice
 from .permissions import Forbidden
 from .projection import log_subject
@@ -271,14 +278,17 @@ def _check_code(
             "recovery",
         )
     if device is None:
-        if method == "recovery":
-            raise SecondFactorError("this account has no recovery codes left; use the authenticator app")
-        if is_enrolled(user):
+        # In force (the flag, from the log) with no authenticator app left: the devices were deleted
+        # in the database, or the tables were rebuilt from the log, which does not hold them.
+        # Refused, whichever code is typed: the password alone must not become enough.
+        if is_enrolled(user) and not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
             raise SecondFactorError(
                 "this account's second factor is missing from the database: an administrator must reset it "
                 "(manage.py reset_second_factor), then enrol again",
                 status=409,
             )
+        if method == "recovery":
+            raise SecondFactorError("this account has no recovery codes left; use the authenticator app")
         raise SecondFactorError("this account has no second factor")
     if method == "totp":
         _refuse_unsealed_key(device)
@@ -366,15 +376,15 @@ def enrol(*, user: User, code: str, client: str | None = None) -> tuple[TOTPDevi
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-            # The entry first: the grants' seal binds its index (a flag set back with the seal of
-            # before is refused, as this entry is later).
+            # The entry first, then the flag it implies (projection): the grants' seal binds its
+            # index (a flag set back with the seal of before is refused, as this entry is later).
             entry = log.append(
                 "account.second_factor_enrolled",
                 actor=user,
                 client=client,
                 details={"user": _user_ref(user), "method": "totp"},
             )
-            update_grants(user.pk, entry.index, second_factor=True)
+            projection.apply(entry)
             user.second_factor = True
             codes = _replace_recovery_codes(user, client=client, reason="enrolment")
     if not ok:
@@ -432,8 +442,9 @@ def remove(*, actor: User | None, user: User, code: str = "", client: str | None
         if checked is None or checked.device is not None:
             locked = User.objects.select_for_update().get(pk=user.pk)
             # Nothing to remove, unless the flag is an earlier state the log no longer vouches for
-            # (cleared in the database with an earlier seal, or after rebuild_state, which does not
-            # restore it): the removal entry makes the account's grants what the log says again.
+            # (cleared in the database with an earlier seal): the removal entry makes the account's
+            # grants what the log says again. (After rebuild_state the flag is set, as the log says,
+            # and the devices are gone: this removal is how such an account gets back in.)
             nothing = not locked.second_factor and not TOTPDevice.objects.filter(user=user).exists()
             if nothing and locked.grants_current():
                 raise SecondFactorError("this account has no second factor", status=404)
@@ -445,7 +456,7 @@ def remove(*, actor: User | None, user: User, code: str = "", client: str | None
                 client=client,
                 details={"user": _user_ref(user)},
             )
-            update_grants(user.pk, entry.index, second_factor=False)
+            projection.apply(entry)
             user.second_factor = False
     if checked is not None:
         _wrong(checked)

@@ -271,6 +271,40 @@ def test_second_factor_flag_cleared_with_the_seal_from_before_enrolment(history,
     assert token_with_password("alice").status_code == 201
 
 
+FLAG_WRITES = ["cleared after enrolment", "set again after removal", "cleared, its seal left as it is"]
+
+
+@pytest.mark.parametrize("which", FLAG_WRITES)
+def test_second_factor_flag_written_back_is_named_by_the_table_comparison(history, alice, which):
+    """The flag is projected from the log (account.second_factor_enrolled / _removed), so verify_log's
+    row-by-row comparison names the column, as it names is_active. The insider holds only the
+    database: no SECRET_KEY, so no new seal, but the seal and index the row had at an earlier moment
+    (a backup). Either way round: the flag cleared with the seal of before enrolment (the password
+    alone, for an accomplice), or set again with the seal of before removal (the account locked
+    out); that seal holds, but the server refuses the account (a later entry about it exists). Or
+    the flag alone cleared: the seal no longer holds. Each time the comparison says what the log
+    says the flag is."""
+    earlier = User.objects.get(pk=alice.pk)
+    saved = (False, bytes(earlier.grants_mac), earlier.grants_log_index)
+    device, _ = enrol_second_factor(alice)
+    if which == "set again after removal":
+        enrolled = User.objects.get(pk=alice.pk)
+        saved = (True, bytes(enrolled.grants_mac), enrolled.grants_log_index)
+        second_factor.remove(actor=alice, user=User.objects.get(pk=alice.pk), code=totp_code(device))
+        assert token_with_password("alice").status_code == 201
+    elif which == "cleared, its seal left as it is":
+        now = User.objects.get(pk=alice.pk)
+        saved = (False, bytes(now.grants_mac), now.grants_log_index)
+    TOTPDevice.objects.filter(user=alice).delete()
+    StaticDevice.objects.filter(user=alice).delete()
+    flag, seal, index = saved
+    User.objects.filter(pk=alice.pk).update(second_factor=flag, grants_mac=seal, grants_log_index=index)
+    # An earlier seal of the server's holds; the current one over a changed flag does not.
+    assert User.objects.get(pk=alice.pk).grants_intact() == (which != "cleared, its seal left as it is")
+    assert token_with_password("alice").status_code != 201, "the account was let through"
+    reported(f"user {alice.pk} (alice): second_factor: log says {not flag}, table says {flag}")
+
+
 def test_password_hash_and_seal_of_before_a_change_written_back(history, alice):
     """Alice's password leaks; an administrator gives her a new one (manage.py changepassword, which
     sets and saves it: an account.password_changed entry, whose index the new seal binds). The

@@ -29,3 +29,12 @@ class Command(BaseCommand):
         finally:
             connections["rebuild_source"].close()
         self.stdout.write(f"rebuilt the custody tables from {count} log entries")
+        # The log says these accounts have a second factor; their devices are credentials, not in
+        # the log: they are refused until reset (and, like every account, need a new password).
+        waiting = rebuild.second_factor_without_device("default")
+        if waiting:
+            self.stdout.write(
+                f"{len(waiting)} account(s) have a second factor in force but no device here: "
+                "each is refused until an administrator runs manage.py reset_second_factor USERNAME "
+                f"(then it enrols again): {', '.join(waiting)}"
+            )
