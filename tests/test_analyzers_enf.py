@@ -122,6 +122,49 @@ def test_a_voiced_moment_inside_hum_free_material_does_not_split_its_span(tmp_pa
     assert audio_enf.detect(str(path)).level_spans == []
 
 
+def _humfree_clip(tmp_path, seed: int) -> tuple[str, tuple[float, float]]:
+    clip = enf_eval.clip(seed)
+    assert clip.kind == "humfree"
+    path = tmp_path / f"humfree{seed}.wav"
+    path.write_bytes(audio.encode(clip.samples, "wav", enf_eval.SR))
+    return str(path), clip.humfree
+
+
+def test_hum_free_material_in_a_phone_recording_with_weak_hum_is_a_span(tmp_path, monkeypatch):
+    """7 s of hum-free speech inserted into a phone's recording (tuning half) whose median local hum
+    SNR is under 12 dB: since audio.enf 2.7.0 such files are tested, with a stricter bridge. Inside
+    the span the trace follows what the noise suppressor left in the hum's band, and the phase run on
+    at it shows no step; run on at the frequency of the span's two sides, it does."""
+    path, (a, b) = _humfree_clip(tmp_path, 80)
+    det = audio_enf.detect(path)
+    assert _enf.LEVEL_REF_WEAK_DB <= det.result.level_ref_db < _enf.LEVEL_REF_MIN_DB
+    (span,) = det.level_spans
+    assert abs(span["start"] - a) <= 0.5 and abs(span["end"] - b) <= 0.5
+    assert span["bridge_z"] >= _enf.LEVEL_BRIDGE_Z_WEAK
+    tester = _enf._Tester(det.result)
+    s, e = round(span["start"] * _enf.R), round(span["end"] * _enf.R)
+    assert (
+        _enf._bridge(tester, s, e)[0] < _enf.LEVEL_BRIDGE_Z < _enf._bridge(tester, s, e, interpolate=True)[0]
+    )
+
+    monkeypatch.setattr(_enf, "LEVEL_REF_WEAK_DB", _enf.LEVEL_REF_MIN_DB)  # 2.6.0: not tested
+    assert audio_enf.detect(path).level_spans == []
+
+
+def test_a_spans_ends_are_fitted_to_where_the_hum_stops(tmp_path, monkeypatch):
+    """Hum-free material inserted through an AGC (tuning half): the level, a mean over 1 s less a
+    local noise from 4 s frames (which rises near a splice: the step leaks into the neighbour bands),
+    falls 0.6 s before the splice. The fit of hum on one side and none on the other puts the span's
+    start at the splice."""
+    path, (a, b) = _humfree_clip(tmp_path, 32)
+    (span,) = audio_enf.detect(path).level_spans
+    assert abs(span["start"] - a) <= 0.1 and abs(span["end"] - b) <= 0.1
+
+    monkeypatch.setattr(_enf, "LEVEL_EDGE_S", 0.0)  # the level's own ends, as before 2.7.0
+    (span,) = audio_enf.detect(path).level_spans
+    assert a - span["start"] > 0.5
+
+
 def test_the_evaluation_records_the_true_phase_step_of_each_splice():
     sr = enf_eval.SR
     n = np.arange(2 * sr)

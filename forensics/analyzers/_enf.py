@@ -45,8 +45,10 @@ Pure numpy/scipy on a mono signal already decoded at FS = 1000 Hz.
    phase test did not give.
 6. Hum level test (_level_test): spans where the hum disappears (inserted
    hum-free material; a voiced moment inside it does not split it) and its
-   phase after the span does not continue the phase before it (_bridge);
-   their ends are edit candidates.
+   phase after the span does not continue the phase before it (_bridge, run
+   on across the span at the trace or at its two sides' frequency); their
+   ends, placed by a fit of hum on one side and none on the other
+   (_level_edge), are edit candidates.
 7. Placement (_place): each phase-test and IF candidate is moved, within
    PLACE_S, to the instant where a split model fits the de-rotated hum
    best (each side its own phase and grid frequency; the hum divided by its
@@ -125,10 +127,23 @@ LEVEL_MIN_S = 0.8
 # hum SNR >= 12 dB) 0.6-2.0 s found 187/247 splices (without: 177; 0.4 s: 184), false alarms unchanged (6 in
 # 7.1 h of unedited audio), candidates away from the splices in edited files 38 at 1.2-2.0 s (without: 49)
 LEVEL_CLOSE_S = 1.2
+# A span's ends are placed by a fit (_level_edge): within LEVEL_EDGE_S of where the level crosses, the hum's
+# side fitted over LEVEL_EDGE_FIT_S beyond that (audio.enf 2.7.0). On the tuning half (even seeds, hum SNR
+# >= 12 dB, with the two changes below): 1.0 s and 4-5 s found 202/247 splices (3 s: 201; 2 s: 198; 0.6 or
+# 1.5 s and 4 s: 200; without the fit: 195), false alarms unchanged (6 in 7.1 h of unedited audio)
+LEVEL_EDGE_S = 1.0
+LEVEL_EDGE_FIT_S = 4.0
 # LEVEL_REF_MIN_DB: below this median local SNR a drop cannot be told from the noise. 12 (was 14 before
 # the bridge test): on the tuning half the bridge removes every span of an unedited file down to 10, and
 # 12 and 10 found the same splices there (14: 3 fewer)
 LEVEL_REF_MIN_DB = 12.0
+# LEVEL_REF_WEAK_DB, LEVEL_BRIDGE_Z_WEAK: files whose median local SNR is 8-12 dB are tested too (2.7.0), a
+# span kept there only with a bridge statistic of 3.5. On the tuning half every span of an unedited file at
+# 8-12 dB bridged at 2.6 or less (575 spans), the hum-free insertions there at 4.2 or more (7 spans); 3.0-3.5
+# found 202-203/247 splices, 4.5: 200; without these files: 190; false alarms unchanged (6 in 7.1 h). The
+# bridge there is the larger of two (_level_test): the trace's alone found 194, the sides' frequency alone 190
+LEVEL_REF_WEAK_DB = 8.0
+LEVEL_BRIDGE_Z_WEAK = 3.5
 LEVEL_ABSENT_DB = 6.0  # a span's median local SNR must be under this: the hum is (nearly) gone
 # A span is kept only if the hum's phase after it does not continue the phase before it (_bridge):
 # material inserted between the two sides shifts the later side's phase by the mains frequency x its
@@ -349,6 +364,7 @@ class _Tester:
         self.n = n
         t = np.arange(n) / R
         smooth = np.interp(t, res.times, _smooth_trace(res))
+        self.smooth = smooth  # the trace per baseband sample (Hz), that de-rotates the hum
         self.ys, self.noises = [], []
         self.raw_ys, self.raw_noises = [], []
         for h in res.harmonics:
@@ -700,14 +716,19 @@ def _place(res: Result, tester: _Tester) -> None:
         times[i] = c["time"]
 
 
-def _bridge(tester: _Tester, s: int, e: int) -> tuple[float, dict]:
+def _bridge(tester: _Tester, s: int, e: int, interpolate: bool = False) -> tuple[float, dict]:
     """The hum's phase step across the span [s, e] (samples): BRIDGE_WINDOW_S before it against after it.
 
     As the phase test's constant-frequency step, with an extra error for the
     trace's frequency error over the bridged time (BRIDGE_WANDER_HZ x k);
     harmonics whose mean phasor on either side is under LOCAL_SNR_DB are left
-    out. Returns (normal deviate, or NaN when no harmonic can be tested;
-    per-harmonic steps in degrees).
+    out. The phase is run on across the span at the trace, or with
+    ``interpolate`` at the median of the trace over the two windows: inside a
+    span without hum the trace follows whatever is left in the hum's band
+    (noise, speech; a phone's noise suppression leaves little else), and over
+    seconds that turns the reference by tens of degrees. Returns (normal
+    deviate, or NaN when no harmonic can be tested; per-harmonic steps in
+    degrees).
     """
     w, g, n = int(BRIDGE_WINDOW_S * R), tester.gap, tester.n
     a0, a1, b0, b1 = max(0, s - g - w), s - g, e + g, min(n, e + g + w)
@@ -726,12 +747,61 @@ def _bridge(tester: _Tester, s: int, e: int) -> tuple[float, dict]:
         var = sum(v / (2 * ln * abs(m) ** 2) for m, v, ln in sides)
         var += np.radians(FLOOR_DEG * h.k) ** 2 + (2 * np.pi * h.k * BRIDGE_WANDER_HZ * bridged) ** 2
         step = float(np.angle(sides[1][0] * np.conj(sides[0][0])))
+        if interpolate:
+            # the reference's turn between the windows' centres: the trace's, taken back, and instead
+            # the trace's up to the span and from it, with the two sides' median frequency across it
+            smooth, grid = tester.smooth, tester.res.grid
+            ca, cb = (a0 + a1) // 2, (b0 + b1) // 2
+            across = 0.5 * (float(np.median(smooth[a0:a1])) + float(np.median(smooth[b0:b1])))
+            trace = float(np.sum(smooth[ca:cb] - grid))
+            sides_only = float(np.sum(smooth[ca:a1] - grid) + np.sum(smooth[b0:cb] - grid)) + (
+                across - grid
+            ) * (b0 - a1)
+            step = float(np.angle(np.exp(1j * (step + 2 * np.pi * h.k * (trace - sides_only) / R))))
         chi += step**2 / var
         dof += 1
         steps[h.k * tester.res.grid] = float(np.degrees(step))
     if dof == 0:
         return float("nan"), steps
     return float(_wilson_hilferty(np.array([chi]), np.array([dof]))[0]), steps
+
+
+def _level_edge(tester: _Tester, guess: int, hum_before: bool) -> int:
+    """Where the hum stops (``hum_before``) or starts again, near baseband sample ``guess``.
+
+    The level test's ends come from a mean over LEVEL_WINDOW_S, less a local
+    noise taken from 4 s frames (which rises near a splice: the step leaks
+    into the neighbour bands), and a hum an AGC has turned down next to the
+    splice reads as gone: they can be a second off. Here the de-rotated hum of every
+    usable harmonic is fitted by a hum present on one side of a split and
+    absent on the other: the hum's side runs from a fixed outer end,
+    LEVEL_EDGE_FIT_S beyond the search range, to the split, and the
+    log-likelihood gain of a phasor there (samples weighted by their noise,
+    turning at the trace's frequency plus an offset within PLACE_FREQ_HZ, as
+    in _place) grows while the split moves through hum and falls once it
+    takes in samples without it. The split with the largest gain within
+    LEVEL_EDGE_S of the guess is the end.
+    """
+    n, reach, fit = tester.n, int(LEVEL_EDGE_S * R), int(LEVEL_EDGE_FIT_S * R)
+    lo, hi = max(1, guess - reach), min(n - 1, guess + reach)
+    if hi <= lo:
+        return guess
+    # samples from the outer end inwards, and the number of them on the hum's side of each split
+    if hum_before:
+        outer = max(0, lo - fit)
+        m, counts = np.arange(outer, hi), np.arange(lo, hi + 1) - outer
+    else:
+        outer = min(n, hi + fit)
+        m, counts = np.arange(lo, outer)[::-1], outer - np.arange(lo, hi + 1)
+    offsets = np.arange(-PLACE_FREQ_HZ, PLACE_FREQ_HZ + PLACE_FREQ_STEP_HZ / 2, PLACE_FREQ_STEP_HZ)
+    gain = np.zeros((len(offsets), len(counts)))
+    for h, cs, ncs in zip(tester.res.harmonics, tester.raw_ys, tester.raw_noises, strict=True):
+        y, nv = np.diff(cs)[m], np.maximum(np.diff(ncs), 1e-30)[m]
+        rot = np.exp(-2j * np.pi * h.k * np.outer(offsets, m - guess) / R)
+        sy = np.concatenate([np.zeros((len(offsets), 1)), np.cumsum(rot * (y / nv), axis=1)], axis=1)
+        sw = np.concatenate([[0.0], np.cumsum(1 / nv)])
+        gain += np.abs(sy[:, counts]) ** 2 / np.maximum(sw[counts], 1e-30)
+    return lo + int(np.argmax(gain.max(axis=0)))
 
 
 def _level_test(res: Result, tester: _Tester) -> None:
@@ -749,15 +819,18 @@ def _level_test(res: Result, tester: _Tester) -> None:
     between words, which is no edit; against the span's own noise or the
     file's, whichever says less: noisier inserted material would otherwise
     pass its noise off as hum) and it lies LEVEL_DROP_DB under the
-    level just outside it on both sides. Its ends are placed where the level
+    level just outside it on both sides. Its ends are first where the level
     crosses 6 dB under the level just outside (half the hum's amplitude, the
-    middle of the window's ramp). Files whose median local SNR is under
-    LEVEL_REF_MIN_DB are not tested. A span is kept only when the hum's
+    middle of the window's ramp), then fitted to the hum itself within
+    LEVEL_EDGE_S of that (_level_edge). Files whose median local SNR is under
+    LEVEL_REF_WEAK_DB are not tested. A span is kept only when the hum's
     phase just after it differs from its phase just before it by at least
-    LEVEL_BRIDGE_Z (_bridge): material inserted between the two sides moves
-    the later side's phase by the mains frequency times its length, while a
-    dropout of the hum in place (a codec's, a noise suppressor's) leaves the
-    phase running on. The ends of a span are edit candidates (test "level").
+    LEVEL_BRIDGE_Z (_bridge; LEVEL_BRIDGE_Z_WEAK in files under
+    LEVEL_REF_MIN_DB, where a drop is harder to tell from the noise):
+    material inserted between the two sides moves the later side's phase by
+    the mains frequency times its length, while a dropout of the hum in place
+    (a codec's, a noise suppressor's) leaves the phase running on. The ends
+    of a span are edit candidates (test "level").
     """
     w = int(LEVEL_WINDOW_S * R)
     n = tester.n
@@ -783,7 +856,7 @@ def _level_test(res: Result, tester: _Tester) -> None:
     res.level_db = level
     ref = float(np.median(level))
     res.level_ref_db = ref
-    if ref < LEVEL_REF_MIN_DB:
+    if ref < LEVEL_REF_WEAK_DB:
         return
     low = level < ref - LEVEL_DROP_DB
     edges = np.flatnonzero(np.diff(np.concatenate([[0], low.astype(int), [0]])))
@@ -814,12 +887,22 @@ def _level_test(res: Result, tester: _Tester) -> None:
         depth = min(left, right) - inside
         if depth < LEVEL_DROP_DB:
             continue
-        bridge_z, bridge_steps = _bridge(tester, a + w // 2, b - 1 + w // 2)
-        if not bridge_z >= LEVEL_BRIDGE_Z:
+        start = _level_edge(tester, a + w // 2, hum_before=True)
+        end = _level_edge(tester, b - 1 + w // 2, hum_before=False)
+        if end - start < LEVEL_MIN_S * R:
+            start, end = a + w // 2, b - 1 + w // 2
+        # the phase across the span run on at the trace (which follows the grid's wander, where it has
+        # a hum to follow inside the span), or at the frequency of its two sides (where what it
+        # followed inside was noise or speech): the larger step counts
+        bridge_z, bridge_steps = max(
+            (_bridge(tester, start, end, interpolate) for interpolate in (False, True)),
+            key=lambda b: b[0] if np.isfinite(b[0]) else -np.inf,
+        )
+        if not bridge_z >= (LEVEL_BRIDGE_Z if ref >= LEVEL_REF_MIN_DB else LEVEL_BRIDGE_Z_WEAK):
             continue
         span = {
-            "start": float(res.level_times[a]),
-            "end": float(res.level_times[b - 1]),
+            "start": float(start / R),
+            "end": float(end / R),
             "depth_db": depth,
             "inside_db": inside,
             "bridge_z": bridge_z,

@@ -32,10 +32,12 @@ Method (details in forensics/analyzers/_enf.py):
   instant against the advances just before and after it, over its robust
   spread in this file; candidates the phase test did not already give;
 - hum level: spans where the hum's local SNR falls 10 dB below the file's
-  median and the hum is gone (inserted hum-free material), kept only when
-  the hum's phase after the span does not continue its phase before it (a
-  dropout of the hum in place leaves the phase running on); reported as
-  hum_level_change spans, their ends as edit candidates;
+  median (of at least 8 dB) and the hum is gone (inserted hum-free
+  material), kept only when the hum's phase after the span does not
+  continue its phase before it (a dropout of the hum in place leaves the
+  phase running on; run on at the trace, or at the frequency of the span's
+  two sides); reported as hum_level_change spans, their ends (fitted to
+  where the hum stops and starts again) as edit candidates;
 - placement: each phase-test and instantaneous-frequency candidate moves
   (at most 1.5 s, never past another candidate) to the instant where a
   split model fits the de-rotated hum best: on each side its own phase and
@@ -89,7 +91,10 @@ NAME = "audio.enf"
 #        over 0.25 s, with its own phase and grid frequency on each side) fits best within 1.5 s (_place)
 # 2.6.0: the hum-level test joins runs of low level less than 1.2 s apart into one span (a voiced
 #        moment of inserted hum-free speech no longer splits it into pieces whose ends are not the splices)
-VERSION = "2.6.0"
+# 2.7.0: hum-level spans also in files whose median local hum SNR is 8-12 dB (with a bridge statistic of
+#        3.5 there); a span's ends fitted to the hum (_level_edge); the bridge also runs the phase on across
+#        the span at its two sides' frequency, where the trace inside followed noise or speech
+VERSION = "2.7.0"
 TIME_LIMIT = 3600  # seconds of wall-clock time per run (CUSTODY_ANALYSIS_TIME_LIMITS overrides)
 MEMORY_LIMIT = 4 << 30  # bytes of address space (CUSTODY_ANALYSIS_MEMORY_LIMITS overrides)
 ACCEPTS = ["audio/*", "video/*"]
@@ -122,7 +127,9 @@ def _limits() -> list[str]:
         "mains cycles (20 ms at 50 Hz, 16.7 ms at 60 Hz) to within a few degrees and the hum's level "
         "does not change: such edits cannot be found by this method.",
         "A span where the hum is gone is reported only when the hum's phase after it does not continue "
-        f"its phase before it (a statistic of at least {_enf.LEVEL_BRIDGE_Z:g}, given as bridge_z; a span "
+        f"its phase before it (a statistic of at least {_enf.LEVEL_BRIDGE_Z:g}, given as bridge_z, or "
+        f"{_enf.LEVEL_BRIDGE_Z_WEAK:g} in files whose median local hum SNR is under "
+        f"{_enf.LEVEL_REF_MIN_DB:g} dB; none is looked for under {_enf.LEVEL_REF_WEAK_DB:g} dB; a span "
         "whose two sides cannot be compared is not reported): "
         "inserted hum-free material lasting a whole number of mains cycles to within a few tens of "
         "degrees is not reported as a span, and a dropout of the hum in place is not reported at all.",

@@ -62,8 +62,9 @@ SEED_BASE = 20261207  # the tuning half: even seeds
 # HELD_OUT_BASE: the held-out half (odd seeds) is drawn from its own base, replaced by a fresh one once a
 # round of changes has been judged on it. 20261207 (the tuning half's) was the held-out base of
 # audio.enf 2.0.0-2.5.0: its misses were listed and read for 2.4.0 and 2.5.0, so it was no longer unseen.
-# 20261208 from 2.6.0 on.
-HELD_OUT_BASE = 20261208
+# 20261208 was the held-out base of 2.6.0 (judged on it once; its aggregate figures were read for 2.7.0's
+# choices, not its clips). 20261209 from 2.7.0 on.
+HELD_OUT_BASE = 20261209
 # bands of the hum's phase step at a splice (|degrees| of the fundamental) for the breakdown of recall
 STEP_BANDS_DEG = (0, 15, 30, 60, 90, 180)
 
@@ -619,7 +620,7 @@ def set_description(n_clips: int, codecs: tuple[str, ...], unedited_s: float) ->
         f"suppression); one clip in three unedited ({unedited_s:g} s), the others (60 s) with a cut of 0.3-6 s, an "
         "insertion of 1-8 s of another recording with its own hum, an insertion of 1-8 s of hum-free "
         "material, or two swapped 3-8 s segments; 5-20 ms crossfades at the splices; encoded as "
-        f"{', '.join(codecs)} through FFmpeg. Rates from the odd seeds only, drawn afresh for audio.enf 2.6.0 "
+        f"{', '.join(codecs)} through FFmpeg. Rates from the odd seeds only, drawn afresh for audio.enf 2.7.0 "
         "(the even seeds tuned the "
         "thresholds and fitted the score calibration). Condition: codec and the hum SNR band the analyzer "
         "reports."
