@@ -98,12 +98,10 @@ def second_factor_without_device(using: str = "default") -> list[str]:
     """Usernames of the accounts that have a second factor in force but no confirmed authenticator
     app (after a rebuild: every one that had enrolled). Each is refused at login until an
     administrator resets its second factor (``manage.py reset_second_factor``)."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     from .models import User
+    from .second_factor import without_device
 
-    devices = TOTPDevice.objects.using(using).filter(confirmed=True).values("user_id")
-    users = User.objects.using(using).filter(second_factor=True).exclude(pk__in=devices)
+    users = without_device(User.objects.using(using))
     return list(users.order_by("username").values_list("username", flat=True))
 
 

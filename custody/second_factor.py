@@ -99,6 +99,14 @@ def is_enrolled(user) -> bool:
     return bool(user.is_authenticated and User.objects.filter(pk=user.pk, second_factor=True).exists())
 
 
+def without_device(users):
+    """The accounts of ``users`` (a queryset) with a second factor in force (the flag, from the log)
+    and no confirmed authenticator app: devices deleted in the database, or tables rebuilt from the
+    log, which does not hold them. Refused whatever code they type, until reset_second_factor."""
+    devices = TOTPDevice.objects.using(users.db).filter(confirmed=True).values("user_id")
+    return users.filter(second_factor=True).exclude(pk__in=devices)
+
+
 def recovery_codes_left(user) -> int:
     return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
 
@@ -278,10 +286,8 @@ def _check_code(
             "recovery",
         )
     if device is None:
-        # In force (the flag, from the log) with no authenticator app left: the devices were deleted
-        # in the database, or the tables were rebuilt from the log, which does not hold them.
         # Refused, whichever code is typed: the password alone must not become enough.
-        if is_enrolled(user) and not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+        if user.is_authenticated and without_device(User.objects.filter(pk=user.pk)).exists():
             raise SecondFactorError(
                 "this account's second factor is missing from the database: an administrator must reset it "
                 "(manage.py reset_second_factor), then enrol again",

@@ -737,6 +737,18 @@ def _bridge(tester: _Tester, s: int, e: int, interpolate: bool = False) -> tuple
     snr_min = 10 ** (LOCAL_SNR_DB / 10)
     chi, dof, steps = 0.0, 0, {}
     bridged = ((b0 + b1) - (a0 + a1)) / 2 / R
+    if interpolate:
+        # the fundamental's reference turn between the windows' centres (in cycles x R): the trace's,
+        # taken back, and instead the trace's up to the span and from it, with the two sides' median
+        # frequency across it
+        smooth, grid = tester.smooth, tester.res.grid
+        ca, cb = (a0 + a1) // 2, (b0 + b1) // 2
+        across = 0.5 * (float(np.median(smooth[a0:a1])) + float(np.median(smooth[b0:b1])))
+        trace = float(np.sum(smooth[ca:cb] - grid))
+        sides_only = float(np.sum(smooth[ca:a1] - grid) + np.sum(smooth[b0:cb] - grid)) + (across - grid) * (
+            b0 - a1
+        )
+        correction = trace - sides_only
     for h, cs, ncs in zip(tester.res.harmonics, tester.ys, tester.noises, strict=True):
         sides = []
         for lo, hi in ((a0, a1), (b0, b1)):
@@ -748,16 +760,7 @@ def _bridge(tester: _Tester, s: int, e: int, interpolate: bool = False) -> tuple
         var += np.radians(FLOOR_DEG * h.k) ** 2 + (2 * np.pi * h.k * BRIDGE_WANDER_HZ * bridged) ** 2
         step = float(np.angle(sides[1][0] * np.conj(sides[0][0])))
         if interpolate:
-            # the reference's turn between the windows' centres: the trace's, taken back, and instead
-            # the trace's up to the span and from it, with the two sides' median frequency across it
-            smooth, grid = tester.smooth, tester.res.grid
-            ca, cb = (a0 + a1) // 2, (b0 + b1) // 2
-            across = 0.5 * (float(np.median(smooth[a0:a1])) + float(np.median(smooth[b0:b1])))
-            trace = float(np.sum(smooth[ca:cb] - grid))
-            sides_only = float(np.sum(smooth[ca:a1] - grid) + np.sum(smooth[b0:cb] - grid)) + (
-                across - grid
-            ) * (b0 - a1)
-            step = float(np.angle(np.exp(1j * (step + 2 * np.pi * h.k * (trace - sides_only) / R))))
+            step = float(np.angle(np.exp(1j * (step + 2 * np.pi * h.k * correction / R))))
         chi += step**2 / var
         dof += 1
         steps[h.k * tester.res.grid] = float(np.degrees(step))
@@ -795,8 +798,10 @@ def _level_edge(tester: _Tester, guess: int, hum_before: bool) -> int:
         m, counts = np.arange(lo, outer)[::-1], outer - np.arange(lo, hi + 1)
     offsets = np.arange(-PLACE_FREQ_HZ, PLACE_FREQ_HZ + PLACE_FREQ_STEP_HZ / 2, PLACE_FREQ_STEP_HZ)
     gain = np.zeros((len(offsets), len(counts)))
+    first, last = int(m.min()), int(m.max()) + 1  # only the window's samples, not the file's
     for h, cs, ncs in zip(tester.res.harmonics, tester.raw_ys, tester.raw_noises, strict=True):
-        y, nv = np.diff(cs)[m], np.maximum(np.diff(ncs), 1e-30)[m]
+        y = np.diff(cs[first : last + 1])[m - first]
+        nv = np.maximum(np.diff(ncs[first : last + 1]), 1e-30)[m - first]
         rot = np.exp(-2j * np.pi * h.k * np.outer(offsets, m - guess) / R)
         sy = np.concatenate([np.zeros((len(offsets), 1)), np.cumsum(rot * (y / nv), axis=1)], axis=1)
         sw = np.concatenate([[0.0], np.cumsum(1 / nv)])
